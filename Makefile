@@ -1,0 +1,89 @@
+# periskope: build, test, install and demo.
+#
+#   make                      build build/$(LUA)/periskope.so (Lua 5.4 by default)
+#   make LUA=lua5.1           another Lua, by pkg-config name (lua5.1 ... lua5.4, luajit)
+#   make test                 busted specs against the built module
+#   make check-core           the pure C core's own tests, under ASan/UBSan
+#   make check-valgrind       1,000 pins under valgrind memcheck
+#   make demo                 pin through the bundled local Periskope server
+#   make install              into $(DESTDIR)$(LUA_CMOD)
+
+LUA ?= lua5.4
+PKG_CONFIG ?= pkg-config
+CC ?= cc
+
+# luarocks passes LUA_INCDIR; otherwise pkg-config knows the headers.
+ifdef LUA_INCDIR
+LUA_CFLAGS := -I$(LUA_INCDIR)
+else
+LUA_CFLAGS := $(shell $(PKG_CONFIG) --cflags $(LUA))
+endif
+CURL_CFLAGS := $(shell $(PKG_CONFIG) --cflags libcurl)
+CURL_LIBS := $(shell $(PKG_CONFIG) --libs libcurl)
+
+# The interpreter that runs the specs for this build.
+LUA_BIN_lua5.1 := lua5.1
+LUA_BIN_lua5.2 := lua5.2
+LUA_BIN_lua5.3 := lua5.3
+LUA_BIN_lua5.4 := lua5.4
+LUA_BIN_luajit := luajit
+LUA_BIN ?= $(or $(LUA_BIN_$(LUA)),lua)
+LUA_VERSION_DIR := $(shell $(LUA_BIN) -e 'print((_VERSION:gsub("Lua ","")))' 2>/dev/null || echo 5.4)
+
+PREFIX ?= /usr/local
+LUA_CMOD ?= $(PREFIX)/lib/lua/$(LUA_VERSION_DIR)
+
+WARN := -Wall -Wextra -Wshadow -Wmissing-prototypes -Wstrict-prototypes
+CFLAGS ?= -O2 -g
+ALL_CFLAGS := -std=c99 -fPIC -fvisibility=hidden $(WARN) $(CFLAGS) \
+              $(LUA_CFLAGS) $(CURL_CFLAGS) $(EXTRA_CFLAGS)
+LDFLAGS_SO := -shared $(LDFLAGS) $(EXTRA_LDFLAGS)
+
+BUILD := build/$(LUA)
+CORE_SRC := src/psk_buf.c src/psk_core.c
+SRC := $(CORE_SRC) src/psk_http.c src/lperiskope.c
+OBJ := $(patsubst src/%.c,$(BUILD)/%.o,$(SRC))
+SO := $(BUILD)/periskope.so
+
+BUSTED ?= /usr/bin/busted
+
+.PHONY: all test check-core check-valgrind demo install clean
+
+all: $(SO)
+
+$(BUILD)/%.o: src/%.c src/*.h | $(BUILD)
+	$(CC) $(ALL_CFLAGS) -c $< -o $@
+
+$(BUILD):
+	mkdir -p $@
+
+# libcurl is linked; liblua is not: the host (lua, luajit, nginx, nvim) has it.
+$(SO): $(OBJ)
+	$(CC) $(LDFLAGS_SO) -o $@ $(OBJ) $(CURL_LIBS)
+
+test: $(SO)
+	PERISKOPE_CPATH="$(CURDIR)/$(BUILD)/?.so" $(LUA_BIN) $(BUSTED) $(BUSTED_ARGS)
+
+# The pure core and buffer, without Lua or libcurl, under the sanitizers.
+build/check-core: test/check_core.c $(CORE_SRC) src/psk_core.h src/psk_buf.h
+	mkdir -p build
+	$(CC) -std=c99 -g -O1 $(WARN) -fsanitize=address,undefined \
+	  -fno-sanitize-recover=all -Isrc test/check_core.c $(CORE_SRC) -o $@
+
+check-core: build/check-core
+	./build/check-core
+
+check-valgrind: $(SO)
+	PERISKOPE_CPATH="$(CURDIR)/$(BUILD)/?.so" $(LUA_BIN) spec/support/run_with_server.lua -- \
+	  valgrind --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=3 \
+	  $(LUA_BIN) test/pin_loop.lua 1000
+
+demo: $(SO)
+	PERISKOPE_CPATH="$(CURDIR)/$(BUILD)/?.so" sh examples/demo.sh "$(LUA_BIN)"
+
+install: $(SO)
+	install -d "$(DESTDIR)$(LUA_CMOD)"
+	install -m 0755 $(SO) "$(DESTDIR)$(LUA_CMOD)/periskope.so"
+
+clean:
+	rm -rf build

@@ -1,0 +1,950 @@
+/*
+ * lperiskope.c: the Lua binding. The only file that talks to Lua.
+ *
+ * It checks every argument before any I/O (misuse raises, naming the field
+ * and what it accepts), turns options into a psk_config, runs pin as
+ * build_pin + transport + retry plan, and builds result tables. pin and
+ * read_response end in the same result builder (push_result). Module state
+ * (the default client and configure's options) is one table, upvalue 1 of
+ * every module function: no C statics, since a process may hold several
+ * lua_States.
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "compat.h"
+#include "psk_core.h"
+#include "psk_http.h"
+
+#define CLIENT_MT "periskope.Client"
+#define HEADERS_MT "periskope.headers"
+
+typedef struct Client {
+  psk_config cfg;   /* owned strings */
+  psk_http *http;   /* NULL until opened and after release */
+  psk_request req;  /* reused by every call */
+  uint64_t rng;     /* backoff jitter */
+  int closed;       /* 1 until fully built, and after close */
+  int hook;         /* on_event is set (it lives in the uservalue table) */
+  int debug;        /* PERISKOPE_DEBUG=1 and no on_event */
+} Client;
+
+/* ---------------------------------------------------------------- */
+/* small helpers                                                     */
+
+static int in_list(const char *s, const char *const names[]) {
+  for (; *names; names++)
+    if (strcmp(s, *names) == 0) return 1;
+  return 0;
+}
+
+/* Describes the value at i for an error message: numbers as themselves,
+   everything else by type, so no string value (it may be the key) is ever
+   echoed. [-0, +1, m] */
+static const char *got(lua_State *L, int i) {
+  if (lua_type(L, i) == LUA_TNUMBER) {
+    char num[64];
+    snprintf(num, sizeof num, "%.14g", (double)lua_tonumber(L, i));
+    return lua_pushfstring(L, "got %s", num);
+  }
+  return lua_pushfstring(L, "got %s", luaL_typename(L, i));
+}
+
+/* Raises for a bad option or field. arg > 0: "bad argument #arg to 'fn'
+   (WHAT 'NAME' RULE, got X)"; arg == 0 (the default client, built inside
+   another call): "periskope: WHAT 'NAME' RULE". vi: the offending value's
+   index, or 0 to leave "got" out. [-0, +0, v] */
+static int bad(lua_State *L, int arg, const char *what, const char *name,
+               const char *rule, int vi) {
+  const char *msg;
+  if (vi) {
+    vi = psk_absindex(L, vi);
+    msg = lua_pushfstring(L, "%s '%s' %s, %s", what, name, rule, got(L, vi));
+  } else {
+    msg = lua_pushfstring(L, "%s '%s' %s", what, name, rule);
+  }
+  if (arg > 0) return luaL_argerror(L, arg, msg);
+  return luaL_error(L, "periskope: %s", msg);
+}
+
+/* Raises on a key of table t that is not a string or not in names. */
+static void check_keys(lua_State *L, int t, int arg, const char *what,
+                       const char *const names[]) {
+  lua_pushnil(L);
+  while (lua_next(L, t)) {
+    lua_pop(L, 1); /* keep the key only */
+    /* Type first: lua_tostring would convert a number key in place, and
+       lua_next would then lose its way. */
+    if (lua_type(L, -1) != LUA_TSTRING) {
+      const char *m = lua_pushfstring(L, "%s names must be strings, %s", what,
+                                      got(L, -1));
+      if (arg > 0) luaL_argerror(L, arg, m);
+      luaL_error(L, "periskope: %s", m);
+    }
+    if (!in_list(lua_tostring(L, -1), names)) {
+      const char *m = lua_pushfstring(L, "unknown %s '%s'", what,
+                                      lua_tostring(L, -1));
+      if (arg > 0) luaL_argerror(L, arg, m);
+      luaL_error(L, "periskope: %s", m);
+    }
+  }
+}
+
+/* Pushes t[name] (raw), or nil when t is 0. [-0, +1, -] */
+static int get_field(lua_State *L, int t, const char *name) {
+  if (!t) {
+    lua_pushnil(L);
+    return LUA_TNIL;
+  }
+  lua_pushstring(L, name);
+  lua_rawget(L, t);
+  return lua_type(L, -1);
+}
+
+static char *dup_n(const char *s, size_t n) {
+  char *d = malloc(n + 1);
+  if (d) {
+    memcpy(d, s, n);
+    d[n] = '\0';
+  }
+  return d;
+}
+
+/* Stores a malloc'd copy in *slot at once, so a later raise leaves it to
+   the client's release instead of leaking it. */
+static void set_owned(lua_State *L, char **slot, const char *s, size_t n) {
+  free(*slot);
+  *slot = dup_n(s, n);
+  if (!*slot) luaL_error(L, "periskope: out of memory");
+}
+
+/* ---------------------------------------------------------------- */
+/* client options                                                    */
+
+static const char *const option_names[] = {
+    "api_key",        "phone",    "base_url", "timeout",    "connect_timeout",
+    "retries",        "max_body", "ca_file",  "user_agent", "max_retry_wait",
+    "on_event",       NULL};
+
+/* A string option from t, else from the environment variable env (empty
+   counts as unset). Leaves the value on the stack while the caller uses
+   it. *from_env tells where it came from. [-0, +1, v] */
+static const char *opt_string(lua_State *L, int t, int arg, const char *name,
+                              const char *env, size_t *len, int *from_env) {
+  int ty = get_field(L, t, name);
+  *from_env = 0;
+  if (ty == LUA_TSTRING) return lua_tolstring(L, -1, len);
+  if (ty != LUA_TNIL) bad(L, arg, "option", name, "must be a string", -1);
+  if (env) {
+    const char *v = getenv(env);
+    if (v && *v) {
+      lua_pop(L, 1);
+      lua_pushstring(L, v);
+      *from_env = 1;
+      return lua_tolstring(L, -1, len);
+    }
+  }
+  return NULL;
+}
+
+/* A number option in (lo, hi] (or [lo, hi] when lo_ok); integral when
+   integral is set. [-0, +0, v] */
+static double opt_number(lua_State *L, int t, int arg, const char *name,
+                         double def, double lo, int lo_ok, double hi,
+                         int integral, const char *rule) {
+  double v;
+  int ty = get_field(L, t, name);
+  if (ty == LUA_TNIL) {
+    lua_pop(L, 1);
+    return def;
+  }
+  if (integral) {
+    long long iv = 0;
+    if (!psk_tointegral(L, -1, &iv)) bad(L, arg, "option", name, rule, -1);
+    v = (double)iv;
+  } else {
+    if (ty != LUA_TNUMBER) bad(L, arg, "option", name, rule, -1);
+    v = (double)lua_tonumber(L, -1);
+  }
+  if (!(lo_ok ? v >= lo : v > lo) || !(v <= hi))
+    bad(L, arg, "option", name, rule, -1);
+  lua_pop(L, 1);
+  return v;
+}
+
+/* Reads every option of table t (0: none) into c->cfg, with environment
+   fallbacks. need_key: a missing api_key raises (new), or is allowed
+   (configure checks the rest). Strings are stored as soon as they pass, so
+   a raise part-way leaves them to release. [-0, +0, v] */
+static void read_options(lua_State *L, Client *c, int t, int arg,
+                         int need_key) {
+  psk_err e;
+  size_t n;
+  int env;
+  const char *s;
+  psk_buf url;
+
+  if (t) check_keys(L, t, arg, "option", option_names);
+
+  s = opt_string(L, t, arg, "api_key", "PERISKOPE_API_KEY", &n, &env);
+  if (s) {
+    if (psk_check_api_key(s, n, &e) != PSK_OK)
+      bad(L, arg, "option", "api_key",
+          env ? lua_pushfstring(L, "%s (from PERISKOPE_API_KEY)", e.msg)
+              : e.msg,
+          0);
+    free(c->cfg.auth);
+    c->cfg.auth = malloc(n + 8);
+    if (!c->cfg.auth) luaL_error(L, "periskope: out of memory");
+    memcpy(c->cfg.auth, "Bearer ", 7);
+    memcpy(c->cfg.auth + 7, s, n);
+    c->cfg.auth[n + 7] = '\0';
+  } else if (need_key) {
+    bad(L, arg, "option", "api_key",
+        "is required: pass it, or set PERISKOPE_API_KEY", 0);
+  }
+  lua_pop(L, 1);
+
+  s = opt_string(L, t, arg, "phone", "PERISKOPE_PHONE", &n, &env);
+  if (s) {
+    char phone[PSK_PHONE_MAX + 1];
+    if (psk_normalize_phone(s, n, phone, &e) != PSK_OK)
+      bad(L, arg, "option", "phone",
+          env ? lua_pushfstring(L, "%s (from PERISKOPE_PHONE)", e.msg) : e.msg,
+          0);
+    set_owned(L, &c->cfg.phone, phone, strlen(phone));
+  }
+  lua_pop(L, 1);
+
+  s = opt_string(L, t, arg, "base_url", "PERISKOPE_BASE_URL", &n, &env);
+  if (!s) {
+    s = PSK_DEFAULT_BASE_URL;
+    n = strlen(s);
+  }
+  psk_buf_init(&url, PSK_BASE_URL_MAX);
+  if (psk_normalize_base_url(s, n, &url, &e) != PSK_OK) {
+    psk_buf_free(&url);
+    bad(L, arg, "option", "base_url",
+        env ? lua_pushfstring(L, "%s (from PERISKOPE_BASE_URL)", e.msg)
+            : e.msg,
+        0);
+  }
+  free(c->cfg.base_url);
+  c->cfg.base_url = dup_n(psk_buf_cstr(&url), url.len);
+  psk_buf_free(&url);
+  if (!c->cfg.base_url) luaL_error(L, "periskope: out of memory");
+  lua_pop(L, 1);
+
+  c->cfg.timeout = opt_number(L, t, arg, "timeout", 30, 0, 0, 86400, 0,
+                              "must be a number of seconds > 0 and <= 86400");
+  c->cfg.connect_timeout =
+      opt_number(L, t, arg, "connect_timeout", 10, 0, 0, 86400, 0,
+                 "must be a number of seconds > 0 and <= 86400");
+  c->cfg.retries = (int)opt_number(L, t, arg, "retries", 2, 0, 1, 10, 1,
+                                   "must be an integer from 0 to 10");
+  c->cfg.max_retry_wait =
+      opt_number(L, t, arg, "max_retry_wait", 60, 0, 1, 86400, 0,
+                 "must be a number of seconds >= 0 and <= 86400");
+  c->cfg.max_body = (size_t)opt_number(
+      L, t, arg, "max_body", 1048576, 0, 1, 1073741824.0, 1,
+      "must be an integer number of bytes from 0 to 1073741824");
+
+  s = opt_string(L, t, arg, "ca_file", NULL, &n, &env);
+  if (s) {
+    FILE *f;
+    if (n == 0 || strlen(s) != n) bad(L, arg, "option", "ca_file",
+                                      "must name a readable PEM file", 0);
+    f = fopen(s, "r");
+    if (!f) bad(L, arg, "option", "ca_file", "must name a readable PEM file", 0);
+    fclose(f);
+    set_owned(L, &c->cfg.ca_file, s, n);
+  }
+  lua_pop(L, 1);
+
+  s = opt_string(L, t, arg, "user_agent", NULL, &n, &env);
+  if (s) {
+    if (psk_check_user_agent(s, n, &e) != PSK_OK)
+      bad(L, arg, "option", "user_agent", e.msg, 0);
+    set_owned(L, &c->cfg.user_agent, s, n);
+  } else {
+    char ua[256], *sp;
+    snprintf(ua, sizeof ua, "periskope-lua/%s libcurl/%s %s", PSK_VERSION,
+             psk_http_curl_version(), PSK_LUA_NAME);
+    sp = strrchr(ua, ' '); /* "Lua 5.4" -> "Lua/5.4" */
+    if (sp) *sp = '/';
+    set_owned(L, &c->cfg.user_agent, ua, strlen(ua));
+  }
+  lua_pop(L, 1);
+
+  if (get_field(L, t, "on_event") != LUA_TNIL &&
+      lua_type(L, -1) != LUA_TFUNCTION)
+    bad(L, arg, "option", "on_event", "must be a function", -1);
+  lua_pop(L, 1);
+}
+
+/* ---------------------------------------------------------------- */
+/* client lifetime                                                   */
+
+/* Releases everything the client holds, in reverse order of acquisition.
+   Safe on a half-built, closed or released client; never raises. */
+static void client_release(Client *c) {
+  psk_http_free(c->http); /* before cfg: the transport borrows it */
+  c->http = NULL;
+  psk_request_free(&c->req);
+  psk_config_free(&c->cfg);
+  c->closed = 1;
+}
+
+static Client *checkclient(lua_State *L) {
+  Client *c = luaL_checkudata(L, 1, CLIENT_MT);
+  if (c->closed) luaL_error(L, "periskope: attempt to use a closed client");
+  return c;
+}
+
+/* Pushes a new client built from options table t (0: none). The userdata
+   is created closed with its metatable set before anything is acquired,
+   so a raise part-way leaves __gc a consistent object. [-0, +1, v] */
+static Client *new_client(lua_State *L, int t, int arg) {
+  Client *c = psk_newuserdata(L, sizeof *c);
+  int ud = lua_gettop(L);
+  char err[256];
+  const char *dbg;
+  memset(c, 0, sizeof *c);
+  c->closed = 1;
+  psk_request_init(&c->req);
+  psk_setmetatable(L, CLIENT_MT);
+  lua_createtable(L, 0, 1); /* uservalue: holds on_event */
+  psk_setuvtable(L, ud);
+
+  read_options(L, c, t, arg, 1);
+  if (get_field(L, t, "on_event") == LUA_TFUNCTION) {
+    psk_getuvtable(L, ud);
+    lua_pushvalue(L, -2);
+    lua_setfield(L, -2, "on_event");
+    lua_pop(L, 1);
+    c->hook = 1;
+  }
+  lua_pop(L, 1);
+  dbg = getenv("PERISKOPE_DEBUG");
+  c->debug = !c->hook && dbg && strcmp(dbg, "1") == 0;
+  c->rng = (uint64_t)(uintptr_t)c ^ ((uint64_t)(psk_http_now() * 1e6) << 1);
+  if (!c->rng) c->rng = 0x9E3779B97F4A7C15ULL;
+
+  c->http = psk_http_new(&c->cfg, err, sizeof err);
+  if (!c->http) luaL_error(L, "%s", err);
+  c->closed = 0;
+  return c;
+}
+
+static int mod_new(lua_State *L) {
+  int t = 0;
+  if (!lua_isnoneornil(L, 1)) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    t = 1;
+  }
+  new_client(L, t, 1);
+  return 1;
+}
+
+static int client_close(lua_State *L) {
+  Client *c = luaL_checkudata(L, 1, CLIENT_MT);
+  client_release(c);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int client_gc(lua_State *L) {
+  client_release(luaL_checkudata(L, 1, CLIENT_MT));
+  return 0;
+}
+
+static int client_tostring(lua_State *L) {
+  Client *c = luaL_checkudata(L, 1, CLIENT_MT);
+  if (c->closed)
+    lua_pushliteral(L, "periskope.Client (closed)");
+  else
+    lua_pushfstring(L, "periskope.Client (%s, %s%s)", c->cfg.base_url,
+                    c->cfg.phone ? "phone " : "no phone",
+                    c->cfg.phone ? c->cfg.phone : "");
+  return 1;
+}
+
+/* ---------------------------------------------------------------- */
+/* pin arguments and the request                                     */
+
+static const char *const pin_fields[] = {"message_id", "pin", "time", "phone",
+                                         NULL};
+
+/* Checks the pin argument table at arg and builds c->req from it. Raises,
+   naming the field, before anything is sent. [-0, +0, v] */
+static void build_request(lua_State *L, Client *c, int arg) {
+  psk_err e;
+  const char *id;
+  size_t idlen;
+  int pin = 1, time = 0, st;
+  char phone[PSK_PHONE_MAX + 1];
+  const char *phonep = NULL;
+
+  luaL_checktype(L, arg, LUA_TTABLE);
+  check_keys(L, arg, arg, "field", pin_fields);
+
+  if (get_field(L, arg, "message_id") != LUA_TSTRING)
+    bad(L, arg, "field", "message_id",
+        lua_type(L, -1) == LUA_TNIL ? "is required (a string of 1 to 1024 bytes)"
+                                    : "must be a string of 1 to 1024 bytes",
+        lua_type(L, -1) == LUA_TNIL ? 0 : -1);
+  id = lua_tolstring(L, -1, &idlen);
+  if (psk_check_message_id(id, idlen, &e) != PSK_OK)
+    bad(L, arg, "field", "message_id", e.msg, 0);
+
+  switch (get_field(L, arg, "pin")) {
+  case LUA_TNIL: break;
+  case LUA_TBOOLEAN: pin = lua_toboolean(L, -1); break;
+  default: bad(L, arg, "field", "pin", "must be a boolean", -1);
+  }
+  lua_pop(L, 1);
+
+  if (get_field(L, arg, "time") != LUA_TNIL) {
+    long long days = 0;
+    if (!psk_tointegral(L, -1, &days) || psk_check_time(days, &e) != PSK_OK)
+      bad(L, arg, "field", "time", "must be 1, 7 or 30 (days)", -1);
+    time = (int)days;
+  }
+  lua_pop(L, 1);
+
+  switch (get_field(L, arg, "phone")) {
+  case LUA_TNIL: break;
+  case LUA_TSTRING: {
+    size_t n;
+    const char *s = lua_tolstring(L, -1, &n);
+    if (psk_normalize_phone(s, n, phone, &e) != PSK_OK)
+      bad(L, arg, "field", "phone", e.msg, 0);
+    phonep = phone;
+    break;
+  }
+  default: bad(L, arg, "field", "phone", "must be a string", -1);
+  }
+  lua_pop(L, 1);
+
+  st = psk_request_build(&c->req, &c->cfg, id, idlen, pin, time, phonep);
+  lua_pop(L, 1); /* message_id: the request holds its own copy now */
+  if (st != PSK_OK) luaL_error(L, "periskope: out of memory");
+}
+
+/* Pushes { name = value } for the request's headers; redact replaces the
+   key with "***" (events and logs). [-0, +1, m] */
+static void push_request_headers(lua_State *L, const psk_request *r,
+                                 int redact) {
+  int i;
+  lua_createtable(L, 0, r->nheaders);
+  for (i = 0; i < r->nheaders; i++) {
+    if (redact && strcmp(r->headers[i].name, "Authorization") == 0)
+      lua_pushliteral(L, "Bearer ***");
+    else
+      lua_pushstring(L, r->headers[i].value);
+    lua_setfield(L, -2, r->headers[i].name);
+  }
+}
+
+static int client_build_pin(lua_State *L) {
+  Client *c = checkclient(L);
+  build_request(L, c, 2);
+  lua_createtable(L, 0, 4);
+  lua_pushliteral(L, "POST");
+  lua_setfield(L, -2, "method");
+  lua_pushlstring(L, psk_buf_cstr(&c->req.url), c->req.url.len);
+  lua_setfield(L, -2, "url");
+  push_request_headers(L, &c->req, 0);
+  lua_setfield(L, -2, "headers");
+  lua_pushlstring(L, psk_buf_cstr(&c->req.body), c->req.body.len);
+  lua_setfield(L, -2, "body");
+  return 1;
+}
+
+/* ---------------------------------------------------------------- */
+/* results                                                           */
+
+/* Pushes s lower-cased. [-0, +1, m] */
+static void push_lower(lua_State *L, const char *s, size_t n) {
+  char small[128];
+  if (n <= sizeof small) {
+    size_t i;
+    for (i = 0; i < n; i++)
+      small[i] = (s[i] >= 'A' && s[i] <= 'Z') ? (char)(s[i] + 32) : s[i];
+    lua_pushlstring(L, small, n);
+  } else {
+    luaL_Buffer b;
+    size_t i;
+    luaL_buffinit(L, &b);
+    for (i = 0; i < n; i++)
+      luaL_addchar(&b, (s[i] >= 'A' && s[i] <= 'Z') ? (char)(s[i] + 32) : s[i]);
+    luaL_pushresult(&b);
+  }
+}
+
+/* With a lower-cased name and a value on top of the stack, stores them in
+   the headers table at t, joining repeated names with ", " as HTTP allows.
+   [-2, +0, m] */
+static void add_header(lua_State *L, int t) {
+  lua_pushvalue(L, -2);
+  lua_rawget(L, t);
+  if (lua_type(L, -1) == LUA_TSTRING) {
+    lua_insert(L, -2);        /* name, old, value */
+    lua_pushliteral(L, ", ");
+    lua_insert(L, -2);        /* name, old, ", ", value */
+    lua_concat(L, 3);
+  } else {
+    lua_pop(L, 1);
+  }
+  lua_rawset(L, t);
+}
+
+/* Pushes an empty headers table with the case-insensitive metatable. */
+static int new_headers(lua_State *L) {
+  lua_newtable(L);
+  psk_setmetatable(L, HEADERS_MT);
+  return lua_gettop(L);
+}
+
+/* Pushes the headers table of a response head. [-0, +1, m] */
+static void push_head(lua_State *L, const psk_buf *head) {
+  int t = new_headers(L);
+  size_t pos = 0;
+  psk_header h;
+  while (psk_header_next(psk_buf_cstr(head), head->len, &pos, &h)) {
+    push_lower(L, h.name, h.name_len);
+    lua_pushlstring(L, h.value, h.value_len);
+    add_header(L, t);
+  }
+}
+
+/* headers[k] for any case of k: the table's keys are lower-case. */
+static int headers_index(lua_State *L) {
+  size_t n;
+  const char *k;
+  if (lua_type(L, 2) != LUA_TSTRING) return 0;
+  k = lua_tolstring(L, 2, &n);
+  push_lower(L, k, n);
+  lua_rawget(L, 1);
+  return 1;
+}
+
+/* The string value of header name (lower-case) in headers table t, or
+   NULL; it stays alive as long as the table. [-0, +0, -] */
+static const char *header_str(lua_State *L, int t, const char *name,
+                              size_t *len) {
+  const char *s = NULL;
+  lua_pushstring(L, name);
+  lua_rawget(L, t);
+  if (lua_type(L, -1) == LUA_TSTRING) s = lua_tolstring(L, -1, len);
+  lua_pop(L, 1);
+  return s;
+}
+
+/* Pushes the rate_limit table from headers table t, or nothing when no
+   X-RateLimit-* header holds an integer. Returns how many it pushed. */
+static int push_rate_limit(lua_State *L, int t) {
+  static const char *const names[] = {"x-ratelimit-limit",
+                                      "x-ratelimit-remaining",
+                                      "x-ratelimit-reset"};
+  static const char *const keys[] = {"limit", "remaining", "reset"};
+  int i, any = 0;
+  for (i = 0; i < 3; i++) {
+    size_t n;
+    long long v;
+    const char *s = header_str(L, t, names[i], &n);
+    if (s && psk_parse_uint(s, n, &v) == PSK_OK) {
+      if (!any) lua_createtable(L, 0, 3);
+      any = 1;
+      lua_pushinteger(L, (lua_Integer)v);
+      lua_setfield(L, -2, keys[i]);
+    }
+  }
+  return any;
+}
+
+/* Pushes the error text of a non-2xx answer: the JSON body's "message" (or
+   "error") field, decoded by lua-cjson under pcall, else "HTTP <status>".
+   [-0, +1, m] */
+static void push_error_text(lua_State *L, long status, const char *body,
+                            size_t blen) {
+  int top = lua_gettop(L);
+  if (blen > 0) {
+    lua_getfield(L, lua_upvalueindex(1), "cjson_decode");
+    if (lua_isnil(L, -1)) {
+      /* First use in this state: require "cjson" under pcall, cache the
+         decoder, or false when lua-cjson is missing. */
+      lua_pop(L, 1);
+      lua_getglobal(L, "require");
+      lua_pushliteral(L, "cjson");
+      if (lua_pcall(L, 1, 1, 0) == LUA_OK && lua_istable(L, -1))
+        lua_getfield(L, -1, "decode");
+      else
+        lua_pushboolean(L, 0);
+      if (!lua_isfunction(L, -1)) {
+        lua_pop(L, 1);
+        lua_pushboolean(L, 0);
+      }
+      lua_pushvalue(L, -1);
+      lua_setfield(L, lua_upvalueindex(1), "cjson_decode");
+    }
+    if (lua_isfunction(L, -1)) {
+      lua_pushlstring(L, body, blen);
+      if (lua_pcall(L, 1, 1, 0) == LUA_OK && lua_istable(L, -1)) {
+        int j = lua_gettop(L);
+        static const char *const fields[] = {"message", "error"};
+        int k;
+        for (k = 0; k < 2; k++) {
+          lua_getfield(L, j, fields[k]);
+          if (lua_istable(L, -1)) { /* {"error": {"message": "..."}} */
+            lua_getfield(L, -1, "message");
+            lua_remove(L, -2);
+          }
+          if (lua_type(L, -1) == LUA_TSTRING) {
+            lua_replace(L, top + 1);
+            lua_settop(L, top + 1);
+            return;
+          }
+          lua_pop(L, 1);
+        }
+      }
+    }
+    lua_settop(L, top);
+  }
+  lua_pushfstring(L, "HTTP %d", (int)status);
+}
+
+/* The result builder every path ends in: pushes the result table for an
+   answer with headers table h. [-0, +1, m] */
+static void push_result(lua_State *L, long status, int h, const char *body,
+                        size_t blen, int attempts) {
+  size_t n;
+  const char *trace;
+  int ok = status >= 200 && status < 300;
+  lua_createtable(L, 0, 9);
+  lua_pushboolean(L, ok);
+  lua_setfield(L, -2, "ok");
+  lua_pushinteger(L, (lua_Integer)status);
+  lua_setfield(L, -2, "status");
+  lua_pushvalue(L, h);
+  lua_setfield(L, -2, "headers");
+  lua_pushlstring(L, body, blen);
+  lua_setfield(L, -2, "body");
+  if (push_rate_limit(L, h)) lua_setfield(L, -2, "rate_limit");
+  trace = header_str(L, h, "x-periskope-trace-id", &n);
+  if (trace) {
+    lua_pushlstring(L, trace, n);
+    lua_setfield(L, -2, "trace_id");
+  }
+  if (!ok) {
+    push_error_text(L, status, body, blen);
+    lua_setfield(L, -2, "error");
+  }
+  lua_pushinteger(L, attempts);
+  lua_setfield(L, -2, "attempts");
+}
+
+/* periskope.read_response(status, headers, body) */
+static int mod_read_response(lua_State *L) {
+  long long status;
+  size_t blen = 0;
+  const char *body;
+  int h;
+  if (!psk_tointegral(L, 1, &status) || status < 100 || status > 599)
+    return luaL_argerror(
+        L, 1, lua_pushfstring(L, "status must be an integer from 100 to 599, %s",
+                              got(L, 1)));
+  if (!lua_isnoneornil(L, 2)) luaL_checktype(L, 2, LUA_TTABLE);
+  body = luaL_optlstring(L, 3, "", &blen);
+  h = new_headers(L);
+  if (lua_istable(L, 2)) {
+    lua_pushnil(L);
+    while (lua_next(L, 2)) {
+      size_t n;
+      const char *k;
+      int v = lua_gettop(L);
+      if (lua_type(L, -2) != LUA_TSTRING)
+        return luaL_argerror(L, 2, "header names must be strings");
+      k = lua_tolstring(L, -2, &n);
+      if (lua_type(L, v) == LUA_TTABLE) { /* several values: one each */
+        int i, len = (int)psk_rawlen(L, v);
+        for (i = 1; i <= len; i++) {
+          lua_rawgeti(L, v, i);
+          if (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER)
+            return luaL_argerror(
+                L, 2, lua_pushfstring(L, "header '%s' values must be strings", k));
+          push_lower(L, k, n);
+          lua_insert(L, -2);
+          lua_tostring(L, -1); /* a number becomes its string */
+          add_header(L, h);
+        }
+      } else if (lua_type(L, v) == LUA_TSTRING ||
+                 lua_type(L, v) == LUA_TNUMBER) {
+        push_lower(L, k, n);
+        lua_pushvalue(L, v);
+        lua_tostring(L, -1);
+        add_header(L, h);
+      } else {
+        return luaL_argerror(
+            L, 2,
+            lua_pushfstring(L,
+                            "header '%s' must be a string or an array of "
+                            "strings, %s",
+                            k, got(L, v)));
+      }
+      lua_settop(L, v - 1); /* keep the key for lua_next */
+    }
+  }
+  push_result(L, (long)status, h, body, blen, 1);
+  return 1;
+}
+
+/* ---------------------------------------------------------------- */
+/* events                                                            */
+
+/* Writes one redacted line for the event table on top (PERISKOPE_DEBUG). */
+static void debug_line(lua_State *L, int ev) {
+  static const char *const keys[] = {"attempt", "method",   "url",     "status",
+                                     "elapsed", "trace_id", "kind",    "seconds",
+                                     "reason",  "error",    "message", NULL};
+  int i;
+  lua_getfield(L, ev, "type");
+  fprintf(stderr, "periskope: %s", lua_tostring(L, -1));
+  lua_pop(L, 1);
+  for (i = 0; keys[i]; i++) {
+    lua_getfield(L, ev, keys[i]);
+    if (lua_type(L, -1) == LUA_TNUMBER)
+      fprintf(stderr, " %s=%.14g", keys[i], (double)lua_tonumber(L, -1));
+    else if (lua_type(L, -1) == LUA_TSTRING)
+      fprintf(stderr, " %s=%s", keys[i], lua_tostring(L, -1));
+    lua_pop(L, 1);
+  }
+  fputc('\n', stderr);
+}
+
+/* Hands the event table on top to on_event (or the debug line) and pops
+   it. Runs between transfers only; an error raised by the hook propagates
+   from here, with no transfer in progress. [-1, +0, e] */
+static void emit(lua_State *L, Client *c, int ud) {
+  int ev = lua_gettop(L);
+  if (c->hook) {
+    psk_getuvtable(L, ud);
+    lua_getfield(L, -1, "on_event");
+    lua_pushvalue(L, ev);
+    lua_call(L, 1, 0);
+  } else {
+    debug_line(L, ev);
+  }
+  lua_settop(L, ev - 1);
+}
+
+static void ev_begin(lua_State *L, const char *type) {
+  lua_createtable(L, 0, 6);
+  lua_pushstring(L, type);
+  lua_setfield(L, -2, "type");
+}
+
+static void ev_int(lua_State *L, const char *k, long v) {
+  lua_pushinteger(L, (lua_Integer)v);
+  lua_setfield(L, -2, k);
+}
+
+static void ev_num(lua_State *L, const char *k, double v) {
+  lua_pushnumber(L, (lua_Number)v);
+  lua_setfield(L, -2, k);
+}
+
+static void ev_str(lua_State *L, const char *k, const char *v) {
+  lua_pushstring(L, v);
+  lua_setfield(L, -2, k);
+}
+
+/* ---------------------------------------------------------------- */
+/* pin                                                               */
+
+/* pin on client c (userdata at ud) with arguments at arg: build, send,
+   retry by the plan, return a result or nil, message, kind. */
+static int do_pin(lua_State *L, Client *c, int ud, int arg) {
+  int attempt = 0, events = c->hook || c->debug;
+  build_request(L, c, arg);
+  for (;;) {
+    psk_reply *rep;
+    psk_outcome o;
+    double wait = 0;
+    int reason = 0, base = lua_gettop(L);
+    attempt++;
+    if (events) {
+      ev_begin(L, "request");
+      ev_int(L, "attempt", attempt);
+      ev_str(L, "method", "POST");
+      ev_str(L, "url", psk_buf_cstr(&c->req.url));
+      push_request_headers(L, &c->req, 1);
+      lua_setfield(L, -2, "headers");
+      emit(L, c, ud);
+    }
+    rep = psk_http_perform(c->http, &c->req);
+    memset(&o, 0, sizeof o);
+    o.status = rep->status;
+    o.kind = rep->kind;
+    if (rep->status) {
+      int h;
+      push_head(L, &rep->head);
+      h = lua_gettop(L);
+      push_result(L, rep->status, h, psk_buf_cstr(&rep->body), rep->body.len,
+                  attempt);
+      o.retry_after = header_str(L, h, "retry-after", &o.retry_after_len);
+      o.reset = header_str(L, h, "x-ratelimit-reset", &o.reset_len);
+      o.date = header_str(L, h, "date", &o.date_len);
+      if (events) {
+        ev_begin(L, "response");
+        ev_int(L, "attempt", attempt);
+        ev_int(L, "status", rep->status);
+        ev_num(L, "elapsed", rep->elapsed);
+        lua_getfield(L, -2, "trace_id");
+        lua_setfield(L, -2, "trace_id");
+        lua_getfield(L, -2, "rate_limit");
+        lua_setfield(L, -2, "rate_limit");
+        emit(L, c, ud);
+      }
+    } else {
+      lua_pushnil(L);
+      lua_pushstring(L, rep->message);
+      lua_pushstring(L, psk_kind_names[rep->kind]);
+      if (events) {
+        ev_begin(L, "failure");
+        ev_int(L, "attempt", attempt);
+        ev_str(L, "kind", psk_kind_names[rep->kind]);
+        ev_str(L, "message", rep->message);
+        emit(L, c, ud);
+      }
+    }
+    if (attempt > c->cfg.retries ||
+        !psk_retry_plan(&o, attempt, psk_http_now(), psk_random(&c->rng),
+                        &wait, &reason) ||
+        wait > c->cfg.max_retry_wait) {
+      if (rep->status) {
+        lua_replace(L, base + 1); /* result over the headers table */
+        lua_settop(L, base + 1);
+        return 1;
+      }
+      return 3;
+    }
+    lua_settop(L, base);
+    if (events) {
+      ev_begin(L, "wait");
+      ev_num(L, "seconds", wait);
+      ev_str(L, "reason", psk_wait_reasons[reason]);
+      emit(L, c, ud);
+    }
+    psk_http_sleep(wait);
+  }
+}
+
+static int client_pin(lua_State *L) {
+  Client *c = checkclient(L);
+  return do_pin(L, c, 1, 2);
+}
+
+/* Pushes the default client, creating it from configure's options (or the
+   environment) on first use, and again after close. [-0, +1, v] */
+static Client *default_client(lua_State *L) {
+  Client *c;
+  lua_getfield(L, lua_upvalueindex(1), "default");
+  c = psk_testudata(L, -1, CLIENT_MT);
+  if (c && !c->closed) return c;
+  lua_pop(L, 1);
+  lua_getfield(L, lua_upvalueindex(1), "config");
+  c = new_client(L, lua_istable(L, -1) ? lua_gettop(L) : 0, 0);
+  lua_remove(L, -2);
+  lua_pushvalue(L, -1);
+  lua_setfield(L, lua_upvalueindex(1), "default");
+  return c;
+}
+
+static int mod_pin(lua_State *L) {
+  Client *c;
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 1);
+  c = default_client(L);
+  return do_pin(L, c, 2, 1);
+}
+
+/* periskope.configure(options): checks them all, then commits: a call
+   that raises changes nothing. Opens no connection. */
+static int mod_configure(lua_State *L) {
+  Client *probe;
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 1);
+  /* Check with a throwaway client that never opens a connection. */
+  probe = psk_newuserdata(L, sizeof *probe);
+  memset(probe, 0, sizeof *probe);
+  probe->closed = 1;
+  psk_request_init(&probe->req);
+  psk_setmetatable(L, CLIENT_MT);
+  read_options(L, probe, 1, 1, 0);
+  client_release(probe);
+  lua_pop(L, 1);
+  /* Keep a copy, so later changes to the caller's table do not leak in. */
+  lua_newtable(L);
+  lua_pushnil(L);
+  while (lua_next(L, 1)) {
+    lua_pushvalue(L, -2);
+    lua_insert(L, -2);
+    lua_rawset(L, 2);
+  }
+  lua_setfield(L, lua_upvalueindex(1), "config");
+  /* The next call builds the default client from the new options. */
+  lua_getfield(L, lua_upvalueindex(1), "default");
+  probe = psk_testudata(L, -1, CLIENT_MT);
+  if (probe) client_release(probe);
+  lua_pushnil(L);
+  lua_setfield(L, lua_upvalueindex(1), "default");
+  return 0;
+}
+
+/* ---------------------------------------------------------------- */
+/* registration                                                      */
+
+static const luaL_Reg client_methods[] = {{"pin", client_pin},
+                                          {"build_pin", client_build_pin},
+                                          {"close", client_close},
+                                          {NULL, NULL}};
+
+static const luaL_Reg client_meta[] = {{"__gc", client_gc},
+                                       {"__close", client_gc},
+                                       {"__tostring", client_tostring},
+                                       {NULL, NULL}};
+
+static const luaL_Reg module_funcs[] = {{"new", mod_new},
+                                        {"configure", mod_configure},
+                                        {"pin", mod_pin},
+                                        {"read_response", mod_read_response},
+                                        {NULL, NULL}};
+
+static void create_metatables(lua_State *L) {
+  if (luaL_newmetatable(L, CLIENT_MT)) {
+    psk_setfuncs(L, client_meta, 0);
+    psk_newlib(L, client_methods);
+    lua_setfield(L, -2, "__index");
+  }
+  lua_pop(L, 1);
+  if (luaL_newmetatable(L, HEADERS_MT)) {
+    lua_pushcfunction(L, headers_index);
+    lua_setfield(L, -2, "__index");
+  }
+  lua_pop(L, 1);
+}
+
+__attribute__((visibility("default"))) int luaopen_periskope(lua_State *L);
+
+int luaopen_periskope(lua_State *L) {
+  create_metatables(L);
+  lua_createtable(L, 0, 6);
+  lua_newtable(L); /* module state: upvalue 1 of every module function */
+  psk_setfuncs(L, module_funcs, 1);
+  lua_pushliteral(L, PSK_VERSION);
+  lua_setfield(L, -2, "VERSION");
+  return 1;
+}
