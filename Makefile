@@ -62,7 +62,7 @@ $(SO): $(OBJ)
 	$(CC) $(LDFLAGS_SO) -o $@ $(OBJ) $(CURL_LIBS)
 
 test: $(SO)
-	PERISKOPE_CPATH="$(CURDIR)/$(BUILD)/?.so" $(LUA_BIN) $(BUSTED) $(BUSTED_ARGS)
+	PERISKOPE_CPATH="$(CURDIR)/$(BUILD)/?.so" PERISKOPE_LUA=$(LUA_BIN) $(LUA_BIN) $(BUSTED) $(BUSTED_ARGS)
 
 # The pure core and buffer, without Lua or libcurl, under the sanitizers.
 build/check-core: test/check_core.c $(CORE_SRC) src/psk_core.h src/psk_buf.h

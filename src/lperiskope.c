@@ -923,10 +923,16 @@ static const luaL_Reg module_funcs[] = {{"new", mod_new},
                                         {"read_response", mod_read_response},
                                         {NULL, NULL}};
 
+/* Creates the metatables; the module state table on top becomes upvalue 1
+   of every method too (push_error_text caches the JSON decoder there). */
 static void create_metatables(lua_State *L) {
+  int state = lua_gettop(L);
   if (luaL_newmetatable(L, CLIENT_MT)) {
-    psk_setfuncs(L, client_meta, 0);
-    psk_newlib(L, client_methods);
+    lua_pushvalue(L, state);
+    psk_setfuncs(L, client_meta, 1);
+    lua_createtable(L, 0, 4);
+    lua_pushvalue(L, state);
+    psk_setfuncs(L, client_methods, 1);
     lua_setfield(L, -2, "__index");
   }
   lua_pop(L, 1);
@@ -940,9 +946,9 @@ static void create_metatables(lua_State *L) {
 __attribute__((visibility("default"))) int luaopen_periskope(lua_State *L);
 
 int luaopen_periskope(lua_State *L) {
+  lua_createtable(L, 0, 6); /* the module */
+  lua_newtable(L);          /* module state: upvalue 1 of every function */
   create_metatables(L);
-  lua_createtable(L, 0, 6);
-  lua_newtable(L); /* module state: upvalue 1 of every module function */
   psk_setfuncs(L, module_funcs, 1);
   lua_pushliteral(L, PSK_VERSION);
   lua_setfield(L, -2, "VERSION");

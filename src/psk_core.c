@@ -183,7 +183,8 @@ int psk_normalize_base_url(const char *s, size_t n, psk_buf *out,
     size_t hl = he - hs;
     if (!(is_loopback_v4(h, hl) || ieq(h, hl, "localhost") ||
           ieq(h, hl, "[::1]")))
-      return fail(e, URL_RULE);
+      return fail(e, "must use https: plain http is allowed only to a "
+                     "loopback host (127.0.0.0/8, ::1 or localhost)");
   }
   while (n > ps && s[n - 1] == '/') n--; /* a trailing '/' is fine */
   return psk_buf_append(out, s, n);

@@ -20,6 +20,7 @@ struct psk_http {
   pid_t pid;          /* the process that opened the handles */
   psk_config cfg;     /* borrowed pointers: the client outlives us */
   int failure;        /* PSK_KIND_TOO_LARGE when a callback stopped */
+  int head_done;      /* the final head ended with its blank line */
   char errbuf[CURL_ERROR_SIZE];
   psk_reply reply;
 };
@@ -35,7 +36,13 @@ static void global_init(void) { global_rc = curl_global_init(CURL_GLOBAL_DEFAULT
 static size_t on_header(char *p, size_t size, size_t n, void *ud) {
   psk_http *h = ud;
   size_t len = size * n;
-  if (len >= 5 && memcmp(p, "HTTP/", 5) == 0) psk_buf_clear(&h->reply.head);
+  if (len >= 5 && memcmp(p, "HTTP/", 5) == 0) {
+    psk_buf_clear(&h->reply.head);
+    h->head_done = 0;
+  } else if ((len == 2 && p[0] == '\r' && p[1] == '\n') ||
+             (len == 1 && p[0] == '\n')) {
+    h->head_done = 1;
+  }
   if (psk_buf_append(&h->reply.head, p, len) != PSK_OK) {
     h->failure = PSK_KIND_TOO_LARGE;
     return 0; /* CURLE_WRITE_ERROR */
@@ -219,6 +226,7 @@ static CURLcode exchange(psk_http *h, const psk_request *r,
   psk_buf_clear(&h->reply.head);
   psk_buf_clear(&h->reply.body);
   h->failure = PSK_KIND_NONE;
+  h->head_done = 0;
   h->errbuf[0] = '\0';
   curl_easy_setopt(e, CURLOPT_URL, psk_buf_cstr(&r->url));
   curl_easy_setopt(e, CURLOPT_HTTPHEADER, headers);
@@ -260,6 +268,13 @@ psk_reply *psk_http_perform(psk_http *h, const psk_request *r) {
   }
   rc = exchange(h, r, headers);
   if (stale_connection(h->easy, rc)) rc = exchange(h, r, headers);
+  /* libcurl takes a head cut off by the server closing the connection as
+     a complete response; a head without its blank line is no answer. */
+  if (rc == CURLE_OK && !h->head_done) {
+    rc = CURLE_RECV_ERROR;
+    snprintf(h->errbuf, sizeof h->errbuf,
+             "connection closed before the end of the response head");
+  }
   curl_easy_getinfo(h->easy, CURLINFO_TOTAL_TIME, &total);
   rep->elapsed = total;
   if (rc == CURLE_OK) {

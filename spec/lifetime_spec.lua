@@ -1,0 +1,106 @@
+-- Client lifetime: close, use after close, garbage collection, <close>,
+-- tostring, and the module table itself.
+local periskope = require "periskope"
+local server = require "spec.support.server"
+local util = require "spec.support.util"
+
+describe("the module", function()
+  it("has VERSION and the functions of the contract", function()
+    assert.equal("string", type(periskope.VERSION))
+    assert.truthy(periskope.VERSION:match("^%d+%.%d+%.%d+$"))
+    for _, name in ipairs { "new", "configure", "pin", "read_response" } do
+      assert.equal("function", type(periskope[name]), name)
+    end
+  end)
+
+  it("sets no global", function()
+    assert.is_nil(rawget(_G, "periskope"))
+  end)
+
+  it("defines VERSION once, in src/psk_core.h, and the rockspec builds that source", function()
+    local h = assert(io.open("src/psk_core.h")):read("*a")
+    assert.equal(periskope.VERSION, h:match('#define PSK_VERSION "([^"]+)"'))
+    local rs = assert(io.open("rockspec/periskope-scm-1.rockspec")):read("*a")
+    assert.truthy(rs:find('package = "periskope"', 1, true))
+    assert.truthy(rs:find('version = "scm-1"', 1, true))
+    assert.truthy(rs:find("src/psk_core.c", 1, true))
+  end)
+end)
+
+describe("Client:close", function()
+  local srv
+  setup(function() srv = server.start {} end)
+  teardown(function() if srv then srv:stop() end end)
+
+  it("can be called twice", function()
+    local c = util.client(srv)
+    assert.is_true(c:close())
+    assert.is_true(c:close())
+  end)
+
+  it("makes every later use raise", function()
+    local c = util.client(srv)
+    assert(c:pin { message_id = "m" })
+    c:close()
+    util.raises(function() c:pin { message_id = "m" } end, "closed client")
+    util.raises(function() c:build_pin { message_id = "m" } end, "closed client")
+    assert.equal("periskope.Client (closed)", tostring(c))
+  end)
+
+  it("raises on a value that is not a client", function()
+    local c = util.client(srv)
+    util.raises(function() c.pin({}, { message_id = "m" }) end, "periskope.Client expected")
+    c:close()
+  end)
+
+  it("lets the collector close clients, many times over", function()
+    for _ = 1, 200 do
+      local c = util.client(srv)
+      assert(c:pin { message_id = "m" })
+    end
+    collectgarbage()
+    collectgarbage()
+    -- Closing collected clients closed their connections: a new one works.
+    local c = util.client(srv)
+    assert(c:pin { message_id = "m" })
+    c:close()
+  end)
+
+  it("runs __close, then tolerates __gc on the closed client", function()
+    local c = util.client(srv)
+    local mt = getmetatable(c)
+    assert.equal("function", type(mt.__close))
+    mt.__close(c)
+    assert.equal("periskope.Client (closed)", tostring(c))
+    mt.__gc(c)
+    util.raises(function() c:pin { message_id = "m" } end, "closed client")
+  end)
+
+  if _VERSION == "Lua 5.4" then
+    it("is a to-be-closed value in Lua 5.4", function()
+      local chunk = assert(load([[
+        local util, srv = ...
+        local keep
+        do
+          local c <close> = util.client(srv)
+          assert(c:pin { message_id = "m" })
+          keep = c
+        end
+        return keep
+      ]]))
+      local c = chunk(util, srv)
+      assert.equal("periskope.Client (closed)", tostring(c))
+    end)
+  end
+end)
+
+describe("tostring(client)", function()
+  it("shows the base URL and phone, never the key", function()
+    local c = periskope.new { api_key = "sk-tostring-secret", phone = "+91 98745 32456",
+      base_url = "http://127.0.0.1:9/v1" }
+    local s = tostring(c)
+    assert.equal("periskope.Client (http://127.0.0.1:9/v1, phone 919874532456)", s)
+    assert.falsy(s:find("secret", 1, true))
+    c:close()
+  end)
+end)

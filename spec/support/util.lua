@@ -1,0 +1,53 @@
+-- Shared helpers for the specs: clients aimed at the local server, and a
+-- sentinel API key that the safety specs look for everywhere.
+local periskope = require "periskope"
+
+local util = {}
+
+util.PHONE = "919874532456"
+
+-- A client of srv with the server's key and phone; opts override.
+function util.client(srv, opts)
+  local o = {
+    api_key = srv.api_key,
+    phone = util.PHONE,
+    base_url = srv.base_url,
+    timeout = 5,
+    connect_timeout = 2,
+  }
+  for k, v in pairs(opts or {}) do o[k] = v end
+  return periskope.new(o)
+end
+
+-- Raises unless fn raises an error whose message contains every string in
+-- pieces (plain find); returns the message.
+function util.raises(fn, ...)
+  local ok, err = pcall(fn)
+  assert(not ok, "expected an error, got none")
+  err = tostring(err)
+  for _, piece in ipairs({ ... }) do
+    assert(err:find(piece, 1, true),
+      ("error %q does not contain %q"):format(err, piece))
+  end
+  return err
+end
+
+-- Seconds between consecutive recorded requests, from server timestamps.
+function util.gaps(reqs)
+  local out = {}
+  for i = 2, #reqs do out[#out + 1] = reqs[i].time - reqs[i - 1].time end
+  return out
+end
+
+-- An HTTP date for epoch seconds t.
+function util.http_date(t)
+  return os.date("!%a, %d %b %Y %H:%M:%S GMT", t)
+end
+
+-- The interpreter running these specs (make test names it), for child
+-- processes that must load the same build of the module.
+function util.lua_bin()
+  return os.getenv("PERISKOPE_LUA") or "lua5.4"
+end
+
+return util
