@@ -68,7 +68,8 @@ describe("Client:pin", function()
 
   describe("the request on the wire", function()
     it("is a POST to base_url/message/<id>/pin with the headers and body", function()
-      local res = assert(c:pin { message_id = "true_919487126251@c.us_3EB0F754E67BDF3178E76C680224FF7114E2CB95", time = 7 })
+      local id = "true_919487126251@c.us_3EB0F754E67BDF3178E76C680224FF7114E2CB95"
+      local res = assert(c:pin { message_id = id, time = 7 })
       assert.equal(204, res.status)
       local r = srv:requests()
       assert.equal(1, #r)
@@ -191,7 +192,8 @@ describe("Client:pin", function()
 
     it("is not ok for 4xx, with the JSON message as error", function()
       srv:script {
-        { status = 400, body = '{"message":"Invalid message id"}', headers = { ["Content-Type"] = "application/json" } },
+        { status = 400, body = '{"message":"Invalid message id"}',
+          headers = { ["Content-Type"] = "application/json" } },
         { status = 404, body = '{"error":"No such message"}' },
         { status = 404, body = "<html>not json</html>" },
         { status = 403 },

@@ -8,7 +8,8 @@ void psk_buf_init(psk_buf *b, size_t cap) {
   b->data = NULL;
   b->len = 0;
   b->size = 0;
-  b->cap = cap;
+  /* One byte stays for the NUL, so len + n + 1 can never wrap. */
+  b->cap = cap < (size_t)-1 ? cap : (size_t)-1 - 1;
 }
 
 int psk_buf_append(psk_buf *b, const char *p, size_t n) {

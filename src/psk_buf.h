@@ -19,7 +19,7 @@ enum {
 };
 
 typedef struct psk_buf {
-  char *data;  /* NUL-terminated when len > 0 or after psk_buf_cstr */
+  char *data;  /* NULL until the first append, then NUL-terminated */
   size_t len;
   size_t size; /* bytes allocated */
   size_t cap;  /* most bytes it may hold */

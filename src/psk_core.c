@@ -416,6 +416,11 @@ int psk_parse_http_date(const char *s, size_t n, long long *out) {
   }
   if (!ok || i != n || d < 1 || d > 31 || hh > 23 || mm > 59 || ss > 60)
     return PSK_INVALID;
+  {
+    static const int mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    int leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    if (d > mdays[m - 1] || (m == 2 && d == 29 && !leap)) return PSK_INVALID;
+  }
   *out = days_from_civil(y, m, d) * 86400 + hh * 3600 + mm * 60 + ss;
   return PSK_OK;
 }

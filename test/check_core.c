@@ -1,0 +1,1653 @@
+/*
+ * check_core: tests of the pure core (psk_core) and the bounded buffer
+ * (psk_buf), without Lua or libcurl. Run under ASan/UBSan by
+ * `make check-core`. Expectations come from shared/API.md (the contract)
+ * and the header comments, not from the implementation.
+ *
+ * Inputs are passed to the functions under test as exact-length heap
+ * copies without a terminating NUL (xdup), so that any read past the
+ * given length is caught by AddressSanitizer.
+ */
+#include <limits.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "psk_buf.h"
+#include "psk_core.h"
+
+/* ---- the checker ---- */
+
+static int g_pass, g_fail;
+
+static void check_(int ok, const char *file, int line, const char *expr,
+                   long long idx) {
+  if (ok) {
+    g_pass++;
+    return;
+  }
+  g_fail++;
+  if (idx >= 0)
+    fprintf(stderr, "%s:%d: FAIL: %s  [i=%lld]\n", file, line, expr, idx);
+  else
+    fprintf(stderr, "%s:%d: FAIL: %s\n", file, line, expr);
+}
+
+/* CHECK(cond); CHECKI(cond, i) also names the loop index on failure. */
+#define CHECK(cond) check_((cond) ? 1 : 0, __FILE__, __LINE__, #cond, -1)
+#define CHECKI(cond, i) \
+  check_((cond) ? 1 : 0, __FILE__, __LINE__, #cond, (long long)(i))
+
+static void check_str_(const char *got, const char *want, const char *file,
+                       int line, const char *expr) {
+  int ok = got && want && strcmp(got, want) == 0;
+  check_(ok, file, line, expr, -1);
+  if (!ok)
+    fprintf(stderr, "    got:  \"%s\"\n    want: \"%s\"\n",
+            got ? got : "(null)", want ? want : "(null)");
+}
+
+/* CHECK_STR(got, want): string equality, printing both on failure. */
+#define CHECK_STR(got, want) \
+  check_str_((got), (want), __FILE__, __LINE__, #got " == " #want)
+
+/* A string literal as (pointer, length), embedded NULs included. */
+#define S(lit) lit, (sizeof(lit) - 1)
+
+/* An exact-length heap copy, not NUL-terminated. */
+static char *xdup(const char *s, size_t n) {
+  char *p = malloc(n ? n : 1);
+  if (!p) {
+    fprintf(stderr, "check_core: out of memory\n");
+    exit(2);
+  }
+  if (n) memcpy(p, s, n);
+  return p;
+}
+
+static char *filled(char c, size_t n) {
+  char *p = malloc(n + 1);
+  if (!p) {
+    fprintf(stderr, "check_core: out of memory\n");
+    exit(2);
+  }
+  memset(p, c, n);
+  p[n] = '\0';
+  return p;
+}
+
+/* A failed check's message says what is accepted and never the value. */
+static int msg_ok(const psk_err *e) {
+  return strncmp(e->msg, "must", 4) == 0 && strstr(e->msg, "SENTINEL") == NULL;
+}
+
+/* ---- psk_buf ---- */
+
+static void test_buf(void) {
+  psk_buf b;
+  char *saved;
+  size_t saved_size;
+  int i;
+
+  /* fresh buffer */
+  psk_buf_init(&b, 10);
+  CHECK(b.len == 0);
+  CHECK(b.cap == 10);
+  CHECK(psk_buf_cstr(&b) != NULL);
+  CHECK_STR(psk_buf_cstr(&b), "");
+
+  /* append within cap */
+  CHECK(psk_buf_append(&b, "abc", 3) == PSK_OK);
+  CHECK(b.len == 3);
+  CHECK_STR(psk_buf_cstr(&b), "abc");
+  CHECK(psk_buf_addstr(&b, "defg") == PSK_OK);
+  CHECK(b.len == 7);
+  CHECK_STR(psk_buf_cstr(&b), "abcdefg");
+  CHECK(psk_buf_append(&b, "", 0) == PSK_OK);
+  CHECK(b.len == 7);
+  CHECK(psk_buf_append(&b, "hij", 3) == PSK_OK); /* exactly at cap */
+  CHECK(b.len == 10);
+  CHECK_STR(psk_buf_cstr(&b), "abcdefghij");
+  CHECK(b.size > b.len); /* room for the NUL */
+
+  /* cap + 1: TOO_LARGE, nothing appended */
+  CHECK(psk_buf_append(&b, "k", 1) == PSK_TOO_LARGE);
+  CHECK(b.len == 10);
+  CHECK_STR(psk_buf_cstr(&b), "abcdefghij");
+  CHECK(psk_buf_addstr(&b, "xyz") == PSK_TOO_LARGE);
+  CHECK(b.len == 10);
+  CHECK_STR(psk_buf_cstr(&b), "abcdefghij");
+  CHECK(psk_buf_append(&b, "", 0) == PSK_OK); /* zero bytes still fit */
+  CHECK(b.len == 10);
+  CHECK(psk_buf_append(&b, "x", (size_t)-1) == PSK_TOO_LARGE);
+  CHECK(b.len == 10);
+  CHECK_STR(psk_buf_cstr(&b), "abcdefghij");
+
+  /* clear keeps the memory */
+  saved = b.data;
+  saved_size = b.size;
+  psk_buf_clear(&b);
+  CHECK(b.len == 0);
+  CHECK(b.data == saved);
+  CHECK(b.size == saved_size);
+  CHECK_STR(psk_buf_cstr(&b), "");
+  CHECK(psk_buf_append(&b, "0123456789", 10) == PSK_OK);
+  CHECK(b.data == saved); /* reused, not reallocated */
+  CHECK_STR(psk_buf_cstr(&b), "0123456789");
+  CHECK(psk_buf_append(&b, "!", 1) == PSK_TOO_LARGE);
+  CHECK_STR(psk_buf_cstr(&b), "0123456789");
+
+  /* free twice is safe; the buffer is usable again */
+  psk_buf_free(&b);
+  CHECK(b.data == NULL);
+  CHECK(b.len == 0);
+  CHECK_STR(psk_buf_cstr(&b), "");
+  psk_buf_free(&b);
+  CHECK(b.data == NULL);
+  CHECK(psk_buf_append(&b, "again", 5) == PSK_OK);
+  CHECK_STR(psk_buf_cstr(&b), "again");
+  psk_buf_free(&b);
+  psk_buf_free(&b);
+
+  /* TOO_LARGE on the very first append: content stays empty */
+  psk_buf_init(&b, 4);
+  CHECK(psk_buf_append(&b, "12345", 5) == PSK_TOO_LARGE);
+  CHECK(b.len == 0);
+  CHECK_STR(psk_buf_cstr(&b), "");
+  CHECK(psk_buf_append(&b, "1234", 4) == PSK_OK);
+  CHECK_STR(psk_buf_cstr(&b), "1234");
+  psk_buf_free(&b);
+
+  /* cap 0 */
+  psk_buf_init(&b, 0);
+  CHECK(psk_buf_append(&b, "a", 1) == PSK_TOO_LARGE);
+  CHECK(b.len == 0);
+  CHECK_STR(psk_buf_cstr(&b), "");
+  CHECK(psk_buf_append(&b, "", 0) == PSK_OK);
+  CHECK(psk_buf_addstr(&b, "") == PSK_OK);
+  CHECK(b.len == 0);
+  CHECK_STR(psk_buf_cstr(&b), "");
+  CHECK(psk_buf_addstr(&b, "b") == PSK_TOO_LARGE);
+  CHECK(b.len == 0);
+  psk_buf_clear(&b);
+  CHECK_STR(psk_buf_cstr(&b), "");
+  psk_buf_free(&b);
+  psk_buf_free(&b);
+
+  /* clear on a never-used buffer */
+  psk_buf_init(&b, 8);
+  psk_buf_clear(&b);
+  CHECK(b.len == 0);
+  CHECK_STR(psk_buf_cstr(&b), "");
+  psk_buf_free(&b);
+
+  /* growth across many reallocations, byte by byte, binary content */
+  psk_buf_init(&b, 5000);
+  for (i = 0; i < 5000; i++) {
+    char c = (char)(i % 256);
+    if (psk_buf_append(&b, &c, 1) != PSK_OK) break;
+  }
+  CHECK(i == 5000);
+  CHECK(b.len == 5000);
+  for (i = 0; i < 5000; i++)
+    if ((unsigned char)b.data[i] != (unsigned char)(i % 256)) break;
+  CHECK(i == 5000);
+  CHECK(b.data[5000] == '\0');
+  CHECK(psk_buf_append(&b, "x", 1) == PSK_TOO_LARGE);
+  CHECK(b.len == 5000);
+  psk_buf_free(&b);
+
+  /* one big append exactly at cap, then one byte more */
+  {
+    char *big = filled('z', 100000);
+    psk_buf_init(&b, 100000);
+    CHECK(psk_buf_append(&b, big, 100000) == PSK_OK);
+    CHECK(b.len == 100000);
+    CHECK(memcmp(b.data, big, 100000) == 0);
+    CHECK(b.data[100000] == '\0');
+    CHECK(psk_buf_append(&b, "z", 1) == PSK_TOO_LARGE);
+    CHECK(b.len == 100000);
+    psk_buf_free(&b);
+    psk_buf_init(&b, 99999);
+    CHECK(psk_buf_append(&b, big, 100000) == PSK_TOO_LARGE);
+    CHECK(b.len == 0);
+    psk_buf_free(&b);
+    free(big);
+  }
+}
+
+/* ---- validation of strings: api_key, user_agent, message_id ---- */
+
+typedef int (*check_fn)(const char *s, size_t n, psk_err *e);
+
+static int run_check(check_fn f, const char *s, size_t n, psk_err *e) {
+  char *p = xdup(s, n);
+  int st;
+  memset(e, 0, sizeof *e);
+  st = f(p, n, e);
+  free(p);
+  return st;
+}
+
+/* The rules the three share: 1..max bytes, no control bytes. */
+static void check_string_rule(check_fn f, size_t max) {
+  psk_err e;
+  char *s = filled('k', max + 1);
+  char buf[64];
+  int c;
+  size_t pos;
+
+  /* empty */
+  CHECK(run_check(f, "", 0, &e) == PSK_INVALID);
+  CHECK(msg_ok(&e));
+  /* ordinary values */
+  CHECK(run_check(f, S("a"), &e) == PSK_OK);
+  CHECK(run_check(f, S("abc-DEF_123~!@#$%^&*()"), &e) == PSK_OK);
+  CHECK(run_check(f, S("with inner spaces"), &e) == PSK_OK);
+  CHECK(run_check(f, S("caf\xc3\xa9 \xe2\x82\xac"), &e) == PSK_OK); /* UTF-8 */
+  CHECK(run_check(f, S("\x80\xff"), &e) == PSK_OK); /* not control bytes */
+  CHECK(run_check(f, S("~"), &e) == PSK_OK);
+  /* max ok, max + 1 refused */
+  CHECK(run_check(f, s, max, &e) == PSK_OK);
+  CHECK(run_check(f, s, max - 1, &e) == PSK_OK);
+  CHECK(run_check(f, s, max + 1, &e) == PSK_INVALID);
+  CHECK(msg_ok(&e));
+  /* max + 1 that carries a sentinel: not echoed */
+  memcpy(s, "SENTINEL-KEY", 12);
+  CHECK(run_check(f, s, max + 1, &e) == PSK_INVALID);
+  CHECK(msg_ok(&e));
+  CHECK(run_check(f, s, max, &e) == PSK_OK);
+  /* a control byte at the very end of a max-length value */
+  s[max - 1] = '\n';
+  CHECK(run_check(f, s, max, &e) == PSK_INVALID);
+  CHECK(msg_ok(&e));
+  free(s);
+
+  /* every control byte, at the start, in the middle and at the end */
+  for (c = 0; c <= 0x7f; c++) {
+    if (!(c < 0x20 || c == 0x7f)) continue;
+    for (pos = 0; pos <= 12; pos += 6) {
+      /* "SENTINEL-KEY" with c inserted at 0, 6 or 12 */
+      memcpy(buf, "SENTINEL-KEY", pos);
+      buf[pos] = (char)c;
+      memcpy(buf + pos + 1, "SENTINEL-KEY" + pos, 12 - pos);
+      CHECKI(run_check(f, buf, 13, &e) == PSK_INVALID, c);
+      CHECKI(msg_ok(&e), c);
+    }
+    /* the control byte alone */
+    buf[0] = (char)c;
+    CHECKI(run_check(f, buf, 1, &e) == PSK_INVALID, c);
+    CHECKI(msg_ok(&e), c);
+  }
+  /* embedded NUL in the middle of an otherwise fine value */
+  CHECK(run_check(f, S("SENTINEL\0KEY"), &e) == PSK_INVALID);
+  CHECK(msg_ok(&e));
+  /* CR LF header injection */
+  CHECK(run_check(f, S("SENTINEL\r\nX-Evil: 1"), &e) == PSK_INVALID);
+  CHECK(msg_ok(&e));
+  /* bytes right next to the control range are fine */
+  CHECK(run_check(f, S(" "), &e) == PSK_OK);
+  CHECK(run_check(f, S("\x7e"), &e) == PSK_OK);
+  CHECK(run_check(f, S("\x80"), &e) == PSK_OK);
+}
+
+static void test_check_strings(void) {
+  psk_err e;
+
+  check_string_rule(psk_check_api_key, PSK_API_KEY_MAX);
+  check_string_rule(psk_check_user_agent, PSK_USER_AGENT_MAX);
+  check_string_rule(psk_check_message_id, PSK_MESSAGE_ID_MAX);
+  CHECK(PSK_API_KEY_MAX == 4096);
+  CHECK(PSK_USER_AGENT_MAX == 1024);
+  CHECK(PSK_MESSAGE_ID_MAX == 1024); /* the contract: 1-1024 bytes */
+
+  /* message_id: "." and ".." refused, anything else with dots is fine */
+  CHECK(run_check(psk_check_message_id, S("."), &e) == PSK_INVALID);
+  CHECK(msg_ok(&e));
+  CHECK(run_check(psk_check_message_id, S(".."), &e) == PSK_INVALID);
+  CHECK(msg_ok(&e));
+  CHECK(run_check(psk_check_message_id, S("..."), &e) == PSK_OK);
+  CHECK(run_check(psk_check_message_id, S("...."), &e) == PSK_OK);
+  CHECK(run_check(psk_check_message_id, S(".a"), &e) == PSK_OK);
+  CHECK(run_check(psk_check_message_id, S("a."), &e) == PSK_OK);
+  CHECK(run_check(psk_check_message_id, S("..a"), &e) == PSK_OK);
+  CHECK(run_check(psk_check_message_id, S("a.."), &e) == PSK_OK);
+  CHECK(run_check(psk_check_message_id, S("./"), &e) == PSK_OK);
+  CHECK(run_check(psk_check_message_id, S("/"), &e) == PSK_OK);
+  CHECK(run_check(psk_check_message_id, S("a/b"), &e) == PSK_OK);
+  CHECK(run_check(psk_check_message_id, S(".\0"), &e) == PSK_INVALID);
+  CHECK(msg_ok(&e));
+  CHECK(run_check(psk_check_message_id, S("..\n"), &e) == PSK_INVALID);
+  CHECK(msg_ok(&e));
+  CHECK(run_check(psk_check_message_id,
+                  S("true_919487126251@c.us_3EB0F754E67BDF3178E76C680224FF711"
+                    "4E2CB95"),
+                  &e) == PSK_OK);
+  /* "." and ".." are only a message_id rule */
+  CHECK(run_check(psk_check_api_key, S("."), &e) == PSK_OK);
+  CHECK(run_check(psk_check_api_key, S(".."), &e) == PSK_OK);
+  CHECK(run_check(psk_check_user_agent, S("."), &e) == PSK_OK);
+
+  /* a NULL psk_err is allowed (nothing to fill) */
+  CHECK(psk_check_api_key("", 0, NULL) == PSK_INVALID);
+  CHECK(psk_check_message_id(".", 1, NULL) == PSK_INVALID);
+  CHECK(psk_check_user_agent("\n", 1, NULL) == PSK_INVALID);
+}
+
+/* ---- phone ---- */
+
+static int phone(const char *s, size_t n, char **out, psk_err *e) {
+  char *p = xdup(s, n);
+  int st;
+  /* exactly PSK_PHONE_MAX + 1 bytes, on the heap: ASan sees an overflow */
+  *out = malloc(PSK_PHONE_MAX + 1);
+  if (!*out) exit(2);
+  memset(*out, 'Q', PSK_PHONE_MAX + 1);
+  memset(e, 0, sizeof *e);
+  st = psk_normalize_phone(p, n, *out, e);
+  free(p);
+  return st;
+}
+
+static void phone_ok(const char *s, const char *want, int line) {
+  char *out;
+  psk_err e;
+  int st = phone(s, strlen(s), &out, &e);
+  check_(st == PSK_OK, __FILE__, line, "phone accepted", -1);
+  if (st == PSK_OK) check_str_(out, want, __FILE__, line, "normalized phone");
+  else fprintf(stderr, "    input: \"%s\"\n", s);
+  free(out);
+}
+
+static void phone_bad_n(const char *s, size_t n, int line) {
+  char *out;
+  psk_err e;
+  int st = phone(s, n, &out, &e);
+  check_(st == PSK_INVALID, __FILE__, line, "phone refused", -1);
+  if (st != PSK_INVALID) fprintf(stderr, "    input: \"%s\"\n", s);
+  check_(msg_ok(&e), __FILE__, line, "phone message", -1);
+  free(out);
+}
+
+#define PHONE_OK(s, want) phone_ok((s), (want), __LINE__)
+#define PHONE_BAD(s) phone_bad_n((s), strlen(s), __LINE__)
+#define PHONE_BAD_N(lit) phone_bad_n(S(lit), __LINE__)
+
+static void test_phone(void) {
+  char id[PSK_PHONE_MAX + 2];
+  int c;
+
+  PHONE_OK("+91 98745 32456", "919874532456");
+  PHONE_OK("919874532456", "919874532456");
+  PHONE_OK("(555) 123-4567", "5551234567");
+  PHONE_OK("+1 (555) 123-4567", "15551234567");
+  PHONE_OK("555.123.4567", "5551234567");
+  PHONE_OK("+44-20-7946-0958", "442079460958");
+  PHONE_OK("  +91  98745  32456  ", "919874532456");
+  PHONE_OK("1234567", "1234567");               /* 7 digits */
+  PHONE_OK("123-4567", "1234567");              /* 7 after removal */
+  PHONE_OK("123456789012345", "123456789012345"); /* 15 digits */
+  PHONE_OK("+123 456 789 012 345", "123456789012345");
+  PHONE_OK("0000000", "0000000");
+  PHONE_OK("phone-abc123", "phone-abc123");
+  PHONE_OK("phone-ABC", "phone-ABC");
+  PHONE_OK("phone-1", "phone-1");
+  PHONE_OK("phone-x", "phone-x");
+
+  PHONE_BAD("");
+  PHONE_BAD("123456");                 /* 6 digits */
+  PHONE_BAD("+1 (23) 45-6");           /* 6 after removal */
+  PHONE_BAD("1234567890123456");       /* 16 digits */
+  PHONE_BAD("+1 234 567 890 123 456"); /* 16 after removal */
+  PHONE_BAD("123456789012345678901234567890");
+  PHONE_BAD("555-CALL-NOW");
+  PHONE_BAD("12345a7");
+  PHONE_BAD("abcdefghij");
+  PHONE_BAD("1234567x");
+  PHONE_BAD("x1234567");
+  PHONE_BAD("+");
+  PHONE_BAD("   ");
+  PHONE_BAD("+()-. ");
+  PHONE_BAD("123/4567");
+  PHONE_BAD("123_4567");
+  PHONE_BAD("123\t4567"); /* only spaces are removed, not tabs */
+  PHONE_BAD("phone-");
+  PHONE_BAD("phone-a_b");
+  PHONE_BAD("phone-a b");
+  PHONE_BAD("phone-a-b");
+  PHONE_BAD("phone-a.b");
+  PHONE_BAD("phone-abc\n");
+  PHONE_BAD("phone-\xc3\xa9");
+  PHONE_BAD("phone");
+  PHONE_BAD("phone-SENTINEL!");
+  PHONE_BAD("SENTINEL");
+  PHONE_BAD_N("1234567\0");
+  PHONE_BAD_N("12345\00067");
+  PHONE_BAD_N("phone-abc\0");
+  PHONE_BAD_N("phone-ab\0c");
+  for (c = 0; c < 0x20; c++) {
+    char s[16];
+    memcpy(s, "98765", 5);
+    s[5] = (char)c;
+    memcpy(s + 6, "43210", 5);
+    phone_bad_n(s, 11, __LINE__);
+    memcpy(s, "phone-ab", 8);
+    s[8] = (char)c;
+    phone_bad_n(s, 9, __LINE__);
+  }
+  phone_bad_n("98765\x7f" "43210", 11, __LINE__);
+
+  /* a phone id fills out[PSK_PHONE_MAX + 1] at most */
+  memcpy(id, "phone-", 6);
+  memset(id + 6, 'a', PSK_PHONE_MAX - 6);
+  id[PSK_PHONE_MAX] = '\0';
+  PHONE_OK(id, id);
+  id[PSK_PHONE_MAX] = 'a';
+  id[PSK_PHONE_MAX + 1] = '\0';
+  PHONE_BAD(id);
+}
+
+/* ---- base_url ---- */
+
+static int base_url(const char *s, size_t n, psk_buf *out, psk_err *e) {
+  char *p = xdup(s, n);
+  int st;
+  memset(e, 0, sizeof *e);
+  st = psk_normalize_base_url(p, n, out, e);
+  free(p);
+  return st;
+}
+
+static void url_ok(const char *s, const char *want, int line) {
+  psk_buf out;
+  psk_err e;
+  int st;
+  psk_buf_init(&out, PSK_BASE_URL_MAX);
+  psk_buf_addstr(&out, "previous content");
+  st = base_url(s, strlen(s), &out, &e);
+  check_(st == PSK_OK, __FILE__, line, "base_url accepted", -1);
+  if (st != PSK_OK)
+    fprintf(stderr, "    input: \"%s\" (%s)\n", s, e.msg);
+  else if (want)
+    check_str_(psk_buf_cstr(&out), want, __FILE__, line, "normalized base_url");
+  psk_buf_free(&out);
+}
+
+static void url_bad_n(const char *s, size_t n, int line) {
+  psk_buf out;
+  psk_err e;
+  int st;
+  psk_buf_init(&out, PSK_BASE_URL_MAX);
+  psk_buf_addstr(&out, "previous content");
+  st = base_url(s, n, &out, &e);
+  check_(st == PSK_INVALID, __FILE__, line, "base_url refused", -1);
+  if (st != PSK_INVALID)
+    fprintf(stderr, "    input: \"%s\" gave \"%s\"\n", s, psk_buf_cstr(&out));
+  check_(msg_ok(&e), __FILE__, line, "base_url message", -1);
+  check_(out.len == 0, __FILE__, line, "base_url out cleared", -1);
+  psk_buf_free(&out);
+}
+
+#define URL_OK(s, want) url_ok((s), (want), __LINE__)
+#define URL_BAD(s) url_bad_n((s), strlen(s), __LINE__)
+#define URL_BAD_N(lit) url_bad_n(S(lit), __LINE__)
+
+static void test_base_url(void) {
+  char *long_url;
+
+  /* https: any host */
+  URL_OK("https://api.periskope.app/v1", "https://api.periskope.app/v1");
+  URL_OK(PSK_DEFAULT_BASE_URL, PSK_DEFAULT_BASE_URL);
+  URL_OK("https://example.com", "https://example.com");
+  URL_OK("https://10.0.0.1/x", "https://10.0.0.1/x");
+  URL_OK("https://h", "https://h");
+  URL_OK("https://h:8443/a/b", "https://h:8443/a/b");
+  URL_OK("https://h:1", "https://h:1");
+  URL_OK("https://h:65535/v1", "https://h:65535/v1");
+  URL_OK("https://my-host.example_x.com/a-b/c.d/e~f",
+         "https://my-host.example_x.com/a-b/c.d/e~f");
+  URL_OK("https://[2001:db8::1]/v1", "https://[2001:db8::1]/v1");
+  URL_OK("https://[2001:db8::1]:8443", "https://[2001:db8::1]:8443");
+  URL_OK("HTTPS://api.periskope.app/v1", NULL); /* scheme is caseless */
+
+  /* trailing slashes removed, path kept */
+  URL_OK("https://h/v1/", "https://h/v1");
+  URL_OK("https://h/", "https://h");
+  URL_OK("https://h//", "https://h");
+  URL_OK("https://h/v1///", "https://h/v1");
+  URL_OK("https://h:8443/", "https://h:8443");
+  URL_OK("https://h/a/b/c/", "https://h/a/b/c");
+  URL_OK("https://h/a//b", "https://h/a//b");
+
+  /* plain http: loopback only */
+  URL_OK("http://127.0.0.1", "http://127.0.0.1");
+  URL_OK("http://127.0.0.1:8080/v1/", "http://127.0.0.1:8080/v1");
+  URL_OK("http://127.1.2.3/v1", "http://127.1.2.3/v1");
+  URL_OK("http://127.255.255.254:1", "http://127.255.255.254:1");
+  URL_OK("http://localhost", "http://localhost");
+  URL_OK("http://localhost:3000/v1", "http://localhost:3000/v1");
+  URL_OK("http://LOCALHOST:3000", "http://LOCALHOST:3000");
+  URL_OK("http://LocalHost/", "http://LocalHost");
+  URL_OK("http://[::1]", "http://[::1]");
+  URL_OK("http://[::1]:8080/v1/", "http://[::1]:8080/v1");
+
+  URL_BAD("http://10.0.0.1");
+  URL_BAD("http://10.0.0.1/v1");
+  URL_BAD("http://example.com");
+  URL_BAD("http://api.periskope.app/v1");
+  URL_BAD("http://127.0.0.1.evil.com");
+  URL_BAD("http://127.0.0.1.evil.com/v1");
+  URL_BAD("http://localhost.evil");
+  URL_BAD("http://localhost.evil:80/");
+  URL_BAD("http://evil-localhost");
+  URL_BAD("http://xlocalhost");
+  URL_BAD("http://128.0.0.1");
+  URL_BAD("http://126.0.0.1");
+  URL_BAD("http://1127.0.0.1");
+  URL_BAD("http://127.0.0.256");
+  URL_BAD("http://127.0.0");
+  URL_BAD("http://127.0.0.1.");
+  URL_BAD("http://127.0.0.1.2");
+  URL_BAD("http://192.168.1.1");
+  URL_BAD("http://0.0.0.0");
+  URL_BAD("http://[::2]");
+  URL_BAD("http://[2001:db8::1]");
+  URL_BAD("http://[::1]x");
+  URL_BAD("http://SENTINEL.example.com");
+
+  /* other schemes, malformed */
+  URL_BAD("ftp://example.com");
+  URL_BAD("ftp://127.0.0.1");
+  URL_BAD("file:///etc/passwd");
+  URL_BAD("ws://localhost");
+  URL_BAD("gopher://localhost");
+  URL_BAD("SENTINEL://h");
+  URL_BAD("");
+  URL_BAD("h");
+  URL_BAD("//h");
+  URL_BAD("https:");
+  URL_BAD("https:/h");
+  URL_BAD("https//h");
+  URL_BAD("https://");
+  URL_BAD("http://");
+  URL_BAD("https:///v1");
+  URL_BAD("https://:443");
+  URL_BAD("https://[]");
+  URL_BAD("https://[::1");
+  URL_BAD("https://[::1]x");
+  URL_BAD(" https://h");
+  URL_BAD("https://h /v1");
+  URL_BAD("https://h/a b");
+  URL_BAD("https://h\\@evil.com");
+
+  /* userinfo */
+  URL_BAD("http://u:p@127.0.0.1");
+  URL_BAD("http://u@127.0.0.1");
+  URL_BAD("http://u:p@localhost/v1");
+  URL_BAD("https://u@h");
+  URL_BAD("https://u:p@h/v1");
+  URL_BAD("https://u:123@h");
+  URL_BAD("https://SENTINEL:SENTINEL@h");
+  URL_BAD("http://127.0.0.1@evil.com");
+  URL_BAD("http://127.0.0.1:80@evil.com");
+  URL_BAD("http://localhost@evil.com");
+  URL_BAD("https://@h");
+
+  /* query and fragment */
+  URL_BAD("https://h?x=1");
+  URL_BAD("https://h/v1?x=1");
+  URL_BAD("https://h/?");
+  URL_BAD("https://h#f");
+  URL_BAD("https://h/v1#f");
+  URL_BAD("https://h/v1/#");
+  URL_BAD("https://h:80?x");
+  URL_BAD("http://127.0.0.1/?SENTINEL");
+
+  /* ports */
+  URL_BAD("https://h:0");
+  URL_BAD("https://h:0/v1");
+  URL_BAD("https://h:00");
+  URL_BAD("https://h:65536");
+  URL_BAD("https://h:65536/v1");
+  URL_BAD("https://h:99999");
+  URL_BAD("https://h:99999999999999999999999");
+  URL_BAD("https://h:");
+  URL_BAD("https://h:/v1");
+  URL_BAD("https://h:abc");
+  URL_BAD("https://h:-1");
+  URL_BAD("https://h:+80");
+  URL_BAD("https://h:80:80");
+  URL_BAD("http://127.0.0.1:0");
+  URL_BAD("http://127.0.0.1:65536");
+
+  /* control bytes */
+  URL_BAD("https://h\n");
+  URL_BAD("https://h/v1\r\nX-Evil: 1");
+  URL_BAD("https://h/\t");
+  URL_BAD("https://h/\x7f");
+  URL_BAD_N("https://h/\0x");
+  URL_BAD_N("https://h\0");
+  URL_BAD_N("http://127.0.0.1\0.evil.com");
+
+  /* length: PSK_BASE_URL_MAX ok, one more refused */
+  long_url = filled('a', PSK_BASE_URL_MAX + 1);
+  memcpy(long_url, "https://h/", 10);
+  long_url[PSK_BASE_URL_MAX] = '\0';
+  URL_OK(long_url, long_url);
+  long_url[PSK_BASE_URL_MAX] = 'a';
+  URL_BAD(long_url);
+  free(long_url);
+
+  /* NULL psk_err */
+  {
+    psk_buf out;
+    psk_buf_init(&out, PSK_BASE_URL_MAX);
+    CHECK(psk_normalize_base_url("ftp://h", 7, &out, NULL) == PSK_INVALID);
+    CHECK(out.len == 0);
+    psk_buf_free(&out);
+  }
+}
+
+/* ---- time ---- */
+
+static void test_time(void) {
+  psk_err e;
+  static const long long bad[] = {0,  2,   3,   6,  8,  29, 31, 365, -1, -7,
+                                  -30, 100, 1000, LLONG_MAX, LLONG_MIN};
+  size_t i;
+  CHECK(psk_check_time(1, &e) == PSK_OK);
+  CHECK(psk_check_time(7, &e) == PSK_OK);
+  CHECK(psk_check_time(30, &e) == PSK_OK);
+  for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    memset(&e, 0, sizeof e);
+    CHECKI(psk_check_time(bad[i], &e) == PSK_INVALID, i);
+    CHECKI(msg_ok(&e), i);
+    CHECKI(strstr(e.msg, "1") && strstr(e.msg, "7") && strstr(e.msg, "30"), i);
+  }
+  CHECK(psk_check_time(0, NULL) == PSK_INVALID);
+}
+
+/* ---- percent-encoding ---- */
+
+static int encode(psk_buf *out, const char *s, size_t n) {
+  char *p = xdup(s, n);
+  int st = psk_percent_encode(out, p, n);
+  free(p);
+  return st;
+}
+
+static void enc_is(const char *s, size_t n, const char *want, int line) {
+  psk_buf out;
+  psk_buf_init(&out, 1 << 16);
+  check_(encode(&out, s, n) == PSK_OK, __FILE__, line, "encode ok", -1);
+  check_str_(psk_buf_cstr(&out), want, __FILE__, line, "encoded");
+  psk_buf_free(&out);
+}
+
+#define ENC(lit, want) enc_is(S(lit), (want), __LINE__)
+
+static int upper_hex(char c) {
+  return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'F');
+}
+
+static void test_percent_encode(void) {
+  psk_buf out;
+  int c;
+  static const char unreserved[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~";
+
+  ENC("", "");
+  enc_is(unreserved, strlen(unreserved), unreserved, __LINE__);
+  ENC("a@b", "a%40b");
+  ENC("/", "%2F");
+  ENC("a/b", "a%2Fb");
+  ENC(" ", "%20");
+  ENC("a b", "a%20b");
+  ENC("%", "%25");
+  ENC("%40", "%2540");
+  ENC("+", "%2B");
+  ENC("..", "..");
+  ENC("...", "...");
+  ENC("?#[]", "%3F%23%5B%5D");
+  ENC("!*'();:@&=+$,", "%21%2A%27%28%29%3B%3A%40%26%3D%2B%24%2C");
+  ENC("\"<>\\^`{|}", "%22%3C%3E%5C%5E%60%7B%7C%7D");
+  ENC("\0", "%00");
+  ENC("a\0b", "a%00b");
+  ENC("\r\n", "%0D%0A");
+  ENC("\x7f", "%7F");
+  ENC("\x80", "%80");
+  ENC("\xff", "%FF");
+  ENC("\xab\xcd\xef", "%AB%CD%EF");
+  ENC("caf\xc3\xa9", "caf%C3%A9");
+  ENC("true_919487126251@c.us_3EB0F754E67BDF3178E76C680224FF7114E2CB95",
+      "true_919487126251%40c.us_3EB0F754E67BDF3178E76C680224FF7114E2CB95");
+  ENC("false_120363041234567890@g.us_ABCDEF0123456789_919876543210@c.us",
+      "false_120363041234567890%40g.us_ABCDEF0123456789_919876543210%40c.us");
+
+  /* every byte on its own */
+  for (c = 0; c < 256; c++) {
+    char in = (char)c, want[4];
+    int keep = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+               (c >= '0' && c <= '9') || c == '-' || c == '.' || c == '_' ||
+               c == '~';
+    if (keep) {
+      want[0] = (char)c;
+      want[1] = '\0';
+    } else {
+      snprintf(want, sizeof want, "%%%02X", (unsigned)c);
+    }
+    psk_buf_init(&out, 16);
+    CHECKI(encode(&out, &in, 1) == PSK_OK, c);
+    CHECKI(strcmp(psk_buf_cstr(&out), want) == 0, c);
+    CHECKI(out.len == (keep ? 1u : 3u), c);
+    psk_buf_free(&out);
+  }
+
+  /* all 256 bytes in one go: appends, uppercase hex only */
+  {
+    char all[256];
+    size_t i;
+    for (c = 0; c < 256; c++) all[c] = (char)c;
+    psk_buf_init(&out, 4096);
+    CHECK(psk_buf_addstr(&out, "prefix/") == PSK_OK);
+    CHECK(encode(&out, all, 256) == PSK_OK);
+    CHECK(strncmp(psk_buf_cstr(&out), "prefix/", 7) == 0); /* appended */
+    CHECK(out.len == 7 + 66 + 3 * (256 - 66));
+    /* every '%' starts an escape of two uppercase hex digits */
+    for (i = 7; i < out.len; i++)
+      if (out.data[i] == '%' &&
+          !(i + 2 < out.len && upper_hex(out.data[i + 1]) &&
+            upper_hex(out.data[i + 2])))
+        break;
+    CHECK(i == out.len);
+    psk_buf_free(&out);
+  }
+
+  /* the bound of the buffer is reported */
+  psk_buf_init(&out, 5);
+  CHECK(encode(&out, S("@@")) == PSK_TOO_LARGE);
+  CHECK(out.len <= 5);
+  psk_buf_free(&out);
+  psk_buf_init(&out, 6);
+  CHECK(encode(&out, S("@@")) == PSK_OK);
+  CHECK_STR(psk_buf_cstr(&out), "%40%40");
+  psk_buf_free(&out);
+  psk_buf_init(&out, 0);
+  CHECK(encode(&out, S("a")) == PSK_TOO_LARGE);
+  CHECK(encode(&out, "", 0) == PSK_OK);
+  psk_buf_free(&out);
+}
+
+/* ---- the request ---- */
+
+static int find_header(const psk_request *r, const char *name) {
+  int i;
+  for (i = 0; i < r->nheaders; i++)
+    if (strcmp(r->headers[i].name, name) == 0) return i;
+  return -1;
+}
+
+static void test_request(void) {
+  psk_config c;
+  psk_request r;
+  const char *id = "true_919487126251@c.us_3EB0F754E67BDF3178E76C680224FF7114E2CB95";
+  char *pid;
+
+  memset(&c, 0, sizeof c);
+  c.auth = (char *)"Bearer test-key";
+  c.phone = (char *)"919874532456";
+  c.base_url = (char *)"https://api.periskope.app/v1";
+  c.user_agent = (char *)"periskope-lua/0.1.0 test";
+  c.timeout = 30;
+  c.connect_timeout = 10;
+  c.max_retry_wait = 60;
+  c.retries = 2;
+  c.max_body = 1048576;
+
+  psk_request_init(&r);
+  CHECK(r.nheaders == 0);
+  CHECK_STR(r.phone, "");
+
+  /* pin with no time */
+  pid = xdup(id, strlen(id));
+  CHECK(psk_request_build(&r, &c, pid, strlen(id), 1, 0, NULL) == PSK_OK);
+  CHECK_STR(psk_buf_cstr(&r.url),
+            "https://api.periskope.app/v1/message/"
+            "true_919487126251%40c.us_3EB0F754E67BDF3178E76C680224FF7114E2CB95"
+            "/pin");
+  CHECK_STR(psk_buf_cstr(&r.body), "{\"pin\":true}");
+  CHECK(r.body.len == strlen("{\"pin\":true}"));
+  CHECK(r.nheaders == 5);
+  if (r.nheaders == 5) {
+    CHECK_STR(r.headers[0].name, "Authorization");
+    CHECK_STR(r.headers[0].value, "Bearer test-key");
+    CHECK_STR(r.headers[1].name, "x-phone");
+    CHECK_STR(r.headers[1].value, "919874532456");
+    CHECK_STR(r.headers[2].name, "Content-Type");
+    CHECK_STR(r.headers[2].value, "application/json");
+    CHECK_STR(r.headers[3].name, "Accept");
+    CHECK_STR(r.headers[3].value, "application/json");
+    CHECK_STR(r.headers[4].name, "User-Agent");
+    CHECK_STR(r.headers[4].value, "periskope-lua/0.1.0 test");
+  }
+  CHECK_STR(r.phone, "919874532456");
+  free(pid);
+
+  /* pin with each time */
+  CHECK(psk_request_build(&r, &c, S("abc"), 1, 7, NULL) == PSK_OK);
+  CHECK_STR(psk_buf_cstr(&r.body), "{\"pin\":true,\"time\":7}");
+  CHECK_STR(psk_buf_cstr(&r.url),
+            "https://api.periskope.app/v1/message/abc/pin"); /* rebuilt */
+  CHECK(psk_request_build(&r, &c, S("abc"), 1, 1, NULL) == PSK_OK);
+  CHECK_STR(psk_buf_cstr(&r.body), "{\"pin\":true,\"time\":1}");
+  CHECK(psk_request_build(&r, &c, S("abc"), 1, 30, NULL) == PSK_OK);
+  CHECK_STR(psk_buf_cstr(&r.body), "{\"pin\":true,\"time\":30}");
+
+  /* unpin: time is ignored */
+  CHECK(psk_request_build(&r, &c, S("abc"), 0, 0, NULL) == PSK_OK);
+  CHECK_STR(psk_buf_cstr(&r.body), "{\"pin\":false}");
+  CHECK(psk_request_build(&r, &c, S("abc"), 0, 7, NULL) == PSK_OK);
+  CHECK_STR(psk_buf_cstr(&r.body), "{\"pin\":false}");
+  CHECK(psk_request_build(&r, &c, S("abc"), 0, 30, NULL) == PSK_OK);
+  CHECK_STR(psk_buf_cstr(&r.body), "{\"pin\":false}");
+  CHECK(r.nheaders == 5);
+
+  /* the per-call phone overrides the client's */
+  CHECK(psk_request_build(&r, &c, S("abc"), 1, 0, "phone-abc123") == PSK_OK);
+  CHECK(r.nheaders == 5);
+  CHECK(find_header(&r, "x-phone") == 1);
+  if (find_header(&r, "x-phone") == 1)
+    CHECK_STR(r.headers[1].value, "phone-abc123");
+  CHECK_STR(r.phone, "phone-abc123");
+  CHECK(psk_request_build(&r, &c, S("abc"), 1, 0, "15551234567") == PSK_OK);
+  if (r.nheaders == 5) CHECK_STR(r.headers[1].value, "15551234567");
+  /* and the client's comes back when the call has none */
+  CHECK(psk_request_build(&r, &c, S("abc"), 1, 0, NULL) == PSK_OK);
+  if (r.nheaders == 5) CHECK_STR(r.headers[1].value, "919874532456");
+
+  /* no phone at all: no x-phone, the order of the rest is kept */
+  c.phone = NULL;
+  CHECK(psk_request_build(&r, &c, S("abc"), 1, 7, NULL) == PSK_OK);
+  CHECK(r.nheaders == 4);
+  CHECK(find_header(&r, "x-phone") == -1);
+  CHECK_STR(r.phone, "");
+  if (r.nheaders == 4) {
+    CHECK_STR(r.headers[0].name, "Authorization");
+    CHECK_STR(r.headers[0].value, "Bearer test-key");
+    CHECK_STR(r.headers[1].name, "Content-Type");
+    CHECK_STR(r.headers[1].value, "application/json");
+    CHECK_STR(r.headers[2].name, "Accept");
+    CHECK_STR(r.headers[2].value, "application/json");
+    CHECK_STR(r.headers[3].name, "User-Agent");
+    CHECK_STR(r.headers[3].value, "periskope-lua/0.1.0 test");
+  }
+  /* a per-call phone without a client phone */
+  CHECK(psk_request_build(&r, &c, S("abc"), 1, 7, "phone-x") == PSK_OK);
+  CHECK(r.nheaders == 5);
+  CHECK(find_header(&r, "x-phone") == 1);
+  if (r.nheaders == 5) {
+    CHECK_STR(r.headers[1].value, "phone-x");
+    CHECK_STR(r.headers[4].name, "User-Agent");
+  }
+
+  /* the id is percent-encoded, with its exact length (NUL included) */
+  CHECK(psk_request_build(&r, &c, S("a/b c"), 1, 0, NULL) == PSK_OK);
+  CHECK_STR(psk_buf_cstr(&r.url),
+            "https://api.periskope.app/v1/message/a%2Fb%20c/pin");
+  CHECK(psk_request_build(&r, &c, S("..."), 1, 0, NULL) == PSK_OK);
+  CHECK_STR(psk_buf_cstr(&r.url), "https://api.periskope.app/v1/message/.../pin");
+  CHECK(psk_request_build(&r, &c, S("x\xc3\xa9"), 1, 0, NULL) == PSK_OK);
+  CHECK_STR(psk_buf_cstr(&r.url),
+            "https://api.periskope.app/v1/message/x%C3%A9/pin");
+  CHECK(psk_request_build(&r, &c, "abcdef", 3, 1, 0, NULL) == PSK_OK);
+  CHECK_STR(psk_buf_cstr(&r.url), "https://api.periskope.app/v1/message/abc/pin");
+
+  /* another base_url */
+  c.base_url = (char *)"http://127.0.0.1:8080";
+  CHECK(psk_request_build(&r, &c, S("m1"), 1, 0, NULL) == PSK_OK);
+  CHECK_STR(psk_buf_cstr(&r.url), "http://127.0.0.1:8080/message/m1/pin");
+
+  /* the largest request: longest base_url and id of only escaped bytes */
+  {
+    char *big_base = filled('b', PSK_BASE_URL_MAX);
+    char *big_id = filled('@', PSK_MESSAGE_ID_MAX);
+    size_t want = PSK_BASE_URL_MAX + strlen("/message/") +
+                  3 * PSK_MESSAGE_ID_MAX + strlen("/pin");
+    memcpy(big_base, "https://h/", 10);
+    c.base_url = big_base;
+    CHECK(psk_request_build(&r, &c, big_id, PSK_MESSAGE_ID_MAX, 1, 30,
+                            "phone-abc") == PSK_OK);
+    CHECK(r.url.len == want);
+    CHECK(strncmp(psk_buf_cstr(&r.url), big_base, PSK_BASE_URL_MAX) == 0);
+    CHECK(r.url.len >= 4 &&
+          strcmp(psk_buf_cstr(&r.url) + r.url.len - 4, "/pin") == 0);
+    CHECK_STR(psk_buf_cstr(&r.body), "{\"pin\":true,\"time\":30}");
+    free(big_base);
+    free(big_id);
+  }
+
+  psk_request_free(&r);
+  psk_request_free(&r); /* twice is safe */
+  CHECK(r.nheaders == 0);
+
+  /* a freed request can be built again */
+  psk_request_init(&r);
+  c.base_url = (char *)"https://h";
+  CHECK(psk_request_build(&r, &c, S("z"), 1, 0, NULL) == PSK_OK);
+  CHECK_STR(psk_buf_cstr(&r.url), "https://h/message/z/pin");
+  psk_request_free(&r);
+
+  /* psk_config_free on a zeroed config is safe */
+  memset(&c, 0, sizeof c);
+  psk_config_free(&c);
+  psk_config_free(&c);
+  CHECK(c.auth == NULL && c.phone == NULL && c.base_url == NULL);
+}
+
+/* ---- response headers ---- */
+
+/* Walks head (an exact-length copy) and returns "name=value|..." */
+static char *walk(const char *head, size_t len, size_t *npos) {
+  char *h = xdup(head, len);
+  psk_buf out;
+  psk_header hd;
+  size_t pos = 0;
+  int guard = 0;
+  char *res;
+  psk_buf_init(&out, 1 << 20);
+  while (psk_header_next(h, len, &pos, &hd)) {
+    psk_buf_append(&out, hd.name, hd.name_len);
+    psk_buf_addstr(&out, "=");
+    psk_buf_append(&out, hd.value, hd.value_len);
+    psk_buf_addstr(&out, "|");
+    if (++guard > 100000) break;
+  }
+  /* once at the end, it stays at the end */
+  if (psk_header_next(h, len, &pos, &hd)) psk_buf_addstr(&out, "!AGAIN!");
+  if (npos) *npos = pos;
+  free(h);
+  res = malloc(out.len + 1);
+  if (!res) exit(2);
+  memcpy(res, psk_buf_cstr(&out), out.len + 1);
+  psk_buf_free(&out);
+  return res;
+}
+
+static void walk_is(const char *head, size_t len, const char *want, int line) {
+  size_t pos;
+  char *got = walk(head, len, &pos);
+  check_str_(got, want, __FILE__, line, "headers");
+  check_(pos == len, __FILE__, line, "pos at end", -1);
+  free(got);
+}
+
+#define HEADERS(lit, want) walk_is(S(lit), (want), __LINE__)
+
+static void test_headers(void) {
+  /* status line skipped, CRLF */
+  HEADERS("HTTP/1.1 200 OK\r\n"
+          "Content-Type: application/json\r\n"
+          "X-RateLimit-Limit: 10\r\n"
+          "\r\n",
+          "Content-Type=application/json|X-RateLimit-Limit=10|");
+  /* LF only */
+  HEADERS("HTTP/1.1 200 OK\n"
+          "Content-Type: application/json\n"
+          "X-RateLimit-Limit: 10\n"
+          "\n",
+          "Content-Type=application/json|X-RateLimit-Limit=10|");
+  /* mixed line ends */
+  HEADERS("HTTP/1.1 429 Too Many Requests\r\nA: 1\nB: 2\r\n\n",
+          "A=1|B=2|");
+  HEADERS("HTTP/2 200\r\nA: 1\r\n\r\n", "A=1|");
+  /* OWS trimmed, both sides, spaces and tabs */
+  HEADERS("A:   v  \t\r\n", "A=v|");
+  HEADERS("A:v\r\n", "A=v|");
+  HEADERS("A:\t\tv\t\r\n", "A=v|");
+  HEADERS("Retry-After:  5 \r\n", "Retry-After=5|");
+  /* inner spaces kept */
+  HEADERS("Date: Wed, 22 Jan 2025 10:36:19 GMT\r\n",
+          "Date=Wed, 22 Jan 2025 10:36:19 GMT|");
+  HEADERS("X-Msg:  a  b \t c  \r\n", "X-Msg=a  b \t c|");
+  /* a colon in the value */
+  HEADERS("Location: http://x:80/a:b\r\n", "Location=http://x:80/a:b|");
+  HEADERS("A:: x\r\n", "A=: x|");
+  /* empty values */
+  HEADERS("X-Empty:\r\nX-Empty2:   \r\nX-E3:\t\r\n",
+          "X-Empty=|X-Empty2=|X-E3=|");
+  /* lines without ':' skipped */
+  HEADERS("HTTP/1.1 200 OK\r\njunk line\r\nA: 1\r\nnocolon\r\nB: 2\r\n",
+          "A=1|B=2|");
+  /* empty name skipped */
+  HEADERS(": x\r\nA: 1\r\n", "A=1|");
+  /* names that are not tokens skipped */
+  HEADERS("Bad Name: x\r\nBad : y\r\nGood: w\r\n", "Good=w|");
+  HEADERS("X(y): 1\r\nNa\"me: 2\r\nA/B: 3\r\nA@B: 4\r\nA,B: 5\r\nA;B: 6\r\n"
+          "A=B: 7\r\nA[B]: 8\r\nA{B}: 9\r\nA\\B: 10\r\nA?B: 11\r\nOk: 12\r\n",
+          "Ok=12|");
+  HEADERS("A\0B: 1\r\nA\x7f: 2\r\nA\x80: 3\r\nA\x01: 4\r\nOk: 5\r\n", "Ok=5|");
+  HEADERS("X-Weird!#$%&'*+-.^_`|~: v\r\n", "X-Weird!#$%&'*+-.^_`|~=v|");
+  HEADERS("x-periskope-trace-id: abc\r\n", "x-periskope-trace-id=abc|");
+  /* obs-fold continuation lines skipped */
+  HEADERS("A: 1\r\n  continued\r\n\tmore: x\r\n Good: z\r\nB: 2\r\n",
+          "A=1|B=2|");
+  HEADERS("HTTP/1.1 200 OK\r\n folded: 1\r\n", "");
+  /* last line without a newline */
+  HEADERS("HTTP/1.1 200 OK\r\nA: 1\r\nB: 2", "A=1|B=2|");
+  HEADERS("A: 1", "A=1|");
+  HEADERS("A: 1\r", "A=1|");
+  HEADERS("A:", "A=|");
+  HEADERS("A", "");
+  /* nothing */
+  HEADERS("", "");
+  HEADERS("\r\n", "");
+  HEADERS("\r\n\r\n\n\n", "");
+  HEADERS("HTTP/1.1 204 No Content\r\n\r\n", "");
+  /* an interim response before the final one */
+  HEADERS("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nA: 1\r\n\r\n",
+          "A=1|");
+  /* duplicates are all reported, in order */
+  HEADERS("Set-Cookie: a=1\r\nSet-Cookie: b=2\r\n",
+          "Set-Cookie=a=1|Set-Cookie=b=2|");
+  /* value with a bare CR inside stays (only the line's final CR goes) */
+  HEADERS("A: x\ry\r\n", "A=x\ry|");
+
+  /* many headers */
+  {
+    psk_buf head, want;
+    char line[64];
+    int i;
+    psk_buf_init(&head, 1 << 20);
+    psk_buf_init(&want, 1 << 20);
+    psk_buf_addstr(&head, "HTTP/1.1 200 OK\r\n");
+    for (i = 0; i < 2000; i++) {
+      snprintf(line, sizeof line, "X-H%d: value %d\r\n", i, i);
+      psk_buf_addstr(&head, line);
+      snprintf(line, sizeof line, "X-H%d=value %d|", i, i);
+      psk_buf_addstr(&want, line);
+    }
+    psk_buf_addstr(&head, "\r\n");
+    walk_is(psk_buf_cstr(&head), head.len, psk_buf_cstr(&want), __LINE__);
+    psk_buf_free(&head);
+    psk_buf_free(&want);
+  }
+
+  /* the fields point into the head, with the right lengths */
+  {
+    static const char head[] = "HTTP/1.1 200 OK\r\nX-A:  one two  \r\n";
+    char *h = xdup(head, sizeof head - 1);
+    psk_header hd;
+    size_t pos = 0;
+    CHECK(psk_header_next(h, sizeof head - 1, &pos, &hd) == 1);
+    CHECK(hd.name == h + 17);
+    CHECK(hd.name_len == 3);
+    CHECK(hd.value == h + 23);
+    CHECK(hd.value_len == 7);
+    CHECK(memcmp(hd.value, "one two", 7) == 0);
+    CHECK(psk_header_next(h, sizeof head - 1, &pos, &hd) == 0);
+    CHECK(pos == sizeof head - 1);
+    free(h);
+  }
+}
+
+/* ---- numbers and dates ---- */
+
+static int parse_uint(const char *s, size_t n, long long *v) {
+  char *p = xdup(s, n);
+  int st = psk_parse_uint(p, n, v);
+  free(p);
+  return st;
+}
+
+static int parse_date(const char *s, size_t n, long long *v) {
+  char *p = xdup(s, n);
+  int st = psk_parse_http_date(p, n, v);
+  free(p);
+  return st;
+}
+
+static int retry_after(const char *s, size_t n, double now, double *w) {
+  char *p = xdup(s, n);
+  int st = psk_parse_retry_after(p, n, now, w);
+  free(p);
+  return st;
+}
+
+#define UINT_OK(lit, want)                                  \
+  do {                                                      \
+    long long v_ = -12345;                                  \
+    CHECK(parse_uint(S(lit), &v_) == PSK_OK && v_ == (want)); \
+  } while (0)
+#define UINT_BAD(lit)                                  \
+  do {                                                 \
+    long long v_ = -12345;                             \
+    CHECK(parse_uint(S(lit), &v_) == PSK_INVALID);     \
+  } while (0)
+
+static void test_parse_uint(void) {
+  UINT_OK("10", 10);
+  UINT_OK(" 10 ", 10);
+  UINT_OK("\t10\t", 10);
+  UINT_OK("  10", 10);
+  UINT_OK("10  ", 10);
+  UINT_OK("0", 0);
+  UINT_OK("00", 0);
+  UINT_OK("007", 7);
+  UINT_OK("1737542181", 1737542181LL);
+  UINT_OK("9007199254740991", 9007199254740991LL);
+  UINT_OK("0009007199254740991", 9007199254740991LL);
+  UINT_OK("9007199254740990", 9007199254740990LL);
+  UINT_OK("900719925474099", 900719925474099LL);
+  UINT_BAD("9007199254740992");
+  UINT_BAD("9007199254740999");
+  UINT_BAD("9999999999999999");
+  UINT_BAD("18446744073709551616");
+  UINT_BAD("99999999999999999999999999999");
+  UINT_BAD("-1");
+  UINT_BAD("-0");
+  UINT_BAD("+1");
+  UINT_BAD("1.5");
+  UINT_BAD("1.");
+  UINT_BAD("");
+  UINT_BAD(" ");
+  UINT_BAD("\t \t");
+  UINT_BAD("abc");
+  UINT_BAD("10x");
+  UINT_BAD("x10");
+  UINT_BAD("1e3");
+  UINT_BAD("0x10");
+  UINT_BAD("1 0");
+  UINT_BAD("1,000");
+  UINT_BAD("10\r\n");
+  UINT_BAD("10\0");
+  UINT_BAD("\00010");
+  {
+    long long v = 0;
+    CHECK(psk_parse_uint("12345", 3, &v) == PSK_OK && v == 123); /* length */
+  }
+}
+
+#define DATE_OK(lit, want)                                    \
+  do {                                                        \
+    long long v_ = -12345;                                    \
+    CHECK(parse_date(S(lit), &v_) == PSK_OK && v_ == (want)); \
+  } while (0)
+#define DATE_BAD(lit)                                  \
+  do {                                                 \
+    long long v_ = -12345;                             \
+    CHECK(parse_date(S(lit), &v_) == PSK_INVALID);     \
+  } while (0)
+
+static void prefixes_refused(const char *s, int line) {
+  size_t n = strlen(s), k;
+  long long v;
+  for (k = 0; k < n; k++)
+    check_(parse_date(s, k, &v) == PSK_INVALID, __FILE__, line,
+           "a prefix of a date is refused", (long long)k);
+}
+
+static void test_http_date(void) {
+  /* the three formats of RFC 9110 */
+  DATE_OK("Sun, 06 Nov 1994 08:49:37 GMT", 784111777LL);
+  DATE_OK("Sunday, 06-Nov-94 08:49:37 GMT", 784111777LL);
+  DATE_OK("Sun Nov  6 08:49:37 1994", 784111777LL);
+  DATE_OK("Wed, 22 Jan 2025 10:36:19 GMT", 1737542179LL);
+  DATE_OK("Wednesday, 22-Jan-25 10:36:19 GMT", 1737542179LL);
+  DATE_OK("Wed Jan 22 10:36:19 2025", 1737542179LL);
+  DATE_OK("Thu, 01 Jan 1970 00:00:00 GMT", 0LL);
+  DATE_OK("Thursday, 01-Jan-70 00:00:00 GMT", 0LL);
+  DATE_OK("Thu Jan  1 00:00:00 1970", 0LL);
+  DATE_OK("Fri, 31 Dec 1999 23:59:59 GMT", 946684799LL);
+  DATE_OK("Wed, 01 Mar 2000 00:00:00 GMT", 951868800LL); /* after 29 Feb */
+  DATE_OK("Thu, 29 Feb 2024 12:00:00 GMT", 1709208000LL);
+  DATE_OK("Wed, 22 Jan 2025 10:36:21 GMT", 1737542181LL);
+  DATE_OK("Sun, 06 Nov 1994 08:49:37 GMT", 784111777LL);
+  /* every month */
+  DATE_OK("Mon, 15 Jan 2024 00:00:00 GMT", 1705276800LL);
+  DATE_OK("Thu, 15 Feb 2024 00:00:00 GMT", 1705276800LL + 31 * 86400LL);
+  DATE_OK("Fri, 15 Mar 2024 00:00:00 GMT", 1705276800LL + 60 * 86400LL);
+  DATE_OK("Mon, 15 Apr 2024 00:00:00 GMT", 1705276800LL + 91 * 86400LL);
+  DATE_OK("Wed, 15 May 2024 00:00:00 GMT", 1705276800LL + 121 * 86400LL);
+  DATE_OK("Sat, 15 Jun 2024 00:00:00 GMT", 1705276800LL + 152 * 86400LL);
+  DATE_OK("Mon, 15 Jul 2024 00:00:00 GMT", 1705276800LL + 182 * 86400LL);
+  DATE_OK("Thu, 15 Aug 2024 00:00:00 GMT", 1705276800LL + 213 * 86400LL);
+  DATE_OK("Sun, 15 Sep 2024 00:00:00 GMT", 1705276800LL + 244 * 86400LL);
+  DATE_OK("Tue, 15 Oct 2024 00:00:00 GMT", 1705276800LL + 274 * 86400LL);
+  DATE_OK("Fri, 15 Nov 2024 00:00:00 GMT", 1705276800LL + 305 * 86400LL);
+  DATE_OK("Sun, 15 Dec 2024 00:00:00 GMT", 1705276800LL + 335 * 86400LL);
+
+  DATE_BAD("");
+  DATE_BAD("garbage");
+  DATE_BAD("784111777");
+  DATE_BAD("1994-11-06T08:49:37Z");
+  DATE_BAD("Sun, 06 Foo 1994 08:49:37 GMT"); /* wrong month */
+  DATE_BAD("Sunday, 06-Foo-94 08:49:37 GMT");
+  DATE_BAD("Sun Foo  6 08:49:37 1994");
+  DATE_BAD("Sun, 06 November 1994 08:49:37 GMT");
+  DATE_BAD("Sun, 06 Nov 1994 08:49:37");     /* missing GMT */
+  DATE_BAD("Sunday, 06-Nov-94 08:49:37");
+  DATE_BAD("Sun, 06 Nov 1994 08:49:37 UTC");
+  DATE_BAD("Sun, 06 Nov 1994 08:49:37 +0000");
+  DATE_BAD("Sun, 06 Nov 1994 08:49:37 GMTX");
+  DATE_BAD("Sun, 06 Nov 1994 08:49:37 GMT x");
+  DATE_BAD("Sun, 06 Nov 94 08:49:37 GMT");
+  DATE_BAD("Sun, 06 Nov 1994 8:49:37 GMT");
+  DATE_BAD("Sun, 06 Nov 1994 08:49 GMT");
+  DATE_BAD("Sun, 06 Nov 1994 24:00:00 GMT");
+  DATE_BAD("Sun, 06 Nov 1994 08:60:00 GMT");
+  DATE_BAD("Sun, 06 Nov 1994 08:49:61 GMT");
+  DATE_BAD("Sun, 00 Nov 1994 08:49:37 GMT");
+  DATE_BAD("Sun, 32 Nov 1994 08:49:37 GMT");
+  DATE_BAD("Sun, 0x Nov 1994 08:49:37 GMT");
+  DATE_BAD("Sun,06 Nov 1994 08:49:37 GMT");
+  DATE_BAD("Sun, 06  Nov 1994 08:49:37 GMT");
+  DATE_BAD("Sun, 06-Nov 1994 08:49:37 GMT");
+  DATE_BAD("Sun Nov  6 08:49:37");           /* asctime without year */
+  DATE_BAD("Sun Nov  6 08:49:37 94");
+  DATE_BAD("Sun Nov 6 08:49:37 1994");
+  DATE_BAD("Sun Nov  6 08:49:37 1994 GMT");
+  DATE_BAD("Sun, 06 Nov 1994 08:49:37 GMT\r\n");
+  DATE_BAD("Sun, 06 Nov 1994 08:49:37 GMT\0");
+  prefixes_refused("Sun, 06 Nov 1994 08:49:37 GMT", __LINE__);
+  prefixes_refused("Sunday, 06-Nov-94 08:49:37 GMT", __LINE__);
+  prefixes_refused("Sun Nov  6 08:49:37 1994", __LINE__);
+  prefixes_refused("Sun Nov 16 08:49:37 1994", __LINE__);
+}
+
+static void test_retry_after(void) {
+  double w;
+  const double now = 1737542179.0; /* Wed, 22 Jan 2025 10:36:19 GMT */
+
+  w = -1;
+  CHECK(retry_after(S("5"), now, &w) == PSK_OK && w == 5);
+  w = -1;
+  CHECK(retry_after(S(" 5 "), now, &w) == PSK_OK && w == 5);
+  w = -1;
+  CHECK(retry_after(S("0"), now, &w) == PSK_OK && w == 0);
+  w = -1;
+  CHECK(retry_after(S("120"), now, &w) == PSK_OK && w == 120);
+  w = -1;
+  CHECK(retry_after(S("5"), 0, &w) == PSK_OK && w == 5); /* needs no clock */
+  w = -1;
+  CHECK(retry_after(S("Wed, 22 Jan 2025 10:36:22 GMT"), now, &w) == PSK_OK &&
+        w == 3);
+  w = -1;
+  CHECK(retry_after(S("Wednesday, 22-Jan-25 10:36:22 GMT"), now, &w) ==
+            PSK_OK &&
+        w == 3);
+  w = -1;
+  CHECK(retry_after(S("Wed Jan 22 10:36:22 2025"), now, &w) == PSK_OK &&
+        w == 3);
+  w = -1;
+  CHECK(retry_after(S("Wed, 22 Jan 2025 10:37:19 GMT"), now, &w) == PSK_OK &&
+        w == 60);
+  w = -1;
+  CHECK(retry_after(S("Wed, 22 Jan 2025 10:36:19 GMT"), now, &w) == PSK_OK &&
+        w == 0);
+  w = -1;
+  CHECK(retry_after(S("Wed, 22 Jan 2025 10:36:10 GMT"), now, &w) == PSK_OK &&
+        w == 0); /* in the past */
+  w = -1;
+  CHECK(retry_after(S("Sun, 06 Nov 1994 08:49:37 GMT"), now, &w) == PSK_OK &&
+        w == 0);
+  w = -1;
+  CHECK(retry_after(S("Wed, 22 Jan 2025 10:36:22 GMT"), now + 0.5, &w) ==
+            PSK_OK &&
+        w == 2.5);
+
+  CHECK(retry_after(S(""), now, &w) == PSK_INVALID);
+  CHECK(retry_after(S("soon"), now, &w) == PSK_INVALID);
+  CHECK(retry_after(S("-1"), now, &w) == PSK_INVALID);
+  CHECK(retry_after(S("1.5"), now, &w) == PSK_INVALID);
+  CHECK(retry_after(S("5s"), now, &w) == PSK_INVALID);
+  CHECK(retry_after(S("Wed, 22 Jan 2025 10:36:22"), now, &w) == PSK_INVALID);
+  CHECK(retry_after(S("tomorrow"), now, &w) == PSK_INVALID);
+}
+
+/* ---- retries ---- */
+
+static void test_retryable(void) {
+  static const long yes[] = {429, 500, 502, 503, 504};
+  static const long no[] = {0,   100, 200, 201, 204, 301, 302, 304, 400, 401,
+                            403, 404, 405, 408, 409, 413, 422, 428, 430, 499,
+                            501, 505, 506, 511, 599, 600, -1};
+  size_t i;
+  for (i = 0; i < sizeof yes / sizeof yes[0]; i++)
+    CHECKI(psk_status_retryable(yes[i]), yes[i]);
+  for (i = 0; i < sizeof no / sizeof no[0]; i++)
+    CHECKI(!psk_status_retryable(no[i]), no[i]);
+
+  CHECK(psk_kind_retryable(PSK_KIND_TIMEOUT));
+  CHECK(psk_kind_retryable(PSK_KIND_CONNECT));
+  CHECK(psk_kind_retryable(PSK_KIND_NETWORK));
+  CHECK(!psk_kind_retryable(PSK_KIND_NONE));
+  CHECK(!psk_kind_retryable(PSK_KIND_RESOLVE));
+  CHECK(!psk_kind_retryable(PSK_KIND_TLS));
+  CHECK(!psk_kind_retryable(PSK_KIND_TOO_LARGE));
+  CHECK(!psk_kind_retryable(-1));
+  CHECK(!psk_kind_retryable(99));
+
+  /* the names the contract uses */
+  CHECK_STR(psk_kind_names[PSK_KIND_TIMEOUT], "timeout");
+  CHECK_STR(psk_kind_names[PSK_KIND_CONNECT], "connect");
+  CHECK_STR(psk_kind_names[PSK_KIND_RESOLVE], "resolve");
+  CHECK_STR(psk_kind_names[PSK_KIND_TLS], "tls");
+  CHECK_STR(psk_kind_names[PSK_KIND_NETWORK], "network");
+  CHECK_STR(psk_kind_names[PSK_KIND_TOO_LARGE], "too_large");
+  CHECK_STR(psk_wait_reasons[PSK_WAIT_RETRY_AFTER], "retry-after");
+  CHECK_STR(psk_wait_reasons[PSK_WAIT_RATE_LIMIT], "rate-limit");
+  CHECK_STR(psk_wait_reasons[PSK_WAIT_BACKOFF], "backoff");
+}
+
+/* An outcome whose header values are exact-length heap copies. */
+typedef struct outcome {
+  psk_outcome o;
+  char *ra, *reset, *date;
+} outcome;
+
+static char *opt_dup(const char *s, size_t *n) {
+  if (!s) {
+    *n = 0;
+    return NULL;
+  }
+  *n = strlen(s);
+  return xdup(s, *n);
+}
+
+static void outcome_set(outcome *x, long status, int kind, const char *ra,
+                        const char *reset, const char *date) {
+  memset(x, 0, sizeof *x);
+  x->o.status = status;
+  x->o.kind = kind;
+  x->ra = opt_dup(ra, &x->o.retry_after_len);
+  x->reset = opt_dup(reset, &x->o.reset_len);
+  x->date = opt_dup(date, &x->o.date_len);
+  x->o.retry_after = x->ra;
+  x->o.reset = x->reset;
+  x->o.date = x->date;
+}
+
+static void outcome_free(outcome *x) {
+  free(x->ra);
+  free(x->reset);
+  free(x->date);
+}
+
+/* Returns psk_retry_plan's answer; *wait and *reason as it set them. */
+static int plan(long status, int kind, const char *ra, const char *reset,
+                const char *date, int attempt, double local_now, double jitter,
+                double *wait, int *reason) {
+  outcome x;
+  int r;
+  outcome_set(&x, status, kind, ra, reset, date);
+  *wait = -99;
+  *reason = -99;
+  r = psk_retry_plan(&x.o, attempt, local_now, jitter, wait, reason);
+  outcome_free(&x);
+  return r;
+}
+
+static void test_retry_plan(void) {
+  const char *date = "Wed, 22 Jan 2025 10:36:19 GMT";
+  const double server_now = 1737542179.0;
+  double w;
+  int reason, r, attempt;
+  static const double skews[] = {0, 1000, -1000, 86400, -86400, 0.75, -3600};
+  size_t i;
+
+  /* Retry-After in seconds */
+  r = plan(429, 0, "2", NULL, NULL, 1, server_now, 0.5, &w, &reason);
+  CHECK(r == 1 && w == 2 && reason == PSK_WAIT_RETRY_AFTER);
+  r = plan(429, 0, "2", "1737542190", date, 1, server_now, 0.5, &w, &reason);
+  CHECK(r == 1 && w == 2 && reason == PSK_WAIT_RETRY_AFTER); /* wins */
+  r = plan(503, 0, "0", NULL, date, 3, server_now, 0.5, &w, &reason);
+  CHECK(r == 1 && w == 0 && reason == PSK_WAIT_RETRY_AFTER);
+  r = plan(500, 0, "30", NULL, NULL, 1, 0, 0, &w, &reason);
+  CHECK(r == 1 && w == 30 && reason == PSK_WAIT_RETRY_AFTER);
+  r = plan(502, 0, "7", NULL, NULL, 2, 0, 0, &w, &reason);
+  CHECK(r == 1 && w == 7 && reason == PSK_WAIT_RETRY_AFTER);
+  r = plan(504, 0, "1", NULL, NULL, 2, 0, 0, &w, &reason);
+  CHECK(r == 1 && w == 1 && reason == PSK_WAIT_RETRY_AFTER);
+  /* a large Retry-After is still the plan; the budget is the caller's */
+  r = plan(429, 0, "3600", NULL, NULL, 1, 0, 0, &w, &reason);
+  CHECK(r == 1 && w == 3600 && reason == PSK_WAIT_RETRY_AFTER);
+
+  /* Retry-After as a date: measured against Date, not the local clock */
+  for (i = 0; i < sizeof skews / sizeof skews[0]; i++) {
+    r = plan(429, 0, "Wed, 22 Jan 2025 10:36:22 GMT", NULL, date, 1,
+             server_now + skews[i], 0.5, &w, &reason);
+    CHECKI(r == 1 && w == 3 && reason == PSK_WAIT_RETRY_AFTER, i);
+    r = plan(503, 0, "Wed, 22 Jan 2025 10:36:10 GMT", NULL, date, 1,
+             server_now + skews[i], 0.5, &w, &reason);
+    CHECKI(r == 1 && w == 0 && reason == PSK_WAIT_RETRY_AFTER, i);
+  }
+  /* without Date, the local clock */
+  r = plan(429, 0, "Wed, 22 Jan 2025 10:36:22 GMT", NULL, NULL, 1,
+           server_now + 1, 0.5, &w, &reason);
+  CHECK(r == 1 && w == 2 && reason == PSK_WAIT_RETRY_AFTER);
+  r = plan(429, 0, "Wed, 22 Jan 2025 10:36:22 GMT", NULL, "garbage", 1,
+           server_now - 7, 0.5, &w, &reason);
+  CHECK(r == 1 && w == 10 && reason == PSK_WAIT_RETRY_AFTER);
+
+  /* X-RateLimit-Reset = Date + 2, whatever the local clock says */
+  for (i = 0; i < sizeof skews / sizeof skews[0]; i++) {
+    r = plan(429, 0, NULL, "1737542181", date, 1, server_now + skews[i], 0.5,
+             &w, &reason);
+    CHECKI(r == 1 && w == 2 && reason == PSK_WAIT_RATE_LIMIT, i);
+    r = plan(429, 0, NULL, " 1737542181 ", date, 2, server_now + skews[i], 0,
+             &w, &reason);
+    CHECKI(r == 1 && w == 2 && reason == PSK_WAIT_RATE_LIMIT, i);
+  }
+  /* an unusable Retry-After falls through to the reset */
+  r = plan(429, 0, "soon", "1737542181", date, 1, server_now + 1000, 0.5, &w,
+           &reason);
+  CHECK(r == 1 && w == 2 && reason == PSK_WAIT_RATE_LIMIT);
+  /* reset without Date: against the local clock */
+  r = plan(429, 0, NULL, "1737542181", NULL, 1, server_now - 3, 0.5, &w,
+           &reason);
+  CHECK(r == 1 && w == 5 && reason == PSK_WAIT_RATE_LIMIT);
+
+  /* a reset now or in the past: backoff */
+  for (i = 0; i < sizeof skews / sizeof skews[0]; i++) {
+    r = plan(429, 0, NULL, "1737542170", date, 1, server_now + skews[i], 0,
+             &w, &reason);
+    CHECKI(r == 1 && w == 0.5 && reason == PSK_WAIT_BACKOFF, i);
+    r = plan(429, 0, NULL, "1737542179", date, 2, server_now + skews[i], 0,
+             &w, &reason);
+    CHECKI(r == 1 && w == 1 && reason == PSK_WAIT_BACKOFF, i);
+  }
+  /* a reset that is not a number: backoff */
+  r = plan(429, 0, NULL, "soon", date, 1, server_now, 0, &w, &reason);
+  CHECK(r == 1 && w == 0.5 && reason == PSK_WAIT_BACKOFF);
+  r = plan(429, 0, NULL, "-5", date, 1, server_now, 0, &w, &reason);
+  CHECK(r == 1 && w == 0.5 && reason == PSK_WAIT_BACKOFF);
+
+  /* no headers: backoff */
+  r = plan(429, 0, NULL, NULL, NULL, 1, server_now, 0, &w, &reason);
+  CHECK(r == 1 && w == 0.5 && reason == PSK_WAIT_BACKOFF);
+  r = plan(429, 0, NULL, NULL, NULL, 1, server_now, 0.999999, &w, &reason);
+  CHECK(r == 1 && w >= 0.5 && w < 0.625 && reason == PSK_WAIT_BACKOFF);
+  r = plan(500, 0, NULL, NULL, NULL, 2, server_now, 0, &w, &reason);
+  CHECK(r == 1 && w == 1 && reason == PSK_WAIT_BACKOFF);
+  r = plan(500, 0, NULL, NULL, NULL, 2, server_now, 0.999999, &w, &reason);
+  CHECK(r == 1 && w >= 1 && w < 1.25 && reason == PSK_WAIT_BACKOFF);
+  {
+    uint64_t st = 42;
+    int k;
+    for (k = 0; k < 1000; k++) {
+      double j = psk_random(&st);
+      r = plan(503, 0, NULL, NULL, date, 1, server_now, j, &w, &reason);
+      CHECKI(r == 1 && w >= 0.5 && w < 0.625 && reason == PSK_WAIT_BACKOFF, k);
+      r = plan(503, 0, NULL, NULL, date, 2, server_now, j, &w, &reason);
+      CHECKI(r == 1 && w >= 1 && w < 1.25 && reason == PSK_WAIT_BACKOFF, k);
+    }
+  }
+
+  /* not retryable statuses: no retry, whatever the headers */
+  {
+    static const long no[] = {200, 201, 204, 400, 401, 403, 404, 409, 422, 501};
+    for (i = 0; i < sizeof no / sizeof no[0]; i++) {
+      r = plan(no[i], 0, "2", "1737542181", date, 1, server_now, 0, &w,
+               &reason);
+      CHECKI(r == 0, no[i]);
+      r = plan(no[i], PSK_KIND_TIMEOUT, NULL, NULL, NULL, 1, server_now, 0,
+               &w, &reason);
+      CHECKI(r == 0, no[i]); /* a status means an answer came */
+    }
+  }
+  r = plan(404, 0, NULL, NULL, NULL, 1, server_now, 0, &w, &reason);
+  CHECK(r == 0);
+
+  /* failures without an answer */
+  r = plan(0, PSK_KIND_TIMEOUT, NULL, NULL, NULL, 1, server_now, 0, &w,
+           &reason);
+  CHECK(r == 1 && w == 0.5 && reason == PSK_WAIT_BACKOFF);
+  r = plan(0, PSK_KIND_CONNECT, NULL, NULL, NULL, 2, server_now, 0, &w,
+           &reason);
+  CHECK(r == 1 && w == 1 && reason == PSK_WAIT_BACKOFF);
+  r = plan(0, PSK_KIND_NETWORK, NULL, NULL, NULL, 3, server_now, 0, &w,
+           &reason);
+  CHECK(r == 1 && w == 2 && reason == PSK_WAIT_BACKOFF);
+  r = plan(0, PSK_KIND_TLS, NULL, NULL, NULL, 1, server_now, 0, &w, &reason);
+  CHECK(r == 0);
+  r = plan(0, PSK_KIND_RESOLVE, NULL, NULL, NULL, 1, server_now, 0, &w,
+           &reason);
+  CHECK(r == 0);
+  r = plan(0, PSK_KIND_TOO_LARGE, NULL, NULL, NULL, 1, server_now, 0, &w,
+           &reason);
+  CHECK(r == 0);
+  r = plan(0, PSK_KIND_NONE, NULL, NULL, NULL, 1, server_now, 0, &w, &reason);
+  CHECK(r == 0);
+
+  /* the backoff grows with attempt and every wait is >= 0 */
+  {
+    double prev = -1;
+    for (attempt = 1; attempt <= 20; attempt++) {
+      r = plan(503, 0, NULL, NULL, NULL, attempt, server_now, 0.3, &w,
+               &reason);
+      CHECKI(r == 1 && w >= 0.5 && w <= 37.5 && reason == PSK_WAIT_BACKOFF,
+             attempt);
+      CHECKI(w >= prev, attempt);
+      prev = w;
+    }
+  }
+}
+
+static void test_backoff(void) {
+  static const double jitters[] = {0, 0.25, 0.5, 0.999999};
+  size_t j;
+  int a;
+
+  CHECK(psk_backoff(1, 0) == 0.5);
+  CHECK(psk_backoff(2, 0) == 1);
+  CHECK(psk_backoff(3, 0) == 2);
+  CHECK(psk_backoff(4, 0) == 4);
+  CHECK(psk_backoff(5, 0) == 8);
+  CHECK(psk_backoff(6, 0) == 16);
+  CHECK(psk_backoff(7, 0) == 30); /* capped */
+  CHECK(psk_backoff(8, 0) == 30);
+  CHECK(psk_backoff(100, 0) == 30);
+  CHECK(psk_backoff(1, 0.5) == 0.5 * 1.125);
+  CHECK(psk_backoff(100, 0.999999) <= 37.5);
+  CHECK(psk_backoff(100, 0.999999) > 37);
+  CHECK(psk_backoff(INT_MAX, 0.999999) <= 37.5);
+  CHECK(psk_backoff(INT_MAX, 0) == 30);
+
+  for (j = 0; j < sizeof jitters / sizeof jitters[0]; j++) {
+    double prev = 0;
+    for (a = 1; a <= 200; a++) {
+      double b = psk_backoff(a, jitters[j]);
+      CHECKI(b >= prev, a);
+      CHECKI(b >= 0.5 && b <= 37.5, a);
+      prev = b;
+    }
+  }
+  /* more jitter, never less wait; up to a quarter more */
+  for (a = 1; a <= 12; a++) {
+    double b0 = psk_backoff(a, 0), b1 = psk_backoff(a, 0.5),
+           b2 = psk_backoff(a, 0.999999);
+    CHECKI(b0 <= b1 && b1 <= b2, a);
+    CHECKI(b2 < b0 * 1.25, a);
+  }
+}
+
+static void test_random(void) {
+  static const uint64_t seeds[] = {1, 42, 0x9E3779B97F4A7C15ULL,
+                                   0xFFFFFFFFFFFFFFFFULL, 0x8000000000000000ULL};
+  size_t s;
+  for (s = 0; s < sizeof seeds / sizeof seeds[0]; s++) {
+    uint64_t st = seeds[s];
+    double first = psk_random(&st), lo = 1, hi = 0, sum = 0;
+    int k, in_range = 1, distinct = 0, nonzero_state = 1;
+    int buckets[10] = {0}, empty = 0;
+    for (k = 0; k < 10000; k++) {
+      double v = psk_random(&st);
+      if (!(v >= 0 && v < 1)) in_range = 0;
+      if (v != first) distinct = 1;
+      if (st == 0) nonzero_state = 0;
+      if (v < lo) lo = v;
+      if (v > hi) hi = v;
+      sum += v;
+      if (v >= 0 && v < 1) buckets[(int)(v * 10)]++;
+    }
+    for (k = 0; k < 10; k++)
+      if (buckets[k] < 800) empty = 1;
+    CHECKI(in_range, s);
+    CHECKI(first >= 0 && first < 1, s);
+    CHECKI(distinct, s);
+    CHECKI(nonzero_state, s);
+    CHECKI(lo < 0.01 && hi > 0.99, s);
+    CHECKI(sum / 10000 > 0.45 && sum / 10000 < 0.55, s);
+    CHECKI(!empty, s);
+  }
+  /* the state moves, and the same seed gives the same sequence */
+  {
+    uint64_t a = 7, b = 7;
+    double x = psk_random(&a), y = psk_random(&b);
+    CHECK(a != 7);
+    CHECK(x == y && a == b);
+    CHECK(psk_random(&a) != x);
+  }
+}
+
+/* Each area is one test: it passes when none of its checks fails. The
+   closing line counts areas; the checks are counted beside it. */
+static const struct {
+  const char *name;
+  void (*fn)(void);
+} tests[] = {
+    {"psk_buf", test_buf},
+    {"key/user agent/message id rules", test_check_strings},
+    {"phone", test_phone},
+    {"base_url", test_base_url},
+    {"time", test_time},
+    {"percent-encoding", test_percent_encode},
+    {"request", test_request},
+    {"header walk", test_headers},
+    {"integers", test_parse_uint},
+    {"HTTP dates", test_http_date},
+    {"Retry-After", test_retry_after},
+    {"retryable", test_retryable},
+    {"retry plan", test_retry_plan},
+    {"backoff", test_backoff},
+    {"random", test_random},
+};
+
+int main(void) {
+  size_t i;
+  int passed = 0, failed = 0;
+  for (i = 0; i < sizeof tests / sizeof tests[0]; i++) {
+    int before = g_fail;
+    tests[i].fn();
+    if (g_fail == before) {
+      passed++;
+    } else {
+      failed++;
+      printf("FAILED: %s\n", tests[i].name);
+    }
+  }
+  printf("(%d checks passed, %d failed)\n", g_pass, g_fail);
+  printf("core: %d passed, %d failed\n", passed, failed);
+  return failed ? 1 : 0;
+}

@@ -1,0 +1,20 @@
+-- pins N messages on one client against PERISKOPE_BASE_URL (the local
+-- server, via run_with_server.lua), then closes it: the leak check's load.
+--   lua test/pin_loop.lua 1000
+local periskope = require "periskope"
+
+local n = tonumber(arg[1]) or 1000
+local c = periskope.new {}
+local ok = 0
+for i = 1, n do
+  local res = c:pin { message_id = "leak-" .. i, time = 7 }
+  if res and res.status == 204 then ok = ok + 1 end
+end
+-- One of each other path, so their memory is checked too.
+c:build_pin { message_id = "x" }
+periskope.read_response(429, { ["Retry-After"] = "1" }, '{"message":"slow"}')
+pcall(c.pin, c, { message_id = "x", time = 5 })
+c:close()
+collectgarbage()
+print(("pin_loop: %d of %d pins answered 204"):format(ok, n))
+os.exit(ok == n and 0 or 1)
