@@ -3,6 +3,7 @@
 #   make                      build build/$(LUA)/periskope.so (Lua 5.4 by default)
 #   make LUA=lua5.1           another Lua, by pkg-config name (lua5.1 ... lua5.4, luajit)
 #   make test                 busted specs against the built module
+#   make test-all             the specs under lua5.1, lua5.2, lua5.3, lua5.4 and luajit
 #   make check-core           the pure C core's own tests, under ASan/UBSan
 #   make check-valgrind       1,000 pins under valgrind memcheck
 #   make demo                 pin through the bundled local Periskope server
@@ -47,7 +48,9 @@ SO := $(BUILD)/periskope.so
 
 BUSTED ?= /usr/bin/busted
 
-.PHONY: all test check-core check-valgrind demo install clean
+LUAS := lua5.1 lua5.2 lua5.3 lua5.4 luajit
+
+.PHONY: all test test-all check-core check-valgrind demo install clean
 
 all: $(SO)
 
@@ -63,6 +66,12 @@ $(SO): $(OBJ)
 
 test: $(SO)
 	PERISKOPE_CPATH="$(CURDIR)/$(BUILD)/?.so" PERISKOPE_LUA=$(LUA_BIN) $(LUA_BIN) $(BUSTED) $(BUSTED_ARGS)
+
+# Each interpreter builds its own module in build/<lua>/ and runs every spec.
+test-all:
+	@rc=0; for l in $(LUAS); do \
+	  echo "== $$l"; $(MAKE) --no-print-directory LUA=$$l test || rc=1; \
+	done; exit $$rc
 
 # The pure core and buffer, without Lua or libcurl, under the sanitizers.
 build/check-core: test/check_core.c $(CORE_SRC) src/psk_core.h src/psk_buf.h
@@ -87,3 +96,6 @@ install: $(SO)
 
 clean:
 	rm -rf build
+
+# Further targets (fuzzing, sanitizers, static checks, benchmark) live in mk/.
+-include mk/*.mk
