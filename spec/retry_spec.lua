@@ -149,3 +149,35 @@ describe("retries", function()
     end)
   end)
 end)
+
+describe("pin pacing", function()
+  it("waits for the window's reset once an answer shows remaining = 0", function()
+    local srv = server.start {}
+    finally(function() srv:stop() end)
+    srv:script { { status = 204, remaining = 0, reset_in = 2 } }
+    local waits = {}
+    local c = util.client(srv, { on_event = function(ev)
+      if ev.type == "wait" then waits[#waits + 1] = ev end
+    end })
+    assert(c:pin { message_id = "a" })
+    local res = assert(c:pin { message_id = "b" })
+    assert.equal(204, res.status)
+    assert.equal(1, #waits)
+    assert.equal("rate-limit", waits[1].reason)
+    local g = util.gaps(srv:requests())[1]
+    assert.truthy(g >= 1.0 and g < 3, g)
+    c:close()
+  end)
+
+  it("pins a sequence longer than the limit without a 429", function()
+    local srv = server.start { rate_limit = 5, window = 2 }
+    finally(function() srv:stop() end)
+    local c = util.client(srv)
+    for i = 1, 12 do
+      local res = assert(c:pin { message_id = "s" .. i })
+      assert.equal(204, res.status, i)
+      assert.equal(1, res.attempts)
+    end
+    c:close()
+  end)
+end)

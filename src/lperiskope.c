@@ -26,7 +26,9 @@ typedef struct Client {
   psk_http *http;   /* NULL until opened and after release */
   psk_request req;  /* reused by every call */
   uint64_t rng;     /* backoff jitter */
+  psk_pacer pacer;  /* the budget the rate-limit headers showed */
   int closed;       /* 1 until fully built, and after close */
+  int in_many;      /* a pin_many is running (its hook may not start one) */
   int hook;         /* on_event is set (it lives in the uservalue table) */
   int debug;        /* PERISKOPE_DEBUG=1 and no on_event */
 } Client;
@@ -56,35 +58,40 @@ static const char *got(lua_State *L, int i) {
    (WHAT 'NAME' RULE, got X)"; arg == 0 (the default client, built inside
    another call): "periskope: WHAT 'NAME' RULE". vi: the offending value's
    index, or 0 to leave "got" out. [-0, +0, v] */
-static int bad(lua_State *L, int arg, const char *what, const char *name,
-               const char *rule, int vi) {
+static int bad_p(lua_State *L, int arg, const char *pfx, const char *what,
+                 const char *name, const char *rule, int vi) {
   const char *msg;
   if (vi) {
     vi = psk_absindex(L, vi);
-    msg = lua_pushfstring(L, "%s '%s' %s, %s", what, name, rule, got(L, vi));
+    msg = lua_pushfstring(L, "%s%s '%s' %s, %s", pfx, what, name, rule,
+                          got(L, vi));
   } else {
-    msg = lua_pushfstring(L, "%s '%s' %s", what, name, rule);
+    msg = lua_pushfstring(L, "%s%s '%s' %s", pfx, what, name, rule);
   }
   if (arg > 0) return luaL_argerror(L, arg, msg);
   return luaL_error(L, "periskope: %s", msg);
 }
 
-/* Raises on a key of table t that is not a string or not in names. */
-static void check_keys(lua_State *L, int t, int arg, const char *what,
-                       const char *const names[]) {
+#define bad(L, arg, what, name, rule, vi) \
+  bad_p(L, arg, "", what, name, rule, vi)
+
+/* Raises on a key of table t that is not a string or not in names; pfx
+   ("" or "item 3: ") starts the message. */
+static void check_keys(lua_State *L, int t, int arg, const char *pfx,
+                       const char *what, const char *const names[]) {
   lua_pushnil(L);
   while (lua_next(L, t)) {
     lua_pop(L, 1); /* keep the key only */
     /* Type first: lua_tostring would convert a number key in place, and
        lua_next would then lose its way. */
     if (lua_type(L, -1) != LUA_TSTRING) {
-      const char *m = lua_pushfstring(L, "%s names must be strings, %s", what,
-                                      got(L, -1));
+      const char *m = lua_pushfstring(L, "%s%s names must be strings, %s",
+                                      pfx, what, got(L, -1));
       if (arg > 0) luaL_argerror(L, arg, m);
       luaL_error(L, "periskope: %s", m);
     }
     if (!in_list(lua_tostring(L, -1), names)) {
-      const char *m = lua_pushfstring(L, "unknown %s '%s'", what,
+      const char *m = lua_pushfstring(L, "%sunknown %s '%s'", pfx, what,
                                       lua_tostring(L, -1));
       if (arg > 0) luaL_argerror(L, arg, m);
       luaL_error(L, "periskope: %s", m);
@@ -186,7 +193,7 @@ static void read_options(lua_State *L, Client *c, int t, int arg,
   const char *s;
   psk_buf url;
 
-  if (t) check_keys(L, t, arg, "option", option_names);
+  if (t) check_keys(L, t, arg, "", "option", option_names);
 
   s = opt_string(L, t, arg, "api_key", "PERISKOPE_API_KEY", &n, &env);
   if (s) {
@@ -329,6 +336,7 @@ static Client *new_client(lua_State *L, int t, int arg) {
   lua_pop(L, 1);
   dbg = getenv("PERISKOPE_DEBUG");
   c->debug = !c->hook && dbg && strcmp(dbg, "1") == 0;
+  psk_pacer_init(&c->pacer);
   c->rng = (uint64_t)(uintptr_t)c ^ ((uint64_t)(psk_http_now() * 1e6) << 1);
   if (!c->rng) c->rng = 0x9E3779B97F4A7C15ULL;
 
@@ -377,60 +385,89 @@ static int client_tostring(lua_State *L) {
 static const char *const pin_fields[] = {"message_id", "pin", "time", "phone",
                                          NULL};
 
-/* Checks the pin argument table at arg and builds c->req from it. Raises,
-   naming the field, before anything is sent. [-0, +0, v] */
-static void build_request(lua_State *L, Client *c, int arg) {
-  psk_err e;
+/* The checked fields of one pin. id points into a Lua string that the
+   caller keeps referenced while it uses them. */
+typedef struct pin_args {
   const char *id;
   size_t idlen;
-  int pin = 1, time = 0, st;
+  int pin, time;
+  int has_phone;
   char phone[PSK_PHONE_MAX + 1];
-  const char *phonep = NULL;
+} pin_args;
 
-  luaL_checktype(L, arg, LUA_TTABLE);
-  check_keys(L, arg, arg, "field", pin_fields);
+/* Checks the pin argument table at t (argument arg of the call; pfx is ""
+   or "item N: " for pin_many) into a. Raises, naming the field, before
+   anything is sent. Leaves message_id on the stack. [-0, +1, v] */
+static void check_pin_args(lua_State *L, int t, int arg, const char *pfx,
+                           pin_args *a) {
+  psk_err e;
+  t = psk_absindex(L, t);
+  a->pin = 1;
+  a->time = 0;
+  a->has_phone = 0;
+  if (!lua_istable(L, t)) {
+    if (*pfx)
+      luaL_argerror(L, arg,
+                    lua_pushfstring(L, "%smust be a table of pin fields, %s",
+                                    pfx, got(L, t)));
+    luaL_checktype(L, arg, LUA_TTABLE);
+  }
+  check_keys(L, t, arg, pfx, "field", pin_fields);
 
-  if (get_field(L, arg, "message_id") != LUA_TSTRING)
-    bad(L, arg, "field", "message_id",
-        lua_type(L, -1) == LUA_TNIL ? "is required (a string of 1 to 1024 bytes)"
-                                    : "must be a string of 1 to 1024 bytes",
-        lua_type(L, -1) == LUA_TNIL ? 0 : -1);
-  id = lua_tolstring(L, -1, &idlen);
-  if (psk_check_message_id(id, idlen, &e) != PSK_OK)
-    bad(L, arg, "field", "message_id", e.msg, 0);
-
-  switch (get_field(L, arg, "pin")) {
+  switch (get_field(L, t, "pin")) {
   case LUA_TNIL: break;
-  case LUA_TBOOLEAN: pin = lua_toboolean(L, -1); break;
-  default: bad(L, arg, "field", "pin", "must be a boolean", -1);
+  case LUA_TBOOLEAN: a->pin = lua_toboolean(L, -1); break;
+  default: bad_p(L, arg, pfx, "field", "pin", "must be a boolean", -1);
   }
   lua_pop(L, 1);
 
-  if (get_field(L, arg, "time") != LUA_TNIL) {
+  if (get_field(L, t, "time") != LUA_TNIL) {
     long long days = 0;
     if (!psk_tointegral(L, -1, &days) || psk_check_time(days, &e) != PSK_OK)
-      bad(L, arg, "field", "time", "must be 1, 7 or 30 (days)", -1);
-    time = (int)days;
+      bad_p(L, arg, pfx, "field", "time", "must be 1, 7 or 30 (days)", -1);
+    a->time = (int)days;
   }
   lua_pop(L, 1);
 
-  switch (get_field(L, arg, "phone")) {
+  switch (get_field(L, t, "phone")) {
   case LUA_TNIL: break;
   case LUA_TSTRING: {
     size_t n;
     const char *s = lua_tolstring(L, -1, &n);
-    if (psk_normalize_phone(s, n, phone, &e) != PSK_OK)
-      bad(L, arg, "field", "phone", e.msg, 0);
-    phonep = phone;
+    if (psk_normalize_phone(s, n, a->phone, &e) != PSK_OK)
+      bad_p(L, arg, pfx, "field", "phone", e.msg, 0);
+    a->has_phone = 1;
     break;
   }
-  default: bad(L, arg, "field", "phone", "must be a string", -1);
+  default: bad_p(L, arg, pfx, "field", "phone", "must be a string", -1);
   }
   lua_pop(L, 1);
 
-  st = psk_request_build(&c->req, &c->cfg, id, idlen, pin, time, phonep);
+  if (get_field(L, t, "message_id") != LUA_TSTRING)
+    bad_p(L, arg, pfx, "field", "message_id",
+          lua_type(L, -1) == LUA_TNIL
+              ? "is required (a string of 1 to 1024 bytes)"
+              : "must be a string of 1 to 1024 bytes",
+          lua_type(L, -1) == LUA_TNIL ? 0 : -1);
+  a->id = lua_tolstring(L, -1, &a->idlen);
+  if (psk_check_message_id(a->id, a->idlen, &e) != PSK_OK)
+    bad_p(L, arg, pfx, "field", "message_id", e.msg, 0);
+}
+
+/* Builds request r of client c from checked arguments. [-0, +0, v] */
+static void build_into(lua_State *L, Client *c, psk_request *r,
+                       const pin_args *a) {
+  if (psk_request_build(r, &c->cfg, a->id, a->idlen, a->pin, a->time,
+                        a->has_phone ? a->phone : NULL) != PSK_OK)
+    luaL_error(L, "periskope: out of memory");
+}
+
+/* Checks the pin arguments at arg and builds r from them. [-0, +0, v] */
+static void build_request(lua_State *L, Client *c, psk_request *r, int arg) {
+  pin_args a;
+  check_pin_args(L, arg, arg, "", &a);
+  build_into(L, c, r, &a);
   lua_pop(L, 1); /* message_id: the request holds its own copy now */
-  if (st != PSK_OK) luaL_error(L, "periskope: out of memory");
 }
 
 /* Pushes { name = value } for the request's headers; redact replaces the
@@ -450,7 +487,7 @@ static void push_request_headers(lua_State *L, const psk_request *r,
 
 static int client_build_pin(lua_State *L) {
   Client *c = checkclient(L);
-  build_request(L, c, 2);
+  build_request(L, c, &c->req, 2);
   lua_createtable(L, 0, 4);
   lua_pushliteral(L, "POST");
   lua_setfield(L, -2, "method");
@@ -725,15 +762,20 @@ static void debug_line(lua_State *L, int ev) {
 }
 
 /* Hands the event table on top to on_event (or the debug line) and pops
-   it. Runs between transfers only; an error raised by the hook propagates
-   from here, with no transfer in progress. [-1, +0, e] */
+   it. Runs between transfers only. An error raised by the hook stops every
+   running transfer first, then propagates: the client stays usable.
+   [-1, +0, e] */
 static void emit(lua_State *L, Client *c, int ud) {
   int ev = lua_gettop(L);
   if (c->hook) {
     psk_getuvtable(L, ud);
     lua_getfield(L, -1, "on_event");
     lua_pushvalue(L, ev);
-    lua_call(L, 1, 0);
+    if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+      psk_http_stop_all(c->http);
+      c->in_many = 0;
+      lua_error(L);
+    }
   } else {
     debug_line(L, ev);
   }
@@ -761,90 +803,304 @@ static void ev_str(lua_State *L, const char *k, const char *v) {
   lua_setfield(L, -2, k);
 }
 
-/* ---------------------------------------------------------------- */
-/* pin                                                               */
+/* index: the pin_many item (1-based), or 0 for pin. */
+static void ev_request(lua_State *L, Client *c, int ud, const psk_request *r,
+                       int attempt, int index) {
+  ev_begin(L, "request");
+  if (index) ev_int(L, "index", index);
+  ev_int(L, "attempt", attempt);
+  ev_str(L, "method", "POST");
+  lua_pushlstring(L, psk_buf_cstr(&r->url), r->url.len);
+  lua_setfield(L, -2, "url");
+  push_request_headers(L, r, 1);
+  lua_setfield(L, -2, "headers");
+  emit(L, c, ud);
+}
 
-/* pin on client c (userdata at ud) with arguments at arg: build, send,
-   retry by the plan, return a result or nil, message, kind. */
-static int do_pin(lua_State *L, Client *c, int ud, int arg) {
-  int attempt = 0, events = c->hook || c->debug;
-  build_request(L, c, arg);
-  for (;;) {
-    psk_reply *rep;
-    psk_outcome o;
-    double wait = 0;
-    int reason = 0, base = lua_gettop(L);
-    attempt++;
-    if (events) {
-      ev_begin(L, "request");
+static void ev_wait(lua_State *L, Client *c, int ud, double seconds,
+                    int reason, int index) {
+  ev_begin(L, "wait");
+  if (index) ev_int(L, "index", index);
+  ev_num(L, "seconds", seconds);
+  ev_str(L, "reason", psk_wait_reasons[reason]);
+  emit(L, c, ud);
+}
+
+/* ---------------------------------------------------------------- */
+/* pin and pin_many                                                  */
+
+/* An integer header of headers table h, or -1. */
+static long long header_int(lua_State *L, int h, const char *name) {
+  size_t n;
+  long long v;
+  const char *s = header_str(L, h, name, &n);
+  return s && psk_parse_uint(s, n, &v) == PSK_OK ? v : -1;
+}
+
+/* What to do after an outcome. */
+typedef struct next_step {
+  int retry;      /* make another attempt */
+  double wait;    /* after this many seconds */
+  int reason;     /* PSK_WAIT_* */
+} next_step;
+
+/* The one path every finished request takes, in pin and pin_many: pushes
+   the outcome (a result table: returns 1; or nil, message, kind: returns
+   3), emits the response or failure event, teaches the pacer, and decides
+   whether to retry. running: requests still in flight. */
+static int take_reply(lua_State *L, Client *c, int ud, const psk_reply *rep,
+                      int attempt, int index, int running, next_step *next) {
+  psk_outcome o;
+  double now = psk_http_now();
+  int pushed;
+  memset(&o, 0, sizeof o);
+  o.status = rep->status;
+  o.kind = rep->kind;
+  if (rep->status) {
+    long long date = -1;
+    int h;
+    push_head(L, &rep->head);
+    h = lua_gettop(L);
+    push_result(L, rep->status, h, psk_buf_cstr(&rep->body), rep->body.len,
+                attempt);
+    o.retry_after = header_str(L, h, "retry-after", &o.retry_after_len);
+    o.reset = header_str(L, h, "x-ratelimit-reset", &o.reset_len);
+    o.date = header_str(L, h, "date", &o.date_len);
+    if (o.date && psk_parse_http_date(o.date, o.date_len, &date) != PSK_OK)
+      date = -1;
+    psk_pacer_learn(&c->pacer, header_int(L, h, "x-ratelimit-limit"),
+                    header_int(L, h, "x-ratelimit-remaining"),
+                    header_int(L, h, "x-ratelimit-reset"), (double)date, now,
+                    running);
+    next->retry = attempt <= c->cfg.retries &&
+                  psk_retry_plan(&o, attempt, now, psk_random(&c->rng),
+                                 &next->wait, &next->reason) &&
+                  next->wait <= c->cfg.max_retry_wait;
+    lua_replace(L, h); /* the result holds the headers table */
+    pushed = 1;
+    if (c->hook || c->debug) {
+      ev_begin(L, "response");
+      if (index) ev_int(L, "index", index);
       ev_int(L, "attempt", attempt);
-      ev_str(L, "method", "POST");
-      ev_str(L, "url", psk_buf_cstr(&c->req.url));
-      push_request_headers(L, &c->req, 1);
-      lua_setfield(L, -2, "headers");
+      ev_int(L, "status", rep->status);
+      ev_num(L, "elapsed", rep->elapsed);
+      lua_getfield(L, -2, "trace_id");
+      lua_setfield(L, -2, "trace_id");
+      lua_getfield(L, -2, "rate_limit");
+      lua_setfield(L, -2, "rate_limit");
       emit(L, c, ud);
     }
-    rep = psk_http_perform(c->http, &c->req);
-    memset(&o, 0, sizeof o);
-    o.status = rep->status;
-    o.kind = rep->kind;
-    if (rep->status) {
-      int h;
-      push_head(L, &rep->head);
-      h = lua_gettop(L);
-      push_result(L, rep->status, h, psk_buf_cstr(&rep->body), rep->body.len,
-                  attempt);
-      o.retry_after = header_str(L, h, "retry-after", &o.retry_after_len);
-      o.reset = header_str(L, h, "x-ratelimit-reset", &o.reset_len);
-      o.date = header_str(L, h, "date", &o.date_len);
-      if (events) {
-        ev_begin(L, "response");
-        ev_int(L, "attempt", attempt);
-        ev_int(L, "status", rep->status);
-        ev_num(L, "elapsed", rep->elapsed);
-        lua_getfield(L, -2, "trace_id");
-        lua_setfield(L, -2, "trace_id");
-        lua_getfield(L, -2, "rate_limit");
-        lua_setfield(L, -2, "rate_limit");
-        emit(L, c, ud);
-      }
-    } else {
-      lua_pushnil(L);
-      lua_pushstring(L, rep->message);
-      lua_pushstring(L, psk_kind_names[rep->kind]);
-      if (events) {
-        ev_begin(L, "failure");
-        ev_int(L, "attempt", attempt);
-        ev_str(L, "kind", psk_kind_names[rep->kind]);
-        ev_str(L, "message", rep->message);
-        emit(L, c, ud);
-      }
-    }
-    if (attempt > c->cfg.retries ||
-        !psk_retry_plan(&o, attempt, psk_http_now(), psk_random(&c->rng),
-                        &wait, &reason) ||
-        wait > c->cfg.max_retry_wait) {
-      if (rep->status) {
-        lua_replace(L, base + 1); /* result over the headers table */
-        lua_settop(L, base + 1);
-        return 1;
-      }
-      return 3;
-    }
-    lua_settop(L, base);
-    if (events) {
-      ev_begin(L, "wait");
-      ev_num(L, "seconds", wait);
-      ev_str(L, "reason", psk_wait_reasons[reason]);
+  } else {
+    next->retry = attempt <= c->cfg.retries &&
+                  psk_retry_plan(&o, attempt, now, psk_random(&c->rng),
+                                 &next->wait, &next->reason) &&
+                  next->wait <= c->cfg.max_retry_wait;
+    lua_pushnil(L);
+    lua_pushstring(L, rep->message);
+    lua_pushstring(L, psk_kind_names[rep->kind]);
+    pushed = 3;
+    if (c->hook || c->debug) {
+      ev_begin(L, "failure");
+      if (index) ev_int(L, "index", index);
+      ev_int(L, "attempt", attempt);
+      ev_str(L, "kind", psk_kind_names[rep->kind]);
+      ev_str(L, "message", rep->message);
       emit(L, c, ud);
     }
-    psk_http_sleep(wait);
+  }
+  return pushed;
+}
+
+/* pin on client c (userdata at ud) with arguments at arg: build, pace,
+   send, retry by the plan; returns a result or nil, message, kind. */
+static int do_pin(lua_State *L, Client *c, int ud, int arg) {
+  /* Its own transfer, so an on_event hook may pin during a pin_many. */
+  psk_transfer *t = psk_http_transfer(c->http, PSK_PIN_TRANSFER);
+  psk_request *r;
+  int attempt = 0;
+  if (!t) return luaL_error(L, "periskope: out of memory");
+  r = psk_transfer_request(t);
+  build_request(L, c, r, arg);
+  for (;;) {
+    next_step next = {0, 0, 0};
+    int n;
+    /* The budget of the last answers is spent: wait for the window to
+       reset, unless that is longer than any retry may wait. */
+    double d = psk_pacer_delay(&c->pacer, psk_http_now(), 0);
+    if (d > 0 && d <= c->cfg.max_retry_wait) {
+      if (c->hook || c->debug) ev_wait(L, c, ud, d, PSK_WAIT_RATE_LIMIT, 0);
+      psk_http_sleep(d);
+    }
+    psk_pacer_take(&c->pacer);
+    attempt++;
+    if (c->hook || c->debug) ev_request(L, c, ud, r, attempt, 0);
+    n = take_reply(L, c, ud, psk_http_perform(c->http, t), attempt, 0, 0,
+                   &next);
+    if (!next.retry) return n;
+    lua_pop(L, n);
+    if (c->hook || c->debug) ev_wait(L, c, ud, next.wait, next.reason, 0);
+    psk_http_sleep(next.wait);
   }
 }
 
 static int client_pin(lua_State *L) {
   Client *c = checkclient(L);
   return do_pin(L, c, 1, 2);
+}
+
+/* One item of a pin_many batch. */
+enum { ITEM_PENDING, ITEM_RUNNING, ITEM_DONE };
+typedef struct item {
+  pin_args a;        /* a.id is anchored in the batch's id table */
+  int state;
+  int attempts;
+  double not_before; /* local time a retry may start */
+} item;
+
+static const char *const many_options[] = {"concurrency", NULL};
+
+/* Takes the reply of finished transfer t for its item: schedules a retry,
+   or stores the item's result (a failure becomes { ok = false, error,
+   kind, attempts }) in the results table at res. Returns 1 when the item
+   is done. */
+static int finish_item(lua_State *L, Client *c, item *items, int *slot_item,
+                       psk_transfer *t, int res) {
+  int slot = psk_transfer_tag(t), k = slot_item[slot], m;
+  next_step next = {0, 0, 0};
+  slot_item[slot] = -1;
+  m = take_reply(L, c, 1, psk_transfer_reply(t), items[k].attempts, k + 1,
+                 psk_http_running(c->http), &next);
+  if (next.retry) {
+    lua_pop(L, m);
+    items[k].state = ITEM_PENDING;
+    items[k].not_before = psk_http_now() + next.wait;
+    if (c->hook || c->debug) ev_wait(L, c, 1, next.wait, next.reason, k + 1);
+    return 0;
+  }
+  if (m == 3) { /* nil, message, kind */
+    lua_createtable(L, 0, 4);
+    lua_pushboolean(L, 0);
+    lua_setfield(L, -2, "ok");
+    lua_pushvalue(L, -3);
+    lua_setfield(L, -2, "error");
+    lua_pushvalue(L, -2);
+    lua_setfield(L, -2, "kind");
+    lua_pushinteger(L, items[k].attempts);
+    lua_setfield(L, -2, "attempts");
+    lua_replace(L, -4);
+    lua_pop(L, 2);
+  }
+  lua_rawseti(L, res, k + 1);
+  items[k].state = ITEM_DONE;
+  return 1;
+}
+
+/* Client:pin_many(list, opts): every item checked first, then sent over
+   the multi handle, at most opts.concurrency at once, paced by the
+   rate-limit headers, retried as pin retries; results in input order. */
+static int client_pin_many(lua_State *L) {
+  Client *c = checkclient(L);
+  int conc = 4, n, i, ids_i, res_i, done = 0, first = 0;
+  int slot_item[PSK_MAX_CONCURRENCY];
+  double paced_until = 0;
+  item *items;
+  luaL_checktype(L, 2, LUA_TTABLE);
+  if (!lua_isnoneornil(L, 3)) {
+    long long v = 0;
+    luaL_checktype(L, 3, LUA_TTABLE);
+    check_keys(L, 3, 3, "", "option", many_options);
+    if (get_field(L, 3, "concurrency") != LUA_TNIL) {
+      if (!psk_tointegral(L, -1, &v) || v < 1 || v > PSK_MAX_CONCURRENCY)
+        bad_p(L, 3, "", "option", "concurrency",
+              "must be an integer from 1 to 64", -1);
+      conc = (int)v;
+    }
+    lua_pop(L, 1);
+  }
+  lua_settop(L, 2);
+  n = (int)psk_rawlen(L, 2);
+  /* Check every item before sending anything; the ids stay referenced
+     from a table of our own, whatever the caller does to the list. */
+  /* Lua-owned memory: a raise anywhere below frees it with the stack. */
+  items = psk_newuserdata(L, sizeof(item) * (size_t)(n ? n : 1));
+  lua_createtable(L, n, 0);
+  ids_i = lua_gettop(L);
+  for (i = 0; i < n; i++) {
+    char pfx[32];
+    snprintf(pfx, sizeof pfx, "item %d: ", i + 1);
+    lua_rawgeti(L, 2, i + 1);
+    check_pin_args(L, -1, 2, pfx, &items[i].a);
+    lua_rawseti(L, ids_i, i + 1); /* anchors message_id */
+    lua_pop(L, 1);
+    items[i].state = ITEM_PENDING;
+    items[i].attempts = 0;
+    items[i].not_before = 0;
+  }
+  lua_createtable(L, n, 0);
+  res_i = lua_gettop(L);
+  if (c->in_many)
+    return luaL_error(L, "periskope: pin_many called from its own on_event");
+  c->in_many = 1;
+  if (conc > n) conc = n;
+  for (i = 0; i < PSK_MAX_CONCURRENCY; i++) slot_item[i] = -1;
+
+  while (done < n) {
+    double now = psk_http_now(), timeout = 1;
+    psk_transfer *t;
+    /* Start what may start: a free slot, a ready item, budget left. */
+    while (psk_http_running(c->http) < conc) {
+      int k, slot, pick = -1, running = psk_http_running(c->http);
+      double d;
+      while (first < n && items[first].state == ITEM_DONE) first++;
+      for (k = first; k < n; k++) {
+        if (items[k].state != ITEM_PENDING) continue;
+        if (items[k].not_before <= now) {
+          pick = k;
+          break;
+        }
+        if (items[k].not_before - now < timeout)
+          timeout = items[k].not_before - now;
+      }
+      if (pick < 0) break;
+      d = psk_pacer_delay(&c->pacer, now, running);
+      if (d < 0 && running == 0) d = 0; /* nothing would teach us: probe */
+      if (d != 0) {
+        if (d > 0 && d < timeout) timeout = d;
+        /* One wait event per wait, not one per turn of the loop. */
+        if (d > 0 && now + d > paced_until + 0.05) {
+          paced_until = now + d;
+          if (c->hook || c->debug) ev_wait(L, c, 1, d, PSK_WAIT_RATE_LIMIT, 0);
+        }
+        break;
+      }
+      for (slot = 0; slot < conc && slot_item[slot] >= 0; slot++) {
+      }
+      t = psk_http_transfer(c->http, slot);
+      if (!t) {
+        psk_http_stop_all(c->http);
+        c->in_many = 0;
+        return luaL_error(L, "periskope: out of memory");
+      }
+      build_into(L, c, psk_transfer_request(t), &items[pick].a);
+      psk_transfer_set_tag(t, slot);
+      slot_item[slot] = pick;
+      items[pick].state = ITEM_RUNNING;
+      items[pick].attempts++;
+      psk_pacer_take(&c->pacer);
+      if (c->hook || c->debug)
+        ev_request(L, c, 1, psk_transfer_request(t), items[pick].attempts,
+                   pick + 1);
+      /* A transfer that cannot start has its failure in its reply. */
+      if (psk_http_start(c->http, t) != 0)
+        done += finish_item(L, c, items, slot_item, t, res_i);
+    }
+    if (done >= n) break;
+    for (t = psk_http_wait(c->http, timeout); t; t = psk_http_wait(c->http, 0))
+      done += finish_item(L, c, items, slot_item, t, res_i);
+  }
+  c->in_many = 0;
+  lua_pushvalue(L, res_i);
+  return 1;
 }
 
 /* Pushes the default client, creating it from configure's options (or the
@@ -908,6 +1164,7 @@ static int mod_configure(lua_State *L) {
 /* registration                                                      */
 
 static const luaL_Reg client_methods[] = {{"pin", client_pin},
+                                          {"pin_many", client_pin_many},
                                           {"build_pin", client_build_pin},
                                           {"close", client_close},
                                           {NULL, NULL}};

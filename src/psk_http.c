@@ -1,5 +1,5 @@
 /*
- * psk_http: libcurl easy + share transport (see psk_http.h).
+ * psk_http: libcurl share + multi + easy transport (see psk_http.h).
  * Must not include lua.h: everything here may run inside libcurl.
  */
 #define _POSIX_C_SOURCE 200809L
@@ -14,37 +14,51 @@
 #include <time.h>
 #include <unistd.h>
 
+struct psk_transfer {
+  psk_http *h;
+  CURL *easy;
+  struct curl_slist *headers; /* must outlive the transfer */
+  psk_request req;
+  psk_reply reply;
+  int tag;
+  int running;     /* added to the multi */
+  int resent;      /* already sent again after a stale connection */
+  int failure;     /* PSK_KIND_TOO_LARGE when a callback stopped */
+  int head_done;   /* the final head ended with its blank line */
+  char errbuf[CURL_ERROR_SIZE];
+};
+
 struct psk_http {
   CURLSH *share;
-  CURL *easy;
-  pid_t pid;          /* the process that opened the handles */
-  psk_config cfg;     /* borrowed pointers: the client outlives us */
-  int failure;        /* PSK_KIND_TOO_LARGE when a callback stopped */
-  int head_done;      /* the final head ended with its blank line */
-  char errbuf[CURL_ERROR_SIZE];
-  psk_reply reply;
+  CURLM *multi;      /* created on first concurrent use */
+  pid_t pid;         /* the process that opened the handles */
+  const psk_config *cfg;
+  int running;
+  psk_transfer *pool[PSK_MAX_TRANSFERS];
 };
 
 static pthread_once_t global_once = PTHREAD_ONCE_INIT;
 static CURLcode global_rc = CURLE_FAILED_INIT;
 
 /* curl_global_init is process-wide and not safe to race: once, here. */
-static void global_init(void) { global_rc = curl_global_init(CURL_GLOBAL_DEFAULT); }
+static void global_init(void) {
+  global_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
+}
 
 /* Runs inside libcurl: C memory only. A new status line starts a new
    response (after a 1xx interim one), so only the final head is kept. */
 static size_t on_header(char *p, size_t size, size_t n, void *ud) {
-  psk_http *h = ud;
+  psk_transfer *t = ud;
   size_t len = size * n;
   if (len >= 5 && memcmp(p, "HTTP/", 5) == 0) {
-    psk_buf_clear(&h->reply.head);
-    h->head_done = 0;
+    psk_buf_clear(&t->reply.head);
+    t->head_done = 0;
   } else if ((len == 2 && p[0] == '\r' && p[1] == '\n') ||
              (len == 1 && p[0] == '\n')) {
-    h->head_done = 1;
+    t->head_done = 1;
   }
-  if (psk_buf_append(&h->reply.head, p, len) != PSK_OK) {
-    h->failure = PSK_KIND_TOO_LARGE;
+  if (psk_buf_append(&t->reply.head, p, len) != PSK_OK) {
+    t->failure = PSK_KIND_TOO_LARGE;
     return 0; /* CURLE_WRITE_ERROR */
   }
   return len;
@@ -52,15 +66,16 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud) {
 
 /* Runs inside libcurl: C memory only. */
 static size_t on_body(char *p, size_t size, size_t n, void *ud) {
-  psk_http *h = ud;
+  psk_transfer *t = ud;
   size_t len = size * n;
-  if (psk_buf_append(&h->reply.body, p, len) != PSK_OK) {
-    h->failure = PSK_KIND_TOO_LARGE;
+  if (psk_buf_append(&t->reply.body, p, len) != PSK_OK) {
+    t->failure = PSK_KIND_TOO_LARGE;
     return 0;
   }
   return len;
 }
 
+/* The one CURLcode -> kind table. */
 static int kind_of(CURLcode rc) {
   switch (rc) {
   case CURLE_OPERATION_TIMEDOUT:
@@ -106,10 +121,10 @@ static const char *kind_text(int kind) {
 
 static long ms(double s) { return (long)(s * 1000 + 0.5); }
 
-/* Sets the options that stay for the life of the handle. */
-static int setup_easy(psk_http *h) {
-  CURL *e = h->easy;
-  const psk_config *c = &h->cfg;
+/* Sets the options that stay for the life of the easy handle. */
+static int setup_easy(psk_http *h, psk_transfer *t) {
+  CURL *e = t->easy;
+  const psk_config *c = h->cfg;
   int bad = 0;
 #define SET(opt, val) bad |= curl_easy_setopt(e, opt, val) != CURLE_OK
   SET(CURLOPT_NOSIGNAL, 1L); /* the host owns signals */
@@ -129,34 +144,36 @@ static int setup_easy(psk_http *h) {
   SET(CURLOPT_PATH_AS_IS, 1L); /* send the URL build_pin shows, byte for byte */
   SET(CURLOPT_POST, 1L);
   SET(CURLOPT_HEADERFUNCTION, on_header);
-  SET(CURLOPT_HEADERDATA, h);
+  SET(CURLOPT_HEADERDATA, t);
   SET(CURLOPT_WRITEFUNCTION, on_body);
-  SET(CURLOPT_WRITEDATA, h);
-  SET(CURLOPT_ERRORBUFFER, h->errbuf);
+  SET(CURLOPT_WRITEDATA, t);
+  SET(CURLOPT_PRIVATE, t);
+  SET(CURLOPT_ERRORBUFFER, t->errbuf);
   SET(CURLOPT_TCP_KEEPALIVE, 1L);
 #undef SET
   return bad ? -1 : 0;
 }
 
-/* Opens the curl handles; on failure leaves what it made for close_handles. */
-static int open_handles(psk_http *h) {
-  h->pid = getpid();
-  h->share = curl_share_init();
-  h->easy = curl_easy_init();
-  if (!h->share || !h->easy) return -1;
-  if (curl_share_setopt(h->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS) ||
-      curl_share_setopt(h->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION) ||
-      curl_share_setopt(h->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT))
-    return -1;
-  return setup_easy(h);
+static void transfer_free(psk_transfer *t) {
+  if (!t) return;
+  if (t->easy) curl_easy_cleanup(t->easy);
+  curl_slist_free_all(t->headers);
+  psk_request_free(&t->req);
+  psk_buf_free(&t->reply.head);
+  psk_buf_free(&t->reply.body);
+  free(t);
 }
 
-/* Easy before share: the share refuses cleanup while an easy uses it. */
-static void close_handles(psk_http *h) {
-  if (h->easy) curl_easy_cleanup(h->easy);
-  if (h->share) curl_share_cleanup(h->share);
-  h->easy = NULL;
-  h->share = NULL;
+static int open_share(psk_http *h) {
+  h->pid = getpid();
+  h->share = curl_share_init();
+  if (!h->share) return -1;
+  if (curl_share_setopt(h->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS) ||
+      curl_share_setopt(h->share, CURLSHOPT_SHARE,
+                        CURL_LOCK_DATA_SSL_SESSION) ||
+      curl_share_setopt(h->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT))
+    return -1;
+  return 0;
 }
 
 psk_http *psk_http_new(const psk_config *c, char *errmsg, size_t errlen) {
@@ -172,10 +189,8 @@ psk_http *psk_http_new(const psk_config *c, char *errmsg, size_t errlen) {
     snprintf(errmsg, errlen, "periskope: out of memory");
     return NULL;
   }
-  h->cfg = *c;
-  psk_buf_init(&h->reply.head, PSK_HEADERS_MAX);
-  psk_buf_init(&h->reply.body, c->max_body);
-  if (open_handles(h) != 0) {
+  h->cfg = c;
+  if (open_share(h) != 0) {
     snprintf(errmsg, errlen, "periskope: could not set up libcurl");
     psk_http_free(h);
     return NULL;
@@ -183,23 +198,74 @@ psk_http *psk_http_new(const psk_config *c, char *errmsg, size_t errlen) {
   return h;
 }
 
+void psk_http_stop_all(psk_http *h) {
+  int i;
+  for (i = 0; i < PSK_MAX_TRANSFERS; i++) {
+    psk_transfer *t = h->pool[i];
+    if (t && t->running) {
+      curl_multi_remove_handle(h->multi, t->easy);
+      t->running = 0;
+    }
+  }
+  h->running = 0;
+}
+
+/* libcurl order: easies out of the multi, easies, multi, then the share
+   (it refuses cleanup while an easy still uses it). */
 void psk_http_free(psk_http *h) {
+  int i;
   if (!h) return;
-  close_handles(h);
-  psk_buf_free(&h->reply.head);
-  psk_buf_free(&h->reply.body);
+  if (h->multi) psk_http_stop_all(h);
+  for (i = 0; i < PSK_MAX_TRANSFERS; i++) transfer_free(h->pool[i]);
+  if (h->multi) curl_multi_cleanup(h->multi);
+  if (h->share) curl_share_cleanup(h->share);
   free(h);
 }
 
 /* After fork() the child must not clean up the parent's handles: that
    could send TLS close-notify on connections the parent still uses. It
-   forgets them (a deliberate, bounded leak in the child) and opens its own. */
-static int reopen_after_fork(psk_http *h) {
-  h->easy = NULL;
+   forgets them (a deliberate, bounded leak in the child) and opens its
+   own on next use. */
+static int forget_after_fork(psk_http *h) {
+  int i;
+  if (h->pid == getpid()) return 0;
+  for (i = 0; i < PSK_MAX_TRANSFERS; i++) {
+    psk_transfer *t = h->pool[i];
+    if (!t) continue;
+    t->easy = NULL;   /* the parent's: forgotten, not cleaned up */
+    t->headers = NULL;
+    t->running = 0;
+  }
+  h->multi = NULL;
   h->share = NULL;
-  if (open_handles(h) == 0) return 0;
-  close_handles(h);
-  return -1;
+  h->running = 0;
+  return open_share(h);
+}
+
+psk_transfer *psk_http_transfer(psk_http *h, int i) {
+  psk_transfer *t;
+  if (i < 0 || i >= PSK_MAX_TRANSFERS) return NULL;
+  if (h->pool[i]) return h->pool[i];
+  t = calloc(1, sizeof *t);
+  if (!t) return NULL;
+  t->h = h;
+  psk_request_init(&t->req);
+  psk_buf_init(&t->reply.head, PSK_HEADERS_MAX);
+  psk_buf_init(&t->reply.body, h->cfg->max_body);
+  h->pool[i] = t;
+  return t;
+}
+
+psk_request *psk_transfer_request(psk_transfer *t) { return &t->req; }
+psk_reply *psk_transfer_reply(psk_transfer *t) { return &t->reply; }
+void psk_transfer_set_tag(psk_transfer *t, int tag) { t->tag = tag; }
+int psk_transfer_tag(const psk_transfer *t) { return t->tag; }
+int psk_http_running(const psk_http *h) { return h->running; }
+
+static void fail_reply(psk_transfer *t, int kind, const char *what) {
+  t->reply.status = 0;
+  t->reply.kind = kind;
+  snprintf(t->reply.message, sizeof t->reply.message, "periskope: %s", what);
 }
 
 static struct curl_slist *header_list(const psk_request *r) {
@@ -220,82 +286,169 @@ nomem:
   return NULL;
 }
 
-static CURLcode exchange(psk_http *h, const psk_request *r,
-                         struct curl_slist *headers) {
-  CURL *e = h->easy;
-  psk_buf_clear(&h->reply.head);
-  psk_buf_clear(&h->reply.body);
-  h->failure = PSK_KIND_NONE;
-  h->head_done = 0;
-  h->errbuf[0] = '\0';
-  curl_easy_setopt(e, CURLOPT_URL, psk_buf_cstr(&r->url));
-  curl_easy_setopt(e, CURLOPT_HTTPHEADER, headers);
-  curl_easy_setopt(e, CURLOPT_POSTFIELDS, psk_buf_cstr(&r->body));
-  curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body.len);
-  return curl_easy_perform(e);
+/* Makes t ready to send its request: handles (after fork too), header
+   list, per-request options, empty reply. 0, or -1 with the reply set. */
+static int prepare(psk_http *h, psk_transfer *t) {
+  CURL *e;
+  if (forget_after_fork(h) != 0) {
+    fail_reply(t, PSK_KIND_NETWORK, "could not set up libcurl after fork");
+    return -1;
+  }
+  if (!t->easy) {
+    t->easy = curl_easy_init();
+    if (!t->easy || setup_easy(h, t) != 0) {
+      fail_reply(t, PSK_KIND_NETWORK, "could not set up libcurl");
+      return -1;
+    }
+  }
+  curl_slist_free_all(t->headers);
+  if (!(t->headers = header_list(&t->req))) {
+    fail_reply(t, PSK_KIND_NETWORK, "out of memory");
+    return -1;
+  }
+  e = t->easy;
+  curl_easy_setopt(e, CURLOPT_URL, psk_buf_cstr(&t->req.url));
+  curl_easy_setopt(e, CURLOPT_HTTPHEADER, t->headers);
+  curl_easy_setopt(e, CURLOPT_POSTFIELDS, psk_buf_cstr(&t->req.body));
+  curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE,
+                   (curl_off_t)t->req.body.len);
+  t->resent = 0;
+  t->reply.status = 0;
+  t->reply.kind = PSK_KIND_NONE;
+  t->reply.message[0] = '\0';
+  t->reply.elapsed = 0;
+  return 0;
+}
+
+/* Empties the reply before each exchange (a resend starts over). */
+static void reset_exchange(psk_transfer *t) {
+  psk_buf_clear(&t->reply.head);
+  psk_buf_clear(&t->reply.body);
+  t->failure = PSK_KIND_NONE;
+  t->head_done = 0;
+  t->errbuf[0] = '\0';
 }
 
 /* A reused connection that died while idle: the request never reached a
-   live server, so sending it again on a new connection is safe. */
-static int stale_connection(CURL *e, CURLcode rc) {
+   live server (or the server dropped it unanswered), and pinning is
+   idempotent, so sending it again once on a new connection is safe. */
+static int stale_connection(psk_transfer *t, CURLcode rc) {
   long connects = -1;
-  if (rc != CURLE_SEND_ERROR && rc != CURLE_RECV_ERROR &&
-      rc != CURLE_GOT_NOTHING)
+  if (t->resent || (rc != CURLE_SEND_ERROR && rc != CURLE_RECV_ERROR &&
+                    rc != CURLE_GOT_NOTHING))
     return 0;
-  curl_easy_getinfo(e, CURLINFO_NUM_CONNECTS, &connects);
+  curl_easy_getinfo(t->easy, CURLINFO_NUM_CONNECTS, &connects);
   return connects == 0;
 }
 
-psk_reply *psk_http_perform(psk_http *h, const psk_request *r) {
-  psk_reply *rep = &h->reply;
-  struct curl_slist *headers;
-  CURLcode rc;
+/* Fills t's reply from the exchange's outcome. */
+static void finish(psk_transfer *t, CURLcode rc) {
+  psk_reply *rep = &t->reply;
   double total = 0;
-  rep->status = 0;
-  rep->kind = PSK_KIND_NONE;
-  rep->message[0] = '\0';
-  rep->elapsed = 0;
-  if (h->pid != getpid() && reopen_after_fork(h) != 0) {
-    rep->kind = PSK_KIND_NETWORK;
-    snprintf(rep->message, sizeof rep->message,
-             "periskope: could not set up libcurl after fork");
-    return rep;
-  }
-  if (!(headers = header_list(r))) {
-    rep->kind = PSK_KIND_NETWORK;
-    snprintf(rep->message, sizeof rep->message, "periskope: out of memory");
-    return rep;
-  }
-  rc = exchange(h, r, headers);
-  if (stale_connection(h->easy, rc)) rc = exchange(h, r, headers);
   /* libcurl takes a head cut off by the server closing the connection as
      a complete response; a head without its blank line is no answer. */
-  if (rc == CURLE_OK && !h->head_done) {
+  if (rc == CURLE_OK && !t->head_done) {
     rc = CURLE_RECV_ERROR;
-    snprintf(h->errbuf, sizeof h->errbuf,
+    snprintf(t->errbuf, sizeof t->errbuf,
              "connection closed before the end of the response head");
   }
-  curl_easy_getinfo(h->easy, CURLINFO_TOTAL_TIME, &total);
+  curl_easy_getinfo(t->easy, CURLINFO_TOTAL_TIME, &total);
   rep->elapsed = total;
   if (rc == CURLE_OK) {
-    curl_easy_getinfo(h->easy, CURLINFO_RESPONSE_CODE, &rep->status);
-  } else {
-    rep->kind = h->failure ? h->failure : kind_of(rc);
-    if (rep->kind == PSK_KIND_TOO_LARGE)
-      snprintf(rep->message, sizeof rep->message,
-               "periskope: POST %s: %s (over max_body %lu bytes or 256 KiB "
-               "of headers)",
-               psk_buf_cstr(&r->url), kind_text(rep->kind),
-               (unsigned long)h->cfg.max_body);
-    else
-      snprintf(rep->message, sizeof rep->message, "periskope: POST %s: %s: %s",
-               psk_buf_cstr(&r->url), kind_text(rep->kind),
-               h->errbuf[0] ? h->errbuf : curl_easy_strerror(rc));
+    curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &rep->status);
+    rep->kind = PSK_KIND_NONE;
+    return;
   }
-  /* The slist must outlive the transfer; detach it before freeing. */
-  curl_easy_setopt(h->easy, CURLOPT_HTTPHEADER, (struct curl_slist *)NULL);
-  curl_slist_free_all(headers);
-  return rep;
+  rep->status = 0;
+  rep->kind = t->failure ? t->failure : kind_of(rc);
+  if (rep->kind == PSK_KIND_TOO_LARGE)
+    snprintf(rep->message, sizeof rep->message,
+             "periskope: POST %s: %s (body over max_body, %lu bytes, or "
+             "head over 256 KiB)",
+             psk_buf_cstr(&t->req.url), kind_text(rep->kind),
+             (unsigned long)t->h->cfg->max_body);
+  else
+    snprintf(rep->message, sizeof rep->message, "periskope: POST %s: %s: %s",
+             psk_buf_cstr(&t->req.url), kind_text(rep->kind),
+             t->errbuf[0] ? t->errbuf : curl_easy_strerror(rc));
+}
+
+psk_reply *psk_http_perform(psk_http *h, psk_transfer *t) {
+  CURLcode rc;
+  if (prepare(h, t) != 0) return &t->reply;
+  reset_exchange(t);
+  rc = curl_easy_perform(t->easy);
+  if (stale_connection(t, rc)) {
+    t->resent = 1;
+    reset_exchange(t);
+    rc = curl_easy_perform(t->easy);
+  }
+  finish(t, rc);
+  return &t->reply;
+}
+
+int psk_http_start(psk_http *h, psk_transfer *t) {
+  if (t->running) return 0;
+  if (prepare(h, t) != 0) return -1;
+  if (!h->multi) {
+    h->multi = curl_multi_init();
+    if (!h->multi) {
+      fail_reply(t, PSK_KIND_NETWORK, "could not set up libcurl");
+      return -1;
+    }
+  }
+  reset_exchange(t);
+  if (curl_multi_add_handle(h->multi, t->easy) != CURLM_OK) {
+    fail_reply(t, PSK_KIND_NETWORK, "could not start a transfer");
+    return -1;
+  }
+  t->running = 1;
+  h->running++;
+  return 0;
+}
+
+/* The first finished transfer libcurl reports, resending stale ones. */
+static psk_transfer *collect(psk_http *h) {
+  CURLMsg *m;
+  int left;
+  while ((m = curl_multi_info_read(h->multi, &left))) {
+    psk_transfer *t = NULL;
+    CURLcode rc;
+    if (m->msg != CURLMSG_DONE) continue;
+    rc = m->data.result;
+    curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&t);
+    curl_multi_remove_handle(h->multi, t->easy);
+    if (stale_connection(t, rc)) {
+      t->resent = 1;
+      reset_exchange(t);
+      if (curl_multi_add_handle(h->multi, t->easy) == CURLM_OK) continue;
+    }
+    t->running = 0;
+    h->running--;
+    finish(t, rc);
+    return t;
+  }
+  return NULL;
+}
+
+psk_transfer *psk_http_wait(psk_http *h, double timeout) {
+  double deadline = psk_http_now() + (timeout > 0 ? timeout : 0);
+  if (!h->multi) {
+    psk_http_sleep(timeout);
+    return NULL;
+  }
+  for (;;) {
+    int still = 0;
+    double left;
+    psk_transfer *t = collect(h);
+    if (t) return t;
+    curl_multi_perform(h->multi, &still);
+    if ((t = collect(h))) return t;
+    left = deadline - psk_http_now();
+    if (left <= 0) return NULL;
+    if (left > 1) left = 1; /* poll in bounded slices */
+    curl_multi_poll(h->multi, NULL, 0, (int)(left * 1000) + 1, NULL);
+  }
 }
 
 const char *psk_http_curl_version(void) {
