@@ -18,6 +18,7 @@ struct psk_transfer {
   psk_http *h;
   CURL *easy;
   struct curl_slist *headers; /* must outlive the transfer */
+  char headers_phone[PSK_PHONE_MAX + 1]; /* the x-phone it was built for */
   psk_request req;
   psk_reply reply;
   int tag;
@@ -33,6 +34,7 @@ struct psk_http {
   CURLM *multi;      /* created on first concurrent use */
   pid_t pid;         /* the process that opened the handles */
   const psk_config *cfg;
+  int no_proxy_env;  /* no proxy variable was set when the client was made */
   int running;
   psk_transfer *pool[PSK_MAX_TRANSFERS];
 };
@@ -150,6 +152,9 @@ static int setup_easy(psk_http *h, psk_transfer *t) {
   SET(CURLOPT_PRIVATE, t);
   SET(CURLOPT_ERRORBUFFER, t->errbuf);
   SET(CURLOPT_TCP_KEEPALIVE, 1L);
+  /* libcurl reads the proxy variables on every transfer; with none set
+     when the client was made, say "no proxy" once instead. */
+  if (h->no_proxy_env) SET(CURLOPT_PROXY, "");
 #undef SET
   return bad ? -1 : 0;
 }
@@ -176,6 +181,19 @@ static int open_share(psk_http *h) {
   return 0;
 }
 
+/* Whether any variable libcurl takes a proxy from is set. */
+static int proxy_env_set(void) {
+  static const char *const names[] = {"http_proxy", "https_proxy",
+                                      "HTTPS_PROXY", "all_proxy",
+                                      "ALL_PROXY"};
+  size_t i;
+  for (i = 0; i < sizeof names / sizeof names[0]; i++) {
+    const char *v = getenv(names[i]);
+    if (v && *v) return 1;
+  }
+  return 0;
+}
+
 psk_http *psk_http_new(const psk_config *c, char *errmsg, size_t errlen) {
   psk_http *h;
   pthread_once(&global_once, global_init);
@@ -190,6 +208,7 @@ psk_http *psk_http_new(const psk_config *c, char *errmsg, size_t errlen) {
     return NULL;
   }
   h->cfg = c;
+  h->no_proxy_env = !proxy_env_set();
   if (open_share(h) != 0) {
     snprintf(errmsg, errlen, "periskope: could not set up libcurl");
     psk_http_free(h);
@@ -290,6 +309,7 @@ nomem:
    list, per-request options, empty reply. 0, or -1 with the reply set. */
 static int prepare(psk_http *h, psk_transfer *t) {
   CURL *e;
+  int fresh = 0;
   if (forget_after_fork(h) != 0) {
     fail_reply(t, PSK_KIND_NETWORK, "could not set up libcurl after fork");
     return -1;
@@ -300,15 +320,22 @@ static int prepare(psk_http *h, psk_transfer *t) {
       fail_reply(t, PSK_KIND_NETWORK, "could not set up libcurl");
       return -1;
     }
-  }
-  curl_slist_free_all(t->headers);
-  if (!(t->headers = header_list(&t->req))) {
-    fail_reply(t, PSK_KIND_NETWORK, "out of memory");
-    return -1;
+    fresh = 1;
   }
   e = t->easy;
+  /* Only x-phone varies between a client's requests: the header list is
+     rebuilt when it changes, not for every pin. */
+  if (!t->headers || strcmp(t->headers_phone, t->req.phone) != 0) {
+    curl_slist_free_all(t->headers);
+    if (!(t->headers = header_list(&t->req))) {
+      fail_reply(t, PSK_KIND_NETWORK, "out of memory");
+      return -1;
+    }
+    memcpy(t->headers_phone, t->req.phone, sizeof t->headers_phone);
+    fresh = 1;
+  }
+  if (fresh) curl_easy_setopt(e, CURLOPT_HTTPHEADER, t->headers);
   curl_easy_setopt(e, CURLOPT_URL, psk_buf_cstr(&t->req.url));
-  curl_easy_setopt(e, CURLOPT_HTTPHEADER, t->headers);
   curl_easy_setopt(e, CURLOPT_POSTFIELDS, psk_buf_cstr(&t->req.body));
   curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE,
                    (curl_off_t)t->req.body.len);
