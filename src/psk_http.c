@@ -234,6 +234,15 @@ void psk_http_stop_all(psk_http *h) {
 void psk_http_free(psk_http *h) {
   int i;
   if (!h) return;
+  if (h->pid != getpid()) {
+    /* A forked child closing a client it inherited: the handles are the
+       parent's, so forget them (see forget_after_fork) and free only
+       memory that is ours alone. */
+    for (i = 0; i < PSK_MAX_TRANSFERS; i++)
+      if (h->pool[i]) h->pool[i]->easy = NULL;
+    h->multi = NULL;
+    h->share = NULL;
+  }
   if (h->multi) psk_http_stop_all(h);
   for (i = 0; i < PSK_MAX_TRANSFERS; i++) transfer_free(h->pool[i]);
   if (h->multi) curl_multi_cleanup(h->multi);

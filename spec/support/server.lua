@@ -16,6 +16,7 @@
 --     extra_http = nil,                -- text at the end of http{}
 --     extra_server = nil,              -- text at the end of the mock's server{}
 --     lua_path = nil, lua_cpath = nil, -- put before the default lua_package_(c)path
+--     env = nil,                       -- name -> value: nginx's environment at start
 --   }
 --   srv.port, srv.url ("http://127.0.0.1:<port>"), srv.base_url (url .. "/v1"),
 --   srv.pid (nginx master), srv.api_key
@@ -46,7 +47,7 @@ local OPTIONS = {
   retry_after = "boolean", keepalive_timeout = "number", latency = "number",
   workers = "number", connections = "number", extra_http = "string",
   extra_main = "string", extra_server = "string", lua_path = "string",
-  lua_cpath = "string",
+  lua_cpath = "string", env = "table",
 }
 
 local DEFAULTS = {
@@ -202,6 +203,11 @@ local function check_options(opts)
   if o.api_key:find("[%c]") then
     error("mock server: option 'api_key' must have no control bytes", 3)
   end
+  for name, value in pairs(o.env or {}) do
+    if type(name) ~= "string" or not name:match("^[%a_][%w_]*$") or type(value) ~= "string" then
+      error("mock server: option 'env' must map variable names to strings", 3)
+    end
+  end
   return o
 end
 
@@ -254,13 +260,23 @@ local function nginx_conf(dir, port, o)
   return table.concat(lines, "\n") .. "\n"
 end
 
+-- Shell assignments that put o.env in the environment of the nginx command.
+-- init_by_lua runs in that process and sees it; workers see only what an
+-- `env NAME;` directive (extra_main) lets through.
+local function env_prefix(o)
+  local words = {}
+  for name, value in pairs(o.env or {}) do words[#words + 1] = name .. "=" .. sq(value) .. " " end
+  table.sort(words)
+  return table.concat(words)
+end
+
 -- Starts nginx once. Returns its pid, or nil, the error text and whether the
 -- port was taken. The listening socket is bound before nginx daemonizes, so
 -- once the command succeeded and the pid file exists, connections queue.
 local function try_start(dir, port, o)
   write_file(dir .. "/nginx.conf", nginx_conf(dir, port, o))
   local out, code = sh(table.concat({
-    sq(nginx_binary()) .. " -p " .. sq(dir .. "/") .. " -c " .. sq(dir .. "/nginx.conf")
+    env_prefix(o) .. sq(nginx_binary()) .. " -p " .. sq(dir .. "/") .. " -c " .. sq(dir .. "/nginx.conf")
       .. " -e " .. sq(dir .. "/error.log") .. " </dev/null >" .. sq(dir .. "/start.out") .. " 2>&1"
       .. " || exit $?",
     -- The daemon writes the pid file just after the first process exits.

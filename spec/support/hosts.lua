@@ -1,0 +1,53 @@
+-- The LuaJIT build of the module, for the hosts that embed LuaJIT (nginx's
+-- Lua module, Neovim), whatever interpreter runs busted; and the checks that
+-- the README quotes the examples those hosts run.
+local server = require "spec.support.server"
+
+local M = {}
+
+local sh, sq = server.sh, server.quote
+
+local function read_file(path)
+  local f = assert(io.open(path, "rb"))
+  local data = f:read("*a")
+  f:close()
+  return data
+end
+M.read_file = read_file
+
+-- The checkout's root, absolute, from this file's path.
+function M.root()
+  local dir = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "."
+  if dir:sub(1, 1) ~= "/" then
+    dir = sh("pwd"):match("[^\n]+") .. "/" .. dir:gsub("^%./", "")
+  end
+  return (dir:gsub("/spec/support/?$", ""))
+end
+
+-- A cpath (absolute: nginx and nvim have their own working directories)
+-- that finds the LuaJIT build. Under LuaJIT, PERISKOPE_CPATH already names
+-- one (make test LUA=luajit); otherwise make builds build/luajit, or finds
+-- it up to date, so the hosts never run a module older than the source.
+-- Raises with make's output when the build fails.
+function M.cpath()
+  local root = M.root()
+  local given = os.getenv("PERISKOPE_CPATH")
+  if jit and given and given ~= "" then   -- jit: LuaJIT only
+    return (given:gsub("[^;]+", function(entry)
+      return entry:sub(1, 1) == "/" and entry or root .. "/" .. entry
+    end))
+  end
+  local out, code = sh("make -C " .. sq(root) .. " --no-print-directory LUA=luajit 2>&1")
+  if code ~= 0 then error("make LUA=luajit failed:\n" .. out, 2) end
+  return root .. "/build/luajit/?.so"
+end
+
+-- True when the README holds the example file's text, byte for byte, as
+-- the body of one fenced code block.
+function M.readme_quotes(path)
+  local readme = read_file(M.root() .. "/README.md")
+  local text = read_file(M.root() .. "/" .. path)
+  return readme:find("```%w*\n" .. text:gsub("%p", "%%%0") .. "```\n") ~= nil
+end
+
+return M
