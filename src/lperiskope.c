@@ -29,6 +29,7 @@ typedef struct Client {
   psk_pacer pacer;  /* the budget the rate-limit headers showed */
   int closed;       /* 1 until fully built, and after close */
   int in_many;      /* a pin_many is running (its hook may not start one) */
+  unsigned pin_gen; /* counts builds into pin's transfer (nested pins) */
   int hook;         /* on_event is set (it lives in the uservalue table) */
   int debug;        /* PERISKOPE_DEBUG=1 and no on_event */
 } Client;
@@ -538,23 +539,82 @@ static void add_header(lua_State *L, int t) {
   lua_rawset(L, t);
 }
 
-/* Pushes an empty headers table with the case-insensitive metatable. */
-static int new_headers(lua_State *L) {
-  lua_newtable(L);
+/* Pushes an empty headers table, sized for n names, with the
+   case-insensitive metatable. */
+static int new_headers(lua_State *L, int n) {
+  lua_createtable(L, 0, n);
   psk_setmetatable(L, HEADERS_MT);
   return lua_gettop(L);
 }
 
-/* Pushes the headers table of a response head. [-0, +1, m] */
-static void push_head(lua_State *L, const psk_buf *head) {
-  int t = new_headers(L);
-  size_t pos = 0;
+/* The headers a result and a retry decision read, as pointers into a
+   response head or into strings of a headers table. */
+enum { K_LIMIT, K_REMAINING, K_RESET, K_TRACE, K_RETRY_AFTER, K_DATE, K_N };
+static const char *const known_names[K_N] = {
+    "x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset",
+    "x-periskope-trace-id", "retry-after", "date"};
+typedef struct known {
+  const char *v[K_N]; /* NULL when absent */
+  size_t n[K_N];
+} known;
+
+static void known_from_table(lua_State *L, int h, known *k);
+
+static int ieq_n(const char *a, size_t n, const char *b, size_t m) {
+  size_t i;
+  if (n != m) return 0;
+  for (i = 0; i < n; i++) {
+    char x = a[i], y = b[i];
+    if (x >= 'A' && x <= 'Z') x = (char)(x + 32);
+    if (y >= 'A' && y <= 'Z') y = (char)(y + 32);
+    if (x != y) return 0;
+  }
+  return 1;
+}
+
+#define HEAD_MAX_NAMES 64
+
+/* Pushes the headers table of a response head and fills k from it. The
+   head is walked twice in C: once to size the table and find the known
+   headers and repeated names, once to fill it; only a repeated name pays
+   for a Lua lookup. [-0, +1, m] */
+static void push_head(lua_State *L, const psk_buf *head, known *k) {
+  const char *text = psk_buf_cstr(head);
+  const char *names[HEAD_MAX_NAMES];
+  size_t lens[HEAD_MAX_NAMES], pos = 0;
+  int count = 0, i, t, repeated_known = 0;
   psk_header h;
-  while (psk_header_next(psk_buf_cstr(head), head->len, &pos, &h)) {
+  memset(k, 0, sizeof *k);
+  while (psk_header_next(text, head->len, &pos, &h)) {
+    for (i = 0; i < K_N; i++)
+      if (ieq_n(h.name, h.name_len, known_names[i], strlen(known_names[i]))) {
+        if (k->v[i]) repeated_known = 1;
+        k->v[i] = h.value;
+        k->n[i] = h.value_len;
+      }
+    count++;
+  }
+  t = new_headers(L, count);
+  pos = 0;
+  count = 0;
+  while (psk_header_next(text, head->len, &pos, &h)) {
+    int seen = count >= HEAD_MAX_NAMES; /* past the list: ask the table */
+    for (i = 0; i < count && i < HEAD_MAX_NAMES && !seen; i++)
+      seen = ieq_n(h.name, h.name_len, names[i], lens[i]);
+    if (count < HEAD_MAX_NAMES) {
+      names[count] = h.name;
+      lens[count] = h.name_len;
+    }
+    count++;
     push_lower(L, h.name, h.name_len);
     lua_pushlstring(L, h.value, h.value_len);
-    add_header(L, t);
+    if (seen)
+      add_header(L, t); /* joins with the earlier value */
+    else
+      lua_rawset(L, t);
   }
+  /* A repeated known header counts as its joined value, as in the table. */
+  if (repeated_known) known_from_table(L, t, k);
 }
 
 /* headers[k] for any case of k: the table's keys are lower-case. */
@@ -580,19 +640,26 @@ static const char *header_str(lua_State *L, int t, const char *name,
   return s;
 }
 
-/* Pushes the rate_limit table from headers table t, or nothing when no
-   X-RateLimit-* header holds an integer. Returns how many it pushed. */
-static int push_rate_limit(lua_State *L, int t) {
-  static const char *const names[] = {"x-ratelimit-limit",
-                                      "x-ratelimit-remaining",
-                                      "x-ratelimit-reset"};
+/* Fills k from headers table h (lower-case keys). */
+static void known_from_table(lua_State *L, int h, known *k) {
+  int i;
+  for (i = 0; i < K_N; i++) k->v[i] = header_str(L, h, known_names[i], &k->n[i]);
+}
+
+/* An integer known header, or -1. */
+static long long known_int(const known *k, int i) {
+  long long v;
+  return k->v[i] && psk_parse_uint(k->v[i], k->n[i], &v) == PSK_OK ? v : -1;
+}
+
+/* Pushes the rate_limit table, or nothing when no X-RateLimit-* header
+   holds an integer. Returns how many it pushed. */
+static int push_rate_limit(lua_State *L, const known *k) {
   static const char *const keys[] = {"limit", "remaining", "reset"};
   int i, any = 0;
   for (i = 0; i < 3; i++) {
-    size_t n;
-    long long v;
-    const char *s = header_str(L, t, names[i], &n);
-    if (s && psk_parse_uint(s, n, &v) == PSK_OK) {
+    long long v = known_int(k, K_LIMIT + i);
+    if (v >= 0) {
       if (!any) lua_createtable(L, 0, 3);
       any = 1;
       lua_pushinteger(L, (lua_Integer)v);
@@ -654,11 +721,9 @@ static void push_error_text(lua_State *L, long status, const char *body,
 }
 
 /* The result builder every path ends in: pushes the result table for an
-   answer with headers table h. [-0, +1, m] */
-static void push_result(lua_State *L, long status, int h, const char *body,
-                        size_t blen, int attempts) {
-  size_t n;
-  const char *trace;
+   answer with headers table h, whose known headers are k. [-0, +1, m] */
+static void push_result(lua_State *L, long status, int h, const known *k,
+                        const char *body, size_t blen, int attempts) {
   int ok = status >= 200 && status < 300;
   lua_createtable(L, 0, 9);
   lua_pushboolean(L, ok);
@@ -669,10 +734,9 @@ static void push_result(lua_State *L, long status, int h, const char *body,
   lua_setfield(L, -2, "headers");
   lua_pushlstring(L, body, blen);
   lua_setfield(L, -2, "body");
-  if (push_rate_limit(L, h)) lua_setfield(L, -2, "rate_limit");
-  trace = header_str(L, h, "x-periskope-trace-id", &n);
-  if (trace) {
-    lua_pushlstring(L, trace, n);
+  if (push_rate_limit(L, k)) lua_setfield(L, -2, "rate_limit");
+  if (k->v[K_TRACE]) {
+    lua_pushlstring(L, k->v[K_TRACE], k->n[K_TRACE]);
     lua_setfield(L, -2, "trace_id");
   }
   if (!ok) {
@@ -685,6 +749,7 @@ static void push_result(lua_State *L, long status, int h, const char *body,
 
 /* periskope.read_response(status, headers, body) */
 static int mod_read_response(lua_State *L) {
+  known kh;
   long long status;
   size_t blen = 0;
   const char *body;
@@ -695,7 +760,7 @@ static int mod_read_response(lua_State *L) {
                               got(L, 1)));
   if (!lua_isnoneornil(L, 2)) luaL_checktype(L, 2, LUA_TTABLE);
   body = luaL_optlstring(L, 3, "", &blen);
-  h = new_headers(L);
+  h = new_headers(L, 0);
   if (lua_istable(L, 2)) {
     lua_pushnil(L);
     while (lua_next(L, 2)) {
@@ -734,7 +799,8 @@ static int mod_read_response(lua_State *L) {
       lua_settop(L, v - 1); /* keep the key for lua_next */
     }
   }
-  push_result(L, (long)status, h, body, blen, 1);
+  known_from_table(L, h, &kh);
+  push_result(L, (long)status, h, &kh, body, blen, 1);
   return 1;
 }
 
@@ -762,18 +828,20 @@ static void debug_line(lua_State *L, int ev) {
 }
 
 /* Hands the event table on top to on_event (or the debug line) and pops
-   it. Runs between transfers only. An error raised by the hook stops every
-   running transfer first, then propagates: the client stays usable.
-   [-1, +0, e] */
-static void emit(lua_State *L, Client *c, int ud) {
+   it. Runs between transfers only. An error raised by the hook of a
+   pin_many (many) stops its running transfers first, then propagates: the
+   client stays usable. pin has none running while it emits. [-1, +0, e] */
+static void emit(lua_State *L, Client *c, int ud, int many) {
   int ev = lua_gettop(L);
   if (c->hook) {
     psk_getuvtable(L, ud);
     lua_getfield(L, -1, "on_event");
     lua_pushvalue(L, ev);
     if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
-      psk_http_stop_all(c->http);
-      c->in_many = 0;
+      if (many) {
+        psk_http_stop_all(c->http);
+        c->in_many = 0;
+      }
       lua_error(L);
     }
   } else {
@@ -805,7 +873,7 @@ static void ev_str(lua_State *L, const char *k, const char *v) {
 
 /* index: the pin_many item (1-based), or 0 for pin. */
 static void ev_request(lua_State *L, Client *c, int ud, const psk_request *r,
-                       int attempt, int index) {
+                       int attempt, int index, int many) {
   ev_begin(L, "request");
   if (index) ev_int(L, "index", index);
   ev_int(L, "attempt", attempt);
@@ -814,28 +882,20 @@ static void ev_request(lua_State *L, Client *c, int ud, const psk_request *r,
   lua_setfield(L, -2, "url");
   push_request_headers(L, r, 1);
   lua_setfield(L, -2, "headers");
-  emit(L, c, ud);
+  emit(L, c, ud, many);
 }
 
 static void ev_wait(lua_State *L, Client *c, int ud, double seconds,
-                    int reason, int index) {
+                    int reason, int index, int many) {
   ev_begin(L, "wait");
   if (index) ev_int(L, "index", index);
   ev_num(L, "seconds", seconds);
   ev_str(L, "reason", psk_wait_reasons[reason]);
-  emit(L, c, ud);
+  emit(L, c, ud, many);
 }
 
 /* ---------------------------------------------------------------- */
 /* pin and pin_many                                                  */
-
-/* An integer header of headers table h, or -1. */
-static long long header_int(lua_State *L, int h, const char *name) {
-  size_t n;
-  long long v;
-  const char *s = header_str(L, h, name, &n);
-  return s && psk_parse_uint(s, n, &v) == PSK_OK ? v : -1;
-}
 
 /* What to do after an outcome. */
 typedef struct next_step {
@@ -858,20 +918,23 @@ static int take_reply(lua_State *L, Client *c, int ud, const psk_reply *rep,
   o.kind = rep->kind;
   if (rep->status) {
     long long date = -1;
+    known k;
     int h;
-    push_head(L, &rep->head);
+    push_head(L, &rep->head, &k);
     h = lua_gettop(L);
-    push_result(L, rep->status, h, psk_buf_cstr(&rep->body), rep->body.len,
-                attempt);
-    o.retry_after = header_str(L, h, "retry-after", &o.retry_after_len);
-    o.reset = header_str(L, h, "x-ratelimit-reset", &o.reset_len);
-    o.date = header_str(L, h, "date", &o.date_len);
+    push_result(L, rep->status, h, &k, psk_buf_cstr(&rep->body),
+                rep->body.len, attempt);
+    o.retry_after = k.v[K_RETRY_AFTER];
+    o.retry_after_len = k.n[K_RETRY_AFTER];
+    o.reset = k.v[K_RESET];
+    o.reset_len = k.n[K_RESET];
+    o.date = k.v[K_DATE];
+    o.date_len = k.n[K_DATE];
     if (o.date && psk_parse_http_date(o.date, o.date_len, &date) != PSK_OK)
       date = -1;
-    psk_pacer_learn(&c->pacer, header_int(L, h, "x-ratelimit-limit"),
-                    header_int(L, h, "x-ratelimit-remaining"),
-                    header_int(L, h, "x-ratelimit-reset"), (double)date, now,
-                    running);
+    psk_pacer_learn(&c->pacer, known_int(&k, K_LIMIT),
+                    known_int(&k, K_REMAINING), known_int(&k, K_RESET),
+                    (double)date, now, running);
     next->retry = attempt <= c->cfg.retries &&
                   psk_retry_plan(&o, attempt, now, psk_random(&c->rng),
                                  &next->wait, &next->reason) &&
@@ -888,7 +951,7 @@ static int take_reply(lua_State *L, Client *c, int ud, const psk_reply *rep,
       lua_setfield(L, -2, "trace_id");
       lua_getfield(L, -2, "rate_limit");
       lua_setfield(L, -2, "rate_limit");
-      emit(L, c, ud);
+      emit(L, c, ud, index > 0);
     }
   } else {
     next->retry = attempt <= c->cfg.retries &&
@@ -905,7 +968,7 @@ static int take_reply(lua_State *L, Client *c, int ud, const psk_reply *rep,
       ev_int(L, "attempt", attempt);
       ev_str(L, "kind", psk_kind_names[rep->kind]);
       ev_str(L, "message", rep->message);
-      emit(L, c, ud);
+      emit(L, c, ud, index > 0);
     }
   }
   return pushed;
@@ -917,10 +980,14 @@ static int do_pin(lua_State *L, Client *c, int ud, int arg) {
   /* Its own transfer, so an on_event hook may pin during a pin_many. */
   psk_transfer *t = psk_http_transfer(c->http, PSK_PIN_TRANSFER);
   psk_request *r;
+  pin_args a;
+  unsigned gen;
   int attempt = 0;
   if (!t) return luaL_error(L, "periskope: out of memory");
   r = psk_transfer_request(t);
-  build_request(L, c, r, arg);
+  check_pin_args(L, arg, arg, "", &a); /* keeps message_id on the stack */
+  build_into(L, c, r, &a);
+  gen = ++c->pin_gen;
   for (;;) {
     next_step next = {0, 0, 0};
     int n;
@@ -928,17 +995,23 @@ static int do_pin(lua_State *L, Client *c, int ud, int arg) {
        reset, unless that is longer than any retry may wait. */
     double d = psk_pacer_delay(&c->pacer, psk_http_now(), 0);
     if (d > 0 && d <= c->cfg.max_retry_wait) {
-      if (c->hook || c->debug) ev_wait(L, c, ud, d, PSK_WAIT_RATE_LIMIT, 0);
+      if (c->hook || c->debug) ev_wait(L, c, ud, d, PSK_WAIT_RATE_LIMIT, 0, 0);
       psk_http_sleep(d);
     }
     psk_pacer_take(&c->pacer);
     attempt++;
-    if (c->hook || c->debug) ev_request(L, c, ud, r, attempt, 0);
+    if (c->hook || c->debug) ev_request(L, c, ud, r, attempt, 0, 0);
+    /* A hook that pinned on this client reused the transfer: build ours
+       again. */
+    if (c->pin_gen != gen) {
+      build_into(L, c, r, &a);
+      gen = ++c->pin_gen;
+    }
     n = take_reply(L, c, ud, psk_http_perform(c->http, t), attempt, 0, 0,
                    &next);
     if (!next.retry) return n;
     lua_pop(L, n);
-    if (c->hook || c->debug) ev_wait(L, c, ud, next.wait, next.reason, 0);
+    if (c->hook || c->debug) ev_wait(L, c, ud, next.wait, next.reason, 0, 0);
     psk_http_sleep(next.wait);
   }
 }
@@ -974,7 +1047,8 @@ static int finish_item(lua_State *L, Client *c, item *items, int *slot_item,
     lua_pop(L, m);
     items[k].state = ITEM_PENDING;
     items[k].not_before = psk_http_now() + next.wait;
-    if (c->hook || c->debug) ev_wait(L, c, 1, next.wait, next.reason, k + 1);
+    if (c->hook || c->debug)
+      ev_wait(L, c, 1, next.wait, next.reason, k + 1, 1);
     return 0;
   }
   if (m == 3) { /* nil, message, kind */
@@ -1069,7 +1143,8 @@ static int client_pin_many(lua_State *L) {
         /* One wait event per wait, not one per turn of the loop. */
         if (d > 0 && now + d > paced_until + 0.05) {
           paced_until = now + d;
-          if (c->hook || c->debug) ev_wait(L, c, 1, d, PSK_WAIT_RATE_LIMIT, 0);
+          if (c->hook || c->debug)
+            ev_wait(L, c, 1, d, PSK_WAIT_RATE_LIMIT, 0, 1);
         }
         break;
       }
@@ -1089,7 +1164,7 @@ static int client_pin_many(lua_State *L) {
       psk_pacer_take(&c->pacer);
       if (c->hook || c->debug)
         ev_request(L, c, 1, psk_transfer_request(t), items[pick].attempts,
-                   pick + 1);
+                   pick + 1, 1);
       /* A transfer that cannot start has its failure in its reply. */
       if (psk_http_start(c->http, t) != 0)
         done += finish_item(L, c, items, slot_item, t, res_i);
