@@ -7,7 +7,7 @@
 #   make check-core           the pure C core's own tests, under ASan/UBSan
 #   make check-valgrind       1,000 pins under valgrind memcheck
 #   make demo                 pin through the bundled local Periskope server
-#   make install              into $(DESTDIR)$(LUA_CMOD)
+#   make install              the module into $(LUA_CMOD), the command into $(BINDIR)
 
 LUA ?= lua5.4
 PKG_CONFIG ?= pkg-config
@@ -33,6 +33,7 @@ LUA_VERSION_DIR := $(shell $(LUA_BIN) -e 'print((_VERSION:gsub("Lua ","")))' 2>/
 
 PREFIX ?= /usr/local
 LUA_CMOD ?= $(PREFIX)/lib/lua/$(LUA_VERSION_DIR)
+BINDIR ?= $(PREFIX)/bin
 
 WARN := -Wall -Wextra -Wshadow -Wmissing-prototypes -Wstrict-prototypes
 CFLAGS ?= -O2 -g
@@ -90,9 +91,12 @@ check-valgrind: $(SO)
 demo: $(SO)
 	PERISKOPE_CPATH="$(CURDIR)/$(BUILD)/?.so" sh examples/demo.sh "$(LUA_BIN)"
 
+# The command runs under the interpreter the module was built for.
 install: $(SO)
-	install -d "$(DESTDIR)$(LUA_CMOD)"
+	install -d "$(DESTDIR)$(LUA_CMOD)" "$(DESTDIR)$(BINDIR)"
 	install -m 0755 $(SO) "$(DESTDIR)$(LUA_CMOD)/periskope.so"
+	sed '1s|^#!.*|#!/usr/bin/env $(LUA_BIN)|' bin/periskope > "$(DESTDIR)$(BINDIR)/periskope"
+	chmod 0755 "$(DESTDIR)$(BINDIR)/periskope"
 
 clean:
 	rm -rf build

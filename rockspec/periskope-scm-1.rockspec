@@ -34,6 +34,9 @@ external_dependencies = {
 
 build = {
   type = "builtin",
+  install = {
+    bin = { periskope = "bin/periskope" },
+  },
   modules = {
     periskope = {
       sources = {

@@ -811,7 +811,8 @@ static int mod_read_response(lua_State *L) {
 static void debug_line(lua_State *L, int ev) {
   static const char *const keys[] = {"attempt", "method",   "url",     "status",
                                      "elapsed", "trace_id", "kind",    "seconds",
-                                     "reason",  "error",    "message", NULL};
+                                     "reason",  "error",    "message", "index",
+                                     NULL};
   int i;
   lua_getfield(L, ev, "type");
   fprintf(stderr, "periskope: %s", lua_tostring(L, -1));

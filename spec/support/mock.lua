@@ -135,10 +135,12 @@ end
 
 ------------------------------------------------------------------------------
 -- Rate limit: one fixed window per server (Periskope's budget is per API
--- key, and the mock has one key). The window opens with the first counted
--- request and lasts conf.window seconds. "win_start" lives exactly that long
--- (dict TTL), so `add` succeeds for exactly one request per window; requests
--- of a window are counted under a key named after its start.
+-- key, and the mock has one key). The window opens at the whole second of
+-- the first counted request and lasts conf.window seconds, so its end is the
+-- X-RateLimit-Reset second itself (no rounding that would make clients wait
+-- up to a second more). "win_start" lives until the window ends (dict TTL),
+-- so `add` succeeds for exactly one request per window; requests of a window
+-- are counted under a key named after its start.
 
 local function window_key(start)
   return string.format("win:%.3f", start)
@@ -149,8 +151,9 @@ local function window_take(now)
   local c, state = config(), ngx.shared[STATE]
   local start
   for _ = 1, 5 do  -- the window may expire between a failed add and the get
-    if state:add("win_start", now, c.window) then
-      start = now
+    local second = math.floor(now)
+    if state:add("win_start", second, second + c.window - now) then
+      start = second
       break
     end
     start = state:get("win_start")
