@@ -290,8 +290,13 @@ int psk_header_next(const char *head, size_t len, size_t *pos, psk_header *h) {
     eol = memchr(line, '\n', len - *pos);
     n = eol ? (size_t)(eol - line) : len - *pos;
     *pos += eol ? n + 1 : n;
+    /* n is 0 for an empty line, which cppcheck rules out. */
+    /* cppcheck-suppress knownConditionTrueFalse */
     if (n && line[n - 1] == '\r') n--;
     if (n == 0 || is_ows(line[0])) continue; /* blank or obs-fold */
+    /* RFC 9110 5.5: a field with a CR (bare, or doubled before the LF) or
+       a NUL in it is invalid; drop it rather than hand the byte on. */
+    if (memchr(line, '\r', n) || memchr(line, '\0', n)) continue;
     colon = memchr(line, ':', n);
     if (!colon || colon == line) continue; /* status line or junk */
     for (i = 0; line + i < colon; i++)

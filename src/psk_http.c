@@ -377,6 +377,17 @@ static int stale_connection(psk_transfer *t, CURLcode rc) {
   return connects == 0;
 }
 
+/* The URL as a failure message shows it: at most URL_SHOWN bytes, cut
+   with "...", so that the cause after it always fits in reply.message
+   (16 + 200 + 3 + ": " + kind text + ": " + CURL_ERROR_SIZE < 512). */
+#define URL_SHOWN 200
+static int url_width(const psk_buf *url) {
+  return url->len > URL_SHOWN ? URL_SHOWN - 3 : (int)url->len;
+}
+static const char *url_cut(const psk_buf *url) {
+  return url->len > URL_SHOWN ? "..." : "";
+}
+
 /* Fills t's reply from the exchange's outcome. */
 static void finish(psk_transfer *t, CURLcode rc) {
   psk_reply *rep = &t->reply;
@@ -396,16 +407,29 @@ static void finish(psk_transfer *t, CURLcode rc) {
     return;
   }
   rep->status = 0;
+  /* libcurl refuses a header line longer than CURL_MAX_HTTP_HEADER (100
+     KiB) before on_header sees it, with CURLE_OUT_OF_MEMORY (CURLE_TOO_LARGE
+     since 8.6.0): in the head, that is an answer too large to keep, not a
+     broken connection that a retry could mend. */
+  if (!t->head_done && (rc == CURLE_OUT_OF_MEMORY
+#if LIBCURL_VERSION_NUM >= 0x080600
+                        || rc == CURLE_TOO_LARGE
+#endif
+                        ))
+    t->failure = PSK_KIND_TOO_LARGE;
   rep->kind = t->failure ? t->failure : kind_of(rc);
   if (rep->kind == PSK_KIND_TOO_LARGE)
     snprintf(rep->message, sizeof rep->message,
-             "periskope: POST %s: %s (body over max_body, %lu bytes, or "
-             "head over 256 KiB)",
-             psk_buf_cstr(&t->req.url), kind_text(rep->kind),
+             "periskope: POST %.*s%s: %s (body over max_body, %lu bytes, "
+             "head over 256 KiB, or a header line over 100 KiB)",
+             url_width(&t->req.url), psk_buf_cstr(&t->req.url),
+             url_cut(&t->req.url), kind_text(rep->kind),
              (unsigned long)t->h->cfg->max_body);
   else
-    snprintf(rep->message, sizeof rep->message, "periskope: POST %s: %s: %s",
-             psk_buf_cstr(&t->req.url), kind_text(rep->kind),
+    snprintf(rep->message, sizeof rep->message,
+             "periskope: POST %.*s%s: %s: %s", url_width(&t->req.url),
+             psk_buf_cstr(&t->req.url), url_cut(&t->req.url),
+             kind_text(rep->kind),
              t->errbuf[0] ? t->errbuf : curl_easy_strerror(rc));
 }
 

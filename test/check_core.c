@@ -1050,8 +1050,12 @@ static void test_headers(void) {
   /* duplicates are all reported, in order */
   HEADERS("Set-Cookie: a=1\r\nSet-Cookie: b=2\r\n",
           "Set-Cookie=a=1|Set-Cookie=b=2|");
-  /* value with a bare CR inside stays (only the line's final CR goes) */
-  HEADERS("A: x\ry\r\n", "A=x\ry|");
+  /* a field with a bare CR (or a NUL) in it is dropped, the fields
+     around it stay (RFC 9110 5.5: a recipient must refuse or replace it;
+     only the line's final CR belongs to the line end) */
+  HEADERS("A: x\ry\r\nB: z\r\n", "B=z|");
+  HEADERS("A: x\r\r\nB: z\r\n", "B=z|");
+  HEADERS("A: 1\r\nB: x\0y\r\nC: 3\r\n", "A=1|C=3|");
 
   /* many headers */
   {
