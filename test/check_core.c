@@ -1615,6 +1615,49 @@ static void test_random(void) {
   }
 }
 
+static void test_pacer(void) {
+  psk_pacer p;
+  int k;
+  psk_pacer_init(&p);
+  /* Nothing learned: one request goes alone to learn the budget. */
+  CHECK(psk_pacer_delay(&p, 1000, 0) == 0);
+  CHECK(psk_pacer_delay(&p, 1000, 1) < 0);
+  /* Server clock 500 s ahead of ours: the reset is moved onto our clock. */
+  psk_pacer_learn(&p, 10, 9, 1502, 1500, 1000, 0);
+  for (k = 0; k < 9; k++) {
+    CHECK(psk_pacer_delay(&p, 1000, k) == 0);
+    psk_pacer_take(&p);
+  }
+  CHECK(psk_pacer_delay(&p, 1000, 9) > 1.99 && psk_pacer_delay(&p, 1000, 9) < 2.01);
+  CHECK(psk_pacer_delay(&p, 1001.5, 9) > 0.49 && psk_pacer_delay(&p, 1001.5, 9) < 0.51);
+  /* The window ends: a fresh budget less what is still in flight. */
+  CHECK(psk_pacer_delay(&p, 1002, 3) == 0);
+  CHECK(p.tokens == 7);
+  /* Requests in flight count against what an answer says remains. */
+  psk_pacer_learn(&p, 10, 5, 1504, 1502, 1002, 3);
+  CHECK(p.tokens == 2);
+  /* Answers may come out of order: the smaller budget holds... */
+  psk_pacer_learn(&p, 10, 8, 1504, 1502, 1002, 0);
+  CHECK(p.tokens == 2);
+  /* ...and an answer from an older window changes nothing. */
+  psk_pacer_learn(&p, 10, 9, 1502, 1501, 1002, 0);
+  CHECK(p.tokens == 2 && p.reset == 1504);
+  /* remaining = 0: nothing starts before the reset. */
+  psk_pacer_learn(&p, 10, 0, 1504, 1502, 1002, 0);
+  CHECK(psk_pacer_delay(&p, 1002, 0) > 1.99);
+  /* A Date sample below the best estimate does not lower it. */
+  psk_pacer_learn(&p, 10, 0, 1504, 1400, 1002, 0);
+  CHECK(p.offset > 499.99 && p.offset < 500.01);
+  /* A server without rate-limit headers: unlimited. */
+  psk_pacer_init(&p);
+  psk_pacer_learn(&p, -1, -1, -1, -1, 1000, 0);
+  for (k = 0; k < 100; k++) CHECK(psk_pacer_delay(&p, 1000, k % 60) == 0);
+  /* Limit 0 with no window: wait for an answer, never a busy loop. */
+  psk_pacer_init(&p);
+  psk_pacer_learn(&p, 0, 0, 1001, 1000, 1000, 0);
+  CHECK(psk_pacer_delay(&p, 1001.5, 0) < 0);
+}
+
 /* Each area is one test: it passes when none of its checks fails. The
    closing line counts areas; the checks are counted beside it. */
 static const struct {
@@ -1636,6 +1679,7 @@ static const struct {
     {"retry plan", test_retry_plan},
     {"backoff", test_backoff},
     {"random", test_random},
+    {"pacer", test_pacer},
 };
 
 int main(void) {
