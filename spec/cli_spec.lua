@@ -25,19 +25,7 @@ local LUA = util.lua_bin()
 -- build/<name> of this interpreter, as the command looks for it.
 local BUILD = jit and "luajit" or "lua" .. _VERSION:match("%d+%.%d+")
 
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local data = f:read("*a")
-  f:close()
-  return data
-end
-
-local function write_file(path, data)
-  local f = assert(io.open(path, "wb"))
-  f:write(data)
-  f:close()
-end
+local read_file, write_file = server.read_file, server.write_file
 
 local function lines(text)
   local out = {}

@@ -32,20 +32,7 @@ local function list(n)
   return l
 end
 
--- Every string reachable from v, keys included.
-local function strings(v, out, seen)
-  out, seen = out or {}, seen or {}
-  if type(v) == "string" then
-    out[#out + 1] = v
-  elseif type(v) == "table" and not seen[v] then
-    seen[v] = true
-    for k, x in pairs(v) do
-      strings(k, out, seen)
-      strings(x, out, seen)
-    end
-  end
-  return out
-end
+local strings = util.strings
 
 local function sequence(evs)
   local out = {}

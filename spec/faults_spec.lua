@@ -8,23 +8,7 @@ local util = require "spec.support.util"
 
 local SENTINEL = "sk-FAULTS-SENTINEL-41c9"
 
--- Every string reachable from v: table keys and values, tostring of
--- userdata.
-local function strings(v, out, seen)
-  out, seen = out or {}, seen or {}
-  if type(v) == "string" then
-    out[#out + 1] = v
-  elseif type(v) == "table" and not seen[v] then
-    seen[v] = true
-    for k, x in pairs(v) do
-      strings(k, out, seen)
-      strings(x, out, seen)
-    end
-  elseif type(v) == "userdata" then
-    out[#out + 1] = tostring(v)
-  end
-  return out
-end
+local strings = util.strings
 
 -- A head: status line, then "Name: value" lines, then the blank line.
 local function head(status_line, lines)

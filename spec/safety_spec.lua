@@ -6,22 +6,7 @@ local util = require "spec.support.util"
 
 local SENTINEL = "sk-SENTINEL-7f3a9c"
 
--- Every string reachable from v (tables walked, keys and values).
-local function strings(v, out, seen)
-  out, seen = out or {}, seen or {}
-  if type(v) == "string" then
-    out[#out + 1] = v
-  elseif type(v) == "table" and not seen[v] then
-    seen[v] = true
-    for k, x in pairs(v) do
-      strings(k, out, seen)
-      strings(x, out, seen)
-    end
-  elseif type(v) == "userdata" then
-    out[#out + 1] = tostring(v)
-  end
-  return out
-end
+local strings = util.strings
 
 local function assert_clean(...)
   for _, s in ipairs(strings({ ... })) do

@@ -8,18 +8,7 @@ local server = require "spec.support.server"
 
 local sh, sq = server.sh, server.quote
 
-local function read_file(path)
-  local f = assert(io.open(path, "rb"))
-  local data = f:read("*a")
-  f:close()
-  return data
-end
-
-local function write_file(path, data)
-  local f = assert(io.open(path, "wb"))
-  f:write(data)
-  f:close()
-end
+local read_file, write_file = server.read_file, server.write_file
 
 -- True while process pid exists and is not a zombie (nothing here reaps
 -- nginx: it is a daemon, reparented to init).

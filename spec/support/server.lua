@@ -400,6 +400,8 @@ end
 -- The shell helpers, for specs that drive curl themselves.
 M.sh = sh
 M.quote = sq
+M.read_file = read_file   -- nil when the file cannot be opened
+M.write_file = write_file
 
 -- Starts a mock server; see the option list at the top. Raises with nginx's
 -- error log when nginx cannot start.

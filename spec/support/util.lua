@@ -44,6 +44,25 @@ function util.http_date(t)
   return os.date("!%a, %d %b %Y %H:%M:%S GMT", t)
 end
 
+-- Every string reachable from v: table keys and values (cycles followed
+-- once), and tostring of userdata, for the specs that look for a sentinel
+-- key everywhere.
+function util.strings(v, out, seen)
+  out, seen = out or {}, seen or {}
+  if type(v) == "string" then
+    out[#out + 1] = v
+  elseif type(v) == "table" and not seen[v] then
+    seen[v] = true
+    for k, x in pairs(v) do
+      util.strings(k, out, seen)
+      util.strings(x, out, seen)
+    end
+  elseif type(v) == "userdata" then
+    out[#out + 1] = tostring(v)
+  end
+  return out
+end
+
 -- The interpreter running these specs (make test names it), for child
 -- processes that must load the same build of the module.
 function util.lua_bin()
