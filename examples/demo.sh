@@ -2,7 +2,8 @@
 # make demo: pins a message with examples/pin.lua. With PERISKOPE_API_KEY
 # and PERISKOPE_PHONE set it talks to the real API (MESSAGE_ID names the
 # message); otherwise it starts the bundled local Periskope server (10
-# requests per 2 s, like Periskope), pins and unpins through it, and stops it.
+# requests per 2 s, like Periskope), pins and unpins through it with the
+# example and with the periskope command, and stops it.
 set -eu
 lua=${1:-lua5.4}
 cd "$(dirname "$0")/.."
@@ -19,5 +20,9 @@ echo "== local Periskope server (nginx on 127.0.0.1) started; pinning for 7 days
 DEMO_ID=$id DEMO_LUA=$lua "$lua" spec/support/run_with_server.lua --rate-limit 10 --window 2 -- \
   sh -c '"$DEMO_LUA" examples/pin.lua "$DEMO_ID" --time 7 &&
          echo "== unpinning it" &&
-         "$DEMO_LUA" examples/pin.lua "$DEMO_ID" --unpin'
+         "$DEMO_LUA" examples/pin.lua "$DEMO_ID" --unpin &&
+         echo "== the periskope command: three pins at once, as JSON lines" &&
+         "$DEMO_LUA" bin/periskope pin demo-1 demo-2 demo-3 --json &&
+         echo "== the request it would send, the key redacted (nothing is sent)" &&
+         "$DEMO_LUA" bin/periskope pin --dry-run "$DEMO_ID" --time 7'
 echo "== server stopped"
