@@ -572,46 +572,56 @@ static int ieq_n(const char *a, size_t n, const char *b, size_t m) {
   return 1;
 }
 
-#define HEAD_MAX_NAMES 64
+#define HEAD_MAX_FIELDS 64
 
-/* Pushes the headers table of a response head and fills k from it. The
-   head is walked twice in C: once to size the table and find the known
-   headers and repeated names, once to fill it; only a repeated name pays
-   for a Lua lookup. [-0, +1, m] */
+static const size_t known_lens[K_N] = {17, 21, 17, 20, 11, 4};
+
+/* Pushes the headers table of a response head and fills k from it. One
+   walk in C keeps up to HEAD_MAX_FIELDS fields, finds the known headers
+   and repeated names, and sizes the table; only a repeated name pays for
+   a Lua lookup. A head with more fields is walked again for the rest.
+   [-0, +1, m] */
 static void push_head(lua_State *L, const psk_buf *head, known *k) {
   const char *text = psk_buf_cstr(head);
-  const char *names[HEAD_MAX_NAMES];
-  size_t lens[HEAD_MAX_NAMES], pos = 0;
-  int count = 0, i, t, repeated_known = 0;
-  psk_header h;
+  psk_header f[HEAD_MAX_FIELDS], h;
+  char dup[HEAD_MAX_FIELDS];
+  size_t pos = 0;
+  int count = 0, kept, i, j, t, repeated_known = 0;
   memset(k, 0, sizeof *k);
   while (psk_header_next(text, head->len, &pos, &h)) {
     for (i = 0; i < K_N; i++)
-      if (ieq_n(h.name, h.name_len, known_names[i], strlen(known_names[i]))) {
+      if (ieq_n(h.name, h.name_len, known_names[i], known_lens[i])) {
         if (k->v[i]) repeated_known = 1;
         k->v[i] = h.value;
         k->n[i] = h.value_len;
+        break;
       }
+    if (count < HEAD_MAX_FIELDS) {
+      f[count] = h;
+      dup[count] = 0;
+      for (j = 0; j < count && !dup[count]; j++)
+        dup[count] = (char)ieq_n(h.name, h.name_len, f[j].name, f[j].name_len);
+    }
     count++;
   }
   t = new_headers(L, count);
-  pos = 0;
-  count = 0;
-  while (psk_header_next(text, head->len, &pos, &h)) {
-    int seen = count >= HEAD_MAX_NAMES; /* past the list: ask the table */
-    for (i = 0; i < count && i < HEAD_MAX_NAMES && !seen; i++)
-      seen = ieq_n(h.name, h.name_len, names[i], lens[i]);
-    if (count < HEAD_MAX_NAMES) {
-      names[count] = h.name;
-      lens[count] = h.name_len;
-    }
-    count++;
-    push_lower(L, h.name, h.name_len);
-    lua_pushlstring(L, h.value, h.value_len);
-    if (seen)
+  kept = count < HEAD_MAX_FIELDS ? count : HEAD_MAX_FIELDS;
+  for (i = 0; i < kept; i++) {
+    push_lower(L, f[i].name, f[i].name_len);
+    lua_pushlstring(L, f[i].value, f[i].value_len);
+    if (dup[i])
       add_header(L, t); /* joins with the earlier value */
     else
       lua_rawset(L, t);
+  }
+  if (count > kept) { /* an unusually long head: the rest by lookup */
+    pos = 0;
+    for (i = 0; psk_header_next(text, head->len, &pos, &h); i++) {
+      if (i < kept) continue;
+      push_lower(L, h.name, h.name_len);
+      lua_pushlstring(L, h.value, h.value_len);
+      add_header(L, t);
+    }
   }
   /* A repeated known header counts as its joined value, as in the table. */
   if (repeated_known) known_from_table(L, t, k);
