@@ -1,0 +1,50 @@
+# Benchmark: periskope against a raw libcurl loop and its peers, on the local
+# Periskope server. Included by the Makefile (-include mk/*.mk); it reuses
+# the Makefile's LUA_BIN, BUILD, WARN, CURL_CFLAGS and CURL_LIBS and names
+# its own variables BENCH_*.
+#
+#   make bench        build both modules and the raw C loop, then run
+#                     bench/bench.lua (about 3-4 minutes); results go to
+#                     bench/results.md, bench/README.md (between its bench
+#                     markers) and bench/pins_per_second.png
+#   make bench-deps   what the bench uses beyond scripts/setup-debian:
+#                     lua-curl, gnuplot-nox, valgrind (apt-get) and the
+#                     Node client (npm ci in bench/node)
+#
+# Settings (environment or make variables): BENCH_PINS, BENCH_WARMUP,
+# BENCH_ROUNDS, BENCH_CURL_PINS, BENCH_NODE_PINS, BENCH_CG_N1, BENCH_CG_N2,
+# BENCH_CG_REPEAT, BENCH_CG_LIBDIR, BENCH_MANY_TRIPS, BENCH_MANY_LATENCY,
+# BENCH_RSS_N1, BENCH_RSS_N2, BENCH_SERVER_CPU, BENCH_CLIENT_CPU and
+# BENCH_PARTS (e.g. BENCH_PARTS=cg: only the callgrind part, written to
+# build/bench/results-partial.md); see bench/bench.lua.
+
+.PHONY: bench bench-deps bench-build bench-node
+
+BENCH_DIR := build/bench
+BENCH_RAW := $(BENCH_DIR)/raw_curl
+BENCH_CC ?= $(CC)
+
+$(BENCH_RAW): bench/raw_curl.c
+	@mkdir -p $(BENCH_DIR)
+	$(BENCH_CC) -std=c99 -O2 -g $(WARN) $(CURL_CFLAGS) $< -o $@ $(CURL_LIBS)
+
+# Both modules, each with its own build directory, through the Makefile.
+bench-build: $(BENCH_RAW)
+	$(MAKE) --no-print-directory LUA=lua5.4 all
+	$(MAKE) --no-print-directory LUA=luajit all
+
+# The Node client from the lockfile, once; without npm (or the registry)
+# the bench prints "skipped: npm unavailable" for its row.
+bench-node:
+	@if [ -f bench/node/node_modules/@periskope/periskope-client/package.json ]; then :; \
+	elif command -v npm >/dev/null 2>&1; then \
+	  (cd bench/node && timeout 300 npm ci --no-audit --no-fund --loglevel=error) || \
+	    echo "bench: npm ci failed: the Node client row will be skipped"; \
+	else echo "bench: npm unavailable: the Node client row will be skipped"; fi
+
+bench-deps:
+	apt-get install -y lua-curl gnuplot-nox valgrind
+	$(MAKE) --no-print-directory bench-node
+
+bench: bench-build bench-node
+	BENCH_RAW=$(BENCH_RAW) BENCH_DIR=$(BENCH_DIR) lua5.4 bench/bench.lua
