@@ -18,6 +18,7 @@ struct psk_transfer {
   psk_http *h;
   CURL *easy;
   struct curl_slist *headers; /* must outlive the transfer */
+  CURLU *url;                 /* parsed once per request, not per transfer */
   char headers_phone[PSK_PHONE_MAX + 1]; /* the x-phone it was built for */
   psk_request req;
   psk_reply reply;
@@ -163,6 +164,7 @@ static void transfer_free(psk_transfer *t) {
   if (!t) return;
   if (t->easy) curl_easy_cleanup(t->easy);
   curl_slist_free_all(t->headers);
+  if (t->url) curl_url_cleanup(t->url);
   psk_request_free(&t->req);
   psk_buf_free(&t->reply.head);
   psk_buf_free(&t->reply.body);
@@ -306,9 +308,9 @@ static struct curl_slist *header_list(const psk_request *r) {
     if (!(next = curl_slist_append(list, line))) goto nomem;
     list = next;
   }
-  /* No "Expect: 100-continue" round trip, whatever the body size. */
-  if (!(next = curl_slist_append(list, "Expect:"))) goto nomem;
-  return next;
+  /* No "Expect:" line: libcurl asks for 100-continue only for bodies over
+     1 MiB, and a pin's body is at most 22 bytes. */
+  return list;
 nomem:
   curl_slist_free_all(list);
   return NULL;
@@ -344,7 +346,19 @@ static int prepare(psk_http *h, psk_transfer *t) {
     fresh = 1;
   }
   if (fresh) curl_easy_setopt(e, CURLOPT_HTTPHEADER, t->headers);
-  curl_easy_setopt(e, CURLOPT_URL, psk_buf_cstr(&t->req.url));
+  /* A URL handle of our own: given a URL string, libcurl would parse it
+     into a new handle and print it back on every transfer. PATH_AS_IS
+     keeps the bytes build_pin shows. */
+  if (!t->url && !(t->url = curl_url())) {
+    fail_reply(t, PSK_KIND_NETWORK, "out of memory");
+    return -1;
+  }
+  if (curl_url_set(t->url, CURLUPART_URL, psk_buf_cstr(&t->req.url),
+                   CURLU_PATH_AS_IS) != CURLUE_OK) {
+    fail_reply(t, PSK_KIND_NETWORK, "libcurl refused the URL");
+    return -1;
+  }
+  curl_easy_setopt(e, CURLOPT_CURLU, t->url);
   curl_easy_setopt(e, CURLOPT_POSTFIELDS, psk_buf_cstr(&t->req.body));
   curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE,
                    (curl_off_t)t->req.body.len);
