@@ -623,6 +623,13 @@ local function callgrind(srv, ua)
         .. "valgrind --tool=callgrind --callgrind-out-file=" .. sq(vg("periskope", n) .. ".run")
         .. " lua5.4 bench/seq_periskope.lua " .. sq(srv.base_url) .. " " .. sq(API_KEY)
         .. " " .. sq(PHONE) .. " 0 " .. n .. " cgp-" end },
+    -- The same with an on_event hook that does nothing: what events cost
+    -- when they are asked for. Without a hook no event table is built.
+    { name = "hook", label = "periskope, Lua 5.4, on_event set (empty function)", prefix = "cgh-",
+      cmd = function(n) return lua_env("lua5.4") .. ld .. on_cpu(CFG.client_cpu)
+        .. "valgrind --tool=callgrind --callgrind-out-file=" .. sq(vg("hook", n) .. ".run")
+        .. " lua5.4 bench/seq_periskope.lua " .. sq(srv.base_url) .. " " .. sq(API_KEY)
+        .. " " .. sq(PHONE) .. " 0 " .. n .. " cgh- hook" end },
   }
   local res = {}
   for _, p in ipairs(progs) do
@@ -665,7 +672,7 @@ local function callgrind(srv, ua)
   md("")
   md("| client | I(N1) | I(N2) | instructions per pin | × raw C |")
   md("| --- | ---: | ---: | ---: | ---: |")
-  for _, name in ipairs { "raw", "periskope" } do
+  for _, name in ipairs { "raw", "periskope", "hook" } do
     local r = res[name]
     md(("| %s | %s | %s | %s | %s |"):format(r.label, commas(r[N1]), commas(r[N2]),
       commas(r.per_pin), fmt(r.per_pin / raw, 3)))

@@ -1,7 +1,7 @@
 -- Sequential pins with periskope on one client, for make bench; runs under
 -- Lua 5.1-5.4 and LuaJIT (LUA_CPATH picks the build).
 --
---   lua seq_periskope.lua BASE_URL API_KEY PHONE WARMUP N [ID_PREFIX]
+--   lua seq_periskope.lua BASE_URL API_KEY PHONE WARMUP N [ID_PREFIX] [hook]
 --
 -- Sends WARMUP pins, then N timed ones, each with a new message id. Prints
 -- "periskope pins=<N> ok=<204s> seconds=<wall> cpu=<process CPU s>"; the
@@ -12,8 +12,10 @@ local clock = require "bench.clock"
 local base, key, phone = arg[1], arg[2], arg[3]
 local warmup, n = tonumber(arg[4]) or 100, tonumber(arg[5]) or 1000
 local prefix = arg[6] or "lua-"
+-- "hook": an on_event that does nothing, to measure what events cost.
+local on_event = arg[7] == "hook" and function() end or nil
 
-local client = periskope.new { api_key = key, phone = phone, base_url = base }
+local client = periskope.new { api_key = key, phone = phone, base_url = base, on_event = on_event }
 
 local function run(first, count)
   local ok = 0
