@@ -109,19 +109,7 @@ local function first_line(cmd)
   return ((out:match("[^\n]*") or ""):gsub("%s+$", ""))
 end
 
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
-local function write_file(path, data)
-  local f = assert(io.open(path, "wb"))
-  assert(f:write(data))
-  assert(f:close())
-end
+local read_file, write_file = server.read_file, server.write_file
 
 local function commas(n)
   local s = ("%d"):format(math.floor(n + 0.5))
