@@ -135,10 +135,11 @@ end
 
 ------------------------------------------------------------------------------
 -- Rate limit: one fixed window per server (Periskope's budget is per API
--- key, and the mock has one key). The window opens at the whole second of
--- the first counted request and lasts conf.window seconds, so its end is the
--- X-RateLimit-Reset second itself (no rounding that would make clients wait
--- up to a second more). "win_start" lives until the window ends (dict TTL),
+-- key, and the mock has one key). The window opens at the whole second
+-- nearest the first counted request and lasts conf.window seconds from
+-- there, so its end is the X-RateLimit-Reset second itself (no rounding that
+-- would make clients wait up to a second more), and a burst that opens a
+-- window has at least conf.window - 0.5 s of it. "win_start" lives until the window ends (dict TTL),
 -- so `add` succeeds for exactly one request per window; requests of a window
 -- are counted under a key named after its start.
 
@@ -151,7 +152,7 @@ local function window_take(now)
   local c, state = config(), ngx.shared[STATE]
   local start
   for _ = 1, 5 do  -- the window may expire between a failed add and the get
-    local second = math.floor(now)
+    local second = math.floor(now + 0.5)
     if state:add("win_start", second, second + c.window - now) then
       start = second
       break
