@@ -614,7 +614,7 @@ static void push_head(lua_State *L, const psk_buf *head, known *k) {
     else
       lua_rawset(L, t);
   }
-  if (count > kept) { /* an unusually long head: the rest by lookup */
+  if (count > HEAD_MAX_FIELDS) { /* an unusually long head: the rest by lookup */
     pos = 0;
     for (i = 0; psk_header_next(text, head->len, &pos, &h); i++) {
       if (i < kept) continue;
