@@ -21,6 +21,9 @@ LUA_CFLAGS := $(shell $(PKG_CONFIG) --cflags $(LUA))
 endif
 CURL_CFLAGS := $(shell $(PKG_CONFIG) --cflags libcurl)
 CURL_LIBS := $(shell $(PKG_CONFIG) --libs libcurl)
+# hiredis: the Redis store of shared pacing (periskope.limiter.redis).
+HIREDIS_CFLAGS := $(shell $(PKG_CONFIG) --cflags hiredis)
+HIREDIS_LIBS := $(shell $(PKG_CONFIG) --libs hiredis)
 
 # The interpreter that runs the specs for this build.
 LUA_BIN_lua5.1 := lua5.1
@@ -38,12 +41,12 @@ BINDIR ?= $(PREFIX)/bin
 WARN := -Wall -Wextra -Wshadow -Wmissing-prototypes -Wstrict-prototypes
 CFLAGS ?= -O2 -g
 ALL_CFLAGS := -std=c99 -fPIC -fvisibility=hidden $(WARN) $(CFLAGS) \
-              $(LUA_CFLAGS) $(CURL_CFLAGS) $(EXTRA_CFLAGS)
+              $(LUA_CFLAGS) $(CURL_CFLAGS) $(HIREDIS_CFLAGS) $(EXTRA_CFLAGS)
 LDFLAGS_SO := -shared $(LDFLAGS) $(EXTRA_LDFLAGS)
 
 BUILD := build/$(LUA)
-CORE_SRC := src/psk_buf.c src/psk_core.c
-SRC := $(CORE_SRC) src/psk_http.c src/lperiskope.c
+CORE_SRC := src/psk_buf.c src/psk_core.c src/psk_pace.c
+SRC := $(CORE_SRC) src/psk_http.c src/psk_redis.c src/lpace.c src/lperiskope.c
 OBJ := $(patsubst src/%.c,$(BUILD)/%.o,$(SRC))
 SO := $(BUILD)/periskope.so
 
@@ -61,9 +64,9 @@ $(BUILD)/%.o: src/%.c src/*.h | $(BUILD)
 $(BUILD):
 	mkdir -p $@
 
-# libcurl is linked; liblua is not: the host (lua, luajit, nginx, nvim) has it.
+# libcurl and hiredis are linked; liblua is not: the host (lua, luajit, nginx, nvim) has it.
 $(SO): $(OBJ)
-	$(CC) $(LDFLAGS_SO) -o $@ $(OBJ) $(CURL_LIBS)
+	$(CC) $(LDFLAGS_SO) -o $@ $(OBJ) $(CURL_LIBS) $(HIREDIS_LIBS)
 
 test: $(SO)
 	PERISKOPE_CPATH="$(CURDIR)/$(BUILD)/?.so" PERISKOPE_LUA=$(LUA_BIN) $(LUA_BIN) $(BUSTED) $(BUSTED_ARGS)
@@ -75,7 +78,7 @@ test-all:
 	done; exit $$rc
 
 # The pure core and buffer, without Lua or libcurl, under the sanitizers.
-build/check-core: test/check_core.c $(CORE_SRC) src/psk_core.h src/psk_buf.h
+build/check-core: test/check_core.c $(CORE_SRC) src/psk_core.h src/psk_buf.h src/psk_pace.h
 	mkdir -p build
 	$(CC) -std=c99 -g -O1 $(WARN) -fsanitize=address,undefined \
 	  -fno-sanitize-recover=all -Isrc test/check_core.c $(CORE_SRC) -o $@

@@ -44,7 +44,7 @@ FUZZ_MAX_LEN_retry := 512
 
 fuzz-build: $(FUZZ_BINS)
 
-$(FUZZ_DIR)/fuzz_%: fuzz/fuzz_%.c fuzz/fuzz.h $(FUZZ_CORE_SRC) src/psk_core.h src/psk_buf.h
+$(FUZZ_DIR)/fuzz_%: fuzz/fuzz_%.c fuzz/fuzz.h $(FUZZ_CORE_SRC) src/psk_core.h src/psk_buf.h src/psk_pace.h
 	@mkdir -p $(FUZZ_DIR)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) $< $(FUZZ_CORE_SRC) -o $@
 

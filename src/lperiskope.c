@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "compat.h"
+#include "lpace.h"
 #include "psk_core.h"
 #include "psk_http.h"
 
@@ -26,7 +27,10 @@ typedef struct Client {
   psk_http *http;   /* NULL until opened and after release */
   psk_request req;  /* reused by every call */
   uint64_t rng;     /* backoff jitter */
-  psk_pacer pacer;  /* the budget the rate-limit headers showed */
+  psk_budget budget; /* pacing in the client (and the fallback) */
+  psk_clock clock;   /* the server's clock, from Date */
+  int limited;       /* a shared limiter is set (in the uservalue table) */
+  char lim_name[LPACE_NAME_MAX]; /* the budget's name in its store */
   int closed;       /* 1 until fully built, and after close */
   int in_many;      /* a pin_many is running (its hook may not start one) */
   unsigned pin_gen; /* counts builds into pin's transfer (nested pins) */
@@ -134,7 +138,7 @@ static void set_owned(lua_State *L, char **slot, const char *s, size_t n) {
 static const char *const option_names[] = {
     "api_key",        "phone",    "base_url", "timeout",    "connect_timeout",
     "retries",        "max_body", "ca_file",  "user_agent", "max_retry_wait",
-    "on_event",       NULL};
+    "on_event",       "limiter",  NULL};
 
 /* A string option from t, else from the environment variable env (empty
    counts as unset). Leaves the value on the stack while the caller uses
@@ -290,6 +294,13 @@ static void read_options(lua_State *L, Client *c, int t, int arg,
       lua_type(L, -1) != LUA_TFUNCTION)
     bad(L, arg, "option", "on_event", "must be a function", -1);
   lua_pop(L, 1);
+
+  if (get_field(L, t, "limiter") != LUA_TNIL && !lpace_test(L, -1))
+    bad(L, arg, "option", "limiter",
+        "must be a limiter from periskope.limiter.shared_dict or "
+        "periskope.limiter.redis",
+        -1);
+  lua_pop(L, 1);
 }
 
 /* ---------------------------------------------------------------- */
@@ -323,7 +334,7 @@ static Client *new_client(lua_State *L, int t, int arg) {
   c->closed = 1;
   psk_request_init(&c->req);
   psk_setmetatable(L, CLIENT_MT);
-  lua_createtable(L, 0, 1); /* uservalue: holds on_event */
+  lua_createtable(L, 0, 2); /* uservalue: holds on_event and limiter */
   psk_setuvtable(L, ud);
 
   read_options(L, c, t, arg, 1);
@@ -335,9 +346,18 @@ static Client *new_client(lua_State *L, int t, int arg) {
     c->hook = 1;
   }
   lua_pop(L, 1);
+  if (get_field(L, t, "limiter") == LUA_TUSERDATA) {
+    lpace_name(lpace_test(L, -1), c->cfg.auth + 7, c->lim_name);
+    psk_getuvtable(L, ud);
+    lua_pushvalue(L, -2);
+    lua_setfield(L, -2, "limiter");
+    lua_pop(L, 1);
+    c->limited = 1;
+  }
+  lua_pop(L, 1);
   dbg = getenv("PERISKOPE_DEBUG");
   c->debug = !c->hook && dbg && strcmp(dbg, "1") == 0;
-  psk_pacer_init(&c->pacer);
+  psk_budget_init(&c->budget);
   c->rng = (uint64_t)(uintptr_t)c ^ ((uint64_t)(psk_http_now() * 1e6) << 1);
   if (!c->rng) c->rng = 0x9E3779B97F4A7C15ULL;
 
@@ -906,6 +926,106 @@ static void ev_wait(lua_State *L, Client *c, int ud, double seconds,
 }
 
 /* ---------------------------------------------------------------- */
+/* pacing                                                            */
+
+/* Seconds between asks while only another process's answer can open the
+   shared budget. */
+#define PACE_POLL 0.05
+
+/* Runs op in the client's shared store, if it has one: 1 when done there;
+   0 to pace in the client instead (the store failed: a limiter event; or
+   it is resting after a recent failure). */
+static int pace_shared(lua_State *L, Client *c, int ud, int many,
+                       lpace_op *op) {
+  char err[320];
+  int rc;
+  if (!c->limited) return 0;
+  psk_getuvtable(L, ud);
+  lua_getfield(L, -1, "limiter");
+  rc = lpace_run(L, -1, c->lim_name, op, psk_http_now(), err, sizeof err);
+  lua_pop(L, 2);
+  if (rc == LPACE_OK) return 1;
+  if (rc == LPACE_FAILED && (c->hook || c->debug)) {
+    ev_begin(L, "limiter");
+    ev_str(L, "error", err);
+    emit(L, c, ud, many);
+  }
+  return 0;
+}
+
+/* A slot for one request: 0 it may start (it is counted), > 0 seconds
+   until the window resets, < 0 ask again shortly. force: it starts anyway.
+   *shared: the slot came from the shared store. */
+static double pace_take(lua_State *L, Client *c, int ud, int many, int force,
+                        int *shared) {
+  lpace_op op;
+  memset(&op, 0, sizeof op);
+  op.now = psk_clock_server(&c->clock, psk_http_now());
+  op.lease = c->cfg.timeout + c->cfg.connect_timeout;
+  op.force = force;
+  op.probe = psk_clock_probe(&c->clock);
+  *shared = pace_shared(L, c, ud, many, &op);
+  if (*shared) return op.delay;
+  return psk_budget_take(&c->budget, op.now, op.lease, force, op.probe);
+}
+
+/* A request ended (answered: with the rate-limit values of k). The
+   client's own budget always learns, so a fallback starts informed; the
+   shared one settles the slot it gave. */
+static void pace_settle(lua_State *L, Client *c, int ud, int many, int shared,
+                        int answered, long long limit, long long remaining,
+                        long long reset) {
+  psk_budget_settle(&c->budget, answered, limit, remaining, reset);
+  if (shared) {
+    lpace_op op;
+    memset(&op, 0, sizeof op);
+    op.settle = 1;
+    op.answered = answered;
+    op.limit = limit;
+    op.remaining = remaining;
+    op.reset = reset;
+    pace_shared(L, c, ud, many, &op);
+  }
+}
+
+/* How long to sleep before asking for a slot again, after an answer d of
+   pace_take. A shared budget may open before our clock says: a process
+   with a better clock starts the new window. So from the earliest the
+   reset can be (our clock's uncertainty before it), ask every PACE_POLL. */
+static double pace_nap(const Client *c, double d, int shared) {
+  double unc;
+  if (d < 0) return PACE_POLL;
+  if (!shared) return d;
+  unc = c->clock.known ? c->clock.upper - c->clock.offset : 1;
+  if (unc > 1) unc = 1;
+  if (d - unc > PACE_POLL) return d - unc;
+  return d < PACE_POLL ? d : PACE_POLL;
+}
+
+/* pin: waits for a slot, as long as max_retry_wait allows in all; past
+   that the request starts anyway (its answer then says how long). One
+   wait event per wait. Returns whether the slot is a shared one. */
+static int pace_wait(lua_State *L, Client *c, int ud) {
+  double waited = 0, until = 0;
+  int shared;
+  for (;;) {
+    double nap, d = pace_take(L, c, ud, 0, 0, &shared);
+    if (d == 0) return shared;
+    if (waited + (d > 0 ? d : PACE_POLL) > c->cfg.max_retry_wait) {
+      pace_take(L, c, ud, 0, 1, &shared);
+      return shared;
+    }
+    if (d > 0 && waited + d > until + 0.05) {
+      until = waited + d;
+      if (c->hook || c->debug) ev_wait(L, c, ud, d, PSK_WAIT_RATE_LIMIT, 0, 0);
+    }
+    nap = pace_nap(c, d, shared);
+    psk_http_sleep(nap);
+    waited += nap;
+  }
+}
+
+/* ---------------------------------------------------------------- */
 /* pin and pin_many                                                  */
 
 /* What to do after an outcome. */
@@ -918,9 +1038,10 @@ typedef struct next_step {
 /* The one path every finished request takes, in pin and pin_many: pushes
    the outcome (a result table: returns 1; or nil, message, kind: returns
    3), emits the response or failure event, teaches the pacer, and decides
-   whether to retry. running: requests still in flight. */
+   whether to retry. shared: the request's slot came from the shared
+   limiter. */
 static int take_reply(lua_State *L, Client *c, int ud, const psk_reply *rep,
-                      int attempt, int index, int running, next_step *next) {
+                      int attempt, int index, int shared, next_step *next) {
   psk_outcome o;
   double now = psk_http_now();
   int pushed;
@@ -943,9 +1064,9 @@ static int take_reply(lua_State *L, Client *c, int ud, const psk_reply *rep,
     o.date_len = k.n[K_DATE];
     if (o.date && psk_parse_http_date(o.date, o.date_len, &date) != PSK_OK)
       date = -1;
-    psk_pacer_learn(&c->pacer, known_int(&k, K_LIMIT),
-                    known_int(&k, K_REMAINING), known_int(&k, K_RESET),
-                    (double)date, now, running);
+    psk_clock_learn(&c->clock, (double)date, now - rep->elapsed, now);
+    pace_settle(L, c, ud, index > 0, shared, 1, known_int(&k, K_LIMIT),
+                known_int(&k, K_REMAINING), known_int(&k, K_RESET));
     next->retry = attempt <= c->cfg.retries &&
                   psk_retry_plan(&o, attempt, now, psk_random(&c->rng),
                                  &next->wait, &next->reason) &&
@@ -965,6 +1086,7 @@ static int take_reply(lua_State *L, Client *c, int ud, const psk_reply *rep,
       emit(L, c, ud, index > 0);
     }
   } else {
+    pace_settle(L, c, ud, index > 0, shared, 0, -1, -1, -1);
     next->retry = attempt <= c->cfg.retries &&
                   psk_retry_plan(&o, attempt, now, psk_random(&c->rng),
                                  &next->wait, &next->reason) &&
@@ -1001,15 +1123,7 @@ static int do_pin(lua_State *L, Client *c, int ud, int arg) {
   gen = ++c->pin_gen;
   for (;;) {
     next_step next = {0, 0, 0};
-    int n;
-    /* The budget of the last answers is spent: wait for the window to
-       reset, unless that is longer than any retry may wait. */
-    double d = psk_pacer_delay(&c->pacer, psk_http_now(), 0);
-    if (d > 0 && d <= c->cfg.max_retry_wait) {
-      if (c->hook || c->debug) ev_wait(L, c, ud, d, PSK_WAIT_RATE_LIMIT, 0, 0);
-      psk_http_sleep(d);
-    }
-    psk_pacer_take(&c->pacer);
+    int n, shared = pace_wait(L, c, ud);
     attempt++;
     if (c->hook || c->debug) ev_request(L, c, ud, r, attempt, 0, 0);
     /* A hook that pinned on this client reused the transfer: build ours
@@ -1018,7 +1132,7 @@ static int do_pin(lua_State *L, Client *c, int ud, int arg) {
       build_into(L, c, r, &a);
       gen = ++c->pin_gen;
     }
-    n = take_reply(L, c, ud, psk_http_perform(c->http, t), attempt, 0, 0,
+    n = take_reply(L, c, ud, psk_http_perform(c->http, t), attempt, 0, shared,
                    &next);
     if (!next.retry) return n;
     lua_pop(L, n);
@@ -1038,6 +1152,7 @@ typedef struct item {
   pin_args a;        /* a.id is anchored in the batch's id table */
   int state;
   int attempts;
+  int shared;        /* its slot came from the shared limiter */
   double not_before; /* local time a retry may start */
 } item;
 
@@ -1053,7 +1168,7 @@ static int finish_item(lua_State *L, Client *c, item *items, int *slot_item,
   next_step next = {0, 0, 0};
   slot_item[slot] = -1;
   m = take_reply(L, c, 1, psk_transfer_reply(t), items[k].attempts, k + 1,
-                 psk_http_running(c->http), &next);
+                 items[k].shared, &next);
   if (next.retry) {
     lua_pop(L, m);
     items[k].state = ITEM_PENDING;
@@ -1134,7 +1249,7 @@ static int client_pin_many(lua_State *L) {
     psk_transfer *t;
     /* Start what may start: a free slot, a ready item, budget left. */
     while (psk_http_running(c->http) < conc) {
-      int k, slot, pick = -1, running = psk_http_running(c->http);
+      int k, slot, pick = -1, shared, running = psk_http_running(c->http);
       double d;
       while (first < n && items[first].state == ITEM_DONE) first++;
       for (k = first; k < n; k++) {
@@ -1147,10 +1262,12 @@ static int client_pin_many(lua_State *L) {
           timeout = items[k].not_before - now;
       }
       if (pick < 0) break;
-      d = psk_pacer_delay(&c->pacer, now, running);
-      if (d < 0 && running == 0) d = 0; /* nothing would teach us: probe */
+      d = pace_take(L, c, 1, 1, 0, &shared);
+      if (d < 0 && running == 0 && !shared) /* nothing would teach us */
+        d = pace_take(L, c, 1, 1, 1, &shared);
       if (d != 0) {
-        if (d > 0 && d < timeout) timeout = d;
+        double nap = pace_nap(c, d, shared);
+        if (nap < timeout) timeout = nap;
         /* One wait event per wait, not one per turn of the loop. */
         if (d > 0 && now + d > paced_until + 0.05) {
           paced_until = now + d;
@@ -1172,7 +1289,7 @@ static int client_pin_many(lua_State *L) {
       slot_item[slot] = pick;
       items[pick].state = ITEM_RUNNING;
       items[pick].attempts++;
-      psk_pacer_take(&c->pacer);
+      items[pick].shared = shared;
       if (c->hook || c->debug)
         ev_request(L, c, 1, psk_transfer_request(t), items[pick].attempts,
                    pick + 1, 1);
@@ -1295,5 +1412,7 @@ int luaopen_periskope(lua_State *L) {
   psk_setfuncs(L, module_funcs, 1);
   lua_pushliteral(L, PSK_VERSION);
   lua_setfield(L, -2, "VERSION");
+  lpace_open(L);
+  lua_setfield(L, -2, "limiter");
   return 1;
 }

@@ -492,64 +492,6 @@ int psk_retry_plan(const psk_outcome *o, int attempt, double local_now,
   return 1;
 }
 
-/* ---- pacing ---- */
-
-void psk_pacer_init(psk_pacer *p) {
-  memset(p, 0, sizeof *p);
-  p->limit = -1;
-}
-
-double psk_pacer_delay(psk_pacer *p, double now, int running) {
-  if (!p->learned) return running > 0 ? -1 : 0;
-  if (p->unlimited) return 0;
-  if (p->windowed && now >= (double)p->reset - p->offset) {
-    /* The window is over: a fresh budget, less what is still in flight
-       (it may land in the new window). Unknown limit: learn again. */
-    p->windowed = 0;
-    if (p->limit < 0) {
-      p->learned = 0;
-      return running > 0 ? -1 : 0;
-    }
-    p->tokens = p->limit - running;
-    if (p->tokens < 0) p->tokens = 0;
-  }
-  if (p->tokens > 0) return 0;
-  if (p->windowed) {
-    double d = (double)p->reset - p->offset - now;
-    return d > 0 ? d : 0;
-  }
-  return -1;
-}
-
-void psk_pacer_take(psk_pacer *p) {
-  if (p->tokens > 0) p->tokens--;
-}
-
-void psk_pacer_learn(psk_pacer *p, long long limit, long long remaining,
-                     long long reset, double date, double now, int running) {
-  p->learned = 1;
-  if (date >= 0) {
-    /* Date is the server's second, floored and sent before we read it:
-       every sample is at most the true offset, so the largest is best. */
-    double sample = date - now;
-    if (!p->offset_known || sample > p->offset) p->offset = sample;
-    p->offset_known = 1;
-  }
-  if (limit >= 0) p->limit = limit;
-  if (remaining < 0 || reset < 0) {
-    if (!p->windowed && limit < 0) p->unlimited = 1;
-    return;
-  }
-  p->unlimited = 0;
-  if (!p->windowed || reset > p->reset) { /* a new window */
-    p->windowed = 1;
-    p->reset = reset;
-    p->tokens = remaining - running;
-  } else if (reset == p->reset && remaining - running < p->tokens) {
-    p->tokens = remaining - running; /* answers may come out of order */
-  }
-  if (p->tokens < 0) p->tokens = 0;
-}
 
 double psk_random(uint64_t *state) {
   uint64_t x = *state;

@@ -170,35 +170,6 @@ int psk_retry_plan(const psk_outcome *o, int attempt, double local_now,
    to a quarter more of jitter (jitter in [0, 1)). */
 double psk_backoff(int attempt, double jitter);
 
-/* ---- pacing ---- */
-
-/* What the rate-limit headers say about the budget left, kept between
-   requests. Times are local epoch seconds; the server's X-RateLimit-Reset
-   is moved onto the local clock through the responses' Date headers. */
-typedef struct psk_pacer {
-  int learned;        /* a response has come: the rest means something */
-  int unlimited;      /* the server sends no rate-limit headers */
-  int windowed;       /* reset is known */
-  long long reset;    /* server epoch second the current window ends */
-  long long limit;    /* X-RateLimit-Limit, or -1 */
-  long long tokens;   /* requests that may still start in this window */
-  int offset_known;
-  double offset;      /* server clock minus local clock, estimated */
-} psk_pacer;
-
-void psk_pacer_init(psk_pacer *p);
-/* Seconds to wait before one more request may start while `running` are
-   in flight: 0 now, > 0 that long, < 0 until a response comes (the first
-   request goes alone, to learn the budget). */
-double psk_pacer_delay(psk_pacer *p, double now, int running);
-/* A request starts. */
-void psk_pacer_take(psk_pacer *p);
-/* A response came: its X-RateLimit-Limit, -Remaining, -Reset (each -1
-   when absent or not an integer) and Date (epoch, or -1), with `running`
-   requests still in flight. */
-void psk_pacer_learn(psk_pacer *p, long long limit, long long remaining,
-                     long long reset, double date, double now, int running);
-
 /* xorshift64*: jitter source; state must be non-zero. */
 double psk_random(uint64_t *state);
 

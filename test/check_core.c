@@ -16,6 +16,7 @@
 
 #include "psk_buf.h"
 #include "psk_core.h"
+#include "psk_pace.h"
 
 /* ---- the checker ---- */
 
@@ -1615,47 +1616,193 @@ static void test_random(void) {
   }
 }
 
-static void test_pacer(void) {
-  psk_pacer p;
-  int k;
-  psk_pacer_init(&p);
+static void test_budget(void) {
+  psk_budget b;
+  psk_clock k = {0, 0, 0};
+  char text[PSK_BUDGET_TEXT];
+  int i;
+  psk_budget_init(&b);
   /* Nothing learned: one request goes alone to learn the budget. */
-  CHECK(psk_pacer_delay(&p, 1000, 0) == 0);
-  CHECK(psk_pacer_delay(&p, 1000, 1) < 0);
-  /* Server clock 500 s ahead of ours: the reset is moved onto our clock. */
-  psk_pacer_learn(&p, 10, 9, 1502, 1500, 1000, 0);
-  for (k = 0; k < 9; k++) {
-    CHECK(psk_pacer_delay(&p, 1000, k) == 0);
-    psk_pacer_take(&p);
-  }
-  CHECK(psk_pacer_delay(&p, 1000, 9) > 1.99 && psk_pacer_delay(&p, 1000, 9) < 2.01);
-  CHECK(psk_pacer_delay(&p, 1001.5, 9) > 0.49 && psk_pacer_delay(&p, 1001.5, 9) < 0.51);
-  /* The window ends: a fresh budget less what is still in flight. */
-  CHECK(psk_pacer_delay(&p, 1002, 3) == 0);
-  CHECK(p.tokens == 7);
-  /* Requests in flight count against what an answer says remains. */
-  psk_pacer_learn(&p, 10, 5, 1504, 1502, 1002, 3);
-  CHECK(p.tokens == 2);
-  /* Answers may come out of order: the smaller budget holds... */
-  psk_pacer_learn(&p, 10, 8, 1504, 1502, 1002, 0);
-  CHECK(p.tokens == 2);
-  /* ...and an answer from an older window changes nothing. */
-  psk_pacer_learn(&p, 10, 9, 1502, 1501, 1002, 0);
-  CHECK(p.tokens == 2 && p.reset == 1504);
-  /* remaining = 0: nothing starts before the reset. */
-  psk_pacer_learn(&p, 10, 0, 1504, 1502, 1002, 0);
-  CHECK(psk_pacer_delay(&p, 1002, 0) > 1.99);
-  /* A Date sample below the best estimate does not lower it. */
-  psk_pacer_learn(&p, 10, 0, 1504, 1400, 1002, 0);
-  CHECK(p.offset > 499.99 && p.offset < 500.01);
+  CHECK(psk_budget_take(&b, 1500, 30, 0, 0) == 0);
+  CHECK(psk_budget_take(&b, 1500, 30, 0, 0) < 0);
+  /* Its answer: 10 per window, 9 left, the window ends at 1502. */
+  psk_budget_settle(&b, 1, 10, 9, 1502);
+  CHECK(b.taken == 1 && b.cap == 10 && b.inflight == 0);
+  for (i = 0; i < 9; i++) CHECK(psk_budget_take(&b, 1500, 30, 0, 0) == 0);
+  CHECK(b.taken == 10 && b.inflight == 9);
+  /* Spent: the wait is the time to the reset, on the server's clock. */
+  CHECK(psk_budget_take(&b, 1500, 30, 0, 0) > 1.99 &&
+        psk_budget_take(&b, 1500, 30, 0, 0) < 2.01);
+  CHECK(psk_budget_take(&b, 1501.5, 30, 0, 0) > 0.49);
+  CHECK(b.taken == 10); /* a refused take counts nothing */
+  /* Answers in any order: the server's count never lowers ours. */
+  psk_budget_settle(&b, 1, 10, 5, 1502);
+  psk_budget_settle(&b, 1, 10, 8, 1502);
+  CHECK(b.taken == 10 && b.inflight == 7);
+  /* The window ends with 3 still in flight: they may land in the next. */
+  for (i = 0; i < 4; i++) psk_budget_settle(&b, 1, 10, 0, 1502);
+  CHECK(b.inflight == 3);
+  CHECK(psk_budget_take(&b, 1502, 30, 0, 0) == 0);
+  CHECK(b.reset == 0 && b.taken == 4 && b.inflight == 4);
+  /* An answer from the old window changes nothing; the new one's first
+     answer gives its end. Other processes' requests show in remaining. */
+  psk_budget_settle(&b, 1, 10, 0, 1502);
+  CHECK(b.reset == 0 && b.taken == 4);
+  psk_budget_settle(&b, 1, 10, 4, 1504);
+  CHECK(b.reset == 1504 && b.taken == 6 && b.inflight == 2);
+  /* A window that opened unseen (another clock ran ahead): what is in
+     flight may count in it, and its answer says the rest. */
+  psk_budget_settle(&b, 1, 10, 7, 1506);
+  CHECK(b.reset == 1506 && b.taken == 3 && b.inflight == 1);
+  /* A request that never answered (network failure) frees its slot in
+     flight but stays counted. */
+  psk_budget_settle(&b, 0, -1, -1, -1);
+  CHECK(b.inflight == 0 && b.taken == 3);
+  /* force: past the budget on purpose, still counted. */
+  psk_budget_settle(&b, 1, 10, 0, 1506);
+  CHECK(psk_budget_take(&b, 1505, 30, 0, 0) > 0);
+  CHECK(psk_budget_take(&b, 1505, 30, 1, 0) == 0 && b.taken == 11);
+  /* A process that died in flight: after its lease its slot is void. */
+  CHECK(b.inflight == 1);
+  CHECK(psk_budget_take(&b, 1536, 30, 0, 0) == 0 && b.inflight == 1);
   /* A server without rate-limit headers: unlimited. */
-  psk_pacer_init(&p);
-  psk_pacer_learn(&p, -1, -1, -1, -1, 1000, 0);
-  for (k = 0; k < 100; k++) CHECK(psk_pacer_delay(&p, 1000, k % 60) == 0);
-  /* Limit 0 with no window: wait for an answer, never a busy loop. */
-  psk_pacer_init(&p);
-  psk_pacer_learn(&p, 0, 0, 1001, 1000, 1000, 0);
-  CHECK(psk_pacer_delay(&p, 1001.5, 0) < 0);
+  psk_budget_init(&b);
+  CHECK(psk_budget_take(&b, 1000, 30, 0, 0) == 0);
+  psk_budget_settle(&b, 1, -1, -1, -1);
+  for (i = 0; i < 100; i++) CHECK(psk_budget_take(&b, 1000, 30, 0, 0) == 0);
+  /* Remaining without a limit: what remains less what is in flight. */
+  psk_budget_init(&b);
+  CHECK(psk_budget_take(&b, 1000, 30, 0, 0) == 0);
+  psk_budget_settle(&b, 1, -1, 3, 1002);
+  CHECK(psk_budget_take(&b, 1000, 30, 0, 0) == 0);
+  CHECK(psk_budget_take(&b, 1000, 30, 0, 0) == 0);
+  psk_budget_settle(&b, 1, -1, 1, 1002); /* the other one still flies */
+  CHECK(psk_budget_take(&b, 1000, 30, 0, 0) > 1.99);
+  psk_budget_settle(&b, 1, -1, 0, 1002);
+  /* ...and at the reset, with no limit ever shown, learn again. */
+  CHECK(psk_budget_take(&b, 1002, 30, 0, 0) == 0);
+  CHECK(psk_budget_take(&b, 1002, 30, 0, 0) < 0);
+  /* Limit 0 and nothing in flight: one request finds out, no busy loop. */
+  psk_budget_init(&b);
+  psk_budget_settle(&b, 1, 0, 0, 1001);
+  CHECK(psk_budget_take(&b, 1000.5, 30, 0, 0) > 0.49);
+  CHECK(psk_budget_take(&b, 1001.5, 30, 0, 0) == 0);
+  CHECK(psk_budget_take(&b, 1001.5, 30, 0, 0) < 0);
+
+  /* Text round trip, and text that is not a budget. */
+  psk_budget_init(&b);
+  psk_budget_take(&b, 1000.25, 30, 0, 0);
+  psk_budget_settle(&b, 1, 10, 9, 1002);
+  psk_budget_take(&b, 1000.5, 30, 0, 0);
+  CHECK(psk_budget_encode(&b, text) > 0);
+  {
+    psk_budget d;
+    CHECK(psk_budget_decode(&d, text, strlen(text)) == 0);
+    CHECK(d.learned == 1 && d.reset == 1002 && d.limit == 10 && d.cap == 10 &&
+          d.taken == 2 && d.inflight == 1 && d.lease > 1030.49 &&
+          d.lease < 1030.51);
+    CHECK(psk_budget_decode(&d, "", 0) == -1 && d.learned == 0);
+    CHECK(psk_budget_decode(&d, "p1 1 0 5", 8) == -1 && d.reset == 0);
+    CHECK(psk_budget_decode(&d, text, strlen(text) - 1) == 0);
+    strcat(text, "x");
+    CHECK(psk_budget_decode(&d, text, strlen(text)) == -1);
+    CHECK(psk_budget_decode(&d, "p1 2 0 0 0 -1 0 0 0 0", 21) == -1);
+    CHECK(psk_budget_decode(&d, "p1 1 0 0 0 -1 0 -4 0 0", 22) == -1);
+    CHECK(psk_budget_decode(&d, "p1 1 0 0 0 -1 0 4 0 0", 21) == 0);
+  }
+
+  /* The clock: between Date - received and Date + 1 - sent; it runs on
+     the lower bound, so waits are never cut short. */
+  CHECK(psk_clock_server(&k, 100) == 100);
+  CHECK(psk_clock_probe(&k) == 0);
+  psk_clock_learn(&k, -1, 99, 100);
+  CHECK(!k.known);
+  psk_clock_learn(&k, 1600, 1000.6, 1000.7); /* offset in [599.3, 600.4) */
+  CHECK(k.known && k.offset > 599.29 && k.offset < 599.31);
+  CHECK(k.upper > 600.39 && k.upper < 600.41);
+  CHECK(psk_clock_probe(&k) > 0.54 || psk_clock_probe(&k) == 0);
+  psk_clock_learn(&k, 1601, 1001.1, 1001.2); /* [599.8, 600.9) */
+  CHECK(k.offset > 599.79 && k.offset < 599.81);
+  CHECK(k.upper > 600.39 && k.upper < 600.41);
+  CHECK(psk_clock_server(&k, 1002) > 1601.79);
+  CHECK(psk_clock_probe(&k) > 0.29 && psk_clock_probe(&k) < 0.31);
+  /* Bounds that cross (a clock was stepped): start over. */
+  psk_clock_learn(&k, 1700, 1001.0, 1001.1);
+  CHECK(k.offset > 698.89 && k.offset < 698.91 && k.upper > 699.99);
+
+  /* The probe: the last slot of a window is held until `probe` before
+     the window's last whole second, when that is near... */
+  psk_budget_init(&b);
+  CHECK(psk_budget_take(&b, 1000.1, 30, 0, 0.25) == 0);
+  psk_budget_settle(&b, 1, 3, 2, 1002);
+  CHECK(psk_budget_take(&b, 1000.1, 30, 0, 0.25) == 0);
+  {
+    double d = psk_budget_take(&b, 1000.1, 30, 0, 0.25);
+    CHECK(d > 0.64 && d < 0.66 && b.taken == 2); /* 1000.75 - 1000.1 */
+  }
+  CHECK(psk_budget_take(&b, 1000.75, 30, 0, 0.25) == 0 && b.taken == 3);
+  /* ...never when it is far, past, or the clock is sure enough. */
+  psk_budget_init(&b);
+  CHECK(psk_budget_take(&b, 1000.1, 30, 0, 0) == 0);
+  psk_budget_settle(&b, 1, 2, 1, 1060);
+  CHECK(psk_budget_take(&b, 1000.1, 30, 0, 0.25) == 0);
+  psk_budget_init(&b);
+  CHECK(psk_budget_take(&b, 1001.5, 30, 0, 0) == 0);
+  psk_budget_settle(&b, 1, 2, 1, 1002);
+  CHECK(psk_budget_take(&b, 1001.5, 30, 0, 0.25) == 0);
+  psk_budget_init(&b);
+  CHECK(psk_budget_take(&b, 1000.1, 30, 0, 0) == 0);
+  psk_budget_settle(&b, 1, 2, 1, 1002);
+  CHECK(psk_budget_take(&b, 1000.1, 30, 0, 0) == 0);
+}
+
+static void test_sha256(void) {
+  static const struct {
+    const char *in;
+    const char *hex;
+  } v[] = {
+      {"", "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"},
+      {"abc",
+       "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"},
+      {"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq",
+       "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"},
+      {"abcdefghbcdefghicdefghijdefghijkefghijklfghijklmghijklmnhijklmnoijklm"
+       "nopjklmnopqklmnopqrlmnopqrsmnopqrstnopqrstu",
+       "cf5b16a778af8380036ce59e7b0492370b249b11e8f07a51afac45037afee9d1"},
+  };
+  char hex[65], name[128];
+  size_t i;
+  for (i = 0; i < sizeof v / sizeof v[0]; i++) {
+    psk_sha256_hex(v[i].in, strlen(v[i].in), hex);
+    CHECKI(strcmp(hex, v[i].hex) == 0, v[i].in);
+  }
+  /* A million 'a's: many blocks. */
+  {
+    static char mil[1000000];
+    memset(mil, 'a', sizeof mil);
+    psk_sha256_hex(mil, sizeof mil, hex);
+    CHECK(strcmp(hex, "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39c"
+                      "cc7112cd0") == 0);
+  }
+  /* 55, 56 and 64 bytes: the padding edges. */
+  {
+    static const char *const edge[] = {
+        "9f4390f8d30c2dd92ec9f095b65e2b9ae9b0a925a5258e241c9f1e910f734318",
+        "b35439a4ac6f0948b6d6f9e3c6af0f5f590ce20f1bde7090ef7970686ec6738a",
+        "ffe054fe7ae0cb6dc65c3af9b61d5209f439851db43d0ba5997337df154668eb"};
+    static const size_t lens[] = {55, 56, 64};
+    char in[64];
+    memset(in, 'a', sizeof in);
+    for (i = 0; i < 3; i++) {
+      psk_sha256_hex(in, lens[i], hex);
+      CHECKI(strcmp(hex, edge[i]) == 0, edge[i]);
+    }
+  }
+  /* The stored name: prefix and the key's hash, never the key. */
+  CHECK(psk_budget_name("periskope:", "abc", name, sizeof name) == 74);
+  CHECK(strcmp(name, "periskope:ba7816bf8f01cfea414140de5dae2223b00361a396177a"
+                     "9cb410ff61f20015ad") == 0);
+  CHECK(psk_budget_name("periskope:", "abc", name, 74) == 0);
 }
 
 /* Each area is one test: it passes when none of its checks fails. The
@@ -1679,7 +1826,8 @@ static const struct {
     {"retry plan", test_retry_plan},
     {"backoff", test_backoff},
     {"random", test_random},
-    {"pacer", test_pacer},
+    {"pacing budget and clock", test_budget},
+    {"SHA-256 and budget names", test_sha256},
 };
 
 int main(void) {

@@ -30,16 +30,23 @@ end
 -- it up to date, so the hosts never run a module older than the source.
 -- Raises with make's output when the build fails.
 function M.cpath()
-  local root = M.root()
   local given = os.getenv("PERISKOPE_CPATH")
   if jit and given and given ~= "" then   -- jit: LuaJIT only
     return (given:gsub("[^;]+", function(entry)
-      return entry:sub(1, 1) == "/" and entry or root .. "/" .. entry
+      return entry:sub(1, 1) == "/" and entry or M.root() .. "/" .. entry
     end))
   end
-  local out, code = sh("make -C " .. sq(root) .. " --no-print-directory LUA=luajit 2>&1")
-  if code ~= 0 then error("make LUA=luajit failed:\n" .. out, 2) end
-  return root .. "/build/luajit/?.so"
+  return M.build("luajit")
+end
+
+-- Builds the module for one interpreter (lua5.1 ... lua5.4, luajit) with
+-- make, or finds it up to date; returns an absolute cpath that finds it.
+-- Raises with make's output when the build fails.
+function M.build(lua)
+  local root = M.root()
+  local out, code = sh("make -C " .. sq(root) .. " --no-print-directory LUA=" .. lua .. " 2>&1")
+  if code ~= 0 then error("make LUA=" .. lua .. " failed:\n" .. out, 2) end
+  return root .. "/build/" .. lua .. "/?.so"
 end
 
 -- True when the README holds the example file's text, byte for byte, as

@@ -207,6 +207,7 @@ end
 -- Sends status and body (nil: none) and ends the request. keep_length: the
 -- script set Content-Length itself ("" or false: none, so nginx chunks).
 local function finish(status, body, keep_length)
+  ngx.shared[STATE]:incr("status:" .. status, 1, 0)   -- for stats().statuses
   ngx.status = status
   if body and status ~= 204 and status ~= 304 then
     if not ngx.header["Content-Type"] then
@@ -467,10 +468,16 @@ function M.control()
     end
     return reply(200, "[" .. table.concat(out, ",") .. "]")
   elseif method == "GET" and path == "/_mock/stats" then
+    local statuses = {}   -- "204" -> count; cjson writes {} when empty
+    for _, key in ipairs(state:get_keys(0)) do
+      local code = key:match("^status:(%d+)$")
+      if code then statuses[code] = state:get(key) end
+    end
     return reply(200, cjson.encode({
       requests = state:get("requests") or 0,
       dropped = state:get("dropped") or 0,
       script = state:llen("script") or 0,
+      statuses = statuses,
     }))
   elseif method == "POST" and path == "/_mock/reset" then
     records:flush_all()

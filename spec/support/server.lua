@@ -23,7 +23,7 @@
 --   srv:script{ {status = 429, remaining = 0, reset_in = 3}, {action = "close"} }
 --   srv:requests()  -- {method, uri, headers, body, time, connection,
 --                   --  connection_requests, worker} per request to /v1/
---   srv:stats()     -- {requests, dropped, script}
+--   srv:stats()     -- {requests, dropped, script, statuses = {[204] = n, [429] = n, ...}}
 --   srv:reset()     -- forget requests, script and rate window
 --   srv:stop()      -- idempotent; the temp dir goes too
 --   server.with(opts, function(srv) ... end)  -- always stops
@@ -364,7 +364,10 @@ end
 -- the dict was full), script (behaviours still queued).
 function Server:stats()
   local s = self:_control("GET", "/_mock/stats")
-  return { requests = toint(s.requests), dropped = toint(s.dropped), script = toint(s.script) }
+  local statuses = {}
+  for code, n in pairs(s.statuses or {}) do statuses[toint(tonumber(code))] = toint(n) end
+  return { requests = toint(s.requests), dropped = toint(s.dropped), script = toint(s.script),
+           statuses = statuses }
 end
 
 -- Forgets recorded requests, the script queue and the rate window.

@@ -1,0 +1,382 @@
+/*
+ * lpace: periskope.limiter.shared_dict and periskope.limiter.redis.
+ *
+ * A limiter holds no pacing logic of its own: every operation decodes the
+ * stored budget, runs lpace_apply (psk_budget_take or _settle, the same
+ * code the in-client pacing runs) and stores the result, as one atomic
+ * step of the store:
+ *   - an nginx shared dictionary: under a lock taken with the dictionary's
+ *     own `add` (which fails while the key exists) and an expiry, so a
+ *     worker that dies holding it cannot wedge the others;
+ *   - Redis: a compare-and-set script (psk_redis), retried with the value
+ *     it returns when another process changed the budget first.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include "lpace.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "psk_http.h"
+#include "psk_redis.h"
+
+enum { LIM_DICT = 1, LIM_REDIS = 2 };
+
+#define STATE_TTL 3600      /* seconds an idle budget is kept */
+#define LOCK_TTL 0.5        /* seconds: a dead holder's lock expires */
+#define LOCK_WAIT 1.0       /* seconds to wait for the lock */
+#define CAS_TRIES 32        /* compare-and-set rounds before giving up */
+
+typedef struct psk_limiter {
+  int kind;
+  psk_redis *redis;                  /* LIM_REDIS */
+  char where[96];                    /* for messages: "redis host:port" */
+  char prefix[LPACE_PREFIX_MAX + 1];
+  char cache_name[LPACE_NAME_MAX];   /* the last budget seen in Redis */
+  char cache_val[PSK_BUDGET_TEXT];
+} psk_limiter;
+
+void lpace_apply(psk_budget *b, lpace_op *op) {
+  if (op->settle)
+    psk_budget_settle(b, op->answered, op->limit, op->remaining, op->reset);
+  else
+    op->delay = psk_budget_take(b, op->now, op->lease, op->force, op->probe);
+}
+
+/* Runs op on the text budget `cur` (len bytes; "" for none); the new text
+   goes to out. */
+static void apply_text(const char *cur, size_t len, lpace_op *op,
+                       char out[PSK_BUDGET_TEXT]) {
+  psk_budget b;
+  psk_budget_decode(&b, cur, len); /* unknown text: a fresh budget */
+  lpace_apply(&b, op);
+  if (!psk_budget_encode(&b, out)) out[0] = '\0';
+}
+
+/* ---------------------------------------------------------------- */
+/* ngx.shared dictionary                                             */
+
+/* dict:method(key[, value, exptime]), protected; leaves two results.
+   LPACE_OK, or LPACE_FAILED with err. */
+static int dict_call(lua_State *L, int dict, const char *method,
+                     const char *key, const char *value, double exptime,
+                     char *err, size_t err_cap) {
+  int nargs = 2;
+  lua_getfield(L, dict, method);
+  lua_pushvalue(L, dict);
+  lua_pushstring(L, key);
+  if (value) {
+    lua_pushstring(L, value);
+    lua_pushnumber(L, (lua_Number)exptime);
+    nargs = 4;
+  }
+  if (lua_pcall(L, nargs, 2, 0) != LUA_OK) {
+    snprintf(err, err_cap, "periskope: shared_dict %s: %s", method,
+             lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "error");
+    lua_pop(L, 1);
+    return LPACE_FAILED;
+  }
+  return LPACE_OK;
+}
+
+/* The error text of a dictionary call that returned false, err. */
+static void dict_refused(lua_State *L, int res, const char *method, char *err,
+                         size_t err_cap) {
+  snprintf(err, err_cap, "periskope: shared_dict %s: %s", method,
+           lua_type(L, res + 1) == LUA_TSTRING ? lua_tostring(L, res + 1)
+                                               : "failed");
+}
+
+static int dict_run(lua_State *L, int lim, const char *name, lpace_op *op,
+                    double local_now, char *err, size_t err_cap) {
+  char lock[LPACE_NAME_MAX + 8], out[PSK_BUDGET_TEXT];
+  double deadline = local_now + LOCK_WAIT;
+  int dict, base, rc = LPACE_OK;
+  psk_getuvtable(L, lim);
+  lua_getfield(L, -1, "dict");
+  dict = lua_gettop(L);
+  base = dict;
+  snprintf(lock, sizeof lock, "%s:lock", name);
+  for (;;) { /* the lock: add fails while another holder has it */
+    if (dict_call(L, dict, "add", lock, "1", LOCK_TTL, err, err_cap) != 0) {
+      lua_settop(L, base - 2);
+      return LPACE_FAILED;
+    }
+    if (lua_toboolean(L, base + 1)) break;
+    if (!(lua_type(L, base + 2) == LUA_TSTRING &&
+          strcmp(lua_tostring(L, base + 2), "exists") == 0)) {
+      dict_refused(L, base + 1, "add", err, err_cap);
+      lua_settop(L, base - 2);
+      return LPACE_FAILED;
+    }
+    lua_settop(L, base);
+    if (psk_http_now() > deadline) {
+      snprintf(err, err_cap,
+               "periskope: shared_dict: its lock stayed held for %.1f s",
+               LOCK_WAIT);
+      lua_settop(L, base - 2);
+      return LPACE_FAILED;
+    }
+    psk_http_sleep(0.0002);
+  }
+  lua_settop(L, base);
+  /* Locked: read, apply, write back, unlock. */
+  if (dict_call(L, dict, "get", name, NULL, 0, err, err_cap) != 0) {
+    rc = LPACE_FAILED;
+  } else {
+    size_t len = 0;
+    const char *cur = lua_type(L, base + 1) == LUA_TSTRING
+                          ? lua_tolstring(L, base + 1, &len)
+                          : "";
+    apply_text(cur, len, op, out);
+    if (strlen(out) != len || memcmp(out, cur, len) != 0) {
+      lua_settop(L, base);
+      if (dict_call(L, dict, "set", name, out, STATE_TTL, err, err_cap) != 0)
+        rc = LPACE_FAILED;
+      else if (!lua_toboolean(L, base + 1)) {
+        dict_refused(L, base + 1, "set", err, err_cap);
+        rc = LPACE_FAILED;
+      }
+    }
+  }
+  lua_settop(L, base);
+  {
+    char ignored[8];
+    dict_call(L, dict, "delete", lock, NULL, 0, ignored, sizeof ignored);
+  }
+  lua_settop(L, base - 2);
+  return rc;
+}
+
+/* ---------------------------------------------------------------- */
+/* Redis                                                             */
+
+static int redis_run(psk_limiter *lim, const char *name, lpace_op *op,
+                     double local_now, char *err, size_t err_cap) {
+  char expected[PSK_BUDGET_TEXT], desired[PSK_BUDGET_TEXT];
+  int tries;
+  /* Start from the budget last seen: if nobody changed it, one round. */
+  if (strcmp(lim->cache_name, name) == 0)
+    memcpy(expected, lim->cache_val, sizeof expected);
+  else
+    expected[0] = '\0';
+  for (tries = 0; tries < CAS_TRIES; tries++) {
+    size_t len = 0;
+    lpace_op attempt = *op;
+    int rc;
+    apply_text(expected, strlen(expected), &attempt, desired);
+    rc = psk_redis_cas(lim->redis, name, expected, desired,
+                       (long)STATE_TTL * 1000, expected, sizeof expected, &len,
+                       local_now, err, err_cap);
+    if (rc == PSK_REDIS_SET) {
+      *op = attempt;
+      snprintf(lim->cache_name, sizeof lim->cache_name, "%s", name);
+      memcpy(lim->cache_val, desired, sizeof desired);
+      return LPACE_OK;
+    }
+    if (rc == PSK_REDIS_RESTING) return LPACE_RESTING;
+    if (rc != PSK_REDIS_CHANGED) {
+      lim->cache_name[0] = '\0';
+      return LPACE_FAILED;
+    }
+    /* Another process went first: expected now holds its value. */
+  }
+  snprintf(err, err_cap, "periskope: %s: budget kept changing (%d tries)",
+           lim->where, CAS_TRIES);
+  return LPACE_FAILED;
+}
+
+int lpace_run(lua_State *L, int idx, const char *name, lpace_op *op,
+              double local_now, char *err, size_t err_cap) {
+  psk_limiter *lim = lpace_test(L, idx);
+  int rc;
+  if (!lim) return LPACE_RESTING;
+  if (lim->kind == LIM_REDIS) {
+    char raw[256];
+    rc = redis_run(lim, name, op, local_now, raw, sizeof raw);
+    if (rc == LPACE_FAILED)
+      snprintf(err, err_cap, "%s%s", strncmp(raw, "periskope: ", 11) ? "periskope: " : "", raw);
+    return rc;
+  }
+  return dict_run(L, psk_absindex(L, idx), name, op, local_now, err, err_cap);
+}
+
+/* ---------------------------------------------------------------- */
+/* the limiter objects                                               */
+
+void *lpace_test(lua_State *L, int i) {
+  return psk_testudata(L, i, LIMITER_MT);
+}
+
+void lpace_name(void *l, const char *api_key, char out[LPACE_NAME_MAX]) {
+  psk_limiter *lim = l;
+  if (!psk_budget_name(lim->prefix, api_key, out, LPACE_NAME_MAX))
+    out[0] = '\0';
+}
+
+static psk_limiter *new_limiter(lua_State *L, int kind) {
+  psk_limiter *lim = psk_newuserdata(L, sizeof *lim);
+  memset(lim, 0, sizeof *lim);
+  lim->kind = kind;
+  psk_setmetatable(L, LIMITER_MT);
+  lua_createtable(L, 0, 1);
+  psk_setuvtable(L, -2);
+  return lim;
+}
+
+/* periskope.limiter.shared_dict(ngx.shared.NAME) */
+static int lim_shared_dict(lua_State *L) {
+  static const char *const methods[] = {"get", "set", "add", "delete", NULL};
+  psk_limiter *lim;
+  int i, t = lua_type(L, 1);
+  if (t != LUA_TTABLE && t != LUA_TUSERDATA)
+    return luaL_argerror(
+        L, 1,
+        lua_pushfstring(L, "must be an nginx shared dictionary "
+                           "(ngx.shared.NAME), got %s",
+                        luaL_typename(L, 1)));
+  for (i = 0; methods[i]; i++) {
+    lua_getfield(L, 1, methods[i]);
+    if (!lua_isfunction(L, -1))
+      return luaL_argerror(
+          L, 1,
+          lua_pushfstring(L, "must be an nginx shared dictionary "
+                             "(ngx.shared.NAME): it has no '%s' method",
+                          methods[i]));
+    lua_pop(L, 1);
+  }
+  lua_settop(L, 1);
+  lim = new_limiter(L, LIM_DICT);
+  strcpy(lim->prefix, "periskope:");
+  strcpy(lim->where, "shared_dict");
+  psk_getuvtable(L, -1);
+  lua_pushvalue(L, 1);
+  lua_setfield(L, -2, "dict");
+  lua_pop(L, 1);
+  return 1;
+}
+
+static const char *const redis_fields[] = {"host", "port",   "password", "db",
+                                           "prefix", "timeout", NULL};
+
+static int redis_bad(lua_State *L, const char *name, const char *rule) {
+  return luaL_argerror(
+      L, 1, lua_pushfstring(L, "option '%s' %s, got %s", name, rule,
+                            lua_type(L, -1) == LUA_TNUMBER
+                                ? lua_pushfstring(L, "%f", lua_tonumber(L, -1))
+                                : luaL_typename(L, -1)));
+}
+
+/* t[name] as an integer in [lo, hi], or def when nil. */
+static long long redis_int(lua_State *L, const char *name, long long def,
+                           long long lo, long long hi, const char *rule) {
+  long long v = def;
+  lua_getfield(L, 1, name);
+  if (!lua_isnil(L, -1) &&
+      (!psk_tointegral(L, -1, &v) || v < lo || v > hi))
+    redis_bad(L, name, rule);
+  lua_pop(L, 1);
+  return v;
+}
+
+/* t[name] as a string of 1..max bytes without control bytes, or def. */
+static const char *redis_str(lua_State *L, const char *name, const char *def,
+                             size_t max, const char *rule) {
+  const char *s;
+  size_t n, i;
+  lua_getfield(L, 1, name);
+  if (lua_isnil(L, -1)) {
+    lua_pop(L, 1);
+    return def;
+  }
+  if (lua_type(L, -1) != LUA_TSTRING) redis_bad(L, name, rule);
+  s = lua_tolstring(L, -1, &n);
+  if (n == 0 || n > max) redis_bad(L, name, rule);
+  for (i = 0; i < n; i++)
+    if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f) redis_bad(L, name, rule);
+  lua_pop(L, 1); /* still referenced by the table */
+  return s;
+}
+
+/* periskope.limiter.redis{ host, port, password, db, prefix, timeout } */
+static int lim_redis(lua_State *L) {
+  const char *host, *password, *prefix;
+  long long port, db;
+  double timeout = 1;
+  psk_limiter *lim;
+  if (lua_isnoneornil(L, 1)) {
+    lua_settop(L, 0);
+    lua_newtable(L);
+  }
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 1);
+  lua_pushnil(L);
+  while (lua_next(L, 1)) {
+    int i, known = 0;
+    lua_pop(L, 1);
+    if (lua_type(L, -1) == LUA_TSTRING)
+      for (i = 0; redis_fields[i]; i++)
+        if (strcmp(lua_tostring(L, -1), redis_fields[i]) == 0) known = 1;
+    if (!known)
+      return luaL_argerror(
+          L, 1,
+          lua_type(L, -1) == LUA_TSTRING
+              ? lua_pushfstring(L, "unknown option '%s' (host, port, password, "
+                                   "db, prefix, timeout)",
+                                lua_tostring(L, -1))
+              : "option names must be strings");
+  }
+  host = redis_str(L, "host", "127.0.0.1", 255,
+                   "must be a host name or address");
+  port = redis_int(L, "port", 6379, 1, 65535,
+                   "must be an integer from 1 to 65535");
+  password = redis_str(L, "password", NULL, 512,
+                       "must be a non-empty string without control bytes");
+  db = redis_int(L, "db", 0, 0, 1 << 20, "must be an integer >= 0");
+  prefix = redis_str(L, "prefix", "periskope:", LPACE_PREFIX_MAX,
+                     "must be a string of 1 to 64 bytes without control bytes");
+  lua_getfield(L, 1, "timeout");
+  if (!lua_isnil(L, -1)) {
+    if (lua_type(L, -1) != LUA_TNUMBER || !(lua_tonumber(L, -1) > 0) ||
+        lua_tonumber(L, -1) > 60)
+      redis_bad(L, "timeout", "must be a number of seconds > 0 and <= 60");
+    timeout = (double)lua_tonumber(L, -1);
+  }
+  lua_pop(L, 1);
+  lim = new_limiter(L, LIM_REDIS);
+  snprintf(lim->prefix, sizeof lim->prefix, "%s", prefix);
+  snprintf(lim->where, sizeof lim->where, "redis %.64s:%d", host, (int)port);
+  lim->redis = psk_redis_new(host, (int)port, password, (int)db, timeout);
+  if (!lim->redis) return luaL_error(L, "periskope: out of memory");
+  return 1;
+}
+
+static int lim_gc(lua_State *L) {
+  psk_limiter *lim = luaL_checkudata(L, 1, LIMITER_MT);
+  psk_redis_free(lim->redis);
+  lim->redis = NULL;
+  return 0;
+}
+
+static int lim_tostring(lua_State *L) {
+  psk_limiter *lim = luaL_checkudata(L, 1, LIMITER_MT);
+  lua_pushfstring(L, "periskope.limiter (%s)", lim->where);
+  return 1;
+}
+
+void lpace_open(lua_State *L) {
+  static const luaL_Reg meta[] = {
+      {"__gc", lim_gc}, {"__tostring", lim_tostring}, {NULL, NULL}};
+  static const luaL_Reg funcs[] = {{"shared_dict", lim_shared_dict},
+                                   {"redis", lim_redis},
+                                   {NULL, NULL}};
+  if (luaL_newmetatable(L, LIMITER_MT)) {
+    psk_setfuncs(L, meta, 0);
+    lua_pushliteral(L, "periskope.limiter");
+    lua_setfield(L, -2, "__metatable");
+  }
+  lua_pop(L, 1);
+  lua_createtable(L, 0, 2);
+  psk_setfuncs(L, funcs, 0);
+}

@@ -1,0 +1,89 @@
+/*
+ * psk_pace: rate-limit pacing, with neither Lua nor libcurl nor a store.
+ *
+ * A psk_budget is what the X-RateLimit-* headers say about the current
+ * window, on the server's clock: when it ends, how many requests it allows
+ * and how many were counted against it. The same few operations serve
+ * every store: a client keeps its budget in memory; the shared stores
+ * (an nginx shared dictionary, Redis) keep it as a short text, read it,
+ * run the same operation and write it back in one atomic step.
+ *
+ * A psk_clock turns local time into the server's, from the Date headers.
+ */
+#ifndef PSK_PACE_H
+#define PSK_PACE_H
+
+#include <stddef.h>
+
+typedef struct psk_budget {
+  int learned;        /* an answer has come: the rest means something */
+  int unlimited;      /* the server sends no rate-limit headers */
+  long long reset;    /* server epoch second the window ends; 0: unknown */
+  long long prev;     /* the end of the window before (0: none seen) */
+  long long limit;    /* X-RateLimit-Limit, or -1 */
+  long long cap;      /* requests this window allows */
+  long long taken;    /* requests counted against this window */
+  long long inflight; /* requests started and not yet settled */
+  double lease;       /* server time after which in-flight ones are void */
+} psk_budget;
+
+void psk_budget_init(psk_budget *b);
+
+/* One more request wants to start at server time `now`. Returns 0 when it
+   may (and counts it), > 0 the seconds until the window resets, < 0 when
+   only an answer still in flight can tell (ask again shortly). The very
+   first request goes alone, to learn the budget. `lease`: seconds after
+   which a request that was never settled (its process died) stops
+   counting as in flight. force: it starts anyway (its wait was longer
+   than the caller may wait) and is counted; returns 0.
+   probe: half the caller's clock uncertainty (psk_clock_probe), or 0. When
+   > 0 and this would be the window's last slot, the slot is held until
+   `probe` before the window's last whole second, if that comes within
+   PSK_PROBE_HOLD s: its answer's Date then halves the uncertainty, and
+   the window is no less used. */
+#define PSK_PROBE_HOLD 1.5
+double psk_budget_take(psk_budget *b, double now, double lease, int force,
+                       double probe);
+
+/* A request that took a slot has ended. answered: a response came, with
+   its X-RateLimit-Limit, -Remaining and -Reset (each -1 when absent or not
+   an integer). Answers may come out of order and from other processes. */
+void psk_budget_settle(psk_budget *b, int answered, long long limit,
+                       long long remaining, long long reset);
+
+/* The budget as text for a shared store (at most PSK_BUDGET_TEXT bytes
+   with the NUL), and back. decode returns 0 on success; on text it does
+   not recognise it returns -1 and leaves a fresh budget. */
+#define PSK_BUDGET_TEXT 128
+size_t psk_budget_encode(const psk_budget *b, char *out);
+int psk_budget_decode(psk_budget *b, const char *text, size_t len);
+
+/* Server clock = local clock + offset. An answer's Date is the server's
+   whole second, floored, taken between the request's sending and the
+   answer's reading: offset >= Date - received and < Date + 1 - sent. The
+   clock keeps the tightest bounds seen and runs on the lower one, so a
+   wait for a reset is never cut short; answers at varied fractions of a
+   second (see probe in psk_budget_take) narrow the gap. */
+typedef struct psk_clock {
+  int known;
+  double offset; /* lower bound: the clock in use */
+  double upper;  /* upper bound */
+} psk_clock;
+
+/* date: the answer's Date (epoch), or < 0; sent, received: local times. */
+void psk_clock_learn(psk_clock *k, double date, double sent, double received);
+double psk_clock_server(const psk_clock *k, double local_now);
+/* Half the width of the offset's bounds when a probe would narrow it
+   usefully, else 0. */
+double psk_clock_probe(const psk_clock *k);
+
+/* SHA-256 of data, as 64 lower-case hex digits and a NUL. */
+void psk_sha256_hex(const void *data, size_t len, char out[65]);
+
+/* The name a budget is stored under for an API key: prefix followed by the
+   hex SHA-256 of the key (the key itself is never stored). Returns the
+   length written, or 0 when it does not fit in n bytes with its NUL. */
+size_t psk_budget_name(const char *prefix, const char *api_key, char *out,
+                       size_t n);
+
+#endif
