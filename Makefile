@@ -4,6 +4,7 @@
 #   make LUA=lua5.1           another Lua, by pkg-config name (lua5.1 ... lua5.4, luajit)
 #   make test                 busted specs against the built module
 #   make test-all             the specs under lua5.1, lua5.2, lua5.3, lua5.4 and luajit
+#   make test-contention      shared pacing: many nginx workers and processes, one budget
 #   make check-core           the pure C core's own tests, under ASan/UBSan
 #   make check-valgrind       1,000 pins under valgrind memcheck
 #   make demo                 pin through the bundled local Periskope server
@@ -54,7 +55,7 @@ BUSTED ?= /usr/bin/busted
 
 LUAS := lua5.1 lua5.2 lua5.3 lua5.4 luajit
 
-.PHONY: all test test-all check-core check-valgrind demo install clean
+.PHONY: all test test-all test-contention check-core check-valgrind demo install clean
 
 all: $(SO)
 
@@ -70,6 +71,12 @@ $(SO): $(OBJ)
 
 test: $(SO)
 	PERISKOPE_CPATH="$(CURDIR)/$(BUILD)/?.so" PERISKOPE_LUA=$(LUA_BIN) $(LUA_BIN) $(BUSTED) $(BUSTED_ARGS)
+
+# Shared pacing under contention (spec/contention_spec.lua, tag "contention",
+# left out of `make test`): nginx workers, Lua 5.4 and LuaJIT processes and
+# the Redis they share each run their own build, whatever LUA is.
+test-contention: $(SO)
+	PERISKOPE_CPATH="$(CURDIR)/$(BUILD)/?.so" PERISKOPE_LUA=$(LUA_BIN) $(LUA_BIN) $(BUSTED) --run=contention $(BUSTED_ARGS)
 
 # Each interpreter builds its own module in build/<lua>/ and runs every spec.
 test-all:

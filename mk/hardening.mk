@@ -115,10 +115,10 @@ HARDEN_UBSAN_OPTIONS := print_stacktrace=1:halt_on_error=1
 $(HARDEN_ASAN_BUILD)/%.o: src/%.c src/*.h
 	@mkdir -p $(@D)
 	$(HARDEN_ASAN_CC) -std=c99 -fPIC -fvisibility=hidden $(WARN) $(HARDEN_ASAN_FLAGS) \
-	  $(LUA_CFLAGS) $(CURL_CFLAGS) -c $< -o $@
+	  $(LUA_CFLAGS) $(CURL_CFLAGS) $(HIREDIS_CFLAGS) -c $< -o $@
 
 $(HARDEN_ASAN_SO): $(HARDEN_ASAN_OBJ)
-	$(HARDEN_ASAN_CC) -shared $(HARDEN_ASAN_FLAGS) -o $@ $(HARDEN_ASAN_OBJ) $(CURL_LIBS)
+	$(HARDEN_ASAN_CC) -shared $(HARDEN_ASAN_FLAGS) -o $@ $(HARDEN_ASAN_OBJ) $(CURL_LIBS) $(HIREDIS_LIBS)
 
 $(HARDEN_ASAN_UNPRELOAD): test/asan_unpreload.c
 	@mkdir -p $(@D)

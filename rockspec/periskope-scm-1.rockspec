@@ -13,8 +13,9 @@ description = {
   detailed = [[
     A Lua module written in C (libcurl transport) for the Periskope REST
     API's Pin Message operation: retries with Retry-After and rate-limit
-    waits, reused connections, a sans-I/O request builder and response
-    reader. Loads in Lua 5.1 to 5.4 and LuaJIT.
+    waits, reused connections, pacing shared across processes through an
+    nginx shared dictionary or Redis (hiredis), a sans-I/O request builder
+    and response reader. Loads in Lua 5.1 to 5.4 and LuaJIT.
   ]],
   license = "MIT",
 }
@@ -30,6 +31,11 @@ external_dependencies = {
     -- include directory that the compiler searches but LuaRocks does not.
     library = "curl",
   },
+  HIREDIS = {
+    -- Shared pacing through Redis (periskope.limiter.redis).
+    header = "hiredis/hiredis.h",
+    library = "hiredis",
+  },
 }
 
 build = {
@@ -42,13 +48,16 @@ build = {
       sources = {
         "src/psk_buf.c",
         "src/psk_core.c",
+        "src/psk_pace.c",
         "src/psk_http.c",
+        "src/psk_redis.c",
+        "src/lpace.c",
         "src/lperiskope.c",
       },
       defines = { "_POSIX_C_SOURCE=200809L" },
-      libraries = { "curl" },
-      incdirs = { "$(CURL_INCDIR)" },
-      libdirs = { "$(CURL_LIBDIR)" },
+      libraries = { "curl", "hiredis" },
+      incdirs = { "$(CURL_INCDIR)", "$(HIREDIS_INCDIR)" },
+      libdirs = { "$(CURL_LIBDIR)", "$(HIREDIS_LIBDIR)" },
     },
   },
 }

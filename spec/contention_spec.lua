@@ -144,6 +144,12 @@ describe("shared pacing under contention #contention", function()
     return result
   end
 
+  it("runs the files the README quotes", function()
+    for _, file in ipairs { "nginx_dict.conf", "server.conf", "nginx_redis.conf", "batch.lua" } do
+      assert.is_true(hosts.readme_quotes(EX .. file), file)
+    end
+  end)
+
   it("4 nginx workers on one shared_dict: 100 pins, no 429, near the ideal time", function()
     local r = dict_run(example("nginx_dict.conf"))
     report("shared_dict, 4 workers", r)

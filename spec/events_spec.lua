@@ -435,6 +435,10 @@ describe("on_event", function()
         run = function(c) c:pin { message_id = "m" }; return c:pin { message_id = "n" } end },
       { name = "pin_many", script = {},
         run = function(c) return c:pin_many(list(3)) end },
+      -- Nothing listens on port 1: the shared store fails, the pin goes on.
+      { name = "limiter", script = {},
+        opts = { limiter = periskope.limiter.redis { port = 1, timeout = 0.2 } },
+        run = function(c) return c:pin { message_id = "m" } end },
     }
 
     it("is in no event of any type", function()
@@ -454,7 +458,7 @@ describe("on_event", function()
         c:close()
       end
       -- Every type and reason was walked.
-      for _, kind in ipairs { "request", "response", "failure", "wait" } do
+      for _, kind in ipairs { "request", "response", "failure", "wait", "limiter" } do
         assert.truthy(#only(all, kind) > 0, kind)
       end
       for _, reason in ipairs { "retry-after", "rate-limit", "backoff" } do
@@ -480,15 +484,17 @@ describe("on_event", function()
           backoff = 'c:pin { message_id = "m" }',
           ["rate-limit"] = 'c:pin { message_id = "m" }; c:pin { message_id = "n" }',
           pin_many = 'c:pin_many { { message_id = "a" }, { message_id = "b" }, { message_id = "c" } }',
+          limiter = 'c:pin { message_id = "m" }',
         })[sc.name]
+        local limiter = sc.name == "limiter" and ", limiter = p.limiter.redis { port = 1, timeout = 0.2 }" or ""
         f:write(([[
           package.cpath = %q .. ";" .. package.cpath
           local p = require "periskope"
-          local c = p.new { api_key = %q, base_url = %q, phone = "1234567", retries = %d }
+          local c = p.new { api_key = %q, base_url = %q, phone = "1234567", retries = %d%s }
           %s
           io.stdout:write(tostring(c), "\n")
         ]]):format(os.getenv("PERISKOPE_CPATH") or "", SENTINEL, srv.base_url,
-          (sc.opts and sc.opts.retries) or 2, body))
+          (sc.opts and sc.opts.retries) or 2, limiter, body))
         f:close()
         local out, code = server.sh("PERISKOPE_DEBUG=1 " .. server.quote(util.lua_bin()) .. " "
           .. server.quote(script) .. " 2>&1")
@@ -503,6 +509,7 @@ describe("on_event", function()
           backoff = "reason=backoff",
           ["rate-limit"] = "reason=rate-limit",
           pin_many = "periskope: response attempt=1 status=204",
+          limiter = "periskope: limiter error=periskope: redis 127.0.0.1:1: ",
         })[sc.name]
         assert.truthy(out:find(want, 1, true), sc.name .. ": " .. out)
         if sc.name ~= "failure" then

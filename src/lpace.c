@@ -38,6 +38,15 @@ typedef struct psk_limiter {
 } psk_limiter;
 
 void lpace_apply(psk_budget *b, lpace_op *op) {
+  /* A store that lost its budget (or never had one) starts from what this
+     process has learned, rather than send a request to find out. */
+  if (!b->learned && op->seed && op->seed->learned) {
+    long long inflight = b->inflight;
+    double lease = b->lease;
+    *b = *op->seed;
+    b->inflight = inflight;
+    b->lease = lease;
+  }
   if (op->settle)
     psk_budget_settle(b, op->answered, op->limit, op->remaining, op->reset);
   else
@@ -90,7 +99,7 @@ static void dict_refused(lua_State *L, int res, const char *method, char *err,
 
 static int dict_run(lua_State *L, int lim, const char *name, lpace_op *op,
                     double local_now, char *err, size_t err_cap) {
-  char lock[LPACE_NAME_MAX + 8], out[PSK_BUDGET_TEXT];
+  char lock[LPACE_NAME_MAX + 8];
   double deadline = local_now + LOCK_WAIT;
   int dict, base, rc = LPACE_OK;
   psk_getuvtable(L, lim);
@@ -125,6 +134,7 @@ static int dict_run(lua_State *L, int lim, const char *name, lpace_op *op,
   if (dict_call(L, dict, "get", name, NULL, 0, err, err_cap) != 0) {
     rc = LPACE_FAILED;
   } else {
+    char out[PSK_BUDGET_TEXT];
     size_t len = 0;
     const char *cur = lua_type(L, base + 1) == LUA_TSTRING
                           ? lua_tolstring(L, base + 1, &len)
@@ -190,13 +200,13 @@ static int redis_run(psk_limiter *lim, const char *name, lpace_op *op,
 int lpace_run(lua_State *L, int idx, const char *name, lpace_op *op,
               double local_now, char *err, size_t err_cap) {
   psk_limiter *lim = lpace_test(L, idx);
-  int rc;
   if (!lim) return LPACE_RESTING;
   if (lim->kind == LIM_REDIS) {
     char raw[256];
-    rc = redis_run(lim, name, op, local_now, raw, sizeof raw);
+    int rc = redis_run(lim, name, op, local_now, raw, sizeof raw);
     if (rc == LPACE_FAILED)
-      snprintf(err, err_cap, "%s%s", strncmp(raw, "periskope: ", 11) ? "periskope: " : "", raw);
+      snprintf(err, err_cap, "%s%s",
+               strncmp(raw, "periskope: ", 11) ? "periskope: " : "", raw);
     return rc;
   }
   return dict_run(L, psk_absindex(L, idx), name, op, local_now, err, err_cap);
@@ -313,11 +323,13 @@ static int lim_redis(lua_State *L) {
   lua_settop(L, 1);
   lua_pushnil(L);
   while (lua_next(L, 1)) {
-    int i, known = 0;
+    int known = 0;
     lua_pop(L, 1);
-    if (lua_type(L, -1) == LUA_TSTRING)
+    if (lua_type(L, -1) == LUA_TSTRING) {
+      int i;
       for (i = 0; redis_fields[i]; i++)
         if (strcmp(lua_tostring(L, -1), redis_fields[i]) == 0) known = 1;
+    }
     if (!known)
       return luaL_argerror(
           L, 1,

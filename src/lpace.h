@@ -20,6 +20,8 @@ typedef struct lpace_op {
   double lease;  /* take: seconds a slot counts as in flight at most */
   int force;     /* take: count it even past the budget */
   double probe;  /* take: psk_clock_probe of the taker's clock */
+  const psk_budget *seed; /* what the taker knows, for a store that knows
+                             nothing yet (new, flushed, restarted) */
   int answered;  /* settle: a response came, with these (-1: absent) */
   long long limit, remaining, reset;
   double delay;  /* take: the answer (see psk_budget_take) */

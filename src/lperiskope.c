@@ -964,6 +964,7 @@ static double pace_take(lua_State *L, Client *c, int ud, int many, int force,
   op.lease = c->cfg.timeout + c->cfg.connect_timeout;
   op.force = force;
   op.probe = psk_clock_probe(&c->clock);
+  op.seed = &c->budget;
   *shared = pace_shared(L, c, ud, many, &op);
   if (*shared) return op.delay;
   return psk_budget_take(&c->budget, op.now, op.lease, force, op.probe);

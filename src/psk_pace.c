@@ -1,6 +1,7 @@
 /* psk_pace: see psk_pace.h. */
 #include "psk_pace.h"
 
+#include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -89,22 +90,41 @@ size_t psk_budget_encode(const psk_budget *b, char *out) {
   return n > 0 && n < PSK_BUDGET_TEXT ? (size_t)n : 0;
 }
 
+/* " <integer>" at *p; advances past it. */
+static int read_int(const char **p, long long *v) {
+  char *end;
+  if (**p != ' ') return -1;
+  (*p)++;
+  errno = 0;
+  *v = strtoll(*p, &end, 10);
+  if (end == *p || errno) return -1;
+  *p = end;
+  return 0;
+}
+
 int psk_budget_decode(psk_budget *b, const char *text, size_t len) {
-  char buf[PSK_BUDGET_TEXT], tail;
+  char buf[PSK_BUDGET_TEXT], *end;
+  const char *p = buf + 2;
+  long long learned, unlimited;
   psk_budget d;
   psk_budget_init(b);
-  if (len == 0 || len >= sizeof buf) return -1;
+  if (len < 2 || len >= sizeof buf || memcmp(text, "p1", 2) != 0) return -1;
   memcpy(buf, text, len);
   buf[len] = '\0';
-  if (sscanf(buf, "p1 %d %d %lld %lld %lld %lld %lld %lld %lf%c", &d.learned,
-             &d.unlimited, &d.prev, &d.reset, &d.limit, &d.cap, &d.taken,
-             &d.inflight, &d.lease, &tail) != 9)
+  if (read_int(&p, &learned) || read_int(&p, &unlimited) ||
+      read_int(&p, &d.prev) || read_int(&p, &d.reset) ||
+      read_int(&p, &d.limit) || read_int(&p, &d.cap) ||
+      read_int(&p, &d.taken) || read_int(&p, &d.inflight) || *p != ' ')
     return -1;
-  if ((d.learned != 0 && d.learned != 1) ||
-      (d.unlimited != 0 && d.unlimited != 1) || d.prev < 0 || d.reset < 0 ||
-      d.limit < -1 || d.cap < 0 || d.taken < 0 || d.inflight < 0 ||
-      !(d.lease >= 0 && d.lease < 1e12))
+  errno = 0;
+  d.lease = strtod(p + 1, &end);
+  if (end == p + 1 || *end != '\0' || errno) return -1;
+  if ((learned != 0 && learned != 1) || (unlimited != 0 && unlimited != 1) ||
+      d.prev < 0 || d.reset < 0 || d.limit < -1 || d.cap < 0 || d.taken < 0 ||
+      d.inflight < 0 || !(d.lease >= 0 && d.lease < 1e12))
     return -1;
+  d.learned = (int)learned;
+  d.unlimited = (int)unlimited;
   *b = d;
   return 0;
 }
@@ -163,7 +183,7 @@ static const uint32_t K256[64] = {
 #define ROR(x, n) (((x) >> (n)) | ((x) << (32 - (n))))
 
 static void sha256_block(uint32_t h[8], const unsigned char *p) {
-  uint32_t w[64], v[8], t1, t2;
+  uint32_t w[64], v[8];
   int i;
   for (i = 0; i < 16; i++)
     w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 |
@@ -175,10 +195,10 @@ static void sha256_block(uint32_t h[8], const unsigned char *p) {
   }
   memcpy(v, h, sizeof v);
   for (i = 0; i < 64; i++) {
-    t1 = v[7] + (ROR(v[4], 6) ^ ROR(v[4], 11) ^ ROR(v[4], 25)) +
-         ((v[4] & v[5]) ^ (~v[4] & v[6])) + K256[i] + w[i];
-    t2 = (ROR(v[0], 2) ^ ROR(v[0], 13) ^ ROR(v[0], 22)) +
-         ((v[0] & v[1]) ^ (v[0] & v[2]) ^ (v[1] & v[2]));
+    uint32_t t1 = v[7] + (ROR(v[4], 6) ^ ROR(v[4], 11) ^ ROR(v[4], 25)) +
+                  ((v[4] & v[5]) ^ (~v[4] & v[6])) + K256[i] + w[i];
+    uint32_t t2 = (ROR(v[0], 2) ^ ROR(v[0], 13) ^ ROR(v[0], 22)) +
+                  ((v[0] & v[1]) ^ (v[0] & v[2]) ^ (v[1] & v[2]));
     memmove(v + 1, v, 7 * sizeof v[0]);
     v[4] += t1;
     v[0] = t1 + t2;
@@ -217,7 +237,6 @@ size_t psk_budget_name(const char *prefix, const char *api_key, char *out,
   size_t plen = strlen(prefix);
   if (plen + 64 + 1 > n) return 0;
   psk_sha256_hex(api_key, strlen(api_key), hex);
-  memcpy(out, prefix, plen);
-  memcpy(out + plen, hex, 65);
+  snprintf(out, n, "%s%s", prefix, hex);
   return plen + 64;
 }

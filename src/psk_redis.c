@@ -2,7 +2,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "psk_redis.h"
 
-#include <hiredis.h>
+#include <hiredis/hiredis.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -124,7 +124,6 @@ static int load_script(psk_redis *r, char *err, size_t err_cap) {
 }
 
 static int connect_now(psk_redis *r, char *err, size_t err_cap) {
-  char db[24];
   r->ctx = redisConnectWithTimeout(r->host, r->port, tv_of(r->timeout));
   if (!r->ctx || r->ctx->err) {
     snprintf(err, err_cap, "redis %s:%d: %s", r->host, r->port,
@@ -145,6 +144,7 @@ static int connect_now(psk_redis *r, char *err, size_t err_cap) {
     if (command_ok(r, 2, argv, lens, "AUTH", err, err_cap) != 0) return -1;
   }
   if (r->db) {
+    char db[24];
     const char *argv[2] = {"SELECT", db};
     size_t lens[2] = {6, 0};
     lens[1] = (size_t)snprintf(db, sizeof db, "%d", r->db);
@@ -190,7 +190,6 @@ static int cas(psk_redis *r, const char *name, const char *expected,
   char ttl[24];
   const char *argv[7];
   size_t lens[7];
-  redisReply *rep;
   int tries, result = PSK_REDIS_FAILED;
   argv[0] = "EVALSHA";
   argv[2] = "1";
@@ -208,7 +207,7 @@ static int cas(psk_redis *r, const char *name, const char *expected,
     if (!r->ctx && connect_now(r, err, err_cap) != 0) return PSK_REDIS_FAILED;
     argv[1] = r->sha;
     lens[1] = strlen(r->sha);
-    rep = command(r, 7, argv, lens, err, err_cap);
+    redisReply *rep = command(r, 7, argv, lens, err, err_cap);
     if (!rep) return PSK_REDIS_FAILED;
     if (rep->type == REDIS_REPLY_ERROR && rep->str &&
         strncmp(rep->str, "NOSCRIPT", 8) == 0) {
