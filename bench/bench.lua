@@ -723,7 +723,8 @@ local function callgrind(srv, ua)
   local watch = {
     "client_pin", "do_pin", "build_request", "check_pin_args", "psk_request_build",
     "psk_http_perform", "prepare", "header_list", "take_reply", "push_head", "push_result",
-    "push_rate_limit", "psk_parse_http_date", "psk_pacer_learn", "curl_easy_perform",
+    "push_rate_limit", "psk_parse_http_date", "pace_take", "psk_budget_take",
+    "pace_settle", "psk_budget_settle", "psk_clock_learn", "curl_easy_perform",
     "curl_easy_setopt", "curl_slist_append", "curl_slist_free_all", "curl_easy_getinfo",
     "curl_url_set", "curl_url_get", "curl_maprintf", "curl_mvaprintf", "curl_msnprintf",
     "getenv", "curl_getenv", "on_header", "on_body", "luaH_resize", "luaC_step",

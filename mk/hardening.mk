@@ -26,7 +26,7 @@
 
 FUZZ_CC ?= clang
 FUZZ_SECONDS ?= 20
-FUZZ_HARNESSES := request headers retry
+FUZZ_HARNESSES := request headers retry pace
 FUZZ_DIR := build/fuzz
 FUZZ_BINS := $(FUZZ_HARNESSES:%=$(FUZZ_DIR)/fuzz_%)
 # -fno-sanitize-recover: a UBSan finding must stop the run and save the
@@ -41,6 +41,7 @@ FUZZ_CORE_SRC ?= $(CORE_SRC)
 FUZZ_MAX_LEN_request := 8192
 FUZZ_MAX_LEN_headers := 4096
 FUZZ_MAX_LEN_retry := 512
+FUZZ_MAX_LEN_pace := 1024
 
 fuzz-build: $(FUZZ_BINS)
 

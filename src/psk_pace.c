@@ -90,6 +90,8 @@ size_t psk_budget_encode(const psk_budget *b, char *out) {
   return n > 0 && n < PSK_BUDGET_TEXT ? (size_t)n : 0;
 }
 
+#define PSK_PACE_MAX 1000000000000000LL /* 1e15 */
+
 /* " <integer>" at *p; advances past it. */
 static int read_int(const char **p, long long *v) {
   char *end;
@@ -119,9 +121,13 @@ int psk_budget_decode(psk_budget *b, const char *text, size_t len) {
   errno = 0;
   d.lease = strtod(p + 1, &end);
   if (end == p + 1 || *end != '\0' || errno) return -1;
+  /* Bounds far past any real budget, so that no count can overflow. */
   if ((learned != 0 && learned != 1) || (unlimited != 0 && unlimited != 1) ||
-      d.prev < 0 || d.reset < 0 || d.limit < -1 || d.cap < 0 || d.taken < 0 ||
-      d.inflight < 0 || !(d.lease >= 0 && d.lease < 1e12))
+      d.prev < 0 || d.prev > PSK_PACE_MAX || d.reset < 0 ||
+      d.reset > PSK_PACE_MAX || d.limit < -1 || d.limit > PSK_PACE_MAX ||
+      d.cap < 0 || d.cap > PSK_PACE_MAX || d.taken < 0 ||
+      d.taken > PSK_PACE_MAX || d.inflight < 0 || d.inflight > PSK_PACE_MAX ||
+      !(d.lease >= 0 && d.lease < 1e12))
     return -1;
   d.learned = (int)learned;
   d.unlimited = (int)unlimited;

@@ -1,0 +1,123 @@
+/*
+ * fuzz_pace: the pacing budget as a shared store hands it over (any
+ * bytes), then any sequence of takes and settles, the clock, and SHA-256.
+ *
+ * Input: text up to the first '\n' is a stored budget for
+ * psk_budget_decode; the rest drives operations, 12 bytes each: an opcode
+ * byte (take, forced take, settle with an answer, settle without one,
+ * clock sample), then bytes that make times, counts and header values,
+ * including absent (-1) and absurd ones.
+ *
+ * Invariants: text that decodes re-encodes to text that decodes to the
+ * same budget (text is what stores keep); counts never go negative; a
+ * take that returns 0 counted exactly one request; a wait is finite, and
+ * > 0 only with a known reset (at most the time to it, or the probe
+ * hold); the budget always encodes within PSK_BUDGET_TEXT; the clock's
+ * lower bound never passes its upper one; SHA-256 gives 64 hex digits,
+ * the same for the same input.
+ */
+#include <math.h>
+
+#include "fuzz.h"
+#include "psk_pace.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static int same(const psk_budget *a, const psk_budget *b) {
+  return a->learned == b->learned && a->unlimited == b->unlimited &&
+         a->reset == b->reset && a->prev == b->prev && a->limit == b->limit &&
+         a->cap == b->cap && a->taken == b->taken &&
+         a->inflight == b->inflight && fabs(a->lease - b->lease) < 0.0006;
+}
+
+/* Text round trip: encode, decode, encode again gives the same text. */
+static void round_trip(const psk_budget *b) {
+  char t1[PSK_BUDGET_TEXT], t2[PSK_BUDGET_TEXT];
+  psk_budget d;
+  size_t n = psk_budget_encode(b, t1);
+  FUZZ_CHECK(n > 0 && n < PSK_BUDGET_TEXT && strlen(t1) == n);
+  FUZZ_CHECK(psk_budget_decode(&d, t1, n) == 0);
+  FUZZ_CHECK(same(b, &d));
+  FUZZ_CHECK(psk_budget_encode(&d, t2) == n && memcmp(t1, t2, n) == 0);
+}
+
+/* A header value from two bytes: absent, small, or large. */
+static long long header_value(uint8_t a, uint8_t b) {
+  switch (a & 3) {
+  case 0: return -1;
+  case 1: return b % 16;
+  case 2: return (long long)b * 1000;
+  default: return 1800000000LL + b;
+  }
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+  psk_budget b;
+  psk_clock k = {0, 0, 0};
+  const uint8_t *nl = memchr(data, '\n', size);
+  size_t tlen = nl ? (size_t)(nl - data) : size, i;
+  char hex[65], hex2[65];
+
+  psk_sha256_hex(data, size, hex);
+  psk_sha256_hex(data, size, hex2);
+  FUZZ_CHECK(strlen(hex) == 64 && strcmp(hex, hex2) == 0);
+  for (i = 0; i < 64; i++) FUZZ_CHECK(strchr("0123456789abcdef", hex[i]));
+
+  if (psk_budget_decode(&b, (const char *)data, tlen) == 0) {
+    round_trip(&b);
+  } else {
+    psk_budget fresh;
+    psk_budget_init(&fresh);
+    FUZZ_CHECK(same(&b, &fresh));
+  }
+  if (!nl) return 0;
+
+  for (i = tlen + 1; i + 12 <= size; i += 12) {
+    const uint8_t *p = data + i;
+    /* Server time near 1.8e9 (or, rarely, near 0), with millisecond steps. */
+    double now = (p[1] & 0x80 ? 1800000000.0 : 0.0) +
+                 (double)((p[1] & 0x7f) << 8 | p[2]) / 16.0;
+    double lease = (double)p[3] / 4.0, probe = (double)(p[4] % 64) / 100.0;
+    long long taken = b.taken, inflight = b.inflight;
+    switch (p[0] % 5) {
+    case 0:
+    case 1: {
+      int force = p[0] % 5 == 1;
+      double d = psk_budget_take(&b, now, lease, force, probe);
+      FUZZ_CHECK(isfinite(d));
+      if (force) FUZZ_CHECK(d == 0);
+      if (d == 0) {
+        FUZZ_CHECK(b.inflight >= 1);
+        FUZZ_CHECK(b.taken >= 1);
+      } else {
+        /* Nothing counted, whatever the rollover did. */
+        FUZZ_CHECK(b.taken <= taken || b.taken <= inflight);
+        if (d > 0) {
+          FUZZ_CHECK(b.reset > 0);
+          FUZZ_CHECK(d <= (double)b.reset - now + 1e-6 ||
+                     d <= PSK_PROBE_HOLD + 1e-6);
+        }
+      }
+      break;
+    }
+    case 2:
+    case 3:
+      psk_budget_settle(&b, p[0] % 5 == 2, header_value(p[5], p[6]),
+                        header_value(p[7], p[8]), header_value(p[9], p[10]));
+      FUZZ_CHECK(b.inflight == (inflight > 0 ? inflight - 1 : 0));
+      break;
+    default: {
+      double date = header_value(p[5], p[6]);
+      double sent = now - (double)p[7] / 10.0, received = now;
+      psk_clock_learn(&k, date, sent, received);
+      FUZZ_CHECK(!k.known || k.offset <= k.upper);
+      FUZZ_CHECK(psk_clock_probe(&k) >= 0 && psk_clock_probe(&k) <= 0.5);
+      break;
+    }
+    }
+    FUZZ_CHECK(b.taken >= 0 && b.inflight >= 0 && b.cap >= 0);
+    FUZZ_CHECK(b.learned == 0 || b.learned == 1);
+    round_trip(&b);
+  }
+  return 0;
+}
