@@ -17,14 +17,7 @@ local function recorder()
   return function(ev) evs[#evs + 1] = ev end, evs
 end
 
--- The events of a given type (and wait reason), in order.
-local function only(evs, type, reason)
-  local out = {}
-  for _, ev in ipairs(evs) do
-    if ev.type == type and (not reason or ev.reason == reason) then out[#out + 1] = ev end
-  end
-  return out
-end
+local only = util.of_type
 
 local function list(n)
   local l = {}

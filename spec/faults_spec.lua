@@ -25,14 +25,7 @@ local function big_lines(n, size)
   return lines
 end
 
--- The events of one type.
-local function of_type(events, t)
-  local out = {}
-  for _, ev in ipairs(events) do
-    if ev.type == t then out[#out + 1] = ev end
-  end
-  return out
-end
+local of_type = util.of_type
 
 describe("faults", function()
   local srv

@@ -47,13 +47,7 @@ local function recorder()
   return events, function(ev) events[#events + 1] = ev end
 end
 
-local function of_type(events, t)
-  local out = {}
-  for _, ev in ipairs(events) do
-    if ev.type == t then out[#out + 1] = ev end
-  end
-  return out
-end
+local of_type = util.of_type
 
 describe("periskope.limiter", function()
   describe("constructors and the limiter option", function()

@@ -39,6 +39,15 @@ function util.gaps(reqs)
   return out
 end
 
+-- The events of one type (and, for waits, one reason), in order.
+function util.of_type(events, t, reason)
+  local out = {}
+  for _, ev in ipairs(events) do
+    if ev.type == t and (not reason or ev.reason == reason) then out[#out + 1] = ev end
+  end
+  return out
+end
+
 -- An HTTP date for epoch seconds t.
 function util.http_date(t)
   return os.date("!%a, %d %b %Y %H:%M:%S GMT", t)
