@@ -13,11 +13,14 @@
 
 /* Compare-and-set, run by Redis as one atomic step. KEYS[1]: the budget;
    ARGV: the value read (or ""), the value to store, its lifetime in ms.
-   Returns 1 when stored, else the value stored now (or ""). */
+   Returns {1} when the value was the one read (and is now the new one:
+   unchanged values are not written again), else {0, the value now}. */
 static const char CAS_SCRIPT[] =
     "local cur = redis.call('GET', KEYS[1]) or ''\n"
     "if cur ~= ARGV[1] then return {0, cur} end\n"
-    "redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])\n"
+    "if ARGV[2] ~= cur then\n"
+    "  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])\n"
+    "end\n"
     "return {1}\n";
 
 struct psk_redis {
