@@ -90,6 +90,15 @@ describe("periskope.limiter", function()
       periskope.configure {}
     end)
 
+    it("never echoes a number given as a password or an API key", function()
+      local err = util.raises(function() periskope.limiter.redis { password = 987654 } end,
+        "option 'password' must be a non-empty string without control bytes, got number")
+      assert.is_nil(err:find("987654", 1, true))
+      err = util.raises(function() periskope.new { api_key = 876543 } end,
+        "option 'api_key' must be a string, got number")
+      assert.is_nil(err:find("876543", 1, true))
+    end)
+
     it("shows where it keeps the budget, never the password", function()
       local text = tostring(periskope.limiter.redis { port = 7000, password = "sekrit-pw" })
       assert.equal("periskope.limiter (redis 127.0.0.1:7000)", text)
@@ -193,6 +202,19 @@ describe("periskope.limiter", function()
       -- Kept an hour after its last use.
       local ttl = tonumber(rd:cli("TTL", name))
       assert.is_true(ttl > 3500 and ttl <= 3600, tostring(ttl))
+      c:close()
+    end)
+
+    it("leaves alone a value under its name that is not a budget, with a limiter event", function()
+      local name = "periskope:" .. sha256_hex(srv.api_key)
+      rd:cli("SET", name, ("x"):rep(300))
+      local events, hook = recorder()
+      local c = util.client(srv, { limiter = limiter(), on_event = hook })
+      assert.equal(204, c:pin { message_id = "m" }.status)
+      local ev = of_type(events, "limiter")
+      assert.equal(1, #ev)
+      assert.truthy(ev[1].error:find("holds something else", 1, true), ev[1].error)
+      assert.equal(("x"):rep(300) .. "\n", rd:cli("GET", name))
       c:close()
     end)
 

@@ -50,9 +50,10 @@ describe("periskope.new", function()
       raises(function() periskope.new { phone = "919874532456" } end,
         "option 'api_key' is required")
     end)
-    it("must be a string", function()
-      raises(function() periskope.new { api_key = 42 } end,
-        "option 'api_key' must be a string", "got 42")
+    it("must be a string, and a number given as one is not echoed", function()
+      local err = raises(function() periskope.new { api_key = 42 } end,
+        "option 'api_key' must be a string, got number")
+      assert.is_nil(err:find("42", 1, true))
     end)
     it("refuses control bytes without echoing the key", function()
       for _, bad in ipairs { "secret\r\nX-Evil: 1", "sec\0ret", "secret\n", "\127x" } do

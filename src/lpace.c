@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "psk_http.h"
 #include "psk_redis.h"
@@ -24,7 +25,7 @@
 enum { LIM_DICT = 1, LIM_REDIS = 2 };
 
 #define STATE_TTL 3600      /* seconds an idle budget is kept */
-#define LOCK_TTL 0.5        /* seconds: a dead holder's lock expires */
+#define LOCK_TTL 3.0        /* seconds: a dead holder's lock expires */
 #define LOCK_WAIT 1.0       /* seconds to wait for the lock */
 #define CAS_TRIES 32        /* compare-and-set rounds before giving up */
 
@@ -35,6 +36,7 @@ typedef struct psk_limiter {
   char prefix[LPACE_PREFIX_MAX + 1];
   char cache_name[LPACE_NAME_MAX];   /* the last budget seen in Redis */
   char cache_val[PSK_BUDGET_TEXT];
+  double resting_until;              /* LIM_DICT: after a failure */
 } psk_limiter;
 
 void lpace_apply(psk_budget *b, lpace_op *op) {
@@ -47,6 +49,7 @@ void lpace_apply(psk_budget *b, lpace_op *op) {
     b->inflight = inflight;
     b->lease = lease;
   }
+  b->inflight -= op->unsettled < b->inflight ? op->unsettled : b->inflight;
   if (op->settle)
     psk_budget_settle(b, op->answered, op->limit, op->remaining, op->reset);
   else
@@ -97,9 +100,37 @@ static void dict_refused(lua_State *L, int res, const char *method, char *err,
                                                : "failed");
 }
 
+/* The dictionary measures expiry on nginx's cached clock, which stands
+   still while a worker is blocked (in a pin, or a wait): brought up to
+   date, an expired lock is taken over when it should be, and not before.
+   Outside nginx there is nothing to update. */
+static void update_nginx_time(lua_State *L) {
+  lua_getglobal(L, "ngx");
+  if (lua_istable(L, -1)) {
+    lua_getfield(L, -1, "update_time");
+    if (!lua_isfunction(L, -1) || lua_pcall(L, 0, 0, 0) != LUA_OK)
+      lua_pop(L, 1); /* not a function, or its error */
+  }
+  lua_pop(L, 1);
+}
+
+/* Whether the lock still holds our token. */
+static int lock_is_ours(lua_State *L, int dict, const char *lock,
+                        const char *token) {
+  char ignored[8];
+  int ours = 0;
+  if (dict_call(L, dict, "get", lock, NULL, 0, ignored, sizeof ignored) == 0) {
+    ours = lua_type(L, -2) == LUA_TSTRING &&
+           strcmp(lua_tostring(L, -2), token) == 0;
+    lua_pop(L, 2);
+  }
+  return ours;
+}
+
 static int dict_run(lua_State *L, int lim, const char *name, lpace_op *op,
                     double local_now, char *err, size_t err_cap) {
-  char lock[LPACE_NAME_MAX + 8];
+  static unsigned long seq;
+  char lock[LPACE_NAME_MAX + 8], token[48];
   double deadline = local_now + LOCK_WAIT;
   int dict, base, rc = LPACE_OK;
   psk_getuvtable(L, lim);
@@ -107,8 +138,11 @@ static int dict_run(lua_State *L, int lim, const char *name, lpace_op *op,
   dict = lua_gettop(L);
   base = dict;
   snprintf(lock, sizeof lock, "%s:lock", name);
+  /* Ours alone: a holder whose lock expired under it finds it taken. */
+  snprintf(token, sizeof token, "%ld:%lu", (long)getpid(), ++seq);
   for (;;) { /* the lock: add fails while another holder has it */
-    if (dict_call(L, dict, "add", lock, "1", LOCK_TTL, err, err_cap) != 0) {
+    update_nginx_time(L);
+    if (dict_call(L, dict, "add", lock, token, LOCK_TTL, err, err_cap) != 0) {
       lua_settop(L, base - 2);
       return LPACE_FAILED;
     }
@@ -142,7 +176,12 @@ static int dict_run(lua_State *L, int lim, const char *name, lpace_op *op,
     apply_text(cur, len, op, out);
     if (strlen(out) != len || memcmp(out, cur, len) != 0) {
       lua_settop(L, base);
-      if (dict_call(L, dict, "set", name, out, STATE_TTL, err, err_cap) != 0)
+      if (!lock_is_ours(L, dict, lock, token)) {
+        snprintf(err, err_cap,
+                 "periskope: shared_dict: its lock expired during an update");
+        rc = LPACE_FAILED;
+      } else if (dict_call(L, dict, "set", name, out, STATE_TTL, err,
+                           err_cap) != 0)
         rc = LPACE_FAILED;
       else if (!lua_toboolean(L, base + 1)) {
         dict_refused(L, base + 1, "set", err, err_cap);
@@ -151,7 +190,7 @@ static int dict_run(lua_State *L, int lim, const char *name, lpace_op *op,
     }
   }
   lua_settop(L, base);
-  {
+  if (lock_is_ours(L, dict, lock, token)) {
     char ignored[8];
     dict_call(L, dict, "delete", lock, NULL, 0, ignored, sizeof ignored);
   }
@@ -209,7 +248,13 @@ int lpace_run(lua_State *L, int idx, const char *name, lpace_op *op,
                strncmp(raw, "periskope: ", 11) ? "periskope: " : "", raw);
     return rc;
   }
-  return dict_run(L, psk_absindex(L, idx), name, op, local_now, err, err_cap);
+  /* After a failure the dictionary rests, as Redis does (psk_redis). */
+  if (local_now < lim->resting_until) return LPACE_RESTING;
+  if (dict_run(L, psk_absindex(L, idx), name, op, local_now, err, err_cap) ==
+      LPACE_OK)
+    return LPACE_OK;
+  lim->resting_until = local_now + PSK_REDIS_RETRY;
+  return LPACE_FAILED;
 }
 
 /* ---------------------------------------------------------------- */
@@ -270,19 +315,27 @@ static int lim_shared_dict(lua_State *L) {
 static const char *const redis_fields[] = {"host", "port",   "password", "db",
                                            "prefix", "timeout", NULL};
 
+/* Raises for option name, its value on top: numbers are echoed, except
+   a password; everything else by type. */
 static int redis_bad(lua_State *L, const char *name, const char *rule) {
+  int echo = lua_type(L, -1) == LUA_TNUMBER && strcmp(name, "password") != 0;
   return luaL_argerror(
       L, 1, lua_pushfstring(L, "option '%s' %s, got %s", name, rule,
-                            lua_type(L, -1) == LUA_TNUMBER
-                                ? lua_pushfstring(L, "%f", lua_tonumber(L, -1))
-                                : luaL_typename(L, -1)));
+                            echo ? lua_pushfstring(L, "%f", lua_tonumber(L, -1))
+                                 : luaL_typename(L, -1)));
+}
+
+/* t[name], raw: what the table holds keeps a string alive. */
+static void raw_field(lua_State *L, const char *name) {
+  lua_pushstring(L, name);
+  lua_rawget(L, 1);
 }
 
 /* t[name] as an integer in [lo, hi], or def when nil. */
 static long long redis_int(lua_State *L, const char *name, long long def,
                            long long lo, long long hi, const char *rule) {
   long long v = def;
-  lua_getfield(L, 1, name);
+  raw_field(L, name);
   if (!lua_isnil(L, -1) &&
       (!psk_tointegral(L, -1, &v) || v < lo || v > hi))
     redis_bad(L, name, rule);
@@ -295,7 +348,7 @@ static const char *redis_str(lua_State *L, const char *name, const char *def,
                              size_t max, const char *rule) {
   const char *s;
   size_t n, i;
-  lua_getfield(L, 1, name);
+  raw_field(L, name);
   if (lua_isnil(L, -1)) {
     lua_pop(L, 1);
     return def;
@@ -348,7 +401,7 @@ static int lim_redis(lua_State *L) {
   db = redis_int(L, "db", 0, 0, 1 << 20, "must be an integer >= 0");
   prefix = redis_str(L, "prefix", "periskope:", LPACE_PREFIX_MAX,
                      "must be a string of 1 to 64 bytes without control bytes");
-  lua_getfield(L, 1, "timeout");
+  raw_field(L, "timeout");
   if (!lua_isnil(L, -1)) {
     if (lua_type(L, -1) != LUA_TNUMBER || !(lua_tonumber(L, -1) > 0) ||
         lua_tonumber(L, -1) > 60)

@@ -22,6 +22,8 @@ typedef struct lpace_op {
   double probe;  /* take: psk_clock_probe of the taker's clock */
   const psk_budget *seed; /* what the taker knows, for a store that knows
                              nothing yet (new, flushed, restarted) */
+  long long unsettled;    /* earlier slots of this process that ended
+                             while the store could not be told */
   int answered;  /* settle: a response came, with these (-1: absent) */
   long long limit, remaining, reset;
   double delay;  /* take: the answer (see psk_budget_take) */

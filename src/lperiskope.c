@@ -30,6 +30,7 @@ typedef struct Client {
   psk_budget budget; /* pacing in the client (and the fallback) */
   psk_clock clock;   /* the server's clock, from Date */
   int limited;       /* a shared limiter is set (in the uservalue table) */
+  long long unsettled; /* shared slots whose end the store has not heard */
   char lim_name[LPACE_NAME_MAX]; /* the budget's name in its store */
   int closed;       /* 1 until fully built, and after close */
   int in_many;      /* a pin_many is running (its hook may not start one) */
@@ -148,7 +149,12 @@ static const char *opt_string(lua_State *L, int t, int arg, const char *name,
   int ty = get_field(L, t, name);
   *from_env = 0;
   if (ty == LUA_TSTRING) return lua_tolstring(L, -1, len);
-  if (ty != LUA_TNIL) bad(L, arg, "option", name, "must be a string", -1);
+  if (ty != LUA_TNIL) /* a number given as the key is not echoed */
+    bad(L, arg, "option", name,
+        strcmp(name, "api_key") == 0
+            ? lua_pushfstring(L, "must be a string, got %s", luaL_typename(L, -1))
+            : "must be a string",
+        strcmp(name, "api_key") == 0 ? 0 : -1);
   if (env) {
     const char *v = getenv(env);
     if (v && *v) {
@@ -940,11 +946,15 @@ static int pace_shared(lua_State *L, Client *c, int ud, int many,
   char err[320];
   int rc;
   if (!c->limited) return 0;
+  op->unsettled = c->unsettled;
   psk_getuvtable(L, ud);
   lua_getfield(L, -1, "limiter");
   rc = lpace_run(L, -1, c->lim_name, op, psk_http_now(), err, sizeof err);
   lua_pop(L, 2);
-  if (rc == LPACE_OK) return 1;
+  if (rc == LPACE_OK) {
+    c->unsettled = 0;
+    return 1;
+  }
   if (rc == LPACE_FAILED && (c->hook || c->debug)) {
     ev_begin(L, "limiter");
     ev_str(L, "error", err);
@@ -972,12 +982,15 @@ static double pace_take(lua_State *L, Client *c, int ud, int many, int force,
 
 /* A request ended (answered: with the rate-limit values of k). The
    client's own budget always learns, so a fallback starts informed; the
-   shared one settles the slot it gave. */
+   budget that gave the slot settles it. A shared settle that fails is
+   owed: the next operation that reaches the store brings it. */
 static void pace_settle(lua_State *L, Client *c, int ud, int many, int shared,
                         int answered, long long limit, long long remaining,
                         long long reset) {
-  psk_budget_settle(&c->budget, answered, limit, remaining, reset);
-  if (shared) {
+  if (!shared) {
+    psk_budget_settle(&c->budget, answered, limit, remaining, reset);
+  } else {
+    if (answered) psk_budget_learn(&c->budget, limit, remaining, reset);
     lpace_op op;
     memset(&op, 0, sizeof op);
     op.settle = 1;
@@ -985,7 +998,7 @@ static void pace_settle(lua_State *L, Client *c, int ud, int many, int shared,
     op.limit = limit;
     op.remaining = remaining;
     op.reset = reset;
-    pace_shared(L, c, ud, many, &op);
+    if (!pace_shared(L, c, ud, many, &op)) c->unsettled++;
   }
 }
 

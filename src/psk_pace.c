@@ -52,13 +52,20 @@ double psk_budget_take(psk_budget *b, double now, double lease, int force,
 void psk_budget_settle(psk_budget *b, int answered, long long limit,
                        long long remaining, long long reset) {
   if (b->inflight > 0) b->inflight--;
-  if (!answered) return;
+  if (answered) psk_budget_learn(b, limit, remaining, reset);
+}
+
+void psk_budget_learn(psk_budget *b, long long limit, long long remaining,
+                      long long reset) {
   b->learned = 1;
-  if (limit >= 0) b->limit = limit;
   if (remaining < 0 || reset < 0) {
-    if (!b->reset && limit < 0) b->unlimited = 1;
+    /* No budget in this answer (a proxy's 502, say): unlimited only if
+       none was ever shown. */
+    if (!b->reset && limit < 0 && b->limit < 0) b->unlimited = 1;
+    if (limit >= 0) b->limit = limit;
     return;
   }
+  if (limit >= 0) b->limit = limit;
   b->unlimited = 0;
   /* An answer from an earlier window. */
   if (reset < b->reset || (!b->reset && reset <= b->prev)) return;

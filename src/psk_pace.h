@@ -50,6 +50,10 @@ double psk_budget_take(psk_budget *b, double now, double lease, int force,
    an integer). Answers may come out of order and from other processes. */
 void psk_budget_settle(psk_budget *b, int answered, long long limit,
                        long long remaining, long long reset);
+/* An answer's rate-limit values, for a budget that did not count the
+   request (a process's own budget while a shared store paces it). */
+void psk_budget_learn(psk_budget *b, long long limit, long long remaining,
+                      long long reset);
 
 /* The budget as text for a shared store (at most PSK_BUDGET_TEXT bytes
    with the NUL), and back. decode returns 0 on success; on text it does

@@ -227,11 +227,17 @@ static int cas(psk_redis *r, const char *name, const char *expected,
       } else if (rep->elements == 2 &&
                  rep->element[1]->type == REDIS_REPLY_STRING) {
         size_t n = (size_t)rep->element[1]->len;
-        if (n >= cur_cap) n = 0; /* not ours: start from a fresh budget */
-        memcpy(cur, rep->element[1]->str, n);
-        cur[n] = '\0';
-        *cur_len = n;
-        result = PSK_REDIS_CHANGED;
+        if (n < cur_cap) {
+          memcpy(cur, rep->element[1]->str, n);
+          cur[n] = '\0';
+          *cur_len = n;
+          result = PSK_REDIS_CHANGED;
+        } else { /* no budget of ours is that long */
+          snprintf(err, err_cap, "redis %s:%d: %s holds something else",
+                   r->host, r->port, name);
+          freeReplyObject(rep);
+          return PSK_REDIS_FAILED; /* the connection itself is fine */
+        }
       }
     }
     if (result == PSK_REDIS_FAILED) {

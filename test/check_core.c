@@ -1665,6 +1665,20 @@ static void test_budget(void) {
   /* A process that died in flight: after its lease its slot is void. */
   CHECK(b.inflight == 1);
   CHECK(psk_budget_take(&b, 1536, 30, 0, 0) == 0 && b.inflight == 1);
+  /* An answer without rate-limit headers (a proxy's 502) after a limit
+     was shown does not make the budget unlimited. */
+  psk_budget_init(&b);
+  CHECK(psk_budget_take(&b, 1000, 30, 0, 0) == 0);
+  psk_budget_settle(&b, 1, 2, 1, 1002);
+  CHECK(psk_budget_take(&b, 1002.5, 30, 0, 0) == 0); /* rolled over */
+  psk_budget_settle(&b, 1, -1, -1, -1);
+  CHECK(!b.unlimited);
+  CHECK(psk_budget_take(&b, 1002.5, 30, 0, 0) == 0);
+  CHECK(psk_budget_take(&b, 1002.5, 30, 0, 0) < 0);
+  /* psk_budget_learn: the values, without ending a request here. */
+  b.inflight = 1;
+  psk_budget_learn(&b, 2, 0, 1004);
+  CHECK(b.inflight == 1 && b.reset == 1004 && b.taken == 2);
   /* A server without rate-limit headers: unlimited. */
   psk_budget_init(&b);
   CHECK(psk_budget_take(&b, 1000, 30, 0, 0) == 0);
