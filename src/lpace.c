@@ -28,6 +28,7 @@ enum { LIM_DICT = 1, LIM_REDIS = 2 };
 #define LOCK_TTL 3.0        /* seconds: a dead holder's lock expires */
 #define LOCK_WAIT 1.0       /* seconds to wait for the lock */
 #define CAS_TRIES 32        /* compare-and-set rounds before giving up */
+#define REST 1.0            /* seconds a store that failed is left alone */
 
 typedef struct psk_limiter {
   int kind;
@@ -36,7 +37,7 @@ typedef struct psk_limiter {
   char prefix[LPACE_PREFIX_MAX + 1];
   char cache_name[LPACE_NAME_MAX];   /* the last budget seen in Redis */
   char cache_val[PSK_BUDGET_TEXT];
-  double resting_until;              /* LIM_DICT: after a failure */
+  double resting_until;              /* after a failure: try again then */
 } psk_limiter;
 
 void lpace_apply(psk_budget *b, lpace_op *op) {
@@ -84,7 +85,7 @@ static int dict_call(lua_State *L, int dict, const char *method,
     nargs = 4;
   }
   if (lua_pcall(L, nargs, 2, 0) != LUA_OK) {
-    snprintf(err, err_cap, "periskope: shared_dict %s: %s", method,
+    snprintf(err, err_cap, "shared_dict %s: %s", method,
              lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "error");
     lua_pop(L, 1);
     return LPACE_FAILED;
@@ -95,7 +96,7 @@ static int dict_call(lua_State *L, int dict, const char *method,
 /* The error text of a dictionary call that returned false, err. */
 static void dict_refused(lua_State *L, int res, const char *method, char *err,
                          size_t err_cap) {
-  snprintf(err, err_cap, "periskope: shared_dict %s: %s", method,
+  snprintf(err, err_cap, "shared_dict %s: %s", method,
            lua_type(L, res + 1) == LUA_TSTRING ? lua_tostring(L, res + 1)
                                                : "failed");
 }
@@ -156,7 +157,7 @@ static int dict_run(lua_State *L, int lim, const char *name, lpace_op *op,
     lua_settop(L, base);
     if (psk_http_now() > deadline) {
       snprintf(err, err_cap,
-               "periskope: shared_dict: its lock stayed held for %.1f s",
+               "shared_dict: its lock stayed held for %.1f s",
                LOCK_WAIT);
       lua_settop(L, base - 2);
       return LPACE_FAILED;
@@ -178,7 +179,7 @@ static int dict_run(lua_State *L, int lim, const char *name, lpace_op *op,
       lua_settop(L, base);
       if (!lock_is_ours(L, dict, lock, token)) {
         snprintf(err, err_cap,
-                 "periskope: shared_dict: its lock expired during an update");
+                 "shared_dict: its lock expired during an update");
         rc = LPACE_FAILED;
       } else if (dict_call(L, dict, "set", name, out, STATE_TTL, err,
                            err_cap) != 0)
@@ -202,7 +203,7 @@ static int dict_run(lua_State *L, int lim, const char *name, lpace_op *op,
 /* Redis                                                             */
 
 static int redis_run(psk_limiter *lim, const char *name, lpace_op *op,
-                     double local_now, char *err, size_t err_cap) {
+                     char *err, size_t err_cap) {
   char expected[PSK_BUDGET_TEXT], desired[PSK_BUDGET_TEXT];
   int tries;
   /* Start from the budget last seen: if nobody changed it, one round. */
@@ -217,43 +218,39 @@ static int redis_run(psk_limiter *lim, const char *name, lpace_op *op,
     apply_text(expected, strlen(expected), &attempt, desired);
     rc = psk_redis_cas(lim->redis, name, expected, desired,
                        (long)STATE_TTL * 1000, expected, sizeof expected, &len,
-                       local_now, err, err_cap);
+                       err, err_cap);
     if (rc == PSK_REDIS_SET) {
       *op = attempt;
       snprintf(lim->cache_name, sizeof lim->cache_name, "%s", name);
       memcpy(lim->cache_val, desired, sizeof desired);
       return LPACE_OK;
     }
-    if (rc == PSK_REDIS_RESTING) return LPACE_RESTING;
     if (rc != PSK_REDIS_CHANGED) {
       lim->cache_name[0] = '\0';
       return LPACE_FAILED;
     }
     /* Another process went first: expected now holds its value. */
   }
-  snprintf(err, err_cap, "periskope: %s: budget kept changing (%d tries)",
-           lim->where, CAS_TRIES);
+  snprintf(err, err_cap, "%s: budget kept changing (%d tries)", lim->where,
+           CAS_TRIES);
   return LPACE_FAILED;
 }
 
 int lpace_run(lua_State *L, int idx, const char *name, lpace_op *op,
               double local_now, char *err, size_t err_cap) {
   psk_limiter *lim = lpace_test(L, idx);
-  if (!lim) return LPACE_RESTING;
-  if (lim->kind == LIM_REDIS) {
-    char raw[256];
-    int rc = redis_run(lim, name, op, local_now, raw, sizeof raw);
-    if (rc == LPACE_FAILED)
-      snprintf(err, err_cap, "%s%s",
-               strncmp(raw, "periskope: ", 11) ? "periskope: " : "", raw);
-    return rc;
-  }
-  /* After a failure the dictionary rests, as Redis does (psk_redis). */
-  if (local_now < lim->resting_until) return LPACE_RESTING;
-  if (dict_run(L, psk_absindex(L, idx), name, op, local_now, err, err_cap) ==
-      LPACE_OK)
-    return LPACE_OK;
-  lim->resting_until = local_now + PSK_REDIS_RETRY;
+  char why[256];
+  int rc;
+  /* After a failure the store rests, so that a store that is down costs
+     one timeout a second, not one per request. */
+  if (!lim || local_now < lim->resting_until) return LPACE_RESTING;
+  rc = lim->kind == LIM_REDIS
+           ? redis_run(lim, name, op, why, sizeof why)
+           : dict_run(L, psk_absindex(L, idx), name, op, local_now, why,
+                      sizeof why);
+  if (rc == LPACE_OK) return LPACE_OK;
+  snprintf(err, err_cap, "periskope: %s", why);
+  lim->resting_until = local_now + REST;
   return LPACE_FAILED;
 }
 

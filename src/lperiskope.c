@@ -328,6 +328,22 @@ static Client *checkclient(lua_State *L) {
   return c;
 }
 
+/* Keeps option name of table t (0: none) in the client's uservalue table
+   when it has type `type` (read_options checked it); returns whether it
+   did. [-0, +0, m] */
+static int keep_option(lua_State *L, int ud, int t, const char *name,
+                       int type) {
+  int kept = get_field(L, t, name) == type;
+  if (kept) {
+    psk_getuvtable(L, ud);
+    lua_pushvalue(L, -2);
+    lua_setfield(L, -2, name);
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  return kept;
+}
+
 /* Pushes a new client built from options table t (0: none). The userdata
    is created closed with its metatable set before anything is acquired,
    so a raise part-way leaves __gc a consistent object. [-0, +1, v] */
@@ -344,23 +360,14 @@ static Client *new_client(lua_State *L, int t, int arg) {
   psk_setuvtable(L, ud);
 
   read_options(L, c, t, arg, 1);
-  if (get_field(L, t, "on_event") == LUA_TFUNCTION) {
+  c->hook = keep_option(L, ud, t, "on_event", LUA_TFUNCTION);
+  if (keep_option(L, ud, t, "limiter", LUA_TUSERDATA)) {
     psk_getuvtable(L, ud);
-    lua_pushvalue(L, -2);
-    lua_setfield(L, -2, "on_event");
-    lua_pop(L, 1);
-    c->hook = 1;
-  }
-  lua_pop(L, 1);
-  if (get_field(L, t, "limiter") == LUA_TUSERDATA) {
+    lua_getfield(L, -1, "limiter");
     lpace_name(lpace_test(L, -1), c->cfg.auth + 7, c->lim_name);
-    psk_getuvtable(L, ud);
-    lua_pushvalue(L, -2);
-    lua_setfield(L, -2, "limiter");
-    lua_pop(L, 1);
+    lua_pop(L, 2);
     c->limited = 1;
   }
-  lua_pop(L, 1);
   dbg = getenv("PERISKOPE_DEBUG");
   c->debug = !c->hook && dbg && strcmp(dbg, "1") == 0;
   psk_budget_init(&c->budget);

@@ -32,7 +32,6 @@ struct psk_redis {
   int port;
   int db;
   double timeout;
-  double resting_until; /* after a failure: local time to try again */
 };
 
 psk_redis *psk_redis_new(const char *host, int port, const char *password,
@@ -104,25 +103,27 @@ static int command_ok(psk_redis *r, int argc, const char **argv,
     disconnect(r);
     return -1;
   }
-  if (rep->type == REDIS_REPLY_STRING && rep->len == 40 &&
-      strcmp(what, "SCRIPT LOAD") == 0)
-    memcpy(r->sha, rep->str, 41);
   freeReplyObject(rep);
   return 0;
 }
 
+/* SCRIPT LOAD: Redis answers the script's SHA-1, used by EVALSHA. */
 static int load_script(psk_redis *r, char *err, size_t err_cap) {
   const char *argv[3] = {"SCRIPT", "LOAD", CAS_SCRIPT};
   size_t lens[3] = {6, 4, sizeof CAS_SCRIPT - 1};
-  r->sha[0] = '\0';
-  if (command_ok(r, 3, argv, lens, "SCRIPT LOAD", err, err_cap) != 0)
-    return -1;
-  if (!r->sha[0]) {
-    snprintf(err, err_cap, "redis %s:%d: SCRIPT LOAD: unexpected reply",
-             r->host, r->port);
+  redisReply *rep = command(r, 3, argv, lens, err, err_cap);
+  if (!rep) return -1;
+  if (rep->type != REDIS_REPLY_STRING || rep->len != 40) {
+    snprintf(err, err_cap, "redis %s:%d: SCRIPT LOAD: %.120s", r->host,
+             r->port,
+             rep->type == REDIS_REPLY_ERROR && rep->str ? rep->str
+                                                        : "unexpected reply");
+    freeReplyObject(rep);
     disconnect(r);
     return -1;
   }
+  memcpy(r->sha, rep->str, 41);
+  freeReplyObject(rep);
   return 0;
 }
 
@@ -257,15 +258,13 @@ static int cas(psk_redis *r, const char *name, const char *expected,
 
 int psk_redis_cas(psk_redis *r, const char *name, const char *expected,
                   const char *desired, long ttl_ms, char *cur, size_t cur_cap,
-                  size_t *cur_len, double now, char *err, size_t err_cap) {
+                  size_t *cur_len, char *err, size_t err_cap) {
   sigpipe_guard g;
   int result;
   if (r->ctx && r->pid != getpid()) disconnect(r); /* the parent's */
-  if (!r->ctx && now < r->resting_until) return PSK_REDIS_RESTING;
   sigpipe_hold(&g);
   result = cas(r, name, expected, desired, ttl_ms, cur, cur_cap, cur_len,
                err, err_cap);
   sigpipe_release(&g);
-  if (result == PSK_REDIS_FAILED) r->resting_until = now + PSK_REDIS_RETRY;
   return result;
 }

@@ -5,8 +5,8 @@
  * and on every command. It does one thing: compare-and-set a short value
  * with a Lua script that Redis runs atomically, so two processes (or two
  * hosts) never both commit a change made from the same old value. After a
- * failure the connection is dropped and no new one is tried for
- * PSK_REDIS_RETRY seconds. After fork() the child opens its own.
+ * failure the connection is dropped; the next call opens a new one. After
+ * fork() the child opens its own.
  *
  * No Lua here, no libcurl; error texts never hold the password.
  */
@@ -14,8 +14,6 @@
 #define PSK_REDIS_H
 
 #include <stddef.h>
-
-#define PSK_REDIS_RETRY 1.0
 
 typedef struct psk_redis psk_redis;
 
@@ -27,17 +25,15 @@ void psk_redis_free(psk_redis *r);
 enum {
   PSK_REDIS_SET = 1,      /* the value was `expected`; now it is `desired` */
   PSK_REDIS_CHANGED = 0,  /* it was not: the stored value is in cur */
-  PSK_REDIS_FAILED = -1,  /* the store failed: err says how */
-  PSK_REDIS_RESTING = -2  /* a recent failure: not tried again yet */
+  PSK_REDIS_FAILED = -1   /* the store failed: err says how */
 };
 
 /* If the value stored at name is `expected` ("" for none), stores
    `desired` (kept ttl_ms) and returns PSK_REDIS_SET; else copies the
    stored value into cur (cur_cap bytes, NUL-terminated; *cur_len its
-   length) and returns PSK_REDIS_CHANGED. now: local time, for the retry
-   rest. */
+   length) and returns PSK_REDIS_CHANGED. */
 int psk_redis_cas(psk_redis *r, const char *name, const char *expected,
                   const char *desired, long ttl_ms, char *cur, size_t cur_cap,
-                  size_t *cur_len, double now, char *err, size_t err_cap);
+                  size_t *cur_len, char *err, size_t err_cap);
 
 #endif
