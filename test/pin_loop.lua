@@ -1,6 +1,9 @@
 -- pins N messages on one client against PERISKOPE_BASE_URL (the local
 -- server, via run_with_server.lua), then closes it: the leak check's load.
 --   lua test/pin_loop.lua 1000
+-- PERISKOPE_CPATH (make check-valgrind sets it) names the build to load.
+local cpath = os.getenv("PERISKOPE_CPATH")
+if cpath and cpath ~= "" then package.cpath = cpath .. ";" .. package.cpath end
 local periskope = require "periskope"
 
 local n = tonumber(arg[1]) or 1000
