@@ -1,15 +1,16 @@
 -- Starts and stops the mock Periskope server (a real nginx running
 -- spec/support/mock.lua) for the specs, the demo and the benchmarks, and talks
 -- to its control API. Plain Lua for 5.1-5.4 and LuaJIT: io, os, string,
--- table and cjson only; the processes it needs (nginx, curl, kill, mktemp)
--- run through the shell, since there is no luasocket or luaposix here.
+-- table, cjson and LuaSocket (the control calls); the processes it needs
+-- (nginx, kill, mktemp) run through the shell, since there is no luaposix
+-- here.
 --
 --   local server = require "spec.support.server"
 --   local srv = server.start{          -- every option may be left out
 --     api_key = "test-key",            -- the bearer token it accepts
 --     rate_limit = 1000, window = 2,   -- N counted requests per window (s), then 429
 --     retry_after = false,             -- true: rate-limit 429s carry Retry-After
---     keepalive_timeout = 5,           -- s; also sent as "Keep-Alive: timeout=N"
+--     keepalive_timeout = 5,           -- s (fractions too); sent as "Keep-Alive: timeout=N"
 --     latency = 0,                     -- s slept before every answer under /v1/
 --     workers = 1, connections = 1024, -- worker_processes, worker_connections
 --     extra_main = nil,                -- nginx.conf text at main level (env ...;)
@@ -190,12 +191,14 @@ local function check_options(opts)
     end
   end
   int("rate_limit", 0)
-  int("keepalive_timeout", 0)
   int("workers", 1)
   int("connections", 16)
   local function finite(x) return x == x and x > -math.huge and x < math.huge end
   if not finite(o.window) or o.window <= 0 then
     error("mock server: option 'window' must be a number > 0", 3)
+  end
+  if not finite(o.keepalive_timeout) or o.keepalive_timeout < 0 then
+    error("mock server: option 'keepalive_timeout' must be a number >= 0", 3)
   end
   if not finite(o.latency) or o.latency < 0 then
     error("mock server: option 'latency' must be a number >= 0", 3)
@@ -234,7 +237,10 @@ local function nginx_conf(dir, port, o)
   add("  access_log off;")
   add("  server_tokens off;")
   -- The second value makes nginx send "Keep-Alive: timeout=K", as Periskope does.
-  add("  keepalive_timeout ", o.keepalive_timeout, " ", o.keepalive_timeout, ";")
+  -- In milliseconds, so a spec can wait out a fraction of a second; the
+  -- header states whole seconds, rounded up.
+  add("  keepalive_timeout ", math.floor(o.keepalive_timeout * 1000 + 0.5), "ms ",
+      math.ceil(o.keepalive_timeout), ";")
   add("  keepalive_requests 1000000;")   -- Express has no such limit
   for _, t in ipairs{ "client_body", "proxy", "fastcgi", "uwsgi", "scgi" } do
     add("  ", t, "_temp_path ", cq(dir .. "/" .. t .. "_temp"), ";")
@@ -315,26 +321,31 @@ end
 local Server = {}
 Server.__index = Server
 
--- One call to the control API through the curl command; raises unless it
--- answers 200. Returns the decoded JSON answer.
+-- One call to the control API, in this process (LuaSocket's HTTP client:
+-- no shell and no curl command per call); raises unless it answers 200.
+-- Returns the decoded JSON answer.
 function Server:_control(method, path, body)
   if self.stopped then error("mock server: already stopped", 3) end
-  local out = self.dir .. "/control.out"
-  local cmd = "curl -sS --noproxy '*' --max-time 30 -o " .. sq(out)
-    .. " -w '%{http_code}' -X " .. method
-  if body then
-    write_file(self.dir .. "/control.in", body)
-    cmd = cmd .. " -H 'Content-Type: application/json' --data-binary "
-      .. sq("@" .. self.dir .. "/control.in")
+  local http, ltn12 = require "socket.http", require "ltn12"
+  local chunks = {}
+  local ok, status = http.request {
+    url = self.url .. path,
+    method = method,
+    headers = body and { ["content-type"] = "application/json", ["content-length"] = #body } or nil,
+    source = body and ltn12.source.string(body) or nil,
+    sink = ltn12.sink.table(chunks),
+    create = function()
+      local sock = require("socket").tcp()
+      sock:settimeout(30)
+      return sock
+    end,
+  }
+  local answer = table.concat(chunks)
+  if not ok then
+    error(("mock server: %s %s failed: %s"):format(method, path, tostring(status)), 3)
   end
-  local stdout, code = sh(cmd .. " " .. sq(self.url .. path) .. " 2>&1")
-  local answer = read_file(out) or ""
-  os.remove(out)
-  if code ~= 0 then
-    error(("mock server: %s %s failed: %s"):format(method, path, stdout), 3)
-  end
-  if stdout ~= "200" then
-    error(("mock server: %s %s answered %s: %s"):format(method, path, stdout, answer), 3)
+  if status ~= 200 then
+    error(("mock server: %s %s answered %s: %s"):format(method, path, tostring(status), answer), 3)
   end
   return cjson.decode(answer)
 end
@@ -373,6 +384,32 @@ end
 -- Forgets recorded requests, the script queue and the rate window.
 function Server:reset()
   self:_control("POST", "/_mock/reset", "{}")
+end
+
+-- Waits until the server has closed every kept-alive connection that this
+-- process holds to it (each is then in CLOSE_WAIT on our side, or gone),
+-- at most `timeout` seconds (default 10); raises past that. A connection
+-- libcurl keeps in its pool shows in /proc/net/tcp as ours: no other
+-- process on the machine talks to this server's port.
+function Server:wait_idle_closed(timeout)
+  local socket = require "socket"
+  local deadline = socket.gettime() + (timeout or 10)
+  local port = ("%04X"):format(self.port)
+  while true do
+    local open = false
+    for _, file in ipairs { "/proc/net/tcp", "/proc/net/tcp6" } do
+      for line in (read_file(file) or ""):gmatch("[^\n]+") do
+        -- sl local_address rem_address st: ESTABLISHED (01) to our port.
+        local rem, st = line:match("^%s*%d+:%s+%x+:%x+%s+%x+:(%x+)%s+(%x+)")
+        if rem == port and st == "01" then open = true end
+      end
+    end
+    if not open then return end
+    if socket.gettime() > deadline then
+      error("mock server: a kept-alive connection stayed open past " .. (timeout or 10) .. " s", 2)
+    end
+    socket.sleep(0.01)
+  end
 end
 
 -- Stops nginx (TERM, then KILL after 5 s) and waits until it is gone; removes
