@@ -69,20 +69,35 @@ $(BUILD):
 $(SO): $(OBJ)
 	$(CC) $(LDFLAGS_SO) -o $@ $(OBJ) $(CURL_LIBS) $(HIREDIS_LIBS)
 
+# The spec files run side by side, each in its own busted process with its
+# own local servers (spec/support/run_specs.lua); then the failures, one
+# summary line and the ten slowest specs. SPECS picks files, SPEC_JOBS how
+# many run at once, BUSTED_ARGS go to every busted process.
+SPECS ?=
+SPEC_JOBS ?= 6
+RUN_SPECS = $(LUA_BIN) spec/support/run_specs.lua --jobs $(SPEC_JOBS) --busted $(BUSTED)
+
 test: $(SO)
-	PERISKOPE_CPATH="$(CURDIR)/$(BUILD)/?.so" PERISKOPE_LUA=$(LUA_BIN) $(LUA_BIN) $(BUSTED) $(BUSTED_ARGS)
+	PERISKOPE_CPATH="$(CURDIR)/$(BUILD)/?.so" PERISKOPE_LUA=$(LUA_BIN) \
+	  $(RUN_SPECS) --times build/spec-times-$(LUA) $(SPECS) -- $(BUSTED_ARGS)
 
 # Shared pacing under contention (spec/contention_spec.lua, tag "contention",
 # left out of `make test`): nginx workers, Lua 5.4 and LuaJIT processes and
 # the Redis they share each run their own build, whatever LUA is.
 test-contention: $(SO)
-	PERISKOPE_CPATH="$(CURDIR)/$(BUILD)/?.so" PERISKOPE_LUA=$(LUA_BIN) $(LUA_BIN) $(BUSTED) --run=contention $(BUSTED_ARGS)
+	PERISKOPE_CPATH="$(CURDIR)/$(BUILD)/?.so" PERISKOPE_LUA=$(LUA_BIN) \
+	  $(RUN_SPECS) --times build/spec-times-contention spec/contention_spec.lua -- --run=contention $(BUSTED_ARGS)
 
-# Each interpreter builds its own module in build/<lua>/ and runs every spec.
+# Each interpreter builds its own module in build/<lua>/ and runs every
+# spec: the five suites side by side, each with fewer processes at once.
+TEST_ALL_JOBS ?= 3
 test-all:
-	@rc=0; for l in $(LUAS); do \
-	  echo "== $$l"; $(MAKE) --no-print-directory LUA=$$l test || rc=1; \
-	done; exit $$rc
+	@$(MAKE) --no-print-directory -j5 $(LUAS:%=test-all-%)
+
+.PHONY: $(LUAS:%=test-all-%)
+$(LUAS:%=test-all-%): test-all-%:
+	@mkdir -p build; $(MAKE) --no-print-directory LUA=$* SPEC_JOBS=$(TEST_ALL_JOBS) test > build/test-all-$*.log 2>&1; \
+	  rc=$$?; echo "== $*"; cat build/test-all-$*.log; exit $$rc
 
 # The pure core and buffer, without Lua or libcurl, under the sanitizers.
 build/check-core: test/check_core.c $(CORE_SRC) src/psk_core.h src/psk_buf.h src/psk_pace.h

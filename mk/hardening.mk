@@ -138,13 +138,15 @@ $(HARDEN_ASAN_LUA): $(HARDEN_ASAN_UNPRELOAD) mk/hardening.mk
 
 check-asan: $(HARDEN_ASAN_SO) $(HARDEN_ASAN_LUA)
 	PERISKOPE_CPATH="$(CURDIR)/$(HARDEN_ASAN_BUILD)/?.so" \
-	  PERISKOPE_LUA="$(CURDIR)/$(HARDEN_ASAN_LUA)" $(HARDEN_ASAN_LUA) $(BUSTED) $(BUSTED_ARGS)
+	  PERISKOPE_LUA="$(CURDIR)/$(HARDEN_ASAN_LUA)" $(RUN_SPECS) --lua "$(CURDIR)/$(HARDEN_ASAN_LUA)" \
+	  --times build/spec-times-asan-$(LUA) $(SPECS) -- $(BUSTED_ARGS)
 
 # ---------------------------------------------------------------- valgrind
 # The busted suite under memcheck: any invalid read or write, use of
 # uninitialised memory or definitely lost block fails it (exit 3). Only the
 # interpreter running busted is traced, not nginx, curl or the Lua processes
-# that specs start. HARDEN_VG_SPECS picks a subset (default: every spec).
+# that specs start. HARDEN_VG_SPECS picks a subset (default: every spec); the
+# files run side by side as in `make test`.
 
 HARDEN_VG_SPECS ?=
 HARDEN_VG := valgrind --quiet --error-exitcode=3 --leak-check=full \
@@ -153,7 +155,8 @@ HARDEN_VG := valgrind --quiet --error-exitcode=3 --leak-check=full \
 
 check-valgrind-suite: $(SO)
 	PERISKOPE_CPATH="$(CURDIR)/$(BUILD)/?.so" PERISKOPE_LUA=$(LUA_BIN) \
-	  $(HARDEN_VG) $(LUA_BIN) $(BUSTED) $(HARDEN_VG_SPECS) $(BUSTED_ARGS)
+	  $(RUN_SPECS) --lua "$(HARDEN_VG) $(LUA_BIN)" --times build/spec-times-valgrind-$(LUA) \
+	  $(HARDEN_VG_SPECS) -- $(BUSTED_ARGS)
 
 # ---------------------------------------------------------------- static checks
 # clang-tidy (checks and reasons in .clang-tidy) and cppcheck over src/*.c,
