@@ -152,7 +152,7 @@ describe("Client:pin_many", function()
   end)
 
   it("completes a batch larger than the rate limit without a 429", function()
-    local limited = server.start { rate_limit = 10, window = 2 }
+    local limited = server.start { rate_limit = 10, window = 1 }
     finally(function() limited:stop() end)
     local f = flight()
     local c = util.client(limited, { on_event = f.hook })
