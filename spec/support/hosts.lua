@@ -41,10 +41,12 @@ end
 
 -- Builds the module for one interpreter (lua5.1 ... lua5.4, luajit) with
 -- make, or finds it up to date; returns an absolute cpath that finds it.
--- Raises with make's output when the build fails.
+-- Spec files run side by side: flock keeps two of them from building the
+-- same objects at once. Raises with make's output when the build fails.
 function M.build(lua)
   local root = M.root()
-  local out, code = sh("make -C " .. sq(root) .. " --no-print-directory LUA=" .. lua .. " 2>&1")
+  local out, code = sh("mkdir -p " .. sq(root .. "/build") .. " && flock " .. sq(root .. "/build/.make-" .. lua .. ".lock")
+    .. " make -C " .. sq(root) .. " --no-print-directory LUA=" .. lua .. " 2>&1")
   if code ~= 0 then error("make LUA=" .. lua .. " failed:\n" .. out, 2) end
   return root .. "/build/" .. lua .. "/?.so"
 end
