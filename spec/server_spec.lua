@@ -523,6 +523,31 @@ describe("mock server", function()
     end)
   end)
 
+  describe("with tls", function()
+    it("answers https on a second port, for localhost, under a CA of its own", function()
+      local srv = server.start { tls = true }
+      finally(function() srv:stop() end)
+      assert.equal("https://localhost:" .. srv.tls_port .. "/v1", srv.https_base_url)
+      local url = srv.https_base_url .. "/message/m1/pin"
+      local common = "curl -sS --noproxy '*' --max-time 10 -o /dev/null -w '%{http_code}' -X POST"
+        .. " -H " .. sq("Authorization: Bearer " .. srv.api_key) .. " -H 'x-phone: 919874532456'"
+        .. " -H 'Content-Type: application/json' --data-binary '{\"pin\":true}' "
+      -- Verified against its CA, by name (localhost resolves) and by address.
+      local out, rc = sh(common .. "--cacert " .. sq(srv.ca_file) .. " " .. sq(url))
+      assert.equal(0, rc, out)
+      assert.equal("204", out)
+      out, rc = sh(common .. "--cacert " .. sq(srv.ca_file) .. " "
+        .. sq("https://127.0.0.1:" .. srv.tls_port .. "/v1/message/m2/pin"))
+      assert.equal("204", out)
+      -- Not by the system's store: the CA is the server's alone.
+      out, rc = sh(common .. sq(url) .. " 2>&1")
+      assert.equal(60, rc, out)           -- CURLE_PEER_FAILED_VERIFICATION
+      assert.equal(2, #srv:requests())
+      -- The plain port still answers the control API and plain pins.
+      assert.equal(204, request(srv).status)
+    end)
+  end)
+
   describe("with two workers", function()
     it("keeps one script queue, one rate window and one record list", function()
       local srv = server.start{ workers = 2, rate_limit = 10 }

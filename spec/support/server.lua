@@ -18,9 +18,14 @@
 --     extra_server = nil,              -- text at the end of the mock's server{}
 --     lua_path = nil, lua_cpath = nil, -- put before the default lua_package_(c)path
 --     env = nil,                       -- name -> value: nginx's environment at start
+--     tls = false,                     -- true: a second, TLS listener too (below)
 --   }
 --   srv.port, srv.url ("http://127.0.0.1:<port>"), srv.base_url (url .. "/v1"),
 --   srv.pid (nginx master), srv.api_key
+--   With tls: srv.tls_port, srv.https_url ("https://localhost:<tls_port>": a
+--   name to resolve), srv.https_base_url, srv.ca_file (the PEM of a CA made
+--   for this server alone, which signed its certificate for localhost and
+--   127.0.0.1; openssl makes both at start).
 --   srv:script{ {status = 429, remaining = 0, reset_in = 3}, {action = "close"} }
 --   srv:requests()  -- {method, uri, headers, body, time, connection,
 --                   --  connection_requests, worker} per request to /v1/
@@ -48,7 +53,7 @@ local OPTIONS = {
   retry_after = "boolean", keepalive_timeout = "number", latency = "number",
   workers = "number", connections = "number", extra_http = "string",
   extra_main = "string", extra_server = "string", lua_path = "string",
-  lua_cpath = "string", env = "table",
+  lua_cpath = "string", env = "table", tls = "boolean",
 }
 
 local DEFAULTS = {
@@ -256,6 +261,11 @@ local function nginx_conf(dir, port, o)
   add("  lua_socket_log_errors off;")
   add("  server {")
   add("    listen 127.0.0.1:", port, ";")
+  if o.tls then
+    add("    listen 127.0.0.1:", o.tls_port, " ssl;")
+    add("    ssl_certificate ", cq(dir .. "/server.pem"), ";")
+    add("    ssl_certificate_key ", cq(dir .. "/server.key"), ";")
+  end
   add("    location /v1/ { content_by_lua_block { require('spec.support.mock').pin() } }")
   add("    location /_mock/ { content_by_lua_block { require('spec.support.mock').control() } }")
   add("    location / { default_type application/json; return 404 '{\"message\":\"Not found\"}'; }")
@@ -298,6 +308,25 @@ local function try_start(dir, port, o)
   local text = ("mock server: nginx failed to start on port %d (exit status %s)\n%s")
     :format(port, tostring(code), log)
   return nil, text, log:find("Address already in use", 1, true) ~= nil
+end
+
+-- A CA of its own and a certificate it signed for localhost and 127.0.0.1,
+-- valid for two days: ca.pem, server.pem and server.key in dir.
+local function make_certs(dir)
+  local d = sq(dir)
+  local out, code = sh(table.concat({
+    "cd " .. d .. " || exit 1",
+    "printf 'basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n"
+      .. "subjectAltName=DNS:localhost,IP:127.0.0.1\n' > server.ext",
+    "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2"
+      .. " -subj '/CN=periskope test CA' -addext 'basicConstraints=critical,CA:TRUE'"
+      .. " -addext 'keyUsage=critical,keyCertSign,cRLSign' -keyout ca.key -out ca.pem 2>&1 || exit 1",
+    "openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj '/CN=localhost'"
+      .. " -keyout server.key -out server.csr 2>&1 || exit 1",
+    "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2"
+      .. " -extfile server.ext -out server.pem 2>&1 || exit 1",
+  }, "\n"))
+  if code ~= 0 then error("mock server: openssl could not make the test certificates:\n" .. out, 3) end
 end
 
 -- Makes sure nginx goes away if this Lua process dies without stop() (a
@@ -454,10 +483,14 @@ function M.start(opts)
     api_key = o.api_key, rate_limit = o.rate_limit, window = o.window,
     retry_after = o.retry_after, latency = o.latency,
   }))
+  if o.tls then make_certs(dir) end
   local used = ports_in_use()
   local port, pid, err
   for _ = 1, START_TRIES do
     repeat port = random_port() until not used[port]
+    if o.tls then
+      repeat o.tls_port = random_port() until not used[o.tls_port] and o.tls_port ~= port
+    end
     local taken
     pid, err, taken = try_start(dir, port, o)
     if pid or not taken then break end
@@ -469,10 +502,17 @@ function M.start(opts)
   end
   start_watchdog(dir, pid)
   local url = "http://127.0.0.1:" .. port
-  return setmetatable({
+  local srv = {
     port = port, url = url, base_url = url .. "/v1", pid = pid,
     api_key = o.api_key, dir = dir, stopped = false,
-  }, Server)
+  }
+  if o.tls then
+    srv.tls_port = o.tls_port
+    srv.https_url = "https://localhost:" .. o.tls_port
+    srv.https_base_url = srv.https_url .. "/v1"
+    srv.ca_file = dir .. "/ca.pem"
+  end
+  return setmetatable(srv, Server)
 end
 
 -- Runs fn(srv) with a fresh server, always stops it, and re-raises fn's
