@@ -538,6 +538,7 @@ describe("mock server", function()
       assert.equal("204", out)
       out, rc = sh(common .. "--cacert " .. sq(srv.ca_file) .. " "
         .. sq("https://127.0.0.1:" .. srv.tls_port .. "/v1/message/m2/pin"))
+      assert.equal(0, rc, out)
       assert.equal("204", out)
       -- Not by the system's store: the CA is the server's alone.
       out, rc = sh(common .. sq(url) .. " 2>&1")

@@ -45,7 +45,8 @@ end
 -- same objects at once. Raises with make's output when the build fails.
 function M.build(lua)
   local root = M.root()
-  local out, code = sh("mkdir -p " .. sq(root .. "/build") .. " && flock " .. sq(root .. "/build/.make-" .. lua .. ".lock")
+  local lock = root .. "/build/.make-" .. lua .. ".lock"
+  local out, code = sh("mkdir -p " .. sq(root .. "/build") .. " && flock " .. sq(lock)
     .. " make -C " .. sq(root) .. " --no-print-directory LUA=" .. lua .. " 2>&1")
   if code ~= 0 then error("make LUA=" .. lua .. " failed:\n" .. out, 2) end
   return root .. "/build/" .. lua .. "/?.so"
