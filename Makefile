@@ -5,6 +5,7 @@
 #   make test                 busted specs against the built module
 #   make test-all             the specs under lua5.1, lua5.2, lua5.3, lua5.4 and luajit
 #   make test-contention      shared pacing: many nginx workers and processes, one budget
+#   make test-nohiredis       the specs against a build without hiredis (HIREDIS=no)
 #   make check-core           the pure C core's own tests, under ASan/UBSan
 #   make check-valgrind       1,000 pins under valgrind memcheck
 #   make demo                 pin through the bundled local Periskope server
@@ -20,11 +21,38 @@ LUA_CFLAGS := -I$(LUA_INCDIR)
 else
 LUA_CFLAGS := $(shell $(PKG_CONFIG) --cflags $(LUA))
 endif
-CURL_CFLAGS := $(shell $(PKG_CONFIG) --cflags libcurl)
-CURL_LIBS := $(shell $(PKG_CONFIG) --libs libcurl)
-# hiredis: the Redis store of shared pacing (periskope.limiter.redis).
-HIREDIS_CFLAGS := $(shell $(PKG_CONFIG) --cflags hiredis)
+CURL_CFLAGS := $(shell $(PKG_CONFIG) --cflags libcurl 2>/dev/null)
+CURL_LIBS := $(or $(shell $(PKG_CONFIG) --libs libcurl 2>/dev/null),-lcurl)
+
+# ---------------------------------------------------------------- hiredis
+# The Redis store of shared pacing (periskope.limiter.redis) is optional.
+# HIREDIS=auto (the default) uses hiredis when pkg-config finds it; no
+# builds without it (periskope.limiter.redis then raises, saying what is
+# missing); yes stops when it is missing. Changing it rebuilds the objects.
+HIREDIS ?= auto
+ifneq ($(HIREDIS),no)
+HAVE_HIREDIS := $(shell $(PKG_CONFIG) --exists hiredis 2>/dev/null && echo yes)
+endif
+ifeq ($(HAVE_HIREDIS),yes)
+HIREDIS_CFLAGS := -DPSK_HAVE_HIREDIS $(shell $(PKG_CONFIG) --cflags hiredis)
 HIREDIS_LIBS := $(shell $(PKG_CONFIG) --libs hiredis)
+else
+HAVE_HIREDIS := no
+ifeq ($(HIREDIS),yes)
+$(error HIREDIS=yes, but pkg-config finds no hiredis: install libhiredis-dev)
+endif
+endif
+# The specs read it to know what periskope.limiter.redis must do.
+export PERISKOPE_HIREDIS := $(HAVE_HIREDIS)
+
+# The suite against a build without hiredis, as a user without
+# libhiredis-dev gets it: all but the Redis store's specs (tag redis). It
+# rebuilds build/$(LUA) without hiredis; the next plain make puts it back.
+.PHONY: test-nohiredis
+test-nohiredis:
+	$(MAKE) --no-print-directory HIREDIS=no test \
+	  BUSTED_ARGS="--exclude-tags=redis,contention $(BUSTED_ARGS)"
+# ----------------------------------------------------------------
 
 # The interpreter that runs the specs for this build.
 LUA_BIN_lua5.1 := lua5.1
@@ -64,6 +92,12 @@ $(BUILD)/%.o: src/%.c src/*.h | $(BUILD)
 
 $(BUILD):
 	mkdir -p $@
+
+# A stamp named after the hiredis choice: changing it rebuilds the objects.
+$(OBJ): $(BUILD)/hiredis-$(HAVE_HIREDIS)
+$(BUILD)/hiredis-$(HAVE_HIREDIS): | $(BUILD)
+	rm -f $(BUILD)/hiredis-*
+	touch $@
 
 # libcurl and hiredis are linked; liblua is not: the host (lua, luajit, nginx, nvim) has it.
 $(SO): $(OBJ)
