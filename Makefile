@@ -9,7 +9,8 @@
 #   make check-core           the pure C core's own tests, under ASan/UBSan
 #   make check-valgrind       1,000 pins under valgrind memcheck
 #   make demo                 pin through the bundled local Periskope server
-#   make install              the module into $(LUA_CMOD), the command into $(BINDIR)
+#   make install              the module into $(LUA_CMOD), the command into $(BINDIR),
+#                             its man page, the LuaLS annotations; make uninstall
 
 LUA ?= lua5.4
 PKG_CONFIG ?= pkg-config
@@ -44,14 +45,6 @@ endif
 endif
 # The specs read it to know what periskope.limiter.redis must do.
 export PERISKOPE_HIREDIS := $(HAVE_HIREDIS)
-
-# The suite against a build without hiredis, as a user without
-# libhiredis-dev gets it: all but the Redis store's specs (tag redis). It
-# rebuilds build/$(LUA) without hiredis; the next plain make puts it back.
-.PHONY: test-nohiredis
-test-nohiredis:
-	$(MAKE) --no-print-directory HIREDIS=no test \
-	  BUSTED_ARGS="--exclude-tags=redis,contention $(BUSTED_ARGS)"
 # ----------------------------------------------------------------
 
 # The interpreter that runs the specs for this build.
@@ -73,7 +66,8 @@ ALL_CFLAGS := -std=c99 -fPIC -fvisibility=hidden $(WARN) $(CFLAGS) \
               $(LUA_CFLAGS) $(CURL_CFLAGS) $(HIREDIS_CFLAGS) $(EXTRA_CFLAGS)
 LDFLAGS_SO := -shared $(LDFLAGS) $(EXTRA_LDFLAGS)
 
-BUILD := build/$(LUA)
+# A LuaRocks build (it passes LUA_INCDIR) keeps apart from make's own.
+BUILD := build/$(if $(LUA_INCDIR),rock-$(notdir $(LUA_INCDIR)),$(LUA))
 CORE_SRC := src/psk_buf.c src/psk_core.c src/psk_pace.c
 SRC := $(CORE_SRC) src/psk_http.c src/psk_redis.c src/lpace.c src/lperiskope.c
 OBJ := $(patsubst src/%.c,$(BUILD)/%.o,$(SRC))
@@ -83,7 +77,7 @@ BUSTED ?= /usr/bin/busted
 
 LUAS := lua5.1 lua5.2 lua5.3 lua5.4 luajit
 
-.PHONY: all test test-all test-contention check-core check-valgrind demo install clean
+.PHONY: all test test-all test-contention check-core check-valgrind demo install uninstall clean
 
 all: $(SO)
 
@@ -135,12 +129,64 @@ check-valgrind: $(SO)
 demo: $(SO)
 	PERISKOPE_CPATH="$(CURDIR)/$(BUILD)/?.so" sh examples/demo.sh "$(LUA_BIN)"
 
-# The command runs under the interpreter the module was built for.
+# ---------------------------------------------------------------- hiredis
+# The suite against a build without hiredis, as a user without
+# libhiredis-dev gets it: all but the Redis store's specs (tag redis). It
+# rebuilds build/$(LUA) without hiredis; the next plain make puts it back.
+.PHONY: test-nohiredis
+test-nohiredis:
+	$(MAKE) --no-print-directory HIREDIS=no test \
+	  BUSTED_ARGS="--exclude-tags=redis,contention $(BUSTED_ARGS)"
+
+# ---------------------------------------------------------------- install
+# The module, the command (told which interpreter and module directory it
+# goes with), its man page and the LuaLS annotations (meta/, not on any
+# package.path: a periskope.lua there would hide the C module from require).
+MANDIR ?= $(PREFIX)/share/man
+METADIR ?= $(PREFIX)/share/periskope/meta
+
 install: $(SO)
-	install -d "$(DESTDIR)$(LUA_CMOD)" "$(DESTDIR)$(BINDIR)"
+	install -d "$(DESTDIR)$(LUA_CMOD)" "$(DESTDIR)$(BINDIR)" "$(DESTDIR)$(MANDIR)/man1" \
+	  "$(DESTDIR)$(METADIR)"
 	install -m 0755 $(SO) "$(DESTDIR)$(LUA_CMOD)/periskope.so"
-	sed '1s|^#!.*|#!/usr/bin/env $(LUA_BIN)|' bin/periskope > "$(DESTDIR)$(BINDIR)/periskope"
+	sed -e 's|^lua=$$|lua=$(LUA_BIN)|' \
+	  -e 's|^local INSTALLED_CMOD = nil$$|local INSTALLED_CMOD = "$(LUA_CMOD)"|' \
+	  bin/periskope > "$(DESTDIR)$(BINDIR)/periskope"
 	chmod 0755 "$(DESTDIR)$(BINDIR)/periskope"
+	install -m 0644 doc/periskope.1 "$(DESTDIR)$(MANDIR)/man1/periskope.1"
+	install -m 0644 meta/periskope.lua "$(DESTDIR)$(METADIR)/periskope.lua"
+
+uninstall:
+	rm -f "$(DESTDIR)$(LUA_CMOD)/periskope.so" "$(DESTDIR)$(BINDIR)/periskope" \
+	  "$(DESTDIR)$(MANDIR)/man1/periskope.1" "$(DESTDIR)$(METADIR)/periskope.lua"
+	rmdir "$(DESTDIR)$(METADIR)" "$(DESTDIR)$(PREFIX)/share/periskope" 2>/dev/null || true
+# ----------------------------------------------------------------
+
+# ---------------------------------------------------------------- release
+# make dist: $(DIST_DIR)/periskope-$(VERSION).tar.gz, the committed tree
+# (git archive HEAD), and $(DIST_DIR)/periskope-$(VERSION)-1.rockspec,
+# the scm rockspec with that tarball, its md5 and its top directory as the
+# source. DIST_URL is where the tarball is published (.ci/run gives a
+# file:// URL to build and pack it offline).
+VERSION := $(shell sed -n 's/^\#define PSK_VERSION "\(.*\)"$$/\1/p' src/psk_core.h)
+HOMEPAGE := $(shell sed -n 's/^ *homepage = "\(.*\)",$$/\1/p' rockspec/periskope-scm-1.rockspec)
+DIST_DIR ?= build/dist
+DIST_NAME := periskope-$(VERSION)
+DIST_URL ?= $(HOMEPAGE)/releases/download/v$(VERSION)/$(DIST_NAME).tar.gz
+
+.PHONY: dist
+dist:
+	@test -n "$(VERSION)" || { echo "dist: no PSK_VERSION in src/psk_core.h"; exit 1; }
+	mkdir -p $(DIST_DIR)
+	git archive --format=tar.gz --prefix=$(DIST_NAME)/ -o $(DIST_DIR)/$(DIST_NAME).tar.gz HEAD
+	md5=$$(md5sum $(DIST_DIR)/$(DIST_NAME).tar.gz | cut -d' ' -f1) && \
+	sed -e '1i -- periskope $(VERSION), written by make dist from rockspec/periskope-scm-1.rockspec.' \
+	  -e '/^rockspec_format/,$$!d' \
+	  -e 's|^version = "scm-1"|version = "$(VERSION)-1"|' \
+	  -e "s|^  url = \"git+.*|  url = \"$(DIST_URL)\",\n  md5 = \"$$md5\",\n  dir = \"$(DIST_NAME)\",|" \
+	  rockspec/periskope-scm-1.rockspec > $(DIST_DIR)/$(DIST_NAME)-1.rockspec
+	@echo "dist: $(DIST_DIR)/$(DIST_NAME).tar.gz $(DIST_DIR)/$(DIST_NAME)-1.rockspec"
+# ----------------------------------------------------------------
 
 clean:
 	rm -rf build
