@@ -144,13 +144,16 @@ test-nohiredis:
 # package.path: a periskope.lua there would hide the C module from require).
 MANDIR ?= $(PREFIX)/share/man
 METADIR ?= $(PREFIX)/share/periskope/meta
+# The module directory the command searches first; empty, none (LuaRocks,
+# whose wrapper of the command knows where it deploys the module).
+INSTALLED_CMOD ?= $(LUA_CMOD)
 
 install: $(SO)
 	install -d "$(DESTDIR)$(LUA_CMOD)" "$(DESTDIR)$(BINDIR)" "$(DESTDIR)$(MANDIR)/man1" \
 	  "$(DESTDIR)$(METADIR)"
 	install -m 0755 $(SO) "$(DESTDIR)$(LUA_CMOD)/periskope.so"
 	sed -e 's|^lua=$$|lua=$(LUA_BIN)|' \
-	  -e 's|^local INSTALLED_CMOD = nil$$|local INSTALLED_CMOD = "$(LUA_CMOD)"|' \
+	  $(if $(INSTALLED_CMOD),-e 's|^local INSTALLED_CMOD = nil$$|local INSTALLED_CMOD = "$(INSTALLED_CMOD)"|') \
 	  bin/periskope > "$(DESTDIR)$(BINDIR)/periskope"
 	chmod 0755 "$(DESTDIR)$(BINDIR)/periskope"
 	install -m 0644 doc/periskope.1 "$(DESTDIR)$(MANDIR)/man1/periskope.1"

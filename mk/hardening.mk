@@ -15,8 +15,8 @@
 #   make check-static            clang-tidy + cppcheck on src/*.c, luacheck on
 #                                every Lua file
 #
-# Tools beyond scripts/setup-debian: clang, libclang-rt-14-dev (libFuzzer),
-# clang-tidy, cppcheck.
+# Tools (scripts/setup-debian-dev installs them): clang, libclang-rt-14-dev
+# (libFuzzer), clang-tidy, cppcheck, valgrind.
 
 .PHONY: fuzz fuzz-build fuzz-regress check-asan check-valgrind-suite \
         check-static check-clang-tidy check-cppcheck check-luacheck

@@ -59,6 +59,7 @@ build = {
     PREFIX = "$(PREFIX)",
     LUA_CMOD = "$(LIBDIR)",
     BINDIR = "$(BINDIR)",
+    INSTALLED_CMOD = "",
   },
   copy_directories = { "doc" },
 }
