@@ -49,12 +49,19 @@ function M.build(lua)
   return root .. "/build/" .. lua .. "/?.so"
 end
 
--- True when the README holds the example file's text, byte for byte, as
--- the body of one fenced code block.
+-- The README and the pages of doc/ that it links to, where the examples
+-- are quoted.
+M.DOCS = { "README.md", "doc/openresty.md", "doc/neovim.md", "doc/shared-pacing.md" }
+
+-- True when the README or a page of doc/ holds the example file's text,
+-- byte for byte, as the body of one fenced code block.
 function M.readme_quotes(path)
-  local readme = read_file(M.root() .. "/README.md")
   local text = read_file(M.root() .. "/" .. path)
-  return readme:find("```%w*\n" .. text:gsub("%p", "%%%0") .. "```\n") ~= nil
+  for _, doc in ipairs(M.DOCS) do
+    local page = read_file(M.root() .. "/" .. doc)
+    if page:find("```%w*\n" .. text:gsub("%p", "%%%0") .. "```\n") then return true end
+  end
+  return false
 end
 
 return M
