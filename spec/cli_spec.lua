@@ -25,10 +25,25 @@ local LUA = util.lua_bin()
 -- build/<name> of this interpreter, as the command looks for it.
 local BUILD = jit and "luajit" or "lua" .. _VERSION:match("%d+%.%d+")
 
+-- The module this run tests: PERISKOPE_CPATH's first entry, else the
+-- checkout's build for this interpreter.
+local function built_so()
+  local cpath = os.getenv("PERISKOPE_CPATH")
+  if cpath and cpath ~= "" then return (cpath:match("^[^;]+"):gsub("%?", "periskope")) end
+  return ROOT .. "/build/" .. BUILD .. "/periskope.so"
+end
+
 local read_file, write_file = server.read_file, server.write_file
 
 local function now()
   return tonumber((sh("date +%s.%N")))
+end
+
+-- A directory that is removed when the test ends.
+local function temp_dir()
+  local dir = sh("mktemp -d"):match("[^\n]+")
+  finally(function() sh("rm -rf " .. sq(dir)) end)
+  return dir
 end
 
 local function lines(text)
@@ -410,8 +425,7 @@ describe("periskope (the command)", function()
     end)
 
     it("from a FIFO: waits for its writer, PERISKOPE_KEY_WAIT seconds at most", function()
-      local dir = sh("mktemp -d"):match("[^\n]+")
-      finally(function() sh("rm -rf " .. sq(dir)) end)
+      local dir = temp_dir()
       local fifo = dir .. "/key"
       assert.equal(0, select(2, sh("mkfifo " .. sq(fifo))))
       local t0 = now()
@@ -711,11 +725,8 @@ describe("periskope (the command)", function()
     it("run as a command, picks the Lua whose build is in the checkout", function()
       -- A checkout with this interpreter's build only: its Makefile,
       -- bin/periskope and build/<lua>/periskope.so.
-      local dir = sh("mktemp -d"):match("[^\n]+")
-      finally(function() sh("rm -rf " .. sq(dir)) end)
-      local cpath = os.getenv("PERISKOPE_CPATH")
-      local so = (cpath and cpath ~= "") and cpath:match("^[^;]+"):gsub("%?", "periskope")
-        or ROOT .. "/build/" .. BUILD .. "/periskope.so"
+      local dir = temp_dir()
+      local so = built_so()
       sh("mkdir -p " .. sq(dir .. "/bin") .. " " .. sq(dir .. "/build/" .. BUILD)
         .. " && touch " .. sq(dir .. "/Makefile")
         .. " && cp " .. sq(BIN) .. " " .. sq(dir .. "/bin/periskope")
@@ -742,8 +753,7 @@ describe("periskope (the command)", function()
     end)
 
     it("installs with make install and goes with make uninstall", function()
-      local dir = sh("mktemp -d"):match("[^\n]+")
-      finally(function() sh("rm -rf " .. sq(dir)) end)
+      local dir = temp_dir()
       local make = "make -C " .. sq(ROOT) .. " --no-print-directory LUA=" .. BUILD .. " PREFIX=" .. sq(dir)
       local out, code = sh(make .. " install 2>&1")
       assert.equal(0, code, out)
@@ -764,11 +774,8 @@ describe("periskope (the command)", function()
     end)
 
     it("comes from the cpath when installed (no checkout next to the script)", function()
-      local dir = sh("mktemp -d"):match("[^\n]+")
-      finally(function() sh("rm -rf " .. sq(dir)) end)
-      local cpath = os.getenv("PERISKOPE_CPATH")
-      local so = (cpath and cpath ~= "") and cpath:match("^[^;]+"):gsub("%?", "periskope")
-        or ROOT .. "/build/" .. BUILD .. "/periskope.so"
+      local dir = temp_dir()
+      local so = built_so()
       sh("mkdir -p " .. sq(dir .. "/bin") .. " " .. sq(dir .. "/lib")
         .. " && cp " .. sq(BIN) .. " " .. sq(dir .. "/bin/periskope")
         .. " && cp " .. sq(so) .. " " .. sq(dir .. "/lib/periskope.so"))
