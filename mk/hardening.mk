@@ -181,10 +181,11 @@ HARDEN_CPPCHECK_FLAGS := --enable=warning,style,performance,portability \
   --template='{file}:{line}: {severity}: {message} [{id}]'
 # Every Lua file of the repository, wherever it is (spec, examples, test,
 # bench, .busted, .luacheckrc, ...), and scripts without an extension whose
-# first line runs lua (bin/periskope); build/ and .git/ hold none of ours.
+# first line runs lua, or that are sh then Lua (bin/periskope: a "--[["
+# second line); build/ and .git/ hold none of ours.
 HARDEN_FIND = find . \( -path ./build -o -path ./.git -o -path ./luarocks-tree \) -prune -o -type f
 HARDEN_LUA_FILES = $(shell { $(HARDEN_FIND) \( -name '*.lua' -o -name .busted -o -name .luacheckrc \) -print; \
-  $(HARDEN_FIND) ! -name '*.*' -exec sh -c 'head -n 1 "$$1" | grep -q "^\#!.*lua"' _ {} \; -print; } \
+  $(HARDEN_FIND) ! -name '*.*' -exec sh -c 'head -n 2 "$$1" | grep -q -e "^\#!.*lua" -e "^--\[\[ "' _ {} \; -print; } \
   | sed 's|^\./||' | sort)
 # luacheck given a rockspec checks the modules the rockspec lists, not the
 # rockspec itself: it reads those from stdin under their own name.

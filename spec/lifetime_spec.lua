@@ -39,7 +39,7 @@ describe("the module", function()
     -- The tarball holds the tree under one directory named after the version.
     local list = server.sh("tar tzf " .. server.quote(dir .. "/" .. name .. ".tar.gz"))
     for _, f in ipairs { "Makefile", "src/psk_core.h", "bin/periskope", "LICENSE", "doc/periskope.1" } do
-      assert.truthy(list:find("\n" .. name .. "/" .. f .. "\n", 1, true) or list:find("^" .. name .. "/" .. f .. "\n"), f)
+      assert.truthy(list:find("\n" .. name .. "/" .. f .. "\n", 1, true), f)
     end
   end)
 end)
