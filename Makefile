@@ -5,10 +5,12 @@
 #   make test                 busted specs against the built module
 #   make test-all             the specs under lua5.1, lua5.2, lua5.3, lua5.4 and luajit
 #   make test-contention      shared pacing: many nginx workers and processes, one budget
+#   make test-nohiredis       the specs against a build without hiredis (HIREDIS=no)
 #   make check-core           the pure C core's own tests, under ASan/UBSan
 #   make check-valgrind       1,000 pins under valgrind memcheck
 #   make demo                 pin through the bundled local Periskope server
-#   make install              the module into $(LUA_CMOD), the command into $(BINDIR)
+#   make install              the module into $(LUA_CMOD), the command into $(BINDIR),
+#                             its man page, the LuaLS annotations; make uninstall
 
 LUA ?= lua5.4
 PKG_CONFIG ?= pkg-config
@@ -20,11 +22,35 @@ LUA_CFLAGS := -I$(LUA_INCDIR)
 else
 LUA_CFLAGS := $(shell $(PKG_CONFIG) --cflags $(LUA))
 endif
-CURL_CFLAGS := $(shell $(PKG_CONFIG) --cflags libcurl)
-CURL_LIBS := $(shell $(PKG_CONFIG) --libs libcurl)
-# hiredis: the Redis store of shared pacing (periskope.limiter.redis).
-HIREDIS_CFLAGS := $(shell $(PKG_CONFIG) --cflags hiredis)
+CURL_CFLAGS := $(shell $(PKG_CONFIG) --cflags libcurl 2>/dev/null)
+CURL_LIBS := $(or $(shell $(PKG_CONFIG) --libs libcurl 2>/dev/null),-lcurl)
+
+# ---------------------------------------------------------------- hiredis
+# The Redis store of shared pacing (periskope.limiter.redis) is optional.
+# HIREDIS=auto (the default) uses hiredis when pkg-config finds it; no
+# builds without it (periskope.limiter.redis then raises, saying what is
+# missing); yes stops when it is missing. Changing it rebuilds the objects.
+HIREDIS ?= auto
+ifneq ($(HIREDIS),no)
+HAVE_HIREDIS := $(shell $(PKG_CONFIG) --exists hiredis 2>/dev/null && echo yes)
+endif
+ifeq ($(HAVE_HIREDIS),yes)
+HIREDIS_CFLAGS := -DPSK_HAVE_HIREDIS $(shell $(PKG_CONFIG) --cflags hiredis)
 HIREDIS_LIBS := $(shell $(PKG_CONFIG) --libs hiredis)
+else
+HAVE_HIREDIS := no
+ifeq ($(HIREDIS),yes)
+$(error HIREDIS=yes, but pkg-config finds no hiredis: install libhiredis-dev)
+endif
+endif
+# The specs read it to know what periskope.limiter.redis must do.
+export PERISKOPE_HIREDIS := $(HAVE_HIREDIS)
+# HIREDIS=no, asked for, builds beside the usual build (build/<lua>-nohiredis),
+# so that the suite without hiredis can run while other builds are in use;
+# the specs that build a module for another host (spec/support/hosts.lua)
+# read the suffix.
+export PERISKOPE_BUILD_SUFFIX := $(if $(filter no,$(HIREDIS)),-nohiredis)
+# ----------------------------------------------------------------
 
 # The interpreter that runs the specs for this build.
 LUA_BIN_lua5.1 := lua5.1
@@ -45,7 +71,8 @@ ALL_CFLAGS := -std=c99 -fPIC -fvisibility=hidden $(WARN) $(CFLAGS) \
               $(LUA_CFLAGS) $(CURL_CFLAGS) $(HIREDIS_CFLAGS) $(EXTRA_CFLAGS)
 LDFLAGS_SO := -shared $(LDFLAGS) $(EXTRA_LDFLAGS)
 
-BUILD := build/$(LUA)
+# A LuaRocks build (it passes LUA_INCDIR) keeps apart from make's own.
+BUILD := build/$(if $(LUA_INCDIR),rock-$(notdir $(LUA_INCDIR)),$(LUA))$(PERISKOPE_BUILD_SUFFIX)
 CORE_SRC := src/psk_buf.c src/psk_core.c src/psk_pace.c
 SRC := $(CORE_SRC) src/psk_http.c src/psk_redis.c src/lpace.c src/lperiskope.c
 OBJ := $(patsubst src/%.c,$(BUILD)/%.o,$(SRC))
@@ -55,7 +82,7 @@ BUSTED ?= /usr/bin/busted
 
 LUAS := lua5.1 lua5.2 lua5.3 lua5.4 luajit
 
-.PHONY: all test test-all test-contention check-core check-valgrind demo install clean
+.PHONY: all test test-all test-contention check-core check-valgrind demo install uninstall clean
 
 all: $(SO)
 
@@ -64,6 +91,12 @@ $(BUILD)/%.o: src/%.c src/*.h | $(BUILD)
 
 $(BUILD):
 	mkdir -p $@
+
+# A stamp named after the hiredis choice: changing it rebuilds the objects.
+$(OBJ): $(BUILD)/hiredis-$(HAVE_HIREDIS)
+$(BUILD)/hiredis-$(HAVE_HIREDIS): | $(BUILD)
+	rm -f $(BUILD)/hiredis-*
+	touch $@
 
 # libcurl and hiredis are linked; liblua is not: the host (lua, luajit, nginx, nvim) has it.
 $(SO): $(OBJ)
@@ -79,7 +112,7 @@ RUN_SPECS = $(LUA_BIN) spec/support/run_specs.lua --jobs $(SPEC_JOBS) --busted $
 
 test: $(SO)
 	PERISKOPE_CPATH="$(CURDIR)/$(BUILD)/?.so" PERISKOPE_LUA=$(LUA_BIN) \
-	  $(RUN_SPECS) --times build/spec-times-$(LUA) $(SPECS) -- $(BUSTED_ARGS)
+	  $(RUN_SPECS) --times build/spec-times-$(notdir $(BUILD)) $(SPECS) -- $(BUSTED_ARGS)
 
 # Shared pacing under contention (spec/contention_spec.lua, tag "contention",
 # left out of `make test`): nginx workers, Lua 5.4 and LuaJIT processes and
@@ -124,12 +157,67 @@ check-valgrind: $(SO)
 demo: $(SO)
 	PERISKOPE_CPATH="$(CURDIR)/$(BUILD)/?.so" sh examples/demo.sh "$(LUA_BIN)"
 
-# The command runs under the interpreter the module was built for.
+# ---------------------------------------------------------------- hiredis
+# The suite against a build without hiredis, as a user without
+# libhiredis-dev gets it: all but the Redis store's specs (tag redis), on a
+# build of its own (build/$(LUA)-nohiredis).
+.PHONY: test-nohiredis
+test-nohiredis:
+	$(MAKE) --no-print-directory HIREDIS=no test \
+	  BUSTED_ARGS="--exclude-tags=redis,contention $(BUSTED_ARGS)"
+
+# ---------------------------------------------------------------- install
+# The module, the command (told which interpreter and module directory it
+# goes with), its man page and the LuaLS annotations (meta/, not on any
+# package.path: a periskope.lua there would hide the C module from require).
+MANDIR ?= $(PREFIX)/share/man
+METADIR ?= $(PREFIX)/share/periskope/meta
+# The module directory the command searches first; empty, none (LuaRocks,
+# whose wrapper of the command knows where it deploys the module).
+INSTALLED_CMOD ?= $(LUA_CMOD)
+
 install: $(SO)
-	install -d "$(DESTDIR)$(LUA_CMOD)" "$(DESTDIR)$(BINDIR)"
+	install -d "$(DESTDIR)$(LUA_CMOD)" "$(DESTDIR)$(BINDIR)" "$(DESTDIR)$(MANDIR)/man1" \
+	  "$(DESTDIR)$(METADIR)"
 	install -m 0755 $(SO) "$(DESTDIR)$(LUA_CMOD)/periskope.so"
-	sed '1s|^#!.*|#!/usr/bin/env $(LUA_BIN)|' bin/periskope > "$(DESTDIR)$(BINDIR)/periskope"
+	sed -e 's|^lua=$$|lua=$(LUA_BIN)|' \
+	  $(if $(INSTALLED_CMOD),-e 's|^local INSTALLED_CMOD = nil$$|local INSTALLED_CMOD = "$(INSTALLED_CMOD)"|') \
+	  bin/periskope > "$(DESTDIR)$(BINDIR)/periskope"
 	chmod 0755 "$(DESTDIR)$(BINDIR)/periskope"
+	install -m 0644 doc/periskope.1 "$(DESTDIR)$(MANDIR)/man1/periskope.1"
+	install -m 0644 meta/periskope.lua "$(DESTDIR)$(METADIR)/periskope.lua"
+
+uninstall:
+	rm -f "$(DESTDIR)$(LUA_CMOD)/periskope.so" "$(DESTDIR)$(BINDIR)/periskope" \
+	  "$(DESTDIR)$(MANDIR)/man1/periskope.1" "$(DESTDIR)$(METADIR)/periskope.lua"
+	rmdir "$(DESTDIR)$(METADIR)" "$(DESTDIR)$(PREFIX)/share/periskope" 2>/dev/null || true
+# ----------------------------------------------------------------
+
+# ---------------------------------------------------------------- release
+# make dist: $(DIST_DIR)/periskope-$(VERSION).tar.gz, the committed tree
+# (git archive HEAD), and $(DIST_DIR)/periskope-$(VERSION)-1.rockspec,
+# the scm rockspec with that tarball, its md5 and its top directory as the
+# source. DIST_URL is where the tarball is published (.ci/run gives a
+# file:// URL to build and pack it offline).
+VERSION := $(shell sed -n 's/^\#define PSK_VERSION "\(.*\)"$$/\1/p' src/psk_core.h)
+HOMEPAGE := $(shell sed -n 's/^ *homepage = "\(.*\)",$$/\1/p' rockspec/periskope-scm-1.rockspec)
+DIST_DIR ?= build/dist
+DIST_NAME := periskope-$(VERSION)
+DIST_URL ?= $(HOMEPAGE)/releases/download/v$(VERSION)/$(DIST_NAME).tar.gz
+
+.PHONY: dist
+dist:
+	@test -n "$(VERSION)" || { echo "dist: no PSK_VERSION in src/psk_core.h"; exit 1; }
+	mkdir -p $(DIST_DIR)
+	git archive --format=tar.gz --prefix=$(DIST_NAME)/ -o $(DIST_DIR)/$(DIST_NAME).tar.gz HEAD
+	md5=$$(md5sum $(DIST_DIR)/$(DIST_NAME).tar.gz | cut -d' ' -f1) && \
+	sed -e '1i -- periskope $(VERSION), written by make dist from rockspec/periskope-scm-1.rockspec.' \
+	  -e '/^rockspec_format/,$$!d' \
+	  -e 's|^version = "scm-1"|version = "$(VERSION)-1"|' \
+	  -e "s|^  url = \"git+.*|  url = \"$(DIST_URL)\",\n  md5 = \"$$md5\",\n  dir = \"$(DIST_NAME)\",|" \
+	  rockspec/periskope-scm-1.rockspec > $(DIST_DIR)/$(DIST_NAME)-1.rockspec
+	@echo "dist: $(DIST_DIR)/$(DIST_NAME).tar.gz $(DIST_DIR)/$(DIST_NAME)-1.rockspec"
+# ----------------------------------------------------------------
 
 clean:
 	rm -rf build

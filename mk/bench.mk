@@ -7,7 +7,7 @@
 #                     bench/bench.lua (about 3-4 minutes); results go to
 #                     bench/results.md, bench/README.md (between its bench
 #                     markers) and bench/pins_per_second.png
-#   make bench-deps   what the bench uses beyond scripts/setup-debian:
+#   make bench-deps   what the bench uses beyond scripts/setup-debian-dev:
 #                     lua-curl, gnuplot-nox, valgrind (apt-get) and the
 #                     Node client (npm ci in bench/node)
 #

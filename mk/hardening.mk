@@ -15,8 +15,8 @@
 #   make check-static            clang-tidy + cppcheck on src/*.c, luacheck on
 #                                every Lua file
 #
-# Tools beyond scripts/setup-debian: clang, libclang-rt-14-dev (libFuzzer),
-# clang-tidy, cppcheck.
+# Tools (scripts/setup-debian-dev installs them): clang, libclang-rt-14-dev
+# (libFuzzer), clang-tidy, cppcheck, valgrind.
 
 .PHONY: fuzz fuzz-build fuzz-regress check-asan check-valgrind-suite \
         check-static check-clang-tidy check-cppcheck check-luacheck
@@ -118,6 +118,9 @@ $(HARDEN_ASAN_BUILD)/%.o: src/%.c src/*.h
 	$(HARDEN_ASAN_CC) -std=c99 -fPIC -fvisibility=hidden $(WARN) $(HARDEN_ASAN_FLAGS) \
 	  $(LUA_CFLAGS) $(CURL_CFLAGS) $(HIREDIS_CFLAGS) -c $< -o $@
 
+# Rebuilt when the hiredis choice changes (the Makefile's stamp).
+$(HARDEN_ASAN_OBJ): $(BUILD)/hiredis-$(HAVE_HIREDIS)
+
 $(HARDEN_ASAN_SO): $(HARDEN_ASAN_OBJ)
 	$(HARDEN_ASAN_CC) -shared $(HARDEN_ASAN_FLAGS) -o $@ $(HARDEN_ASAN_OBJ) $(CURL_LIBS) $(HIREDIS_LIBS)
 
@@ -166,24 +169,26 @@ check-valgrind-suite: $(SO)
 HARDEN_TIDY ?= clang-tidy
 HARDEN_CPPCHECK ?= cppcheck
 # Lua 5.4 and libcurl headers as the build sees them; mk/analyzer_lua.h
-# tells the analyzer that the raising Lua functions do not return.
+# tells the analyzer that the raising Lua functions do not return. Both
+# check the hiredis code (PSK_HAVE_HIREDIS), not the few lines of its stub.
 HARDEN_TIDY_FLAGS = -std=c99 -Isrc $(shell $(PKG_CONFIG) --cflags lua5.4 libcurl) \
-  -include mk/analyzer_lua.h
+  -DPSK_HAVE_HIREDIS -include mk/analyzer_lua.h
 # cppcheck reads the Lua headers themselves (its lua.cfg misses
 # luaL_argerror and wrongly wants lua_tostring's result used) but not the
 # system ones, so LLONG_MAX, which luaconf.h tests, is given as <limits.h>
 # has it; libcurl is described by cppcheck's own libcurl.cfg.
 HARDEN_CPPCHECK_FLAGS := --enable=warning,style,performance,portability \
   --error-exitcode=1 --inline-suppr --quiet --std=c99 \
-  --library=posix --library=libcurl -Isrc -I/usr/include/lua5.4 \
+  --library=posix --library=libcurl -Isrc -I/usr/include/lua5.4 -DPSK_HAVE_HIREDIS \
   -DLLONG_MAX=9223372036854775807LL --suppress-xml=mk/cppcheck.suppress \
   --template='{file}:{line}: {severity}: {message} [{id}]'
 # Every Lua file of the repository, wherever it is (spec, examples, test,
 # bench, .busted, .luacheckrc, ...), and scripts without an extension whose
-# first line runs lua (bin/periskope); build/ and .git/ hold none of ours.
+# first line runs lua, or that are sh then Lua (bin/periskope: a "--[["
+# second line); build/ and .git/ hold none of ours.
 HARDEN_FIND = find . \( -path ./build -o -path ./.git -o -path ./luarocks-tree \) -prune -o -type f
 HARDEN_LUA_FILES = $(shell { $(HARDEN_FIND) \( -name '*.lua' -o -name .busted -o -name .luacheckrc \) -print; \
-  $(HARDEN_FIND) ! -name '*.*' -exec sh -c 'head -n 1 "$$1" | grep -q "^\#!.*lua"' _ {} \; -print; } \
+  $(HARDEN_FIND) ! -name '*.*' -exec sh -c 'head -n 2 "$$1" | grep -q -e "^\#!.*lua" -e "^--\[\[ "' _ {} \; -print; } \
   | sed 's|^\./||' | sort)
 # luacheck given a rockspec checks the modules the rockspec lists, not the
 # rockspec itself: it reads those from stdin under their own name.

@@ -1,11 +1,19 @@
--- LuaRocks build of the periskope module (builtin backend).
--- From the repository root:
+-- LuaRocks build of periskope, for development from a checkout:
 --   luarocks make --deps-mode=none rockspec/periskope-scm-1.rockspec
+-- (for LuaRocks' default Lua: add --lua-version 5.4 for another).
+-- Releases use periskope-<version>-1.rockspec, which `make dist` writes
+-- from this file with the release tarball as its source.
+--
+-- The make backend, not the builtin one: the Makefile finds hiredis when
+-- it is there and builds without it when not, compiles with
+-- -fvisibility=hidden so that only luaopen_periskope is exported, and
+-- keeps its objects under build/, never next to the sources.
+rockspec_format = "3.0"
 package = "periskope"
 version = "scm-1"
 
 source = {
-  url = "git+file://./",
+  url = "git+https://github.com/periskope/periskope-lua.git",
 }
 
 description = {
@@ -14,10 +22,13 @@ description = {
     A Lua module written in C (libcurl transport) for the Periskope REST
     API's Pin Message operation: retries with Retry-After and rate-limit
     waits, reused connections, pacing shared across processes through an
-    nginx shared dictionary or Redis (hiredis), a sans-I/O request builder
-    and response reader. Loads in Lua 5.1 to 5.4 and LuaJIT.
+    nginx shared dictionary or Redis (hiredis, when found at build time),
+    a sans-I/O request builder and response reader, and the periskope
+    command. Loads in Lua 5.1 to 5.4 and LuaJIT.
   ]],
+  homepage = "https://github.com/periskope/periskope-lua",
   license = "MIT",
+  labels = { "whatsapp", "periskope", "http", "curl" },
 }
 
 dependencies = {
@@ -31,33 +42,24 @@ external_dependencies = {
     -- include directory that the compiler searches but LuaRocks does not.
     library = "curl",
   },
-  HIREDIS = {
-    -- Shared pacing through Redis (periskope.limiter.redis).
-    header = "hiredis/hiredis.h",
-    library = "hiredis",
-  },
 }
 
 build = {
-  type = "builtin",
-  install = {
-    bin = { periskope = "bin/periskope" },
+  type = "make",
+  -- The same variables for both steps, so that install finds the build.
+  build_variables = {
+    CFLAGS = "$(CFLAGS)",
+    LUA_INCDIR = "$(LUA_INCDIR)",
+    LUA_BIN = "$(LUA)",
   },
-  modules = {
-    periskope = {
-      sources = {
-        "src/psk_buf.c",
-        "src/psk_core.c",
-        "src/psk_pace.c",
-        "src/psk_http.c",
-        "src/psk_redis.c",
-        "src/lpace.c",
-        "src/lperiskope.c",
-      },
-      defines = { "_POSIX_C_SOURCE=200809L" },
-      libraries = { "curl", "hiredis" },
-      incdirs = { "$(CURL_INCDIR)", "$(HIREDIS_INCDIR)" },
-      libdirs = { "$(CURL_LIBDIR)", "$(HIREDIS_LIBDIR)" },
-    },
+  install_variables = {
+    CFLAGS = "$(CFLAGS)",
+    LUA_INCDIR = "$(LUA_INCDIR)",
+    LUA_BIN = "$(LUA)",
+    PREFIX = "$(PREFIX)",
+    LUA_CMOD = "$(LIBDIR)",
+    BINDIR = "$(BINDIR)",
+    INSTALLED_CMOD = "",
   },
+  copy_directories = { "doc" },
 }

@@ -25,7 +25,26 @@ local LUA = util.lua_bin()
 -- build/<name> of this interpreter, as the command looks for it.
 local BUILD = jit and "luajit" or "lua" .. _VERSION:match("%d+%.%d+")
 
+-- The module this run tests: PERISKOPE_CPATH's first entry, else the
+-- checkout's build for this interpreter.
+local function built_so()
+  local cpath = os.getenv("PERISKOPE_CPATH")
+  if cpath and cpath ~= "" then return (cpath:match("^[^;]+"):gsub("%?", "periskope")) end
+  return ROOT .. "/build/" .. BUILD .. "/periskope.so"
+end
+
 local read_file, write_file = server.read_file, server.write_file
+
+local function now()
+  return tonumber((sh("date +%s.%N")))
+end
+
+-- A directory that is removed when the test ends.
+local function temp_dir()
+  local dir = sh("mktemp -d"):match("[^\n]+")
+  finally(function() sh("rm -rf " .. sq(dir)) end)
+  return dir
+end
 
 local function lines(text)
   local out = {}
@@ -63,11 +82,14 @@ local function env_words(srv, env)
   return "env " .. table.concat(unset, " ") .. " " .. table.concat(set, " ")
 end
 
--- The shell command that runs periskope with args (an array of words).
+-- The shell command that runs periskope with args (an array of words);
+-- o.lua == false runs the script itself, as a user does (its #! line).
 local function command(srv, args, o)
   local words = {}
   for _, a in ipairs(args) do words[#words + 1] = sq(a) end
-  return env_words(srv, o and o.env) .. " " .. sq(o and o.lua or LUA) .. " "
+  local lua = o and o.lua
+  if lua == nil then lua = LUA end
+  return env_words(srv, o and o.env) .. " " .. (lua and sq(lua) .. " " or "")
     .. sq(o and o.bin or BIN) .. " " .. table.concat(words, " ")
 end
 
@@ -142,6 +164,18 @@ describe("periskope (the command)", function()
         assert.equal("", r.err)
       end
       assert.equal(0, run(srv, { "pin", "--help" }).code)
+    end)
+
+    it("name no flag that the man page does not describe", function()
+      local usage = run(srv, { "--help" }).out
+      local man = assert(read_file(ROOT .. "/doc/periskope.1"))
+      local n = 0
+      for flag in usage:gmatch("%-%-[%w%-]+") do
+        n = n + 1
+        local roff = flag:gsub("%-", "\\-")
+        assert.truthy(man:find("\n.B[IR]? " .. roff:gsub("%p", "%%%0") .. "[ \n]"), flag)
+      end
+      assert.truthy(n >= 10, usage)
     end)
 
     it("print the module's version", function()
@@ -359,8 +393,59 @@ describe("periskope (the command)", function()
       assert.truthy(r.err:find("--key-file", 1, true), r.err)
       r = run(srv, { "pin", "m", "--key-file", ctl })
       assert.equal(2, r.code)
-      assert.truthy(r.err:find("--key-file: the key in " .. ctl .. " must not contain control bytes", 1, true), r.err)
+      assert.truthy(r.err:find("--key-file: the key must not contain control bytes", 1, true), r.err)
+      -- The cause, not the path the user gave.
+      r = run(srv, { "pin", "m", "--key-file", "/nonexistent/key" })
+      assert.truthy(r.err:find("--key-file: cannot open it: No such file or directory\n", 1, true), r.err)
+      assert.falsy(r.err:find("/nonexistent", 1, true), r.err)
       assert.equal(0, srv:stats().requests)
+    end)
+
+    it("reads at most what a key can be: 4,096 bytes and a line end", function()
+      local exact = key_file(SENTINEL .. ("k"):rep(4096 - #SENTINEL) .. "\r\n" .. ("x"):rep(100000))
+      local over = key_file(SENTINEL .. ("k"):rep(4097 - #SENTINEL) .. "\n")
+      local huge = os.tmpname()
+      finally(function() os.remove(exact); os.remove(over); os.remove(huge) end)
+      -- 20 MB on one line, and /dev/zero, which has no end: both refused
+      -- after the first 4,098 bytes, at once.
+      sh("head -c 20000000 /dev/zero | tr '\\0' k > " .. sq(huge))
+      for _, path in ipairs { huge, "/dev/zero", over } do
+        local t0 = now()
+        local r = run(srv, { "pin", "m", "--key-file", path }, { env = { PERISKOPE_API_KEY = false } })
+        assert.equal(2, r.code, path)
+        assert.truthy(r.err:find("--key-file: its first line is longer than an API key can be (4096 bytes)",
+          1, true), r.err)
+        assert.truthy(now() - t0 < 5, path)
+      end
+      assert.equal(0, srv:stats().requests)
+      local r = run(srv, { "pin", "k4096", "--key-file", exact }, { env = { PERISKOPE_API_KEY = false } })
+      assert.equal(1, r.code)                    -- the server knows another key: 401
+      assert.truthy(r.out:match("^k4096  401 "), r.out)
+      assert.equal("Bearer " .. SENTINEL .. ("k"):rep(4096 - #SENTINEL), srv:requests()[1].headers.authorization)
+    end)
+
+    it("from a FIFO: waits for its writer, PERISKOPE_KEY_WAIT seconds at most", function()
+      local dir = temp_dir()
+      local fifo = dir .. "/key"
+      assert.equal(0, select(2, sh("mkfifo " .. sq(fifo))))
+      local t0 = now()
+      local r = run(srv, { "pin", "f1", "--key-file", fifo },
+        { env = { PERISKOPE_API_KEY = false, PERISKOPE_KEY_WAIT = "0.5" } })
+      assert.equal(2, r.code)
+      assert.truthy(r.err:find("--key-file: it is a FIFO and nothing wrote a line to it within 0.5 s", 1, true), r.err)
+      assert.truthy(now() - t0 < 5)
+      assert.equal(0, srv:stats().requests)
+      -- A writer that comes (and one that keeps the FIFO open past its
+      -- line); under timeout, so that none outlives the test.
+      local src = dir .. "/src"
+      write_file(src, SENTINEL .. "\n")
+      for _, writer in ipairs { 'cat "$1" > "$2"', '{ cat "$1"; sleep 2; } > "$2"' } do
+        sh("timeout 10 sh -c " .. sq(writer) .. " _ " .. sq(src) .. " " .. sq(fifo) .. " >/dev/null 2>&1 &")
+        r = run(srv, { "pin", "f2", "--key-file", fifo },
+          { env = { PERISKOPE_API_KEY = false, PERISKOPE_KEY_WAIT = "1" } })
+        assert.equal(0, r.code, r.err)
+      end
+      assert.equal(2, srv:stats().requests)
     end)
 
     it("is not in the process's arguments or environment while a pin is in flight", function()
@@ -514,6 +599,55 @@ describe("periskope (the command)", function()
     end)
   end)
 
+  describe("Ctrl-C", function()
+    it("during a batch exits 130 after the line of every id that got its answer", function()
+      local slow = server.start { api_key = SENTINEL, latency = 0.3 }
+      local tmp = os.tmpname()
+      finally(function()
+        slow:stop()
+        for _, x in ipairs { "", ".out", ".err" } do os.remove(tmp .. x) end
+      end)
+      -- In the background; once the server has 6 requests, SIGINT, as a
+      -- terminal's Ctrl-C sends it.
+      local out, code = sh(table.concat({
+        command(slow, args_of("pin", "--concurrency", "2", ids("c", 20)))
+          .. " >" .. sq(tmp .. ".out") .. " 2>" .. sq(tmp .. ".err") .. " </dev/null &",
+        "pid=$!",
+        "i=0",
+        "until curl -s --noproxy '*' " .. sq(slow.url .. "/_mock/stats")
+          .. " | grep -q '\"requests\":[6-9][,}]'; do",
+        "  i=$((i+1)); [ $i -ge 400 ] && { echo 'no requests'; break; }; sleep 0.025",
+        "done",
+        "kill -INT $pid",
+        "wait $pid; echo \"exit=$?\"",
+      }, "\n"))
+      assert.equal(0, code)
+      assert.truthy(out:find("exit=130\n", 1, true), out)
+      local printed = lines(read_file(tmp .. ".out"))
+      local err = read_file(tmp .. ".err")
+      assert.falsy(err:find("SENTINEL", 1, true))
+      local reqs = slow:requests()
+      assert.truthy(#reqs < 20, "the batch went on: " .. #reqs)
+      assert.truthy(#printed >= 4, err)     -- the first alone, then pairs: 4 done by the 6th
+      local sent = {}
+      for _, req in ipairs(reqs) do sent[req.uri:match("/message/([^/]+)/pin")] = true end
+      for i, line in ipairs(printed) do
+        -- In input order, each an id the server answered.
+        local id = line:match("^(c%d+)  204 ok  remaining %d+  trace ")
+        assert.equal("c" .. i, id, line)
+        assert.truthy(sent[id], id)
+      end
+      local n, total, flying, unsent = err:match(
+        "periskope: interrupted: (%d+) of (%d+) ids answered %(their lines are on stdout%), (%d+) sent but"
+        .. " not answered %(they may be pinned%), (%d+) not sent\n$")
+      assert.truthy(n, err)
+      n, total, flying, unsent = tonumber(n), tonumber(total), tonumber(flying), tonumber(unsent)
+      assert.same({ #printed, 20, 20 }, { n, total, n + flying + unsent })
+      -- What reached the server and got no line is counted as in flight.
+      assert.truthy(flying >= #reqs - #printed, err)
+    end)
+  end)
+
   describe("progress", function()
     local limited
     setup(function() limited = server.start { api_key = SENTINEL, rate_limit = 5, window = 1 } end)
@@ -583,32 +717,74 @@ describe("periskope (the command)", function()
   end)
 
   describe("the module", function()
-    -- The module this run tests (PERISKOPE_CPATH), else the checkout's build.
-    local function this_so()
-      local cpath = os.getenv("PERISKOPE_CPATH")
-      return (cpath and cpath ~= "") and cpath:match("^[^;]+"):gsub("%?", "periskope")
-        or ROOT .. "/build/" .. BUILD .. "/periskope.so"
-    end
-
     it("comes from the checkout's build when run from elsewhere without LUA_CPATH", function()
       -- A checkout of its own (bin/ beside build/<lua>/), holding the
       -- module this run tests, whatever build directory that came from.
-      local dir = sh("mktemp -d"):match("[^\n]+")
-      finally(function() sh("rm -rf " .. sq(dir)) end)
-      sh("mkdir -p " .. sq(dir .. "/bin") .. " " .. sq(dir .. "/build/" .. BUILD) .. " " .. sq(dir .. "/src")
-        .. " && cp " .. sq(ROOT .. "/src/lperiskope.c") .. " " .. sq(dir .. "/src/")
+      local dir = temp_dir()
+      sh("mkdir -p " .. sq(dir .. "/bin") .. " " .. sq(dir .. "/build/" .. BUILD)
+        .. " && touch " .. sq(dir .. "/Makefile")
         .. " && cp " .. sq(BIN) .. " " .. sq(dir .. "/bin/periskope")
-        .. " && cp " .. sq(this_so()) .. " " .. sq(dir .. "/build/" .. BUILD .. "/periskope.so"))
+        .. " && cp " .. sq(built_so()) .. " " .. sq(dir .. "/build/" .. BUILD .. "/periskope.so"))
       local r = run(srv, { "pin", "--dry-run", "w1" },
         { bin = dir .. "/bin/periskope", cd = "/", env = { LUA_CPATH = false } })
       assert.equal(0, r.code, r.err)
       assert.truthy(r.out:find("Bearer ***", 1, true))
     end)
 
+    it("run as a command, picks the Lua whose build is in the checkout", function()
+      -- A checkout with this interpreter's build only: its Makefile,
+      -- bin/periskope and build/<lua>/periskope.so.
+      local dir = temp_dir()
+      local so = built_so()
+      sh("mkdir -p " .. sq(dir .. "/bin") .. " " .. sq(dir .. "/build/" .. BUILD)
+        .. " && touch " .. sq(dir .. "/Makefile")
+        .. " && cp " .. sq(BIN) .. " " .. sq(dir .. "/bin/periskope")
+        .. " && cp " .. sq(so) .. " " .. sq(dir .. "/build/" .. BUILD .. "/periskope.so"))
+      local r = run(srv, { "pin", "d1" }, { lua = false, bin = dir .. "/bin/periskope", cd = "/",
+        env = { LUA_CPATH = false } })
+      assert.equal(0, r.code, r.err)
+      assert.truthy(r.out:match("^d1  204 ok"), r.out)
+      -- The interpreter it chose says so in the User-Agent.
+      local ua = srv:requests()[1].headers["user-agent"]
+      local want = jit and "LuaJIT/" or "Lua/" .. _VERSION:match("%d+%.%d+")
+      assert.truthy(ua:find(want, 1, true), ua)
+      -- No build and no installed module: one line saying so, exit 1.
+      sh("rm -rf " .. sq(dir .. "/build"))
+      local _, installed = sh("for l in lua5.4 lua5.3 lua5.2 lua5.1 luajit lua; do env -u LUA_CPATH"
+        .. " -u LUA_CPATH_5_2 -u LUA_CPATH_5_3 -u LUA_CPATH_5_4 $l -e 'require \"periskope\"'"
+        .. " 2>/dev/null && exit 0; done; exit 1")
+      if installed ~= 0 then
+        r = run(srv, { "pin", "d2" }, { lua = false, bin = dir .. "/bin/periskope", env = { LUA_CPATH = false } })
+        assert.equal(1, r.code)
+        assert.equal("periskope: cannot load the periskope module: no Lua here finds it (build it with make,"
+          .. " install it with make install or luarocks, or set LUA_CPATH)\n", r.err)
+      end
+    end)
+
+    it("installs with make install and goes with make uninstall", function()
+      local dir = temp_dir()
+      local make = "make -C " .. sq(ROOT) .. " --no-print-directory LUA=" .. BUILD .. " PREFIX=" .. sq(dir)
+      local out, code = sh(make .. " install 2>&1")
+      assert.equal(0, code, out)
+      local cmod = dir .. "/lib/lua/" .. (jit and "5.1" or _VERSION:match("%d+%.%d+"))
+      for _, f in ipairs { cmod .. "/periskope.so", dir .. "/bin/periskope", dir .. "/share/man/man1/periskope.1",
+                           dir .. "/share/periskope/meta/periskope.lua" } do
+        assert.truthy(read_file(f), f)
+      end
+      -- Run by name, from elsewhere, with no LUA_CPATH: the installed
+      -- script knows its interpreter and where its module is.
+      local r = run(srv, { "pin", "i0" }, { lua = false, bin = dir .. "/bin/periskope", cd = "/",
+        env = { LUA_CPATH = false } })
+      assert.equal(0, r.code, r.err)
+      assert.truthy(r.out:match("^i0  204 ok"), r.out)
+      out, code = sh(make .. " uninstall 2>&1")
+      assert.equal(0, code, out)
+      assert.equal("", (sh("find " .. sq(dir) .. " -type f")))
+    end)
+
     it("comes from the cpath when installed (no checkout next to the script)", function()
-      local dir = sh("mktemp -d"):match("[^\n]+")
-      finally(function() sh("rm -rf " .. sq(dir)) end)
-      local so = this_so()
+      local dir = temp_dir()
+      local so = built_so()
       sh("mkdir -p " .. sq(dir .. "/bin") .. " " .. sq(dir .. "/lib")
         .. " && cp " .. sq(BIN) .. " " .. sq(dir .. "/bin/periskope")
         .. " && cp " .. sq(so) .. " " .. sq(dir .. "/lib/periskope.so"))

@@ -428,9 +428,12 @@ describe("on_event", function()
         run = function(c) c:pin { message_id = "m" }; return c:pin { message_id = "n" } end },
       { name = "pin_many", script = {},
         run = function(c) return c:pin_many(list(3)) end },
-      -- Nothing listens on port 1: the shared store fails, the pin goes on.
+      -- A dictionary whose set fails: the shared store fails, the pin goes on.
       { name = "limiter", script = {},
-        opts = { limiter = periskope.limiter.redis { port = 1, timeout = 0.2 } },
+        opts = { limiter = periskope.limiter.shared_dict {
+          get = function() end, set = function() return false, "no memory" end,
+          add = function() return true end, delete = function() end,
+        } },
         run = function(c) return c:pin { message_id = "m" } end },
     }
 
@@ -479,7 +482,9 @@ describe("on_event", function()
           pin_many = 'c:pin_many { { message_id = "a" }, { message_id = "b" }, { message_id = "c" } }',
           limiter = 'c:pin { message_id = "m" }',
         })[sc.name]
-        local limiter = sc.name == "limiter" and ", limiter = p.limiter.redis { port = 1, timeout = 0.2 }" or ""
+        local limiter = sc.name == "limiter" and (", limiter = p.limiter.shared_dict { get = function() end,"
+          .. " set = function() return false, 'no memory' end, add = function() return true end,"
+          .. " delete = function() end }") or ""
         f:write(([[
           package.cpath = %q .. ";" .. package.cpath
           local p = require "periskope"
@@ -502,7 +507,7 @@ describe("on_event", function()
           backoff = "reason=backoff",
           ["rate-limit"] = "reason=rate-limit",
           pin_many = "periskope: response attempt=1 status=204",
-          limiter = "periskope: limiter error=periskope: redis 127.0.0.1:1: ",
+          limiter = "periskope: limiter error=periskope: shared_dict",
         })[sc.name]
         assert.truthy(out:find(want, 1, true), sc.name .. ": " .. out)
         if sc.name ~= "failure" then

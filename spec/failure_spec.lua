@@ -19,6 +19,12 @@ describe("Client:pin when no answer comes", function()
     for _, piece in ipairs { ... } do
       assert.truthy(msg:find(piece, 1, true), ("%q lacks %q"):format(msg, piece))
     end
+    -- The cause, after the URL, is said once: not libcurl's words after ours.
+    local cause = assert(msg:match("^periskope: POST %S+: (.*)$"), msg):lower()
+    local word = ({ timeout = "timed out", connect = "connect", resolve = "resolve", tls = "tls",
+                    network = "network", too_large = "too large" })[kind]
+    local _, n = cause:gsub(word, "")
+    assert.equal(1, n, msg)
     c:close()
     return msg
   end
@@ -30,7 +36,7 @@ describe("Client:pin when no answer comes", function()
 
   it("is a connect failure when nothing listens", function()
     fails(util.client(srv, { base_url = "http://127.0.0.1:1/v1", retries = 0 }), "connect",
-      "could not connect", "127.0.0.1")
+      "Failed to connect to 127.0.0.1 port 1")
   end)
 
   it("is a resolve failure when the host name cannot be resolved", function()
@@ -38,7 +44,7 @@ describe("Client:pin when no answer comes", function()
     -- and no query leaves the machine.
     local host = ("a"):rep(70) .. ".invalid"
     fails(util.client(srv, { base_url = "https://" .. host .. "/v1", retries = 0 }), "resolve",
-      "could not resolve")
+      "Could not resolve host: " .. host)
   end)
 
   it("is a tls failure when https meets a plain http port", function()

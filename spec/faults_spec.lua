@@ -398,8 +398,8 @@ describe("faults", function()
       -- 300 '/' are 900 bytes of URL once encoded; the cause comes after
       -- the URL in the message, which must not lose it.
       for _, case in ipairs {
-        { { base_url = "http://127.0.0.1:1/v1" }, ("/"):rep(300), "could not connect" },
-        { { base_url = "http://127.0.0.1:1/" .. ("a"):rep(1500) }, "m", "could not connect" },
+        { { base_url = "http://127.0.0.1:1/v1" }, ("/"):rep(300), "Failed to connect" },
+        { { base_url = "http://127.0.0.1:1/" .. ("a"):rep(1500) }, "m", "Failed to connect" },
         { { timeout = 0.3, script = { { delay = 3 } } }, ("@"):rep(1000), "timed out" },
       } do
         local opts, id, cause = case[1], case[2], case[3]

@@ -17,13 +17,30 @@ describe("the module", function()
     assert.is_nil(rawget(_G, "periskope"))
   end)
 
-  it("defines VERSION once, in src/psk_core.h, and the rockspec builds that source", function()
+  it("defines VERSION once, in src/psk_core.h; make dist names the tarball and rockspec after it", function()
     local h = assert(io.open("src/psk_core.h")):read("*a")
     assert.equal(periskope.VERSION, h:match('#define PSK_VERSION "([^"]+)"'))
     local rs = assert(io.open("rockspec/periskope-scm-1.rockspec")):read("*a")
     assert.truthy(rs:find('package = "periskope"', 1, true))
     assert.truthy(rs:find('version = "scm-1"', 1, true))
-    assert.truthy(rs:find("src/psk_core.c", 1, true))
+    assert.truthy(rs:find('type = "make"', 1, true))    -- the Makefile builds it
+    local dir = server.sh("mktemp -d"):match("[^\n]+")
+    finally(function() server.sh("rm -rf " .. server.quote(dir)) end)
+    local out, code = server.sh("make --no-print-directory -s dist DIST_DIR=" .. server.quote(dir)
+      .. " DIST_URL=file:///x/tarball.tar.gz 2>&1")
+    assert.equal(0, code, out)
+    local name = "periskope-" .. periskope.VERSION
+    local spec = assert(server.read_file(dir .. "/" .. name .. "-1.rockspec"))
+    assert.truthy(spec:find('\nversion = "' .. periskope.VERSION .. '-1"\n', 1, true), spec)
+    assert.truthy(spec:find('\n  url = "file:///x/tarball.tar.gz",\n', 1, true), spec)
+    assert.truthy(spec:find('\n  dir = "' .. name .. '",\n', 1, true), spec)
+    local md5 = server.sh("md5sum " .. server.quote(dir .. "/" .. name .. ".tar.gz")):match("^(%x+)")
+    assert.truthy(spec:find('\n  md5 = "' .. md5 .. '",\n', 1, true), spec)
+    -- The tarball holds the tree under one directory named after the version.
+    local list = server.sh("tar tzf " .. server.quote(dir .. "/" .. name .. ".tar.gz"))
+    for _, f in ipairs { "Makefile", "src/psk_core.h", "bin/periskope", "LICENSE", "doc/periskope.1" } do
+      assert.truthy(list:find("\n" .. name .. "/" .. f .. "\n", 1, true), f)
+    end
   end)
 end)
 

@@ -365,6 +365,10 @@ static int lim_redis(lua_State *L) {
   long long port, db;
   double timeout = 1;
   psk_limiter *lim;
+  if (!psk_redis_available())
+    return luaL_error(L, "periskope.limiter.redis: this build of periskope "
+                         "has no Redis support: hiredis was not found when "
+                         "it was built (install libhiredis-dev and rebuild)");
   if (lua_isnoneornil(L, 1)) {
     lua_settop(L, 0);
     lua_newtable(L);

@@ -111,14 +111,15 @@ static int kind_of(CURLcode rc) {
   }
 }
 
-static const char *kind_text(int kind) {
+/* What a failure message says before libcurl's sentence: nothing where
+   that sentence names the cause itself ("Could not resolve host: x",
+   "Operation timed out after ...", "Failed to connect to ..."), a heading
+   where it is a detail ("wrong version number", "Recv failure: ..."). */
+static const char *kind_lead(int kind) {
   switch (kind) {
-  case PSK_KIND_TIMEOUT: return "timed out";
-  case PSK_KIND_CONNECT: return "could not connect";
-  case PSK_KIND_RESOLVE: return "could not resolve the host";
-  case PSK_KIND_TLS: return "TLS failed";
-  case PSK_KIND_TOO_LARGE: return "response too large";
-  default: return "network error";
+  case PSK_KIND_TLS: return "TLS failed: ";
+  case PSK_KIND_NETWORK: return "network error: ";
+  default: return "";
   }
 }
 
@@ -393,7 +394,7 @@ static int stale_connection(psk_transfer *t, CURLcode rc) {
 
 /* The URL as a failure message shows it: at most URL_SHOWN bytes, cut
    with "...", so that the cause after it always fits in reply.message
-   (16 + 200 + 3 + ": " + kind text + ": " + CURL_ERROR_SIZE < 512). */
+   (16 + 200 + 3 + ": " + the lead + CURL_ERROR_SIZE < 512). */
 #define URL_SHOWN 200
 static int url_width(const psk_buf *url) {
   return url->len > URL_SHOWN ? URL_SHOWN - 3 : (int)url->len;
@@ -432,19 +433,27 @@ static void finish(psk_transfer *t, CURLcode rc) {
                         ))
     t->failure = PSK_KIND_TOO_LARGE;
   rep->kind = t->failure ? t->failure : kind_of(rc);
-  if (rep->kind == PSK_KIND_TOO_LARGE)
+  if (rep->kind == PSK_KIND_TOO_LARGE) {
     snprintf(rep->message, sizeof rep->message,
-             "periskope: POST %.*s%s: %s (body over max_body, %lu bytes, "
-             "head over 256 KiB, or a header line over 100 KiB)",
+             "periskope: POST %.*s%s: response too large (body over "
+             "max_body, %lu bytes, head over 256 KiB, or a header line over "
+             "100 KiB)",
              url_width(&t->req.url), psk_buf_cstr(&t->req.url),
-             url_cut(&t->req.url), kind_text(rep->kind),
-             (unsigned long)t->h->cfg->max_body);
-  else
-    snprintf(rep->message, sizeof rep->message,
-             "periskope: POST %.*s%s: %s: %s", url_width(&t->req.url),
-             psk_buf_cstr(&t->req.url), url_cut(&t->req.url),
-             kind_text(rep->kind),
-             t->errbuf[0] ? t->errbuf : curl_easy_strerror(rc));
+             url_cut(&t->req.url), (unsigned long)t->h->cfg->max_body);
+  } else {
+    /* Each cause once: libcurl ends some sentences with its code's
+       generic text ("... after 0 ms: Couldn't connect to server"), a
+       repeat that is left out. */
+    const char *generic = curl_easy_strerror(rc);
+    const char *why = t->errbuf[0] ? t->errbuf : generic;
+    size_t n = strlen(why), g = strlen(generic);
+    if (why != generic && n > g + 2 && strcmp(why + n - g, generic) == 0 &&
+        memcmp(why + n - g - 2, ": ", 2) == 0)
+      n -= g + 2;
+    snprintf(rep->message, sizeof rep->message, "periskope: POST %.*s%s: %s%.*s",
+             url_width(&t->req.url), psk_buf_cstr(&t->req.url),
+             url_cut(&t->req.url), kind_lead(rep->kind), (int)n, why);
+  }
 }
 
 psk_reply *psk_http_perform(psk_http *h, psk_transfer *t) {

@@ -17,6 +17,10 @@
 
 typedef struct psk_redis psk_redis;
 
+/* 1 when built with hiredis (PSK_HAVE_HIREDIS defined); 0 when not, and
+   then the functions below are stubs: new returns NULL, cas fails. */
+int psk_redis_available(void);
+
 /* Copies host and password (NULL: none). NULL when out of memory. */
 psk_redis *psk_redis_new(const char *host, int port, const char *password,
                          int db, double timeout);

@@ -50,6 +50,13 @@ local function answer_result(res, err, kind)
   })
 end
 
+-- A raised error as the caller may see it: its text without the position
+-- that LuaJIT puts first ("/srv/app/pin_handlers.lua:75: "), which would
+-- tell whoever asked where the server keeps its files.
+local function without_position(err)
+  return (tostring(err):gsub("^[^\n]-:%d+: ", ""))
+end
+
 -- The ?id= argument, decoded; answers 400 without one.
 local function message_id()
   local id = ngx.req.get_uri_args().id
@@ -63,7 +70,7 @@ end
 -- callers' functions make no tail calls, so the error names the method.)
 local function answer_pin(pin)
   local ok, res, err, kind = pcall(pin)
-  if not ok then return answer(400, { ok = false, error = res }) end
+  if not ok then return answer(400, { ok = false, error = without_position(res) }) end
   return answer_result(res, err, kind)
 end
 
@@ -96,7 +103,7 @@ function M.pin_nonblocking()
     local r = M.client:build_pin { message_id = id }
     return r
   end)
-  if not ok then return answer(400, { ok = false, error = req }) end
+  if not ok then return answer(400, { ok = false, error = without_position(req) }) end
   local h = {}
   for name, value in pairs(req.headers) do h[name:lower()] = value end
   local res = ngx.location.capture("/periskope_proxy", {

@@ -45,19 +45,26 @@ end
 -- same objects at once. Raises with make's output when the build fails.
 function M.build(lua)
   local root = M.root()
-  local lock = root .. "/build/.make-" .. lua .. ".lock"
+  local lock = root .. "/build/.make-" .. lua .. (os.getenv("PERISKOPE_BUILD_SUFFIX") or "") .. ".lock"
   local out, code = sh("mkdir -p " .. sq(root .. "/build") .. " && flock " .. sq(lock)
     .. " make -C " .. sq(root) .. " --no-print-directory LUA=" .. lua .. " 2>&1")
   if code ~= 0 then error("make LUA=" .. lua .. " failed:\n" .. out, 2) end
-  return root .. "/build/" .. lua .. "/?.so"
+  return root .. "/build/" .. lua .. (os.getenv("PERISKOPE_BUILD_SUFFIX") or "") .. "/?.so"
 end
 
--- True when the README holds the example file's text, byte for byte, as
--- the body of one fenced code block.
+-- The README and the pages of doc/ that it links to, where the examples
+-- are quoted.
+M.DOCS = { "README.md", "doc/openresty.md", "doc/neovim.md", "doc/shared-pacing.md" }
+
+-- True when the README or a page of doc/ holds the example file's text,
+-- byte for byte, as the body of one fenced code block.
 function M.readme_quotes(path)
-  local readme = read_file(M.root() .. "/README.md")
   local text = read_file(M.root() .. "/" .. path)
-  return readme:find("```%w*\n" .. text:gsub("%p", "%%%0") .. "```\n") ~= nil
+  for _, doc in ipairs(M.DOCS) do
+    local page = read_file(M.root() .. "/" .. doc)
+    if page:find("```%w*\n" .. text:gsub("%p", "%%%0") .. "```\n") then return true end
+  end
+  return false
 end
 
 return M

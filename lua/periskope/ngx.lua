@@ -1,0 +1,74 @@
+-- periskope.ngx: pin from OpenResty (nginx's Lua module) without blocking
+-- the worker. Everything pin does -- argument checks, pacing (including
+-- periskope.limiter.shared_dict), retries and their waits, events -- runs
+-- here, on the request's own coroutine; only the HTTP exchange runs on a
+-- thread of nginx's thread pool (ngx.run_worker_thread), through libcurl,
+-- and waits are ngx.sleep: the worker serves other requests meanwhile.
+--
+--   -- nginx.conf, main context:  thread_pool periskope threads=32;
+--   local pnx = require "periskope.ngx"
+--   local res, err, kind = pnx.pin(client, { message_id = id, time = 7 })
+--
+-- From rewrite_by_lua*, access_by_lua*, content_by_lua* and ngx.timer
+-- callbacks: the phases whose coroutines may yield.
+
+-- luacheck: globals ngx
+local periskope = require "periskope"
+
+local M = {
+  -- The thread pool that runs the exchanges (a `thread_pool` directive).
+  pool = "periskope",
+}
+
+-- The phases in which ngx.run_worker_thread and ngx.sleep may yield.
+local YIELDING = { rewrite = true, access = true, content = true, timer = true }
+
+-- Runs in a thread of the pool, in that thread's own Lua state (no upvalue
+-- of the caller's reaches it; the request table is copied in, the results
+-- are copied out): one exchange, through the connections this thread keeps.
+function M.perform(req)
+  return periskope.perform(req)
+end
+
+-- One exchange on the pool: what periskope.perform returned there.
+local function exchange(req)
+  local r = { ngx.run_worker_thread(M.pool, "periskope.ngx", "perform", req) }
+  if not r[1] then
+    local why = tostring(r[2])
+    if why:find("not found", 1, true) then
+      error(("periskope: no thread pool named '%s': add `thread_pool %s threads=32;` to"
+        .. " nginx.conf's main context (outside http { })"):format(M.pool, M.pool), 0)
+    end
+    -- The pool is there but could not run it (no Lua VM free, say): no
+    -- answer came, and the job may retry it as a network failure.
+    return nil, "network", "periskope: POST " .. req.url .. ": the thread pool could not run the request: "
+      .. why, 0
+  end
+  return r[2], r[3], r[4], r[5]
+end
+
+-- Pins as client:pin does, suspending only this request's coroutine.
+-- Returns what client:pin returns; raises what it raises (a bad argument,
+-- a closed client, an error from on_event), and says so when the phase
+-- cannot yield or the thread pool is missing.
+function M.pin(client, args)
+  local phase = ngx.get_phase()
+  if not YIELDING[phase] then
+    error(("periskope: periskope.ngx.pin cannot wait in the %s phase (use rewrite, access, content"
+      .. " or a timer; client:pin blocks the worker but works anywhere)"):format(phase), 2)
+  end
+  local job = client:pin_job(args)
+  local action, a, b, c = job:step()
+  while true do
+    if action == "send" then
+      action, a, b, c = job:step(exchange(a))
+    elseif action == "wait" then
+      ngx.sleep(a)
+      action, a, b, c = job:step()
+    else
+      return a, b, c
+    end
+  end
+end
+
+return M

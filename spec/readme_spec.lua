@@ -1,0 +1,112 @@
+-- Every Lua block of the README, and of the doc/ pages it links to, runs
+-- as written: each in a process of its own under this run's interpreter,
+-- against the local Periskope server (PERISKOPE_BASE_URL, _API_KEY and
+-- _PHONE set, as run_with_server.lua sets them for make demo). A block
+-- that quotes an example file byte for byte is run by that example's own
+-- spec instead, which checks the quote (hosts.readme_quotes).
+local server = require "spec.support.server"
+local hosts = require "spec.support.hosts"
+local util = require "spec.support.util"
+
+local sh, sq = server.sh, server.quote
+local ROOT = hosts.root()
+
+-- The example files quoted in the docs, and the spec that runs each.
+local QUOTED = {
+  ["examples/openresty/pin_handlers.lua"] = "spec/openresty_spec.lua",
+  ["examples/neovim/periskope_pin.lua"] = "spec/neovim_spec.lua",
+  ["examples/shared/batch.lua"] = "spec/contention_spec.lua",
+}
+
+-- The ```lua blocks of a Markdown file, with their line numbers.
+local function lua_blocks(path)
+  local text = assert(hosts.read_file(ROOT .. "/" .. path))
+  local blocks, n, current = {}, 0, nil
+  for line in text:gmatch("([^\n]*)\n") do
+    n = n + 1
+    if current then
+      if line == "```" then
+        blocks[#blocks + 1] = current
+        current = nil
+      else
+        current.code = current.code .. line .. "\n"
+      end
+    elseif line == "```lua" then
+      current = { line = n + 1, code = "" }
+    end
+  end
+  assert(not current, path .. ": a ```lua block is not closed")
+  return blocks
+end
+
+local function quoted_file(code)
+  for file in pairs(QUOTED) do
+    if hosts.read_file(ROOT .. "/" .. file) == code then return file end
+  end
+end
+
+-- Runs code as a script; returns stdout, stderr and the exit status.
+local function run(srv, code)
+  local tmp = os.tmpname()
+  server.write_file(tmp .. ".lua", code)
+  local cpath = os.getenv("PERISKOPE_CPATH")
+  local _, status = sh(table.concat({
+    "env -u PERISKOPE_DEBUG -u LUA_CPATH_5_2 -u LUA_CPATH_5_3 -u LUA_CPATH_5_4",
+    "LUA_CPATH=" .. sq(((cpath and cpath ~= "") and cpath or ROOT .. "/build/lua5.4/?.so") .. ";;"),
+    "PERISKOPE_BASE_URL=" .. sq(srv.base_url), "PERISKOPE_API_KEY=" .. sq(srv.api_key),
+    "PERISKOPE_PHONE=" .. util.PHONE,
+    sq(util.lua_bin()), sq(tmp .. ".lua"), ">" .. sq(tmp .. ".out"), "2>" .. sq(tmp .. ".err"),
+  }, " "))
+  local out, err = server.read_file(tmp .. ".out"), server.read_file(tmp .. ".err")
+  for _, f in ipairs { "", ".lua", ".out", ".err" } do os.remove(tmp .. f) end
+  return out, err, status
+end
+
+describe("the Lua in the README and doc/", function()
+  local srv
+  setup(function() srv = server.start {} end)
+  teardown(function() if srv then srv:stop() end end)
+  before_each(function() srv:reset() end)
+
+  it("has blocks to run: the README's first example among them", function()
+    local blocks = lua_blocks("README.md")
+    assert.truthy(#blocks >= 5, #blocks)
+    -- The first screen's example: ten lines or so, and it pins.
+    local first = blocks[1].code
+    local _, lines = first:gsub("\n", "")
+    assert.truthy(lines <= 12, lines)
+    assert.truthy(first:find("client:pin {", 1, true), first)
+  end)
+
+  for _, doc in ipairs(hosts.DOCS) do
+    for _, block in ipairs(lua_blocks(doc)) do
+      local where = doc .. ":" .. block.line
+      local file = quoted_file(block.code)
+      if file then
+        it(where .. " quotes " .. file .. ", which " .. QUOTED[file] .. " runs", function()
+          local spec = assert(hosts.read_file(ROOT .. "/" .. QUOTED[file]))
+          assert.truthy(spec:find("readme_quotes", 1, true), QUOTED[file])
+          assert.truthy(spec:find(file:match("[^/]+$"), 1, true), QUOTED[file])
+        end)
+      elseif block.code:find("<close>", 1, true) and _VERSION ~= "Lua 5.4" then
+        -- To-be-closed variables are Lua 5.4's: elsewhere the block does
+        -- not compile, which is what the README says.
+        it(where .. " is Lua 5.4 only, and says so", function()
+          assert.is_nil((loadstring or load)(block.code))
+        end)
+      else
+        it(where .. " runs as written", function()
+          local out, err, status = run(srv, block.code)
+          assert.equal(0, status, err .. out)
+          assert.equal("", err)
+          -- A block that pins reached the server, with the key it was given.
+          if block.code:find(":pin[ _({]") or block.code:find("%.pin[ ({]") then
+            local reqs = srv:requests()
+            assert.truthy(#reqs >= 1, "no request reached the server")
+            assert.equal("Bearer " .. srv.api_key, reqs[1].headers.authorization)
+          end
+        end)
+      end
+    end
+  end
+end)
