@@ -46,7 +46,7 @@ end
 
 -- A value no option or field accepts: each is then named in the error,
 -- which says "unknown" only for names the module does not have.
-local WRONG = coroutine.create(print)
+local WRONG = coroutine.create(function() end)
 
 describe("meta/periskope.lua (LuaLS annotations)", function()
   it("declares itself the meta file of require 'periskope'", function()

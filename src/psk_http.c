@@ -450,9 +450,15 @@ static void finish(psk_transfer *t, CURLcode rc) {
     if (why != generic && n > g + 2 && strcmp(why + n - g, generic) == 0 &&
         memcmp(why + n - g - 2, ": ", 2) == 0)
       n -= g + 2;
+    const char *lead = kind_lead(rep->kind);
+    /* A timeout met while connecting reads "Failed to connect to ... after
+       N ms" once the generic "Timeout was reached" is left out: it gets
+       the heading its sentence no longer says. */
+    if (rep->kind == PSK_KIND_TIMEOUT && !strstr(why, "timed out"))
+      lead = "timed out: ";
     snprintf(rep->message, sizeof rep->message, "periskope: POST %.*s%s: %s%.*s",
              url_width(&t->req.url), psk_buf_cstr(&t->req.url),
-             url_cut(&t->req.url), kind_lead(rep->kind), (int)n, why);
+             url_cut(&t->req.url), lead, (int)n, why);
   }
 }
 
