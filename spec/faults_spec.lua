@@ -340,7 +340,7 @@ describe("faults", function()
       assert.is_false(res.ok)
       assert.equal(3, res.attempts)
       assert.equal(3, #reqs)
-      for _, g in ipairs(util.gaps(reqs)) do assert.truthy(g < 0.3, g) end
+      for _, g in ipairs(util.gaps(reqs)) do assert.truthy(g < util.within(0.3), g) end
       local waits = of_type(events, "wait")
       assert.equal(2, #waits)
       for _, w in ipairs(waits) do
@@ -358,7 +358,7 @@ describe("faults", function()
       }, { retries = 2 })
       assert.equal(204, res.status)
       assert.equal(3, res.attempts)
-      for _, g in ipairs(util.gaps(reqs)) do assert.truthy(g < 0.3, g) end
+      for _, g in ipairs(util.gaps(reqs)) do assert.truthy(g < util.within(0.3), g) end
       for _, w in ipairs(of_type(events, "wait")) do
         assert.equal("retry-after", w.reason)
         assert.equal(0, w.seconds)

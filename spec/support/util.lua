@@ -6,6 +6,15 @@ local util = {}
 
 util.PHONE = "919874532456"
 
+-- How much longer than usual things may take: make check-valgrind-suite
+-- runs busted under valgrind (PERISKOPE_TIME_SCALE=4), which slows the
+-- client several times. Upper bounds on time that a spec measures scale by
+-- it; lower bounds (a wait was really waited) never do.
+util.TIME_SCALE = tonumber(os.getenv("PERISKOPE_TIME_SCALE") or "") or 1
+
+-- An upper bound of s seconds, as this run allows it.
+function util.within(s) return s * util.TIME_SCALE end
+
 -- A client of srv with the server's key and phone; opts override.
 function util.client(srv, opts)
   local o = {
