@@ -370,6 +370,11 @@ describe("faults", function()
         { status = 429, headers = { ["Retry-After"] = "3600" } },
         { status = 429, retry_after_in = 3600 },
         { status = 503, headers = { ["Retry-After"] = "9007199254740991" } },
+        -- Too large to represent: a wait longer than any, not an absent
+        -- Retry-After that the short backoff would replace.
+        { status = 503, headers = { ["Retry-After"] = "99999999999999999999" } },
+        { status = 503, headers = { ["Retry-After"] = "1e308" } },
+        { status = 503, headers = { ["Retry-After"] = "1" .. ("0"):rep(308) } },
       } do
         local t0 = os.time()
         local res, _, _, reqs, events = run({ b, b, b }, { retries = 2, max_retry_wait = 60 })
@@ -382,7 +387,7 @@ describe("faults", function()
     end)
 
     it("that is not a number or a date falls back to the backoff", function()
-      for _, bad in ipairs { "soon", "-1", "99999999999999999999", "Sun, 32 Nov 2025 00:00:00 GMT" } do
+      for _, bad in ipairs { "soon", "-1", "1.5", "1e3", "Sun, 32 Nov 2025 00:00:00 GMT" } do
         local res, _, _, _, events = run({ { status = 429, rate_headers = false,
           headers = { ["Retry-After"] = bad } } }, { retries = 1 })
         assert.equal(204, res.status)
