@@ -1,9 +1,9 @@
 /*
  * check_core: tests of the pure C parts of periskope, without Lua or
  * libcurl: the core (psk_core: validation, the request, header, date and
- * Retry-After parsing, the retry plan), the bounded buffer (psk_buf), and
- * the pacing budget and the server clock (psk_pace). Run under ASan/UBSan
- * by `make check-core`.
+ * Retry-After parsing, the retry plan), the bounded buffer (psk_buf), the
+ * pacing budget, its store operation and the server clock (psk_pace), and
+ * the clocks (psk_time). Run under ASan/UBSan by `make check-core`.
  * Expectations come from shared/API.md (the contract) and the header
  * comments, not from the implementation.
  *
@@ -21,6 +21,7 @@
 #include "psk_buf.h"
 #include "psk_core.h"
 #include "psk_pace.h"
+#include "psk_time.h"
 
 /* ---- the checker ---- */
 
@@ -1902,6 +1903,89 @@ static void test_budget(void) {
   CHECK(psk_budget_take(&b, 1000.1, 30, 0, 0) == 0);
 }
 
+/* psk_pace_apply: the one operation every store runs. */
+static void test_pace_op(void) {
+  psk_budget b, seed;
+  psk_pace_op op;
+  char text[PSK_BUDGET_TEXT], out[PSK_BUDGET_TEXT];
+  size_t n;
+
+  /* A store that knows nothing starts from the taker's budget, keeping
+     its own count of requests in flight. */
+  psk_budget_init(&seed);
+  psk_budget_take(&seed, 1000, 30, 0, 0);
+  psk_budget_settle(&seed, 1, 10, 9, 1002);
+  psk_budget_init(&b);
+  b.inflight = 2;
+  b.lease = 1030;
+  memset(&op, 0, sizeof op);
+  op.now = 1000.5;
+  op.lease = 30;
+  op.seed = &seed;
+  psk_pace_apply(&b, &op);
+  CHECK(op.delay == 0);
+  CHECK(b.learned && b.limit == 10 && b.reset == 1002 && b.cap == 10);
+  CHECK(b.inflight == 3); /* its own 2, and this one */
+  CHECK(b.taken == 2);    /* the seed's 1, and this one */
+
+  /* Unsettled slots of this process come off first; never below 0. */
+  memset(&op, 0, sizeof op);
+  op.settle = 1;
+  op.unsettled = 2;
+  op.answered = 1;
+  op.limit = 10;
+  op.remaining = 8;
+  op.reset = 1002;
+  psk_pace_apply(&b, &op);
+  CHECK(b.inflight == 0);
+  memset(&op, 0, sizeof op);
+  op.settle = 1;
+  op.unsettled = 99;
+  psk_pace_apply(&b, &op);
+  CHECK(b.inflight == 0);
+
+  /* A learned store is not overwritten by the seed. */
+  seed.limit = 99;
+  memset(&op, 0, sizeof op);
+  op.now = 1000.6;
+  op.lease = 30;
+  op.seed = &seed;
+  psk_pace_apply(&b, &op);
+  CHECK(b.limit == 10 && op.delay == 0);
+
+  /* The text form: unknown text is a fresh budget; the result encodes. */
+  memset(&op, 0, sizeof op);
+  op.now = 1000;
+  op.lease = 30;
+  psk_pace_apply_text("garbage", 7, &op, out);
+  CHECK(op.delay == 0);
+  CHECK(psk_budget_decode(&b, out, strlen(out)) == 0);
+  CHECK(b.inflight == 1 && b.taken == 1 && !b.learned);
+  n = psk_budget_encode(&b, text);
+  memset(&op, 0, sizeof op);
+  op.now = 1000;
+  op.lease = 30;
+  psk_pace_apply_text(text, n, &op, out); /* the first goes alone */
+  CHECK(op.delay < 0);
+  CHECK(strcmp(out, text) == 0); /* a refused take changes nothing */
+}
+
+/* psk_time: the monotonic clock moves by what a sleep lasts, whatever
+   the wall clock does; the wall clock is the epoch. */
+static void test_clocks(void) {
+  double m0 = psk_time_mono(), w0 = psk_time_wall(), m1;
+  psk_time_sleep(0.02);
+  m1 = psk_time_mono();
+  CHECK(m1 - m0 >= 0.02 && m1 - m0 < 5);
+  CHECK(w0 > 1.6e9 && w0 < 1e10);
+  CHECK(psk_time_mono() >= m1);
+  m0 = psk_time_mono();
+  psk_time_sleep(0);
+  psk_time_sleep(-1);
+  psk_time_sleep(NAN);
+  CHECK(psk_time_mono() - m0 < 0.01);
+}
+
 static void test_sha256(void) {
   static const struct {
     const char *in;
@@ -1975,6 +2059,8 @@ static const struct {
     {"backoff", test_backoff},
     {"random", test_random},
     {"pacing budget and clock", test_budget},
+    {"pacing operation for every store", test_pace_op},
+    {"clocks", test_clocks},
     {"SHA-256 and budget names", test_sha256},
 };
 
