@@ -316,7 +316,7 @@ describe("on_event", function()
       c:close()
     end)
 
-    it("cannot yield: that is an error out of pin, and the client stays usable (hooks_spec: the same client)", function()
+    it("cannot yield: that is an error out of pin, and the client stays usable", function()
       local c = client { on_event = function(ev)
         if ev.type == "response" then coroutine.yield("from the hook") end
       end }

@@ -311,7 +311,8 @@ describe("on_event", function()
     }
 
     for _, sc in ipairs(SCENARIOS) do
-      it("at a " .. sc.event .. " event of pin and pin_many: it comes out unchanged, and the client pins again at once", function()
+      it("at a " .. sc.event .. " event of pin and pin_many: it comes out unchanged, "
+        .. "and the client pins again at once", function()
         for _, many in ipairs { false, true } do
           for _, value in ipairs(VALUES) do
             srv:reset()
