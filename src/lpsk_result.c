@@ -218,6 +218,15 @@ static int push_rate_limit(lua_State *L, const known *k) {
 /* Pushes the error text of a non-2xx answer: the JSON body's "message" (or
    "error") field, decoded by lua-cjson under pcall, else "HTTP <status>".
    [-0, +1, m] */
+/* lua_pcall for one result, except that running out of memory is raised
+   again: it says nothing about lua-cjson or the body, and a result built
+   around it would be wrong (or, cached, wrong for good). [-(n+1), +1, m] */
+static int pcall_keep_memory_errors(lua_State *L, int nargs) {
+  int st = lua_pcall(L, nargs, 1, 0);
+  if (st == LUA_ERRMEM) lua_error(L);
+  return st;
+}
+
 static void push_error_text(lua_State *L, long status, const char *body,
                             size_t blen) {
   int top = lua_gettop(L);
@@ -229,7 +238,7 @@ static void push_error_text(lua_State *L, long status, const char *body,
       lua_pop(L, 1);
       lua_getglobal(L, "require");
       lua_pushliteral(L, "cjson");
-      if (lua_pcall(L, 1, 1, 0) == LUA_OK && lua_istable(L, -1))
+      if (pcall_keep_memory_errors(L, 1) == LUA_OK && lua_istable(L, -1))
         lua_getfield(L, -1, "decode");
       else
         lua_pushboolean(L, 0);
@@ -242,7 +251,7 @@ static void push_error_text(lua_State *L, long status, const char *body,
     }
     if (lua_isfunction(L, -1)) {
       lua_pushlstring(L, body, blen);
-      if (lua_pcall(L, 1, 1, 0) == LUA_OK && lua_istable(L, -1)) {
+      if (pcall_keep_memory_errors(L, 1) == LUA_OK && lua_istable(L, -1)) {
         int j = lua_gettop(L);
         static const char *const fields[] = {"message", "error"};
         int k;

@@ -142,12 +142,18 @@ static const char *kind_text(int kind) {
 
 static long ms(double s) { return (long)(s * 1000 + 0.5); }
 
-/* Sets the options that stay for the life of the easy handle. */
-static int setup_easy(psk_http *h, psk_transfer *t) {
+/* Sets the options that stay for the life of the easy handle: CURLE_OK,
+   or the first failure (CURLE_OUT_OF_MEMORY when a copy failed). A
+   transfer whose options are not all set is never sent. */
+static CURLcode setup_easy(psk_http *h, psk_transfer *t) {
   CURL *e = t->easy;
   const psk_config *c = h->cfg;
-  int bad = 0;
-#define SET(opt, val) bad |= curl_easy_setopt(e, opt, val) != CURLE_OK
+  CURLcode rc = CURLE_OK;
+#define SET(opt, val)                              \
+  do {                                             \
+    CURLcode r_ = curl_easy_setopt(e, opt, val);   \
+    if (rc == CURLE_OK) rc = r_;                   \
+  } while (0)
   SET(CURLOPT_NOSIGNAL, 1L); /* the host owns signals */
   SET(CURLOPT_SHARE, h->share);
 #if LIBCURL_VERSION_NUM >= 0x075500
@@ -178,7 +184,7 @@ static int setup_easy(psk_http *h, psk_transfer *t) {
      the variables. */
   if (h->no_proxy) SET(CURLOPT_PROXY, "");
 #undef SET
-  return bad ? -1 : 0;
+  return rc;
 }
 
 static void transfer_free(psk_transfer *t) {
@@ -191,16 +197,19 @@ static void transfer_free(psk_transfer *t) {
   free(t);
 }
 
+/* The share handle: PSK_OK, PSK_NOMEM, or -1 when libcurl refused. */
 static int open_share(psk_http *h) {
+  static const curl_lock_data shared[] = {
+      CURL_LOCK_DATA_DNS, CURL_LOCK_DATA_SSL_SESSION, CURL_LOCK_DATA_CONNECT};
+  size_t i;
   h->pid = getpid();
   h->share = curl_share_init();
-  if (!h->share) return -1;
-  if (curl_share_setopt(h->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS) ||
-      curl_share_setopt(h->share, CURLSHOPT_SHARE,
-                        CURL_LOCK_DATA_SSL_SESSION) ||
-      curl_share_setopt(h->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT))
-    return -1;
-  return 0;
+  if (!h->share) return PSK_NOMEM;
+  for (i = 0; i < sizeof shared / sizeof shared[0]; i++) {
+    CURLSHcode sc = curl_share_setopt(h->share, CURLSHOPT_SHARE, shared[i]);
+    if (sc != CURLSHE_OK) return sc == CURLSHE_NOMEM ? PSK_NOMEM : -1;
+  }
+  return PSK_OK;
 }
 
 /* Whether any variable libcurl takes a proxy from is set. */
@@ -218,6 +227,7 @@ static int proxy_env_set(void) {
 
 psk_http *psk_http_new(const psk_config *c, char *errmsg, size_t errlen) {
   psk_http *h;
+  int st;
   pthread_once(&global_once, global_init);
   if (global_rc != CURLE_OK) {
     snprintf(errmsg, errlen, "periskope: curl_global_init failed: %s",
@@ -231,8 +241,9 @@ psk_http *psk_http_new(const psk_config *c, char *errmsg, size_t errlen) {
   }
   h->cfg = c;
   h->no_proxy = psk_url_loopback(c->base_url) || !proxy_env_set();
-  if (open_share(h) != 0) {
-    snprintf(errmsg, errlen, "periskope: could not set up libcurl");
+  if ((st = open_share(h)) != PSK_OK) {
+    snprintf(errmsg, errlen, "periskope: %s",
+             st == PSK_NOMEM ? "out of memory" : "could not set up libcurl");
     psk_http_free(h);
     return NULL;
   }
@@ -264,7 +275,7 @@ void psk_http_free(psk_http *h) {
    own on next use. */
 static int forget_after_fork(psk_http *h) {
   int i;
-  if (h->pid == getpid()) return 0;
+  if (h->pid == getpid()) return PSK_OK;
   for (i = 0; i < h->npool; i++) {
     psk_transfer *t = h->pool[i];
     t->easy = NULL;   /* the parent's: forgotten, not cleaned up */
@@ -350,17 +361,25 @@ nomem:
    per-request options, empty reply. 0, or -1 with the reply set. */
 static int prepare(psk_http *h, psk_transfer *t, const psk_request *r) {
   CURL *e;
-  int fresh = 0;
+  int fresh = 0, st;
   CURLUcode uc;
   t->req = r;
-  if (forget_after_fork(h) != 0) {
-    fail_reply(t, PSK_KIND_NETWORK, "could not set up libcurl after fork");
+  if ((st = forget_after_fork(h)) != PSK_OK) {
+    fail_reply(t, PSK_KIND_NETWORK, st == PSK_NOMEM
+                                        ? "out of memory"
+                                        : "could not set up libcurl after fork");
     return -1;
   }
   if (!t->easy) {
+    CURLcode rc = CURLE_OUT_OF_MEMORY;
     t->easy = curl_easy_init();
-    if (!t->easy || setup_easy(h, t) != 0) {
-      fail_reply(t, PSK_KIND_NETWORK, "could not set up libcurl");
+    if (!t->easy || (rc = setup_easy(h, t)) != CURLE_OK) {
+      /* Not set up in full (a proxy setting missing, say): never sent. */
+      if (t->easy) curl_easy_cleanup(t->easy);
+      t->easy = NULL;
+      fail_reply(t, PSK_KIND_NETWORK, rc == CURLE_OUT_OF_MEMORY
+                                          ? "out of memory"
+                                          : "could not set up libcurl");
       return -1;
     }
     fresh = 1;
