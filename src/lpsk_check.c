@@ -241,8 +241,10 @@ void lpsk_read_options(lua_State *L, Client *c, int t, int arg,
     if (n == 0 || strlen(s) != n) bad(L, arg, "option", "ca_file",
                                       "must name a readable PEM file", 0);
     f = fopen(s, "r");
-    if (!f) bad(L, arg, "option", "ca_file", "must name a readable PEM file", 0);
-    fclose(f);
+    if (f)
+      fclose(f);
+    else
+      bad(L, arg, "option", "ca_file", "must name a readable PEM file", 0);
     set_owned(L, &c->cfg.ca_file, s, n);
   }
   lua_pop(L, 1);

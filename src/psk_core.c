@@ -343,7 +343,7 @@ static int clean(const char *s, size_t a, size_t e) {
   return !memchr(s + a, '\r', e - a) && !memchr(s + a, '\0', e - a);
 }
 
-size_t psk_head_unfold(char *s, size_t len) {
+size_t psk_head_unfold(char *head, size_t len) {
   size_t r = 0, w = 0, line = 0;
   size_t prev_start = 0, prev_end = 0; /* the last line written */
   /* It may take a continuation: not the status line (a fold there is not
@@ -353,29 +353,29 @@ size_t psk_head_unfold(char *s, size_t len) {
      line end, and the invalid field into a valid one. */
   int prev_field = 0;
   while (r < len) {
-    const char *nl = memchr(s + r, '\n', len - r);
-    size_t next = nl ? (size_t)(nl - s) + 1 : len;
+    const char *nl = memchr(head + r, '\n', len - r);
+    size_t next = nl ? (size_t)(nl - head) + 1 : len;
     size_t end = nl ? next - 1 : len; /* content ends before the LF ... */
-    if (nl && end > r && s[end - 1] == '\r') end--; /* ... and its CR */
-    if (prev_field && end > r && is_ows(s[r])) {
+    if (nl && end > r && head[end - 1] == '\r') end--; /* ... and its CR */
+    if (prev_field && end > r && is_ows(head[r])) {
       /* A fold: the previous line's end and the whitespace around it
          become one space (none when the continuation is empty). */
       size_t a = r;
-      while (a < end && is_ows(s[a])) a++;
-      prev_field = clean(s, a, end);
+      while (a < end && is_ows(head[a])) a++;
+      prev_field = clean(head, a, end);
       w = prev_end;
-      while (w > prev_start && is_ows(s[w - 1])) w--;
+      while (w > prev_start && is_ows(head[w - 1])) w--;
       if (a < end) {
-        s[w++] = ' ';
-        memmove(s + w, s + a, end - a);
+        head[w++] = ' ';
+        memmove(head + w, head + a, end - a);
         w += end - a;
       }
       prev_end = w;
-      memmove(s + w, s + end, next - end); /* this line's end */
+      memmove(head + w, head + end, next - end); /* this line's end */
       w += next - end;
     } else {
-      prev_field = line > 0 && end > r && clean(s, r, end);
-      memmove(s + w, s + r, next - r);
+      prev_field = line > 0 && end > r && clean(head, r, end);
+      memmove(head + w, head + r, next - r);
       prev_start = w;
       prev_end = w + (end - r);
       w += next - r;

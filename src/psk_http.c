@@ -296,7 +296,8 @@ psk_transfer *psk_http_take(psk_http *h) {
     }
   if (h->npool == h->cap) {
     int cap = h->cap ? h->cap * 2 : 4;
-    psk_transfer **pool = realloc(h->pool, sizeof *pool * (size_t)cap);
+    psk_transfer **pool =
+        realloc(h->pool, sizeof(psk_transfer *) * (size_t)cap);
     if (!pool) return NULL;
     h->pool = pool;
     h->cap = cap;
