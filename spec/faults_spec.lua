@@ -438,21 +438,15 @@ describe("faults", function()
     -- the start (this one cannot set them); a second local server plays
     -- the proxy and records what reaches it.
     local function pin_with_proxy(proxy, base_url)
-      local script = os.tmpname()
-      local f = assert(io.open(script, "w"))
-      f:write(([[
-        package.cpath = %q .. ";" .. package.cpath
+      local env = ("env http_proxy=%s HTTPS_PROXY=%s https_proxy=%s ALL_PROXY=%s all_proxy=%s no_proxy= NO_PROXY= ")
+        :format(proxy.url, proxy.url, proxy.url, proxy.url, proxy.url)
+      local out, code = util.run_lua(([[
         local p = require "periskope"
         local c = p.new { api_key = %q, base_url = %q, phone = "1234567", retries = 0,
                           timeout = 5, connect_timeout = 2 }
         local res, msg, kind = c:pin { message_id = "m1" }
         print(res and res.status or "nil", kind, msg)
-      ]]):format(os.getenv("PERISKOPE_CPATH") or "", SENTINEL, base_url))
-      f:close()
-      local env = ("env http_proxy=%s HTTPS_PROXY=%s https_proxy=%s ALL_PROXY=%s all_proxy=%s no_proxy= NO_PROXY= ")
-        :format(proxy.url, proxy.url, proxy.url, proxy.url, proxy.url)
-      local out, code = server.sh(env .. server.quote(util.lua_bin()) .. " " .. server.quote(script) .. " 2>&1")
-      os.remove(script)
+      ]]):format(SENTINEL, base_url), env)
       assert.equal(0, code, out)
       return out
     end

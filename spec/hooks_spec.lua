@@ -9,12 +9,7 @@ local periskope = require "periskope"
 local server = require "spec.support.server"
 local util = require "spec.support.util"
 
--- A list of n pins; item i carries phone-item<i>, which the server echoes.
-local function list(n)
-  local l = {}
-  for i = 1, n do l[i] = { message_id = "m" .. i, phone = "phone-item" .. i } end
-  return l
-end
+local list = util.list
 
 -- Seconds since the epoch, to the millisecond (os.time has whole seconds).
 local function now()
@@ -22,13 +17,10 @@ local function now()
 end
 
 -- Runs body in a fresh interpreter with the module of this run loaded as
--- p, and BASE, KEY and PHONE set for srv; returns what it printed (stdout
--- and stderr) and its exit status. 20 s at most.
+-- p, BASE, KEY and PHONE set for srv, and client(opts) making a client of
+-- it; returns what it printed and its exit status.
 local function child(srv, body)
-  local script = os.tmpname()
-  local f = assert(io.open(script, "w"))
-  f:write(([[
-    package.cpath = %q .. ";" .. package.cpath
+  return util.run_lua(([[
     local p = require "periskope"
     local BASE, KEY, PHONE = %q, %q, %q
     local function client(o)
@@ -37,13 +29,7 @@ local function child(srv, body)
       return p.new(opts)
     end
     %s
-  ]]):format(os.getenv("PERISKOPE_CPATH") or "", srv.base_url, srv.api_key,
-    util.PHONE, body))
-  f:close()
-  local out, code = server.sh("timeout 20 " .. server.quote(util.lua_bin()) .. " "
-    .. server.quote(script) .. " 2>&1")
-  os.remove(script)
-  return out, code
+  ]]):format(srv.base_url, srv.api_key, util.PHONE, body))
 end
 
 describe("on_event", function()

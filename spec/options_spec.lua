@@ -1,7 +1,6 @@
 -- periskope.new and periskope.configure: every option, its default, its
 -- environment fallback and the error that names it.
 local periskope = require "periskope"
-local server = require "spec.support.server"
 local util = require "spec.support.util"
 
 local raises = util.raises
@@ -210,20 +209,13 @@ describe("periskope.configure", function()
   it("does not need the key yet: the default client asks at its first call", function()
     -- In a child process without PERISKOPE_API_KEY, which would otherwise
     -- supply the key (this process cannot unset a variable it inherited).
-    local script = os.tmpname()
-    local f = assert(io.open(script, "w"))
-    f:write(([[
-      package.cpath = %q .. ";" .. package.cpath
+    local out, code = util.run_lua([[
       local p = require "periskope"
       p.configure { base_url = "http://127.0.0.1:9/v1" }
       print("configured")
       local ok, err = pcall(p.pin, { message_id = "m" })
       print(ok, err)
-    ]]):format(os.getenv("PERISKOPE_CPATH") or ""))
-    f:close()
-    local out, code = server.sh("env -u PERISKOPE_API_KEY " .. server.quote(util.lua_bin())
-      .. " " .. server.quote(script) .. " 2>&1")
-    os.remove(script)
+    ]], "env -u PERISKOPE_API_KEY")
     assert.equal(0, code, out)
     assert.equal("configured\nfalse\tperiskope: option 'api_key' is required: pass it, "
       .. "or set PERISKOPE_API_KEY\n", out)

@@ -3,13 +3,8 @@
 local server = require "spec.support.server"
 local util = require "spec.support.util"
 
--- A list of n pins; item i carries phone-item<i>, which the server echoes
--- in x-periskope-phone-id, so each result can be matched to its item.
-local function list(n)
-  local l = {}
-  for i = 1, n do l[i] = { message_id = "m" .. i, phone = "phone-item" .. i } end
-  return l
-end
+-- Item i carries phone-item<i>: each result can be matched to its item.
+local list = util.list
 
 -- A hook that tracks requests in flight and remembers the largest count.
 local function flight()

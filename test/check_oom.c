@@ -157,6 +157,11 @@ static const char PRELUDE[] =
     "local function ok204(c, id)\n"
     "  local r = assert(c:pin { message_id = id })\n"
     "  assert(r.status == 204, r.status)\n"
+    "end\n"
+    "local function many_ok(c, l)\n"
+    "  local r = c:pin_many(l)\n"
+    "  for i = 1, #l do assert(r[i].ok, i) end\n"
+    "  c:close()\n"
     "end\n";
 
 static const struct scenario {
@@ -180,11 +185,7 @@ static const struct scenario {
      "local l = { { message_id = 'a' }, { message_id = 'b', pin = false },\n"
      "  { message_id = 'c', phone = 'phone-oom' } }\n"
      "return function() return c:pin_many(l, { concurrency = 2 }) end,\n"
-     "  function()\n"
-     "    local r = c:pin_many(l)\n"
-     "    for i = 1, 3 do assert(r[i].ok, i) end\n"
-     "    c:close()\n"
-     "  end\n"},
+     "  function() many_ok(c, l) end\n"},
     {"hooks", /* a nested pin, then a close, from the hook */
      "local c, nested\n"
      "c = client { on_event = function(ev)\n"
@@ -209,11 +210,7 @@ static const struct scenario {
      "end }\n"
      "local l = { { message_id = 'a' }, { message_id = 'b' }, { message_id = 'c' } }\n"
      "return function() return c:pin_many(l, { concurrency = 2 }) end,\n"
-     "  function()\n"
-     "    local r = c:pin_many(l)\n"
-     "    for i = 1, 3 do assert(r[i].ok, i) end\n"
-     "    c:close()\n"
-     "  end\n"},
+     "  function() many_ok(c, l) end\n"},
     {"build_pin",
      "local c = client {}\n"
      "return function()\n"
