@@ -219,6 +219,7 @@ static const luaL_Reg batch_meta[] = {
    of every method too (push_error_text caches the JSON decoder there). */
 static void create_metatables(lua_State *L) {
   int state = lua_gettop(L);
+  lpsk_pin_open(L, state);
   if (luaL_newmetatable(L, CLIENT_MT)) {
     lua_pushvalue(L, state);
     psk_setfuncs(L, client_meta, 1);

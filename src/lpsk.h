@@ -149,7 +149,8 @@ typedef struct pin_job {
   Client *c;
   int state;         /* private to lpsk_job.c */
   pin_args a;        /* a.id is the job's own copy */
-  char *id;          /* that copy (owned) */
+  char *id;          /* that copy, malloc'd (NULL when it lives in the
+                        job's own block: a PinJob) */
   psk_request req;   /* the request, built on the first send */
   int built;         /* req is built */
   int attempt;       /* requests made so far */
@@ -167,8 +168,11 @@ typedef struct pin_job {
 } pin_job;
 
 /* Makes j a fresh job of client c for arguments a (index: pin_many item,
-   or 0). -1 when out of memory (j then holds nothing). Never raises. */
-int lpsk_job_init(pin_job *j, Client *c, const pin_args *a, int index);
+   or 0), copying the message id into idbuf (a->idlen + 1 bytes), or into
+   malloc'd memory when idbuf is NULL. -1 when out of memory (j then holds
+   nothing). Never raises. */
+int lpsk_job_init(pin_job *j, Client *c, const pin_args *a, int index,
+                  char *idbuf);
 /* Frees what j owns, gives its transfer back and ends a pacing slot it
    still holds (a raise came between the slot and its answer) as
    unanswered; idempotent, never raises. */
@@ -200,5 +204,8 @@ int lpsk_client_pin(lua_State *L);      /* Client:pin */
 int lpsk_client_pin_many(lua_State *L); /* Client:pin_many */
 int lpsk_mod_pin(lua_State *L);         /* periskope.pin */
 int lpsk_batch_gc(lua_State *L);        /* Batch __gc and __close */
+/* Keeps the protected bodies of pin and pin_many in the module state
+   table at index state (made once, not per call). [-0, +0, m] */
+void lpsk_pin_open(lua_State *L, int state);
 
 #endif

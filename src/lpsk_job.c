@@ -410,14 +410,16 @@ int lpsk_job_step(lua_State *L, pin_job *j, int ud, const psk_reply *rep,
   return JOB_SEND;
 }
 
-int lpsk_job_init(pin_job *j, Client *c, const pin_args *a, int index) {
+int lpsk_job_init(pin_job *j, Client *c, const pin_args *a, int index,
+                  char *idbuf) {
+  char *id = idbuf;
   memset(j, 0, sizeof *j);
   psk_request_init(&j->req);
-  if (!(j->id = malloc(a->idlen + 1))) return -1;
-  memcpy(j->id, a->id, a->idlen);
-  j->id[a->idlen] = '\0';
+  if (!id && !(id = j->id = malloc(a->idlen + 1))) return -1;
+  memcpy(id, a->id, a->idlen);
+  id[a->idlen] = '\0';
   j->a = *a;
-  j->a.id = j->id;
+  j->a.id = id;
   j->c = c;
   j->index = index;
   j->state = J_PACE;
@@ -451,14 +453,13 @@ pin_job *lpsk_job_new(lua_State *L, Client *c, int arg) {
   pin_args a;
   pin_job *j;
   lpsk_check_pin_args(L, arg, arg, "", &a); /* message_id on the stack */
-  /* Created empty, metatable set, then filled: a raise part-way leaves
-     __gc a job it can release. */
-  j = psk_newuserdata(L, sizeof *j);
+  /* Created empty, metatable set, then filled (it cannot fail: the id's
+     copy lives in the same block), so __gc always finds a job. */
+  j = psk_newuserdata(L, sizeof *j + a.idlen + 1);
   memset(j, 0, sizeof *j);
   psk_request_init(&j->req);
   psk_setmetatable(L, JOB_MT);
-  if (lpsk_job_init(j, c, &a, 0) != 0)
-    luaL_error(L, "periskope: out of memory");
+  lpsk_job_init(j, c, &a, 0, (char *)(j + 1));
   lua_remove(L, -2); /* message_id: the job has its own copy */
   return j;
 }

@@ -23,16 +23,16 @@
 /* Releases what the job or batch at stack index obj holds. Never raises. */
 typedef void (*release_fn)(lua_State *L, int obj);
 
-/* Calls body(client, obj) under lua_pcall, with the module state as its
-   upvalue 1 (the result builder caches the JSON decoder there) and c
-   busy; then, whatever happened, releases obj, and c too when it was
-   closed meanwhile and no other call runs on it. Re-raises the error
-   value as it was raised, or returns body's results. [-0, +n, e] */
+/* Calls the body kept under name in the module state (a closure with the
+   state as its upvalue 1: the result builder caches the JSON decoder
+   there) as body(client, obj) under lua_pcall, with c busy; then,
+   whatever happened, releases obj, and c too when it was closed meanwhile
+   and no other call runs on it. Re-raises the error value as it was
+   raised, or returns body's results. [-0, +n, e] */
 static int run_busy(lua_State *L, Client *c, int ud, int obj,
-                    lua_CFunction body, release_fn release) {
+                    const char *name, release_fn release) {
   int base = lua_gettop(L), st;
-  lua_pushvalue(L, lua_upvalueindex(1));
-  lua_pushcclosure(L, body, 1);
+  lua_getfield(L, lua_upvalueindex(1), name);
   lua_pushvalue(L, ud);
   lua_pushvalue(L, obj);
   c->busy++; /* from here on, every exit passes below */
@@ -79,7 +79,7 @@ static void pin_release(lua_State *L, int obj) {
 static int do_pin(lua_State *L, Client *c, int ud, int arg) {
   pin_job *j = lpsk_job_new(L, c, arg);
   j->nested = c->busy > 0;
-  return run_busy(L, c, ud, lua_gettop(L), pin_body, pin_release);
+  return run_busy(L, c, ud, lua_gettop(L), "pin_body", pin_release);
 }
 
 int lpsk_client_pin(lua_State *L) {
@@ -153,7 +153,7 @@ static batch *new_batch(lua_State *L, Client *c, int arg, int conc) {
     snprintf(pfx, sizeof pfx, "item %d: ", i + 1);
     lua_rawgeti(L, arg, i + 1);
     lpsk_check_pin_args(L, -1, arg, pfx, &a);
-    if (lpsk_job_init(&b->jobs[i], c, &a, i + 1) != 0)
+    if (lpsk_job_init(&b->jobs[i], c, &a, i + 1, NULL) != 0)
       luaL_error(L, "periskope: out of memory");
     b->jobs[i].batch = 1;
     b->n = i + 1; /* released from here on */
@@ -319,5 +319,14 @@ int lpsk_client_pin_many(lua_State *L) {
   lua_settop(L, 2);
   b = new_batch(L, c, 2, conc);
   b->nested = c->busy > 0;
-  return run_busy(L, c, 1, 3, many_body, many_release);
+  return run_busy(L, c, 1, 3, "many_body", many_release);
+}
+
+void lpsk_pin_open(lua_State *L, int state) {
+  lua_pushvalue(L, state);
+  lua_pushcclosure(L, pin_body, 1);
+  lua_setfield(L, state, "pin_body");
+  lua_pushvalue(L, state);
+  lua_pushcclosure(L, many_body, 1);
+  lua_setfield(L, state, "many_body");
 }

@@ -375,7 +375,7 @@ size_t psk_head_unfold(char *head, size_t len) {
       w += next - end;
     } else {
       prev_field = line > 0 && end > r && clean(head, r, end);
-      memmove(head + w, head + r, next - r);
+      if (w != r) memmove(head + w, head + r, next - r);
       prev_start = w;
       prev_end = w + (end - r);
       w += next - r;

@@ -28,6 +28,7 @@ struct psk_transfer {
   int failure;       /* PSK_KIND_* when a callback stopped the transfer */
   int nomem;         /* ... because memory ran out */
   int head_done;     /* the final head ended with its blank line */
+  int folded;        /* the final head has a continuation line */
   size_t head_total; /* bytes of every head, interim (1xx) ones included */
   char errbuf[CURL_ERROR_SIZE];
 };
@@ -78,9 +79,12 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud) {
   if (len >= 5 && memcmp(p, "HTTP/", 5) == 0) {
     psk_buf_clear(&t->reply.head);
     t->head_done = 0;
+    t->folded = 0;
   } else if ((len == 2 && p[0] == '\r' && p[1] == '\n') ||
              (len == 1 && p[0] == '\n')) {
     t->head_done = 1;
+  } else if (len && (p[0] == ' ' || p[0] == '\t')) {
+    t->folded = 1; /* obs-fold: finish joins it (one pass, only then) */
   }
   if ((st = psk_buf_append(&t->reply.head, p, len)) != PSK_OK)
     return stop(t, st);
@@ -431,6 +435,7 @@ static void reset_exchange(psk_transfer *t) {
   t->failure = PSK_KIND_NONE;
   t->nomem = 0;
   t->head_done = 0;
+  t->folded = 0;
   t->head_total = 0;
   t->errbuf[0] = '\0';
 }
@@ -475,7 +480,7 @@ static void finish(psk_transfer *t, CURLcode rc) {
   if (rc == CURLE_OK) {
     curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &rep->status);
     rep->kind = PSK_KIND_NONE;
-    if (rep->head.data)
+    if (t->folded && rep->head.data)
       rep->head.len = psk_head_unfold(rep->head.data, rep->head.len);
     return;
   }
