@@ -304,6 +304,7 @@ static int many_body(lua_State *L) {
       if (b->done < b->n) check_open(L, b);
     }
   }
+  lua_settop(L, res);
   return 1;
 }
 
