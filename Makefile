@@ -73,8 +73,10 @@ LDFLAGS_SO := -shared $(LDFLAGS) $(EXTRA_LDFLAGS)
 
 # A LuaRocks build (it passes LUA_INCDIR) keeps apart from make's own.
 BUILD := build/$(if $(LUA_INCDIR),rock-$(notdir $(LUA_INCDIR)),$(LUA))$(PERISKOPE_BUILD_SUFFIX)
-CORE_SRC := src/psk_buf.c src/psk_core.c src/psk_pace.c
-SRC := $(CORE_SRC) src/psk_http.c src/psk_redis.c src/lpace.c src/lperiskope.c
+CORE_SRC := src/psk_buf.c src/psk_core.c src/psk_pace.c src/psk_time.c
+SRC := $(CORE_SRC) src/psk_http.c src/psk_redis.c src/lpace.c \
+       src/lpsk_check.c src/lpsk_result.c src/lpsk_job.c src/lpsk_pin.c \
+       src/lperiskope.c
 OBJ := $(patsubst src/%.c,$(BUILD)/%.o,$(SRC))
 SO := $(BUILD)/periskope.so
 
@@ -141,10 +143,10 @@ $(LUAS:%=test-all-%): test-all-%:
 	  rc=$$?; echo "== $*"; cat build/test-all-$*.log; exit $$rc
 
 # The pure core and buffer, without Lua or libcurl, under the sanitizers.
-build/check-core: test/check_core.c $(CORE_SRC) src/psk_core.h src/psk_buf.h src/psk_pace.h
+build/check-core: test/check_core.c $(CORE_SRC) src/psk_core.h src/psk_buf.h src/psk_pace.h src/psk_time.h
 	mkdir -p build
 	$(CC) -std=c99 -g -O1 $(WARN) -fsanitize=address,undefined \
-	  -fno-sanitize-recover=all -Isrc test/check_core.c $(CORE_SRC) -o $@
+	  -fno-sanitize-recover=all -Isrc test/check_core.c $(CORE_SRC) -lm -o $@
 
 check-core: build/check-core
 	./build/check-core

@@ -1,7 +1,8 @@
 /*
  * fuzz_headers: psk_header_next over an arbitrary response head, as
  * libcurl's header callback would collect it (status line, header lines,
- * CRLF or bare LF, obs-fold, junk).
+ * CRLF or bare LF, obs-fold, junk), before and after psk_head_unfold
+ * (which the transport runs on every head).
  *
  * Invariants: every field lies within the input and starts a line; its
  * name is a non-empty HTTP token followed by ':'; its value holds no CR,
@@ -10,6 +11,11 @@
  * walk only moves forward and ends at the end of the input. A reference
  * walk, written from the header comment in psk_core.h, says which lines
  * are fields, so a field that is silently dropped is caught too.
+ * Unfolding never grows the head, changes nothing in a head without a
+ * line that starts with whitespace, is done once for all (a second pass
+ * changes nothing), and finds no field the head did not have: the names
+ * after it are those before it, in order, less any field whose fold
+ * brought a CR or NUL into it.
  */
 #include "fuzz.h"
 
@@ -41,8 +47,9 @@ static const char *ref_next(const char *head, size_t len, size_t *pos) {
   return NULL;
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-  char *head = fz_dup(data, size);
+/* Walks head with the invariants above; returns the fields found (at
+   most max are stored in out). */
+static int walk(const char *head, size_t size, psk_header *out, int max) {
   const char *end = head + size;
   size_t pos = 0, rpos = 0, last = 0, i;
   psk_header h;
@@ -51,6 +58,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   while (psk_header_next(head, size, &pos, &h)) {
     const char *want = ref_next(head, size, &rpos);
     FUZZ_CHECK(++fields <= (int)size); /* a field costs a byte at least */
+    if (fields <= max) out[fields - 1] = h;
     FUZZ_CHECK(pos > last && pos <= size);
     last = pos;
 
@@ -87,6 +95,45 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   FUZZ_CHECK(ref_next(head, size, &rpos) == NULL); /* none dropped */
   /* At the end it stays at the end. */
   FUZZ_CHECK(psk_header_next(head, size, &pos, &h) == 0 && pos == size);
+  return fields;
+}
+
+#define MAX_KEPT 64
+
+/* Whether a line of head starts with SP or HTAB. */
+static int has_fold(const char *head, size_t size) {
+  size_t i;
+  for (i = 0; i < size; i++)
+    if ((i == 0 || head[i - 1] == '\n') && is_ows((unsigned char)head[i]))
+      return 1;
+  return 0;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+  char *head = fz_dup(data, size), *flat = fz_dup(data, size), *again;
+  psk_header before[MAX_KEPT], after[MAX_KEPT];
+  int n1 = walk(head, size, before, MAX_KEPT), n2, i, j;
+  size_t flen = psk_head_unfold(flat, size), alen;
+
+  FUZZ_CHECK(flen <= size);
+  if (!has_fold(head, size))
+    FUZZ_CHECK(flen == size && memcmp(flat, head, size) == 0);
+  n2 = walk(flat, flen, after, MAX_KEPT);
+  FUZZ_CHECK(n2 <= n1);
+  /* The names after are a subsequence of those before (greedy matching
+     finds one when there is one). */
+  if (n1 <= MAX_KEPT) {
+    for (i = 0, j = 0; i < n1 && j < n2; i++)
+      if (before[i].name_len == after[j].name_len &&
+          memcmp(before[i].name, after[j].name, before[i].name_len) == 0)
+        j++;
+    FUZZ_CHECK(j == n2);
+  }
+  again = fz_dup((const uint8_t *)flat, flen);
+  alen = psk_head_unfold(again, flen);
+  FUZZ_CHECK(alen == flen && memcmp(again, flat, flen) == 0);
+  free(again);
+  free(flat);
   free(head);
   return 0;
 }

@@ -8,6 +8,9 @@
  * clock sample), then bytes that make times, counts and header values,
  * including absent (-1) and absurd ones.
  *
+ * A sixth opcode runs the shared stores' operation (psk_pace_apply_text)
+ * on the budget's text, seeded with the budget itself.
+ *
  * Invariants: text that decodes re-encodes to text that decodes to the
  * same budget (text is what stores keep); counts never go negative; a
  * take that returns 0 counted exactly one request; a wait is finite, and
@@ -79,10 +82,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                  (double)((p[1] & 0x7f) << 8 | p[2]) / 16.0;
     double lease = (double)p[3] / 4.0, probe = (double)(p[4] % 64) / 100.0;
     long long taken = b.taken, inflight = b.inflight;
-    switch (p[0] % 5) {
+    switch (p[0] % 6) {
     case 0:
     case 1: {
-      int force = p[0] % 5 == 1;
+      int force = p[0] % 6 == 1;
       double d = psk_budget_take(&b, now, lease, force, probe);
       FUZZ_CHECK(isfinite(d));
       if (force) FUZZ_CHECK(d == 0);
@@ -102,10 +105,37 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
     case 2:
     case 3:
-      psk_budget_settle(&b, p[0] % 5 == 2, header_value(p[5], p[6]),
+      psk_budget_settle(&b, p[0] % 6 == 2, header_value(p[5], p[6]),
                         header_value(p[7], p[8]), header_value(p[9], p[10]));
       FUZZ_CHECK(b.inflight == (inflight > 0 ? inflight - 1 : 0));
       break;
+    case 5: {
+      char text[PSK_BUDGET_TEXT], out[PSK_BUDGET_TEXT];
+      size_t tn = psk_budget_encode(&b, text);
+      psk_budget seed = b;
+      psk_pace_op op;
+      memset(&op, 0, sizeof op);
+      op.settle = p[5] & 1;
+      op.now = now;
+      op.lease = lease;
+      op.force = (p[5] >> 1) & 1;
+      op.probe = probe;
+      op.seed = p[5] & 4 ? &seed : NULL;
+      op.unsettled = p[6] % 4;
+      op.answered = (p[5] >> 3) & 1;
+      op.limit = header_value(p[7], p[8]);
+      op.remaining = header_value(p[9], p[10]);
+      op.reset = header_value(p[11], p[6]);
+      psk_pace_apply_text(p[5] & 0x10 ? "" : text, p[5] & 0x10 ? 0 : tn, &op,
+                          out);
+      FUZZ_CHECK(strlen(out) < PSK_BUDGET_TEXT);
+      FUZZ_CHECK(psk_budget_decode(&b, out, strlen(out)) == 0);
+      if (!op.settle) {
+        FUZZ_CHECK(isfinite(op.delay));
+        if (op.force) FUZZ_CHECK(op.delay == 0);
+      }
+      break;
+    }
     default: {
       double date = header_value(p[5], p[6]);
       double sent = now - (double)p[7] / 10.0, received = now;

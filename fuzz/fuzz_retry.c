@@ -11,9 +11,10 @@
  * round-trips through an IMF-fixdate formatter written here (epoch ->
  * text -> epoch), and its fields read back as written (for all three
  * forms); every plan is retryable exactly for 429/500/502/503/504 and
- * timeout/connect/network, with a finite wait >= 0, a valid reason, and
- * the wait the README's order prescribes (Retry-After, then the reset,
- * then backoff).
+ * timeout/connect/network, with a wait >= 0 (finite, or HUGE_VAL for a
+ * Retry-After too large to represent, which an oracle here confirms), a
+ * valid reason, and the wait the README's order prescribes (Retry-After,
+ * then the reset, then backoff).
  */
 #include <math.h>
 
@@ -40,6 +41,77 @@ static int uint_oracle(const char *s, size_t n, long long *out) {
   if (v > (unsigned long long)PSK_MAX_SAFE_INT) return 0;
   *out = (long long)v;
   return 1;
+}
+
+/* The contract of a Retry-After too large to represent: OWS, then digits
+   whose value passes 2^53 - 1, or a decimal number with an exponent
+   (digits [. digits] e|E [+|-] digits) whose value is at least 1e16, then
+   OWS. Computed here with strtoull and strtold over a short copy, not by
+   the core's digit counting. */
+static int too_large_oracle(const char *s, size_t n) {
+  size_t i = 0, e = n, k, j;
+  int saw_exp = 0, saw_dot = 0;
+  char buf[128];
+  while (i < e && is_ows((unsigned char)s[i])) i++;
+  while (e > i && is_ows((unsigned char)s[e - 1])) e--;
+  if (i == e || !fz_is_digit((unsigned char)s[i])) return 0;
+  for (k = i; k < e; k++) {
+    unsigned char c = (unsigned char)s[k];
+    if (fz_is_digit(c)) continue;
+    if (c == '.' && !saw_dot && !saw_exp && k + 1 < e &&
+        fz_is_digit((unsigned char)s[k + 1])) {
+      saw_dot = 1;
+      continue;
+    }
+    if ((c == 'e' || c == 'E') && !saw_exp) {
+      saw_exp = 1;
+      if (k + 1 < e && (s[k + 1] == '+' || s[k + 1] == '-')) k++;
+      if (k + 1 >= e || !fz_is_digit((unsigned char)s[k + 1])) return 0;
+      continue;
+    }
+    return 0;
+  }
+  if (!saw_exp) {
+    if (saw_dot) return 0;
+    /* digits only: past 2^53 - 1? (uint_oracle's digit count) */
+    while (i + 1 < e && s[i] == '0') i++;
+    if (e - i > 16) return 1;
+    memcpy(buf, s + i, e - i);
+    buf[e - i] = '\0';
+    return strtoull(buf, NULL, 10) > (unsigned long long)PSK_MAX_SAFE_INT;
+  }
+  /* A short number for strtold: "0.<first 18 significant digits>e<E>".
+     Cutting digits never takes a number at or past 1e16 below it (the
+     threshold has one significant digit), and 18 digits keep every number
+     below it apart from it in a long double. */
+  {
+    long ex = 0, shift = 0;
+    int sig = 0, neg = 0, in_frac = 0;
+    for (k = i; k < e && s[k] != 'e' && s[k] != 'E'; k++) {
+      if (s[k] == '.') {
+        in_frac = 1;
+        continue;
+      }
+      if (!sig && s[k] == '0') {
+        if (in_frac) shift--; /* 0.001: the point moves right */
+        continue;
+      }
+      if (!in_frac) shift++;
+      if (sig < 18) buf[2 + sig] = s[k];
+      sig++;
+    }
+    if (!sig) return 0; /* zero */
+    k++; /* past 'e' */
+    if (s[k] == '+' || s[k] == '-') neg = s[k++] == '-';
+    for (; k < e; k++)
+      if (ex < 1000000) ex = ex * 10 + (s[k] - '0');
+    if (neg) ex = -ex;
+    buf[0] = '0';
+    buf[1] = '.';
+    j = 2 + (size_t)(sig < 18 ? sig : 18);
+    snprintf(buf + j, sizeof buf - j, "e%ld", ex + shift);
+    return strtold(buf, NULL) >= 1e16L;
+  }
 }
 
 static const char MONTHS[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
@@ -143,7 +215,8 @@ static void check_parsers(const char *s, size_t n, double server_now) {
   date_ok = psk_parse_http_date(s, n, &t) == PSK_OK;
   if (date_ok) check_date(s, n, t);
 
-  if (psk_parse_retry_after(s, n, server_now, &wait) == PSK_OK) {
+  switch (psk_parse_retry_after(s, n, server_now, &wait)) {
+  case PSK_OK:
     FUZZ_CHECK(uint_ok || date_ok);
     FUZZ_CHECK(isfinite(wait) && wait >= 0);
     if (uint_ok)
@@ -151,8 +224,16 @@ static void check_parsers(const char *s, size_t n, double server_now) {
     else
       FUZZ_CHECK(wait == ((double)t - server_now > 0 ? (double)t - server_now
                                                      : 0));
-  } else {
+    break;
+  case PSK_TOO_LARGE:
+    /* A number past 2^53 - 1: never a date, never a small integer. */
     FUZZ_CHECK(!uint_ok && !date_ok);
+    FUZZ_CHECK(wait == HUGE_VAL);
+    FUZZ_CHECK(too_large_oracle(s, n));
+    break;
+  default:
+    FUZZ_CHECK(!uint_ok && !date_ok);
+    FUZZ_CHECK(!too_large_oracle(s, n));
   }
 }
 
@@ -172,7 +253,7 @@ static void check_plan(const psk_outcome *o, int attempt, double now,
                                   o->kind == PSK_KIND_CONNECT ||
                                   o->kind == PSK_KIND_NETWORK)));
   if (!ret) return;
-  FUZZ_CHECK(isfinite(wait) && wait >= 0);
+  FUZZ_CHECK((isfinite(wait) || wait == HUGE_VAL) && wait >= 0);
   FUZZ_CHECK(reason >= PSK_WAIT_RETRY_AFTER && reason <= PSK_WAIT_BACKOFF);
   FUZZ_CHECK(psk_wait_reasons[reason] != NULL);
   /* The order the README gives: Retry-After, reset, backoff; a Date
@@ -181,7 +262,8 @@ static void check_plan(const psk_outcome *o, int attempt, double now,
     server_now = (double)v;
   if (o->retry_after && psk_parse_retry_after(o->retry_after,
                                               o->retry_after_len, server_now,
-                                              &ra) == PSK_OK) {
+                                              &ra) != PSK_INVALID) {
+    /* too large: HUGE_VAL, a wait no caller allows */
     FUZZ_CHECK(reason == PSK_WAIT_RETRY_AFTER && wait == ra);
   } else if (o->reset &&
              psk_parse_uint(o->reset, o->reset_len, &v) == PSK_OK &&

@@ -14,11 +14,13 @@
 #   make check-valgrind-suite    the busted suite under valgrind memcheck
 #   make check-static            clang-tidy + cppcheck on src/*.c, luacheck on
 #                                every Lua file
+#   make check-oom               each scenario's allocations failing one by one
+#                                (test/check_oom.c), under ASan with leak checks
 #
 # Tools (scripts/setup-debian-dev installs them): clang, libclang-rt-14-dev
 # (libFuzzer), clang-tidy, cppcheck, valgrind.
 
-.PHONY: fuzz fuzz-build fuzz-regress check-asan check-valgrind-suite \
+.PHONY: fuzz fuzz-build fuzz-regress check-asan check-valgrind-suite check-oom \
         check-static check-clang-tidy check-cppcheck check-luacheck
 
 # ---------------------------------------------------------------- fuzzing
@@ -214,3 +216,37 @@ check-luacheck:
 	@rc=0; for f in $(HARDEN_ROCKSPECS); do \
 	  luacheck --no-color -q --filename "$$f" - < "$$f" || rc=1; \
 	done; exit $$rc
+
+# ---------------------------------------------------------------- allocation failure
+# test/check_oom.c: every allocation of a pin, pin_many, build_pin,
+# read_response, the options and both limiters fails in turn (Lua's,
+# libcurl's and the module's own), under ASan with its leak check on. The
+# module's objects are linked into the driver, built against Lua 5.4
+# whatever LUA is; the driver runs under the local Periskope server and
+# starts its own redis-server.
+
+HARDEN_OOM_CC ?= gcc
+HARDEN_OOM_BUILD := build/oom
+HARDEN_OOM_FLAGS := -g -O1 -fsanitize=address,undefined -fno-omit-frame-pointer \
+                    -fno-sanitize-recover=all
+HARDEN_OOM_LUA_CFLAGS := $(shell $(PKG_CONFIG) --cflags lua5.4)
+HARDEN_OOM_LUA_LIBS := $(shell $(PKG_CONFIG) --libs lua5.4)
+HARDEN_OOM_OBJ := $(patsubst src/%.c,$(HARDEN_OOM_BUILD)/%.o,$(SRC))
+HARDEN_OOM_BIN := $(HARDEN_OOM_BUILD)/check_oom
+HARDEN_OOM_WRAP := -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=strdup
+
+$(HARDEN_OOM_BUILD)/%.o: src/%.c src/*.h
+	@mkdir -p $(@D)
+	$(HARDEN_OOM_CC) -std=c99 $(WARN) $(HARDEN_OOM_FLAGS) $(HARDEN_OOM_LUA_CFLAGS) \
+	  $(CURL_CFLAGS) $(HIREDIS_CFLAGS) -c $< -o $@
+
+$(HARDEN_OOM_BIN): test/check_oom.c $(HARDEN_OOM_OBJ)
+	$(HARDEN_OOM_CC) -std=c99 $(WARN) $(HARDEN_OOM_FLAGS) $(HARDEN_OOM_LUA_CFLAGS) \
+	  $(CURL_CFLAGS) $(HIREDIS_CFLAGS) test/check_oom.c $(HARDEN_OOM_OBJ) \
+	  $(HARDEN_OOM_WRAP) $(HARDEN_OOM_LUA_LIBS) $(CURL_LIBS) $(HIREDIS_LIBS) -lm -o $@
+
+check-oom: $(HARDEN_OOM_BIN)
+	ASAN_OPTIONS=detect_leaks=1:halt_on_error=1 \
+	  LSAN_OPTIONS=suppressions=$(CURDIR)/test/check_oom.supp:print_suppressions=0 \
+	  UBSAN_OPTIONS=$(HARDEN_UBSAN_OPTIONS) \
+	  lua5.4 spec/support/run_with_server.lua --rate-limit 1000000 -- ./$(HARDEN_OOM_BIN)

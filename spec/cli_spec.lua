@@ -1,8 +1,6 @@
 -- bin/periskope, the command line: run as a child process with the
 -- interpreter of this run (PERISKOPE_LUA) against the local Periskope
 -- server, whose only key is a sentinel that no output may show.
--- doc/cli.md (the README's "Command line") quotes the command lines of the
--- tests marked "doc/cli.md": keep the two in step.
 local cjson = require("cjson").new()
 local periskope = require "periskope"
 local server = require "spec.support.server"
@@ -187,7 +185,7 @@ describe("periskope (the command)", function()
 
   describe("pin MESSAGE_ID...", function()
     it("pins one message: one line, exit 0, the request the server got", function()
-      local r = run(srv, { "pin", "a@b" })                          -- doc/cli.md
+      local r = run(srv, { "pin", "a@b" })
       assert.equal(0, r.code, r.err)
       assert.equal("", r.err)
       assert.truthy(r.out:match("^a@b  204 ok  remaining %d+  trace %x+%-[%x%-]+\n$"), r.out)
@@ -210,7 +208,7 @@ describe("periskope (the command)", function()
       assert.equal(12, #srv:requests())
     end)
 
-    it("takes --unpin, --time and --phone, and ids after --", function()   -- doc/cli.md
+    it("takes --unpin, --time and --phone, and ids after --", function()
       assert.equal(0, run(srv, { "pin", "--unpin", "u1" }).code)
       assert.equal(0, run(srv, { "pin", "t1", "--time", "7" }).code)
       assert.equal(0, run(srv, { "pin", "--time=30", "--phone", "+1 (555) 010-9999", "p1" }).code)
@@ -276,7 +274,7 @@ describe("periskope (the command)", function()
 
     it("--json: one cjson-decodable object per id, in input order, with the result fields", function()
       srv:script { { status = 404, body = '{"message":"Message not found"}' } }
-      local r = run(srv, args_of("pin", "--json", "--concurrency", "2", ids("j", 6)))   -- doc/cli.md
+      local r = run(srv, args_of("pin", "--json", "--concurrency", "2", ids("j", 6)))
       assert.equal(1, r.code)
       local objs = json_lines(r.out)
       assert.equal(6, #objs)
@@ -339,7 +337,7 @@ describe("periskope (the command)", function()
   describe("the API key", function()
     it("is refused on the command line, saying why, before anything is sent", function()
       for _, case in ipairs {
-        { "--key", { "pin", "m", "--key", SENTINEL } },          -- doc/cli.md
+        { "--key", { "pin", "m", "--key", SENTINEL } },
         { "--key", { "pin", "--key=" .. SENTINEL, "m" } },
         { "--api-key", { "pin", "m", "--api-key", SENTINEL } },
         { "--key", { "pin", "--help", "--key", SENTINEL } },     -- refused before --help answers
@@ -358,7 +356,7 @@ describe("periskope (the command)", function()
     it("comes from --key-file: its first line, trailing whitespace dropped, before PERISKOPE_API_KEY", function()
       local path = key_file(SENTINEL .. " \t\r\nthe second line is not read\n")
       finally(function() os.remove(path) end)
-      local r = run(srv, { "pin", "k1", "--key-file", path }, { env = { PERISKOPE_API_KEY = false } })  -- doc/cli.md
+      local r = run(srv, { "pin", "k1", "--key-file", path }, { env = { PERISKOPE_API_KEY = false } })
       assert.equal(0, r.code, r.err)
       r = run(srv, { "pin", "k2", "--key-file", path, "--json" }, { env = { PERISKOPE_API_KEY = "not-the-key" } })
       assert.equal(0, r.code, r.err)
@@ -494,7 +492,7 @@ describe("periskope (the command)", function()
 
   describe("--dry-run", function()
     it("prints each request, Authorization as Bearer ***, and sends nothing", function()
-      local r = run(srv, { "pin", "--dry-run", "a@b", "c", "--time", "7" })   -- doc/cli.md
+      local r = run(srv, { "pin", "--dry-run", "a@b", "c", "--time", "7" })
       assert.equal(0, r.code, r.err)
       assert.equal("", r.err)
       local base = srv.base_url
@@ -546,7 +544,7 @@ describe("periskope (the command)", function()
         'plain4',
         '{"message_id":"j5","time":null}',
       }, "\n") .. "\n"
-      local r = run(srv, { "pin", "-", "--time", "1", "--json" }, { stdin = input })   -- doc/cli.md
+      local r = run(srv, { "pin", "-", "--time", "1", "--json" }, { stdin = input })
       assert.equal(0, r.code, r.err)
       local objs = json_lines(r.out)
       local want_ids = { "j1", "j2", "j3", "plain4", "j5" }

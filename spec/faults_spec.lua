@@ -178,6 +178,41 @@ describe("faults", function()
     end)
   end)
 
+  describe("a storm of interim (1xx) responses", function()
+    it("past 256 KiB of heads in all is too_large, not a network failure, and not retried", function()
+      -- 20,000 of them: 500,000 bytes of heads before the final one, each
+      -- small; libcurl alone would call it a network error (its own 300 KiB
+      -- limit), which is retried.
+      local raw = ("HTTP/1.1 100 Continue\r\n\r\n"):rep(20000) .. head("HTTP/1.1 204 No Content", {})
+      local res, msg, kind, reqs = run({ { action = "raw", raw = raw } }, { retries = 2 })
+      msg = fails("too_large", res, msg, kind)
+      assert.truthy(msg:find("256 KiB", 1, true), msg)
+      assert.equal(1, #reqs)
+    end)
+
+    it("under 256 KiB in all is skipped", function()
+      local raw = ("HTTP/1.1 100 Continue\r\n\r\n"):rep(1000) .. head("HTTP/1.1 204 No Content", { "X-Last: yes" })
+      local res = assert(run { { action = "raw", raw = raw } })
+      assert.equal(204, res.status)
+      assert.equal("yes", res.headers["x-last"])
+    end)
+  end)
+
+  describe("folded header lines (obs-fold)", function()
+    it("are joined to their field with one space, and a folded rate-limit value is no number", function()
+      local res = assert(run { { action = "raw", raw = head("HTTP/1.1 204 No Content", {
+        "X-RateLimit-Limit: 10", " 20",
+        "X-RateLimit-Remaining: 5",
+        "X-Note: one  ", "\t  two", " three",
+        "X-RateLimit-Reset: 1700000002",
+      }) } })
+      assert.equal(204, res.status)
+      assert.equal("10 20", res.headers["x-ratelimit-limit"])
+      assert.equal("one two three", res.headers["x-note"])
+      assert.same({ remaining = 5, reset = 1700000002 }, res.rate_limit)
+    end)
+  end)
+
   describe("an HTTP/1.0 body delimited by the close", function()
     it("is read to the end", function()
       local res = assert(run { { action = "raw",
@@ -370,6 +405,11 @@ describe("faults", function()
         { status = 429, headers = { ["Retry-After"] = "3600" } },
         { status = 429, retry_after_in = 3600 },
         { status = 503, headers = { ["Retry-After"] = "9007199254740991" } },
+        -- Too large to represent: a wait longer than any, not an absent
+        -- Retry-After that the short backoff would replace.
+        { status = 503, headers = { ["Retry-After"] = "99999999999999999999" } },
+        { status = 503, headers = { ["Retry-After"] = "1e308" } },
+        { status = 503, headers = { ["Retry-After"] = "1" .. ("0"):rep(308) } },
       } do
         local t0 = os.time()
         local res, _, _, reqs, events = run({ b, b, b }, { retries = 2, max_retry_wait = 60 })
@@ -382,7 +422,7 @@ describe("faults", function()
     end)
 
     it("that is not a number or a date falls back to the backoff", function()
-      for _, bad in ipairs { "soon", "-1", "99999999999999999999", "Sun, 32 Nov 2025 00:00:00 GMT" } do
+      for _, bad in ipairs { "soon", "-1", "1.5", "1e3", "Sun, 32 Nov 2025 00:00:00 GMT" } do
         local res, _, _, _, events = run({ { status = 429, rate_headers = false,
           headers = { ["Retry-After"] = bad } } }, { retries = 1 })
         assert.equal(204, res.status)
@@ -390,6 +430,49 @@ describe("faults", function()
         assert.equal("backoff", wait.reason, bad)
         assert.truthy(wait.seconds >= 0.5 and wait.seconds <= 0.625, wait.seconds)
       end
+    end)
+  end)
+
+  describe("proxy variables", function()
+    -- A child process, so that the variables are in its environment from
+    -- the start (this one cannot set them); a second local server plays
+    -- the proxy and records what reaches it.
+    local function pin_with_proxy(proxy, base_url)
+      local env = ("env http_proxy=%s HTTPS_PROXY=%s https_proxy=%s ALL_PROXY=%s all_proxy=%s no_proxy= NO_PROXY= ")
+        :format(proxy.url, proxy.url, proxy.url, proxy.url, proxy.url)
+      local out, code = util.run_lua(([[
+        local p = require "periskope"
+        local c = p.new { api_key = %q, base_url = %q, phone = "1234567", retries = 0,
+                          timeout = 5, connect_timeout = 2 }
+        local res, msg, kind = c:pin { message_id = "m1" }
+        print(res and res.status or "nil", kind, msg)
+      ]]):format(SENTINEL, base_url), env)
+      assert.equal(0, code, out)
+      return out
+    end
+
+    it("are ignored for a loopback base_url: the key never reaches a proxy", function()
+      local proxy = server.start {}
+      finally(function() proxy:stop() end)
+      srv:reset()
+      local out = pin_with_proxy(proxy, srv.base_url)
+      assert.equal("204", out:match("^(%S+)"), out)
+      assert.equal(0, #proxy:requests())
+      local reqs = srv:requests()
+      assert.equal(1, #reqs)
+      assert.equal("/v1/message/m1/pin", reqs[1].uri)
+    end)
+
+    it("are honoured for an https base_url: the proxy sees a CONNECT, not the request", function()
+      local proxy = server.start {}
+      finally(function() proxy:stop() end)
+      -- Without the proxy this host would not resolve; through it, the
+      -- proxy (nginx, which refuses CONNECT) answers the tunnel request.
+      local out = pin_with_proxy(proxy, "https://periskope-proxy-check.invalid/v1")
+      assert.falsy(out:find("\tresolve\t", 1, true), out)
+      assert.truthy(out:find("CONNECT", 1, true) or out:find("proxy", 1, true), out)
+      assert.equal(0, #proxy:requests())          -- no request line of ours got through
+      assert.falsy(out:find("SENTINEL", 1, true), out)
     end)
   end)
 

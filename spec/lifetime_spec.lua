@@ -70,14 +70,30 @@ describe("Client:close", function()
     c:close()
   end)
 
+  -- Open file descriptors of this process (Linux /proc; io.open, so the
+  -- directory read is ours), counted by a child that lists them.
+  local function open_fds()
+    local f = assert(io.open("/proc/self/stat"))
+    local pid = f:read("*l"):match("^(%d+)")
+    f:close()
+    local out = server.sh("ls /proc/" .. pid .. "/fd | wc -l")
+    return tonumber(out:match("%d+"))
+  end
+
   it("lets the collector close clients, many times over", function()
+    collectgarbage()
+    collectgarbage()
+    local before = open_fds()
     for _ = 1, 200 do
       local c = util.client(srv)
-      assert(c:pin { message_id = "m" })
+      assert(c:pin { message_id = "m" })   -- each holds a kept-alive connection
     end
+    assert.truthy(open_fds() >= before + 150)
     collectgarbage()
     collectgarbage()
-    -- Closing collected clients closed their connections: a new one works.
+    -- __gc closed each collected client: its connection is gone.
+    local after = open_fds()
+    assert.truthy(after <= before + 5, ("%d open before, %d after"):format(before, after))
     local c = util.client(srv)
     assert(c:pin { message_id = "m" })
     c:close()

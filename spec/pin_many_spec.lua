@@ -3,13 +3,8 @@
 local server = require "spec.support.server"
 local util = require "spec.support.util"
 
--- A list of n pins; item i carries phone-item<i>, which the server echoes
--- in x-periskope-phone-id, so each result can be matched to its item.
-local function list(n)
-  local l = {}
-  for i = 1, n do l[i] = { message_id = "m" .. i, phone = "phone-item" .. i } end
-  return l
-end
+-- Item i carries phone-item<i>: each result can be matched to its item.
+local list = util.list
 
 -- A hook that tracks requests in flight and remembers the largest count.
 local function flight()
@@ -195,18 +190,27 @@ describe("Client:pin_many", function()
     c:close()
   end)
 
-  it("lets the hook pin on the same client, but not start another pin_many", function()
+  it("lets the hook pin and pin_many on the same client, each with its own results", function()
     local c
-    local inner
+    local inner, nested
     c = util.client(srv, { on_event = function(ev)
       if ev.type == "response" and ev.index == 1 and not inner then
-        inner = c:pin { message_id = "from-hook" }
-        util.raises(function() c:pin_many(list(1)) end, "pin_many called from its own on_event")
+        inner = c:pin { message_id = "from-hook", phone = "phone-hook" }
+        nested = c:pin_many({ { message_id = "n1", phone = "phone-n1" },
+                              { message_id = "n2", phone = "phone-n2" } }, { concurrency = 2 })
       end
     end })
     local res = c:pin_many(list(3), { concurrency = 2 })
-    for i = 1, 3 do assert.is_true(res[i].ok) end
+    for i = 1, 3 do
+      assert.is_true(res[i].ok)
+      assert.equal("phone-item" .. i, res[i].headers["x-periskope-phone-id"])
+    end
     assert.equal(204, inner.status)
+    assert.equal("phone-hook", inner.headers["x-periskope-phone-id"])
+    assert.equal(2, #nested)
+    assert.equal("phone-n1", nested[1].headers["x-periskope-phone-id"])
+    assert.equal("phone-n2", nested[2].headers["x-periskope-phone-id"])
+    assert.equal(6, #srv:requests())
     c:close()
   end)
 end)

@@ -49,7 +49,6 @@ static inline void *psk_testudata(lua_State *L, int i, const char *tname) {
 /* The uservalue is a table: 5.1 keeps it as the userdata's environment. */
 #define psk_setuvtable(L, i) lua_setfenv(L, (i))
 #define psk_getuvtable(L, i) lua_getfenv(L, (i))
-#define PSK_LUA_NAME_FALLBACK "Lua 5.1"
 #else
 #define psk_rawlen(L, i) lua_rawlen(L, (i))
 #define psk_absindex(L, i) lua_absindex(L, (i))
@@ -69,10 +68,6 @@ static inline void *psk_testudata(lua_State *L, int i, const char *tname) {
 /* luaL_setmetatable is 5.2+; this works everywhere. [-0, +0, -] */
 #define psk_setmetatable(L, tname) \
   (luaL_getmetatable(L, (tname)), lua_setmetatable(L, -2))
-
-#define psk_newlib(L, l) \
-  (lua_createtable(L, 0, (int)(sizeof(l) / sizeof((l)[0]) - 1)), \
-   psk_setfuncs(L, (l), 0))
 
 /* The runtime's name for the User-Agent: LuaJIT names itself. */
 #if defined(__has_include)

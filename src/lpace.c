@@ -2,7 +2,7 @@
  * lpace: periskope.limiter.shared_dict and periskope.limiter.redis.
  *
  * A limiter holds no pacing logic of its own: every operation decodes the
- * stored budget, runs lpace_apply (psk_budget_take or _settle, the same
+ * stored budget, runs psk_pace_apply (psk_budget_take or _settle, the same
  * code the in-client pacing runs) and stores the result, as one atomic
  * step of the store:
  *   - an nginx shared dictionary: under a lock taken with the dictionary's
@@ -19,8 +19,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "psk_http.h"
 #include "psk_redis.h"
+#include "psk_time.h"
 
 enum { LIM_DICT = 1, LIM_REDIS = 2 };
 
@@ -39,33 +39,6 @@ typedef struct psk_limiter {
   char cache_val[PSK_BUDGET_TEXT];
   double resting_until;              /* after a failure: try again then */
 } psk_limiter;
-
-void lpace_apply(psk_budget *b, lpace_op *op) {
-  /* A store that lost its budget (or never had one) starts from what this
-     process has learned, rather than send a request to find out. */
-  if (!b->learned && op->seed && op->seed->learned) {
-    long long inflight = b->inflight;
-    double lease = b->lease;
-    *b = *op->seed;
-    b->inflight = inflight;
-    b->lease = lease;
-  }
-  b->inflight -= op->unsettled < b->inflight ? op->unsettled : b->inflight;
-  if (op->settle)
-    psk_budget_settle(b, op->answered, op->limit, op->remaining, op->reset);
-  else
-    op->delay = psk_budget_take(b, op->now, op->lease, op->force, op->probe);
-}
-
-/* Runs op on the text budget `cur` (len bytes; "" for none); the new text
-   goes to out. */
-static void apply_text(const char *cur, size_t len, lpace_op *op,
-                       char out[PSK_BUDGET_TEXT]) {
-  psk_budget b;
-  psk_budget_decode(&b, cur, len); /* unknown text: a fresh budget */
-  lpace_apply(&b, op);
-  if (!psk_budget_encode(&b, out)) out[0] = '\0';
-}
 
 /* ---------------------------------------------------------------- */
 /* ngx.shared dictionary                                             */
@@ -128,11 +101,11 @@ static int lock_is_ours(lua_State *L, int dict, const char *lock,
   return ours;
 }
 
-static int dict_run(lua_State *L, int lim, const char *name, lpace_op *op,
-                    double local_now, char *err, size_t err_cap) {
+static int dict_run(lua_State *L, int lim, const char *name, psk_pace_op *op,
+                    double mono_now, char *err, size_t err_cap) {
   static unsigned long seq;
   char lock[LPACE_NAME_MAX + 8], token[48];
-  double deadline = local_now + LOCK_WAIT;
+  double deadline = mono_now + LOCK_WAIT;
   int dict, base, rc = LPACE_OK;
   psk_getuvtable(L, lim);
   lua_getfield(L, -1, "dict");
@@ -155,14 +128,14 @@ static int dict_run(lua_State *L, int lim, const char *name, lpace_op *op,
       return LPACE_FAILED;
     }
     lua_settop(L, base);
-    if (psk_http_now() > deadline) {
+    if (psk_time_mono() > deadline) {
       snprintf(err, err_cap,
                "shared_dict: its lock stayed held for %.1f s",
                LOCK_WAIT);
       lua_settop(L, base - 2);
       return LPACE_FAILED;
     }
-    psk_http_sleep(0.0002);
+    psk_time_sleep(0.0002);
   }
   lua_settop(L, base);
   /* Locked: read, apply, write back, unlock. */
@@ -174,7 +147,7 @@ static int dict_run(lua_State *L, int lim, const char *name, lpace_op *op,
     const char *cur = lua_type(L, base + 1) == LUA_TSTRING
                           ? lua_tolstring(L, base + 1, &len)
                           : "";
-    apply_text(cur, len, op, out);
+    psk_pace_apply_text(cur, len, op, out);
     if (strlen(out) != len || memcmp(out, cur, len) != 0) {
       lua_settop(L, base);
       if (!lock_is_ours(L, dict, lock, token)) {
@@ -202,7 +175,7 @@ static int dict_run(lua_State *L, int lim, const char *name, lpace_op *op,
 /* ---------------------------------------------------------------- */
 /* Redis                                                             */
 
-static int redis_run(psk_limiter *lim, const char *name, lpace_op *op,
+static int redis_run(psk_limiter *lim, const char *name, psk_pace_op *op,
                      char *err, size_t err_cap) {
   char expected[PSK_BUDGET_TEXT], desired[PSK_BUDGET_TEXT];
   int tries;
@@ -213,9 +186,9 @@ static int redis_run(psk_limiter *lim, const char *name, lpace_op *op,
     expected[0] = '\0';
   for (tries = 0; tries < CAS_TRIES; tries++) {
     size_t len = 0;
-    lpace_op attempt = *op;
+    psk_pace_op attempt = *op;
     int rc;
-    apply_text(expected, strlen(expected), &attempt, desired);
+    psk_pace_apply_text(expected, strlen(expected), &attempt, desired);
     rc = psk_redis_cas(lim->redis, name, expected, desired,
                        (long)STATE_TTL * 1000, expected, sizeof expected, &len,
                        err, err_cap);
@@ -236,21 +209,21 @@ static int redis_run(psk_limiter *lim, const char *name, lpace_op *op,
   return LPACE_FAILED;
 }
 
-int lpace_run(lua_State *L, int idx, const char *name, lpace_op *op,
-              double local_now, char *err, size_t err_cap) {
+int lpace_run(lua_State *L, int idx, const char *name, psk_pace_op *op,
+              double mono_now, char *err, size_t err_cap) {
   psk_limiter *lim = lpace_test(L, idx);
   char why[256];
   int rc;
   /* After a failure the store rests, so that a store that is down costs
      one timeout a second, not one per request. */
-  if (!lim || local_now < lim->resting_until) return LPACE_RESTING;
+  if (!lim || mono_now < lim->resting_until) return LPACE_RESTING;
   rc = lim->kind == LIM_REDIS
            ? redis_run(lim, name, op, why, sizeof why)
-           : dict_run(L, psk_absindex(L, idx), name, op, local_now, why,
+           : dict_run(L, psk_absindex(L, idx), name, op, mono_now, why,
                       sizeof why);
   if (rc == LPACE_OK) return LPACE_OK;
   snprintf(err, err_cap, "periskope: %s", why);
-  lim->resting_until = local_now + REST;
+  lim->resting_until = mono_now + REST;
   return LPACE_FAILED;
 }
 

@@ -4,6 +4,7 @@
  */
 #include "psk_core.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -126,6 +127,11 @@ static int host_char(unsigned char c) {
   return is_alnum(c) || c == '-' || c == '.' || c == '_' || c == '%';
 }
 
+/* A loopback host: 127.0.0.0/8, localhost or [::1]. */
+static int is_loopback_host(const char *h, size_t n) {
+  return is_loopback_v4(h, n) || ieq(h, n, "localhost") || ieq(h, n, "[::1]");
+}
+
 #define URL_RULE                                                         \
   "must be an http or https URL with a host and no user, query or "      \
   "fragment (plain http only to 127.0.0.0/8, ::1 or localhost)"
@@ -181,13 +187,30 @@ int psk_normalize_base_url(const char *s, size_t n, psk_buf *out,
   if (!https) {
     const char *h = s + hs;
     size_t hl = he - hs;
-    if (!(is_loopback_v4(h, hl) || ieq(h, hl, "localhost") ||
-          ieq(h, hl, "[::1]")))
+    if (!is_loopback_host(h, hl))
       return fail(e, "must use https: plain http is allowed only to a "
                      "loopback host (127.0.0.0/8, ::1 or localhost)");
   }
   while (n > ps && s[n - 1] == '/') n--; /* a trailing '/' is fine */
   return psk_buf_append(out, s, n);
+}
+
+int psk_url_loopback(const char *url) {
+  size_t n = strlen(url), i, hs;
+  if (n > 8 && ieq(url, 8, "https://"))
+    i = 8;
+  else if (n > 7 && ieq(url, 7, "http://"))
+    i = 7;
+  else
+    return 0;
+  hs = i;
+  if (url[i] == '[') {
+    while (i < n && url[i] != ']') i++;
+    if (i < n) i++; /* past ']' */
+  } else {
+    while (i < n && host_char((unsigned char)url[i])) i++;
+  }
+  return is_loopback_host(url + hs, i - hs);
 }
 
 int psk_check_time(long long days, psk_err *e) {
@@ -315,6 +338,54 @@ int psk_header_next(const char *head, size_t len, size_t *pos, psk_header *h) {
   return 0;
 }
 
+/* Whether s[a, e) holds no CR and no NUL. */
+static int clean(const char *s, size_t a, size_t e) {
+  return !memchr(s + a, '\r', e - a) && !memchr(s + a, '\0', e - a);
+}
+
+size_t psk_head_unfold(char *head, size_t len) {
+  size_t r = 0, w = 0, line = 0;
+  size_t prev_start = 0, prev_end = 0; /* the last line written */
+  /* It may take a continuation: not the status line (a fold there is not
+     part of any field), not the blank line that ends the head, and
+     without a bare CR or a NUL, which make a field invalid (the walk
+     drops it): joined, a CR before trimmed whitespace would turn into a
+     line end, and the invalid field into a valid one. */
+  int prev_field = 0;
+  while (r < len) {
+    const char *nl = memchr(head + r, '\n', len - r);
+    size_t next = nl ? (size_t)(nl - head) + 1 : len;
+    size_t end = nl ? next - 1 : len; /* content ends before the LF ... */
+    if (nl && end > r && head[end - 1] == '\r') end--; /* ... and its CR */
+    if (prev_field && end > r && is_ows(head[r])) {
+      /* A fold: the previous line's end and the whitespace around it
+         become one space (none when the continuation is empty). */
+      size_t a = r;
+      while (a < end && is_ows(head[a])) a++;
+      prev_field = clean(head, a, end);
+      w = prev_end;
+      while (w > prev_start && is_ows(head[w - 1])) w--;
+      if (a < end) {
+        head[w++] = ' ';
+        memmove(head + w, head + a, end - a);
+        w += end - a;
+      }
+      prev_end = w;
+      memmove(head + w, head + end, next - end); /* this line's end */
+      w += next - end;
+    } else {
+      prev_field = line > 0 && end > r && clean(head, r, end);
+      if (w != r) memmove(head + w, head + r, next - r);
+      prev_start = w;
+      prev_end = w + (end - r);
+      w += next - r;
+      line++;
+    }
+    r = next;
+  }
+  return w;
+}
+
 int psk_parse_uint(const char *s, size_t n, long long *out) {
   size_t i = 0;
   long long v = 0;
@@ -430,12 +501,54 @@ int psk_parse_http_date(const char *s, size_t n, long long *out) {
   return PSK_OK;
 }
 
+/* Whether s is a number too large for a wait: OWS, then digits past 2^53
+   - 1 (psk_parse_uint refused them), or a decimal number in exponent form
+   (1e308, 2.5E+20) of at least 1e16, then OWS. Exponent forms below that
+   are not delay-seconds and stay invalid. */
+static int number_too_large(const char *s, size_t n) {
+  size_t i = 0, j, k, lead = 0;
+  long exp = 0, mag;
+  int neg = 0, int_digits = 0;
+  while (n && is_ows(s[n - 1])) n--;
+  while (i < n && is_ows(s[i])) i++;
+  for (j = i; j < n && is_digit((unsigned char)s[j]); j++) {
+    if (int_digits == 0 && s[j] == '0') continue; /* leading zeros */
+    int_digits++;
+  }
+  if (j == i) return 0;
+  if (j == n) return 1; /* digits only, and too many for psk_parse_uint */
+  if (s[j] != '.' && int_digits == 0) return 0; /* zero, whatever follows */
+  if (s[j] == '.') {
+    k = ++j;
+    while (j < n && is_digit((unsigned char)s[j])) j++;
+    if (j == k) return 0;
+    if (int_digits == 0) /* 0.000123e20: count the zeros before the 1 */
+      while (k + lead < j && s[k + lead] == '0') lead++;
+    if (int_digits == 0 && k + lead == j) return 0; /* zero */
+  }
+  if (j == n || (s[j] != 'e' && s[j] != 'E')) return 0;
+  j++;
+  if (j < n && (s[j] == '+' || s[j] == '-')) neg = s[j++] == '-';
+  k = j;
+  for (; j < n && is_digit((unsigned char)s[j]); j++)
+    if (exp < 100000) exp = exp * 10 + (s[j] - '0');
+  if (j == k || j != n) return 0;
+  if (neg) exp = -exp;
+  /* The decimal exponent of the value's leading digit. */
+  mag = int_digits ? (long)int_digits - 1 + exp : exp - (long)lead - 1;
+  return mag >= 16;
+}
+
 int psk_parse_retry_after(const char *s, size_t n, double server_now,
                           double *wait) {
   long long v;
   if (psk_parse_uint(s, n, &v) == PSK_OK) {
     *wait = (double)v;
     return PSK_OK;
+  }
+  if (number_too_large(s, n)) {
+    *wait = HUGE_VAL;
+    return PSK_TOO_LARGE;
   }
   if (psk_parse_http_date(s, n, &v) == PSK_OK) {
     double w = (double)v - server_now;
@@ -475,11 +588,13 @@ int psk_retry_plan(const psk_outcome *o, int attempt, double local_now,
   /* X-RateLimit-Reset is on the server's clock: measure against Date. */
   if (o->date && psk_parse_http_date(o->date, o->date_len, &v) == PSK_OK)
     server_now = (double)v;
-  if (o->retry_after &&
-      psk_parse_retry_after(o->retry_after, o->retry_after_len, server_now,
-                            wait) == PSK_OK) {
-    *reason = PSK_WAIT_RETRY_AFTER;
-    return 1;
+  if (o->retry_after) {
+    int st = psk_parse_retry_after(o->retry_after, o->retry_after_len,
+                                   server_now, wait);
+    if (st == PSK_OK || st == PSK_TOO_LARGE) { /* too large: HUGE_VAL */
+      *reason = PSK_WAIT_RETRY_AFTER;
+      return 1;
+    }
   }
   if (o->reset && psk_parse_uint(o->reset, o->reset_len, &v) == PSK_OK &&
       (double)v > server_now) {

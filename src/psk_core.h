@@ -65,6 +65,9 @@ int psk_normalize_phone(const char *s, size_t n, char *out, psk_err *e);
    query or fragment; plain http only to 127.0.0.0/8, ::1 or localhost.
    Writes it without trailing '/' into out (cleared first). */
 int psk_normalize_base_url(const char *s, size_t n, psk_buf *out, psk_err *e);
+/* Whether a normalized base URL names a loopback host (127.0.0.0/8,
+   localhost or [::1]): such a URL never goes through a proxy. */
+int psk_url_loopback(const char *url);
 /* 1, 7 or 30. */
 int psk_check_time(long long days, psk_err *e);
 
@@ -126,8 +129,15 @@ typedef struct psk_header {
 /* Walks a response head (status line, "Name: value" lines, CRLF or LF).
    Start with *pos = 0; returns 1 and fills h for each header field, 0 at
    the end. Skips the status line, lines without ':', names that are not
-   HTTP tokens, and obs-fold continuation lines. */
+   HTTP tokens, and obs-fold continuation lines (psk_head_unfold joins
+   them to their field first). */
 int psk_header_next(const char *head, size_t len, size_t *pos, psk_header *h);
+/* Joins obs-fold continuation lines (RFC 9112 5.2: a line starting with SP
+   or HTAB) to the field line before them, in place: the fold, with the
+   whitespace around it, becomes one space, so "A: 10" + " 20" is "A: 10
+   20". A fold right after the status line or after a blank line is left
+   as it is. Returns the new length (never more than len). */
+size_t psk_head_unfold(char *head, size_t len);
 
 /* A decimal integer 0..PSK_MAX_SAFE_INT with optional surrounding
    whitespace, as in X-RateLimit-*; PSK_INVALID otherwise. */
@@ -135,7 +145,10 @@ int psk_parse_uint(const char *s, size_t n, long long *out);
 /* An HTTP date (IMF-fixdate, RFC 850 or asctime) as epoch seconds. */
 int psk_parse_http_date(const char *s, size_t n, long long *out);
 /* Retry-After as seconds to wait from server_now (epoch seconds): delay
-   seconds, or an HTTP date (a date in the past gives 0). */
+   seconds, or an HTTP date (a date in the past gives 0). A number too
+   large to be a wait (digits past 2^53 - 1, or an exponent form such as
+   1e308 of at least 1e16) is PSK_TOO_LARGE, with *wait = HUGE_VAL: longer
+   than any wait a caller allows. */
 int psk_parse_retry_after(const char *s, size_t n, double server_now,
                           double *wait);
 
@@ -159,7 +172,8 @@ typedef struct psk_outcome {
 } psk_outcome;
 
 /* Whether the outcome is retryable and, if so, the wait before the retry
-   (seconds, >= 0) and its reason (PSK_WAIT_*). attempt counts the requests
+   (seconds, >= 0; HUGE_VAL for a Retry-After too large to represent) and
+   its reason (PSK_WAIT_*). attempt counts the requests
    made so far (1 after the first); jitter is uniform in [0, 1); local_now
    is the local epoch time, used when the response has no usable Date.
    Budgets (retries, max_retry_wait) are the caller's. */

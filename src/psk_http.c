@@ -4,14 +4,13 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include "psk_http.h"
+#include "psk_time.h"
 
 #include <curl/curl.h>
-#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 struct psk_transfer {
@@ -20,50 +19,75 @@ struct psk_transfer {
   struct curl_slist *headers; /* must outlive the transfer */
   CURLU *url;                 /* parsed once per request, not per transfer */
   char headers_phone[PSK_PHONE_MAX + 1]; /* the x-phone it was built for */
-  psk_request req;
+  const psk_request *req;     /* borrowed while it is sent */
   psk_reply reply;
+  psk_batch *batch;  /* the batch running it, or NULL */
   int tag;
-  int running;     /* added to the multi */
-  int resent;      /* already sent again after a stale connection */
-  int failure;     /* PSK_KIND_TOO_LARGE when a callback stopped */
-  int head_done;   /* the final head ended with its blank line */
+  int held;          /* taken from the pool and not given back */
+  int resent;        /* already sent again after a stale connection */
+  int failure;       /* PSK_KIND_* when a callback stopped the transfer */
+  int nomem;         /* ... because memory ran out */
+  int head_done;     /* the final head ended with its blank line */
+  int folded;        /* the final head has a continuation line */
+  size_t head_total; /* bytes of every head, interim (1xx) ones included */
   char errbuf[CURL_ERROR_SIZE];
+};
+
+struct psk_batch {
+  psk_http *h;
+  CURLM *multi;
+  pid_t pid;         /* the process that made the multi handle */
+  int running;
 };
 
 struct psk_http {
   CURLSH *share;
-  CURLM *multi;      /* created on first concurrent use */
   pid_t pid;         /* the process that opened the handles */
   const psk_config *cfg;
-  int no_proxy_env;  /* no proxy variable was set when the client was made */
-  int running;
-  psk_transfer *pool[PSK_MAX_TRANSFERS];
+  int no_proxy;      /* say "no proxy" to libcurl (see setup_easy) */
+  psk_transfer **pool;
+  int npool, cap;
 };
 
 static pthread_once_t global_once = PTHREAD_ONCE_INIT;
 static CURLcode global_rc = CURLE_FAILED_INIT;
 
-/* curl_global_init is process-wide and not safe to race: once, here. */
+/* curl_global_init is process-wide and not safe to race: once, here. A
+   host that called curl_global_init (or _mem) first keeps its settings:
+   libcurl only counts this call. */
 static void global_init(void) {
   global_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
 }
 
+/* Runs inside libcurl: C memory only. Stops the transfer with `kind`. */
+static size_t stop(psk_transfer *t, int st) {
+  t->failure = st == PSK_NOMEM ? PSK_KIND_NETWORK : PSK_KIND_TOO_LARGE;
+  t->nomem = st == PSK_NOMEM;
+  return 0; /* CURLE_WRITE_ERROR */
+}
+
 /* Runs inside libcurl: C memory only. A new status line starts a new
-   response (after a 1xx interim one), so only the final head is kept. */
+   response (after a 1xx interim one), so only the final head is kept; the
+   bytes of every head count against PSK_HEADERS_MAX, so a storm of
+   interim answers is too large, as one huge head is. */
 static size_t on_header(char *p, size_t size, size_t n, void *ud) {
   psk_transfer *t = ud;
   size_t len = size * n;
+  int st;
+  t->head_total += len;
+  if (t->head_total > PSK_HEADERS_MAX) return stop(t, PSK_TOO_LARGE);
   if (len >= 5 && memcmp(p, "HTTP/", 5) == 0) {
     psk_buf_clear(&t->reply.head);
     t->head_done = 0;
+    t->folded = 0;
   } else if ((len == 2 && p[0] == '\r' && p[1] == '\n') ||
              (len == 1 && p[0] == '\n')) {
     t->head_done = 1;
+  } else if (len && (p[0] == ' ' || p[0] == '\t')) {
+    t->folded = 1; /* obs-fold: finish joins it (one pass, only then) */
   }
-  if (psk_buf_append(&t->reply.head, p, len) != PSK_OK) {
-    t->failure = PSK_KIND_TOO_LARGE;
-    return 0; /* CURLE_WRITE_ERROR */
-  }
+  if ((st = psk_buf_append(&t->reply.head, p, len)) != PSK_OK)
+    return stop(t, st);
   return len;
 }
 
@@ -71,10 +95,8 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud) {
 static size_t on_body(char *p, size_t size, size_t n, void *ud) {
   psk_transfer *t = ud;
   size_t len = size * n;
-  if (psk_buf_append(&t->reply.body, p, len) != PSK_OK) {
-    t->failure = PSK_KIND_TOO_LARGE;
-    return 0;
-  }
+  int st = psk_buf_append(&t->reply.body, p, len);
+  if (st != PSK_OK) return stop(t, st);
   return len;
 }
 
@@ -125,12 +147,18 @@ static const char *kind_lead(int kind) {
 
 static long ms(double s) { return (long)(s * 1000 + 0.5); }
 
-/* Sets the options that stay for the life of the easy handle. */
-static int setup_easy(psk_http *h, psk_transfer *t) {
+/* Sets the options that stay for the life of the easy handle: CURLE_OK,
+   or the first failure (CURLE_OUT_OF_MEMORY when a copy failed). A
+   transfer whose options are not all set is never sent. */
+static CURLcode setup_easy(psk_http *h, psk_transfer *t) {
   CURL *e = t->easy;
   const psk_config *c = h->cfg;
-  int bad = 0;
-#define SET(opt, val) bad |= curl_easy_setopt(e, opt, val) != CURLE_OK
+  CURLcode rc = CURLE_OK;
+#define SET(opt, val)                              \
+  do {                                             \
+    CURLcode r_ = curl_easy_setopt(e, opt, val);   \
+    if (rc == CURLE_OK) rc = r_;                   \
+  } while (0)
   SET(CURLOPT_NOSIGNAL, 1L); /* the host owns signals */
   SET(CURLOPT_SHARE, h->share);
 #if LIBCURL_VERSION_NUM >= 0x075500
@@ -154,11 +182,14 @@ static int setup_easy(psk_http *h, psk_transfer *t) {
   SET(CURLOPT_PRIVATE, t);
   SET(CURLOPT_ERRORBUFFER, t->errbuf);
   SET(CURLOPT_TCP_KEEPALIVE, 1L);
-  /* libcurl reads the proxy variables on every transfer; with none set
-     when the client was made, say "no proxy" once instead. */
-  if (h->no_proxy_env) SET(CURLOPT_PROXY, "");
+  /* No proxy for a loopback base_url (http:// is allowed only there, so
+     the key would cross the network in clear to the proxy); and with no
+     proxy variable set when the client was made, say so once instead of
+     letting libcurl read the environment on every transfer. "" overrides
+     the variables. */
+  if (h->no_proxy) SET(CURLOPT_PROXY, "");
 #undef SET
-  return bad ? -1 : 0;
+  return rc;
 }
 
 static void transfer_free(psk_transfer *t) {
@@ -166,22 +197,24 @@ static void transfer_free(psk_transfer *t) {
   if (t->easy) curl_easy_cleanup(t->easy);
   curl_slist_free_all(t->headers);
   if (t->url) curl_url_cleanup(t->url);
-  psk_request_free(&t->req);
   psk_buf_free(&t->reply.head);
   psk_buf_free(&t->reply.body);
   free(t);
 }
 
+/* The share handle: PSK_OK, PSK_NOMEM, or -1 when libcurl refused. */
 static int open_share(psk_http *h) {
+  static const curl_lock_data shared[] = {
+      CURL_LOCK_DATA_DNS, CURL_LOCK_DATA_SSL_SESSION, CURL_LOCK_DATA_CONNECT};
+  size_t i;
   h->pid = getpid();
   h->share = curl_share_init();
-  if (!h->share) return -1;
-  if (curl_share_setopt(h->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS) ||
-      curl_share_setopt(h->share, CURLSHOPT_SHARE,
-                        CURL_LOCK_DATA_SSL_SESSION) ||
-      curl_share_setopt(h->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT))
-    return -1;
-  return 0;
+  if (!h->share) return PSK_NOMEM;
+  for (i = 0; i < sizeof shared / sizeof shared[0]; i++) {
+    CURLSHcode sc = curl_share_setopt(h->share, CURLSHOPT_SHARE, shared[i]);
+    if (sc != CURLSHE_OK) return sc == CURLSHE_NOMEM ? PSK_NOMEM : -1;
+  }
+  return PSK_OK;
 }
 
 /* Whether any variable libcurl takes a proxy from is set. */
@@ -199,6 +232,7 @@ static int proxy_env_set(void) {
 
 psk_http *psk_http_new(const psk_config *c, char *errmsg, size_t errlen) {
   psk_http *h;
+  int st;
   pthread_once(&global_once, global_init);
   if (global_rc != CURLE_OK) {
     snprintf(errmsg, errlen, "periskope: curl_global_init failed: %s",
@@ -211,29 +245,19 @@ psk_http *psk_http_new(const psk_config *c, char *errmsg, size_t errlen) {
     return NULL;
   }
   h->cfg = c;
-  h->no_proxy_env = !proxy_env_set();
-  if (open_share(h) != 0) {
-    snprintf(errmsg, errlen, "periskope: could not set up libcurl");
+  h->no_proxy = psk_url_loopback(c->base_url) || !proxy_env_set();
+  if ((st = open_share(h)) != PSK_OK) {
+    snprintf(errmsg, errlen, "periskope: %s",
+             st == PSK_NOMEM ? "out of memory" : "could not set up libcurl");
     psk_http_free(h);
     return NULL;
   }
   return h;
 }
 
-void psk_http_stop_all(psk_http *h) {
-  int i;
-  for (i = 0; i < PSK_MAX_TRANSFERS; i++) {
-    psk_transfer *t = h->pool[i];
-    if (t && t->running) {
-      curl_multi_remove_handle(h->multi, t->easy);
-      t->running = 0;
-    }
-  }
-  h->running = 0;
-}
-
-/* libcurl order: easies out of the multi, easies, multi, then the share
-   (it refuses cleanup while an easy still uses it). */
+/* libcurl order: easies (a batch has taken its own out of its multi
+   already), then the share (it refuses cleanup while an easy still uses
+   it). */
 void psk_http_free(psk_http *h) {
   int i;
   if (!h) return;
@@ -241,14 +265,11 @@ void psk_http_free(psk_http *h) {
     /* A forked child closing a client it inherited: the handles are the
        parent's, so forget them (see forget_after_fork) and free only
        memory that is ours alone. */
-    for (i = 0; i < PSK_MAX_TRANSFERS; i++)
-      if (h->pool[i]) h->pool[i]->easy = NULL;
-    h->multi = NULL;
+    for (i = 0; i < h->npool; i++) h->pool[i]->easy = NULL;
     h->share = NULL;
   }
-  if (h->multi) psk_http_stop_all(h);
-  for (i = 0; i < PSK_MAX_TRANSFERS; i++) transfer_free(h->pool[i]);
-  if (h->multi) curl_multi_cleanup(h->multi);
+  for (i = 0; i < h->npool; i++) transfer_free(h->pool[i]);
+  free(h->pool);
   if (h->share) curl_share_cleanup(h->share);
   free(h);
 }
@@ -259,39 +280,64 @@ void psk_http_free(psk_http *h) {
    own on next use. */
 static int forget_after_fork(psk_http *h) {
   int i;
-  if (h->pid == getpid()) return 0;
-  for (i = 0; i < PSK_MAX_TRANSFERS; i++) {
+  if (h->pid == getpid()) return PSK_OK;
+  for (i = 0; i < h->npool; i++) {
     psk_transfer *t = h->pool[i];
-    if (!t) continue;
     t->easy = NULL;   /* the parent's: forgotten, not cleaned up */
     t->headers = NULL;
-    t->running = 0;
+    t->batch = NULL;
   }
-  h->multi = NULL;
   h->share = NULL;
-  h->running = 0;
   return open_share(h);
 }
 
-psk_transfer *psk_http_transfer(psk_http *h, int i) {
+psk_transfer *psk_http_take(psk_http *h) {
   psk_transfer *t;
-  if (i < 0 || i >= PSK_MAX_TRANSFERS) return NULL;
-  if (h->pool[i]) return h->pool[i];
+  int i;
+  for (i = 0; i < h->npool; i++)
+    if (!h->pool[i]->held) {
+      h->pool[i]->held = 1;
+      return h->pool[i];
+    }
+  if (h->npool == h->cap) {
+    int cap = h->cap ? h->cap * 2 : 4;
+    psk_transfer **pool =
+        realloc(h->pool, sizeof(psk_transfer *) * (size_t)cap);
+    if (!pool) return NULL;
+    h->pool = pool;
+    h->cap = cap;
+  }
   t = calloc(1, sizeof *t);
   if (!t) return NULL;
   t->h = h;
-  psk_request_init(&t->req);
   psk_buf_init(&t->reply.head, PSK_HEADERS_MAX);
   psk_buf_init(&t->reply.body, h->cfg->max_body);
-  h->pool[i] = t;
+  t->held = 1;
+  h->pool[h->npool++] = t;
   return t;
 }
 
-psk_request *psk_transfer_request(psk_transfer *t) { return &t->req; }
+/* Takes t out of its batch's multi handle, if it runs there. */
+static void batch_remove(psk_transfer *t) {
+  psk_batch *b = t->batch;
+  if (!b) return;
+  if (b->pid == getpid() && t->easy)
+    curl_multi_remove_handle(b->multi, t->easy);
+  b->running--;
+  t->batch = NULL;
+}
+
+void psk_http_give(psk_http *h, psk_transfer *t) {
+  (void)h;
+  if (!t) return;
+  batch_remove(t);
+  t->req = NULL;
+  t->held = 0;
+}
+
 psk_reply *psk_transfer_reply(psk_transfer *t) { return &t->reply; }
 void psk_transfer_set_tag(psk_transfer *t, int tag) { t->tag = tag; }
 int psk_transfer_tag(const psk_transfer *t) { return t->tag; }
-int psk_http_running(const psk_http *h) { return h->running; }
 
 static void fail_reply(psk_transfer *t, int kind, const char *what) {
   t->reply.status = 0;
@@ -317,19 +363,29 @@ nomem:
   return NULL;
 }
 
-/* Makes t ready to send its request: handles (after fork too), header
-   list, per-request options, empty reply. 0, or -1 with the reply set. */
-static int prepare(psk_http *h, psk_transfer *t) {
+/* Makes t ready to send r: handles (after fork too), header list,
+   per-request options, empty reply. 0, or -1 with the reply set. */
+static int prepare(psk_http *h, psk_transfer *t, const psk_request *r) {
   CURL *e;
-  int fresh = 0;
-  if (forget_after_fork(h) != 0) {
-    fail_reply(t, PSK_KIND_NETWORK, "could not set up libcurl after fork");
+  int fresh = 0, st;
+  CURLUcode uc;
+  t->req = r;
+  if ((st = forget_after_fork(h)) != PSK_OK) {
+    fail_reply(t, PSK_KIND_NETWORK, st == PSK_NOMEM
+                                        ? "out of memory"
+                                        : "could not set up libcurl after fork");
     return -1;
   }
   if (!t->easy) {
+    CURLcode rc = CURLE_OUT_OF_MEMORY;
     t->easy = curl_easy_init();
-    if (!t->easy || setup_easy(h, t) != 0) {
-      fail_reply(t, PSK_KIND_NETWORK, "could not set up libcurl");
+    if (!t->easy || (rc = setup_easy(h, t)) != CURLE_OK) {
+      /* Not set up in full (a proxy setting missing, say): never sent. */
+      if (t->easy) curl_easy_cleanup(t->easy);
+      t->easy = NULL;
+      fail_reply(t, PSK_KIND_NETWORK, rc == CURLE_OUT_OF_MEMORY
+                                          ? "out of memory"
+                                          : "could not set up libcurl");
       return -1;
     }
     fresh = 1;
@@ -337,13 +393,13 @@ static int prepare(psk_http *h, psk_transfer *t) {
   e = t->easy;
   /* Only x-phone varies between a client's requests: the header list is
      rebuilt when it changes, not for every pin. */
-  if (!t->headers || strcmp(t->headers_phone, t->req.phone) != 0) {
+  if (!t->headers || strcmp(t->headers_phone, r->phone) != 0) {
     curl_slist_free_all(t->headers);
-    if (!(t->headers = header_list(&t->req))) {
+    if (!(t->headers = header_list(r))) {
       fail_reply(t, PSK_KIND_NETWORK, "out of memory");
       return -1;
     }
-    memcpy(t->headers_phone, t->req.phone, sizeof t->headers_phone);
+    memcpy(t->headers_phone, r->phone, sizeof t->headers_phone);
     fresh = 1;
   }
   if (fresh) curl_easy_setopt(e, CURLOPT_HTTPHEADER, t->headers);
@@ -354,15 +410,17 @@ static int prepare(psk_http *h, psk_transfer *t) {
     fail_reply(t, PSK_KIND_NETWORK, "out of memory");
     return -1;
   }
-  if (curl_url_set(t->url, CURLUPART_URL, psk_buf_cstr(&t->req.url),
-                   CURLU_PATH_AS_IS) != CURLUE_OK) {
-    fail_reply(t, PSK_KIND_NETWORK, "libcurl refused the URL");
+  uc = curl_url_set(t->url, CURLUPART_URL, psk_buf_cstr(&r->url),
+                    CURLU_PATH_AS_IS);
+  if (uc != CURLUE_OK) {
+    fail_reply(t, PSK_KIND_NETWORK, uc == CURLUE_OUT_OF_MEMORY
+                                        ? "out of memory"
+                                        : "libcurl refused the URL");
     return -1;
   }
   curl_easy_setopt(e, CURLOPT_CURLU, t->url);
-  curl_easy_setopt(e, CURLOPT_POSTFIELDS, psk_buf_cstr(&t->req.body));
-  curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE,
-                   (curl_off_t)t->req.body.len);
+  curl_easy_setopt(e, CURLOPT_POSTFIELDS, psk_buf_cstr(&r->body));
+  curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body.len);
   t->resent = 0;
   t->reply.status = 0;
   t->reply.kind = PSK_KIND_NONE;
@@ -376,7 +434,10 @@ static void reset_exchange(psk_transfer *t) {
   psk_buf_clear(&t->reply.head);
   psk_buf_clear(&t->reply.body);
   t->failure = PSK_KIND_NONE;
+  t->nomem = 0;
   t->head_done = 0;
+  t->folded = 0;
+  t->head_total = 0;
   t->errbuf[0] = '\0';
 }
 
@@ -406,6 +467,7 @@ static const char *url_cut(const psk_buf *url) {
 /* Fills t's reply from the exchange's outcome. */
 static void finish(psk_transfer *t, CURLcode rc) {
   psk_reply *rep = &t->reply;
+  const psk_buf *url = &t->req->url;
   double total = 0;
   /* libcurl takes a head cut off by the server closing the connection as
      a complete response; a head without its blank line is no answer. */
@@ -419,6 +481,8 @@ static void finish(psk_transfer *t, CURLcode rc) {
   if (rc == CURLE_OK) {
     curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &rep->status);
     rep->kind = PSK_KIND_NONE;
+    if (t->folded && rep->head.data)
+      rep->head.len = psk_head_unfold(rep->head.data, rep->head.len);
     return;
   }
   rep->status = 0;
@@ -426,7 +490,7 @@ static void finish(psk_transfer *t, CURLcode rc) {
      KiB) before on_header sees it, with CURLE_OUT_OF_MEMORY (CURLE_TOO_LARGE
      since 8.6.0): in the head, that is an answer too large to keep, not a
      broken connection that a retry could mend. */
-  if (!t->head_done && (rc == CURLE_OUT_OF_MEMORY
+  if (!t->head_done && !t->failure && (rc == CURLE_OUT_OF_MEMORY
 #if LIBCURL_VERSION_NUM >= 0x080600
                         || rc == CURLE_TOO_LARGE
 #endif
@@ -436,35 +500,38 @@ static void finish(psk_transfer *t, CURLcode rc) {
   if (rep->kind == PSK_KIND_TOO_LARGE) {
     snprintf(rep->message, sizeof rep->message,
              "periskope: POST %.*s%s: response too large (body over "
-             "max_body, %lu bytes, head over 256 KiB, or a header line over "
-             "100 KiB)",
-             url_width(&t->req.url), psk_buf_cstr(&t->req.url),
-             url_cut(&t->req.url), (unsigned long)t->h->cfg->max_body);
+             "max_body, %lu bytes, heads over 256 KiB with interim ones, or a "
+             "header line over 100 KiB)",
+             url_width(url), psk_buf_cstr(url), url_cut(url),
+             (unsigned long)t->h->cfg->max_body);
   } else {
     /* Each cause once: libcurl ends some sentences with its code's
        generic text ("... after 0 ms: Couldn't connect to server"), a
        repeat that is left out. */
     const char *generic = curl_easy_strerror(rc);
-    const char *why = t->errbuf[0] ? t->errbuf : generic;
+    const char *why = t->nomem ? "out of memory"
+                      : t->errbuf[0] ? t->errbuf
+                                     : generic;
+    const char *lead = kind_lead(rep->kind);
     size_t n = strlen(why), g = strlen(generic);
-    if (why != generic && n > g + 2 && strcmp(why + n - g, generic) == 0 &&
+    if (why == t->errbuf && n > g + 2 && strcmp(why + n - g, generic) == 0 &&
         memcmp(why + n - g - 2, ": ", 2) == 0)
       n -= g + 2;
-    const char *lead = kind_lead(rep->kind);
     /* A timeout met while connecting reads "Failed to connect to ... after
        N ms" once the generic "Timeout was reached" is left out: it gets
        the heading its sentence no longer says. */
     if (rep->kind == PSK_KIND_TIMEOUT && !strstr(why, "timed out"))
       lead = "timed out: ";
     snprintf(rep->message, sizeof rep->message, "periskope: POST %.*s%s: %s%.*s",
-             url_width(&t->req.url), psk_buf_cstr(&t->req.url),
-             url_cut(&t->req.url), lead, (int)n, why);
+             url_width(url), psk_buf_cstr(url), url_cut(url), lead, (int)n,
+             why);
   }
 }
 
-psk_reply *psk_http_perform(psk_http *h, psk_transfer *t) {
+psk_reply *psk_http_perform(psk_http *h, psk_transfer *t,
+                            const psk_request *r) {
   CURLcode rc;
-  if (prepare(h, t) != 0) return &t->reply;
+  if (prepare(h, t, r) != 0) return &t->reply;
   reset_exchange(t);
   rc = curl_easy_perform(t->easy);
   if (stale_connection(t, rc)) {
@@ -476,85 +543,88 @@ psk_reply *psk_http_perform(psk_http *h, psk_transfer *t) {
   return &t->reply;
 }
 
-int psk_http_start(psk_http *h, psk_transfer *t) {
-  if (t->running) return 0;
-  if (prepare(h, t) != 0) return -1;
-  if (!h->multi) {
-    h->multi = curl_multi_init();
-    if (!h->multi) {
-      fail_reply(t, PSK_KIND_NETWORK, "could not set up libcurl");
-      return -1;
-    }
+psk_batch *psk_batch_new(psk_http *h) {
+  psk_batch *b = calloc(1, sizeof *b);
+  if (!b) return NULL;
+  b->h = h;
+  b->pid = getpid();
+  if (!(b->multi = curl_multi_init())) {
+    free(b);
+    return NULL;
   }
+  return b;
+}
+
+/* libcurl order: easies out of the multi, then the multi. */
+void psk_batch_free(psk_batch *b) {
+  int i;
+  if (!b) return;
+  for (i = 0; i < b->h->npool; i++)
+    if (b->h->pool[i]->batch == b) batch_remove(b->h->pool[i]);
+  /* In a forked child the multi handle is the parent's: forgotten. */
+  if (b->pid == getpid()) curl_multi_cleanup(b->multi);
+  free(b);
+}
+
+int psk_batch_start(psk_batch *b, psk_transfer *t, const psk_request *r) {
+  if (t->batch) return 0;
+  if (prepare(b->h, t, r) != 0) return -1;
   reset_exchange(t);
-  if (curl_multi_add_handle(h->multi, t->easy) != CURLM_OK) {
+  if (curl_multi_add_handle(b->multi, t->easy) != CURLM_OK) {
     fail_reply(t, PSK_KIND_NETWORK, "could not start a transfer");
     return -1;
   }
-  t->running = 1;
-  h->running++;
+  t->batch = b;
+  b->running++;
   return 0;
 }
 
+int psk_batch_running(const psk_batch *b) { return b->running; }
+
 /* The first finished transfer libcurl reports, resending stale ones. */
-static psk_transfer *collect(psk_http *h) {
+static psk_transfer *collect(psk_batch *b) {
   CURLMsg *m;
   int left;
-  while ((m = curl_multi_info_read(h->multi, &left))) {
+  while ((m = curl_multi_info_read(b->multi, &left))) {
     psk_transfer *t = NULL;
     CURLcode rc;
     if (m->msg != CURLMSG_DONE) continue;
     rc = m->data.result;
     curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&t);
-    curl_multi_remove_handle(h->multi, t->easy);
+    curl_multi_remove_handle(b->multi, t->easy);
     if (stale_connection(t, rc)) {
       t->resent = 1;
       reset_exchange(t);
-      if (curl_multi_add_handle(h->multi, t->easy) == CURLM_OK) continue;
+      if (curl_multi_add_handle(b->multi, t->easy) == CURLM_OK) continue;
     }
-    t->running = 0;
-    h->running--;
+    t->batch = NULL;
+    b->running--;
     finish(t, rc);
     return t;
   }
   return NULL;
 }
 
-psk_transfer *psk_http_wait(psk_http *h, double timeout) {
-  double deadline = psk_http_now() + (timeout > 0 ? timeout : 0);
-  if (!h->multi) {
-    psk_http_sleep(timeout);
+psk_transfer *psk_batch_wait(psk_batch *b, double timeout) {
+  double deadline = psk_time_mono() + (timeout > 0 ? timeout : 0);
+  if (!b->running) {
+    psk_time_sleep(timeout);
     return NULL;
   }
   for (;;) {
     int still = 0;
     double left;
-    psk_transfer *t = collect(h);
+    psk_transfer *t = collect(b);
     if (t) return t;
-    curl_multi_perform(h->multi, &still);
-    if ((t = collect(h))) return t;
-    left = deadline - psk_http_now();
+    curl_multi_perform(b->multi, &still);
+    if ((t = collect(b))) return t;
+    left = deadline - psk_time_mono();
     if (left <= 0) return NULL;
     if (left > 1) left = 1; /* poll in bounded slices */
-    curl_multi_poll(h->multi, NULL, 0, (int)(left * 1000) + 1, NULL);
+    curl_multi_poll(b->multi, NULL, 0, (int)(left * 1000) + 1, NULL);
   }
 }
 
 const char *psk_http_curl_version(void) {
   return curl_version_info(CURLVERSION_NOW)->version;
-}
-
-double psk_http_now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-void psk_http_sleep(double s) {
-  struct timespec ts;
-  if (!(s > 0)) return;
-  ts.tv_sec = (time_t)s;
-  ts.tv_nsec = (long)((s - (double)ts.tv_sec) * 1e9);
-  while (nanosleep(&ts, &ts) == -1 && errno == EINTR) {
-  }
 }

@@ -143,6 +143,34 @@ int psk_budget_decode(psk_budget *b, const char *text, size_t len) {
 }
 
 /* ---------------------------------------------------------------- */
+/* one operation, for every store                                    */
+
+void psk_pace_apply(psk_budget *b, psk_pace_op *op) {
+  /* A store that lost its budget (or never had one) starts from what this
+     process has learned, rather than send a request to find out. */
+  if (!b->learned && op->seed && op->seed->learned) {
+    long long inflight = b->inflight;
+    double lease = b->lease;
+    *b = *op->seed;
+    b->inflight = inflight;
+    b->lease = lease;
+  }
+  b->inflight -= op->unsettled < b->inflight ? op->unsettled : b->inflight;
+  if (op->settle)
+    psk_budget_settle(b, op->answered, op->limit, op->remaining, op->reset);
+  else
+    op->delay = psk_budget_take(b, op->now, op->lease, op->force, op->probe);
+}
+
+void psk_pace_apply_text(const char *cur, size_t len, psk_pace_op *op,
+                         char out[PSK_BUDGET_TEXT]) {
+  psk_budget b;
+  psk_budget_decode(&b, cur, len); /* unknown text: a fresh budget */
+  psk_pace_apply(&b, op);
+  if (!psk_budget_encode(&b, out)) out[0] = '\0';
+}
+
+/* ---------------------------------------------------------------- */
 /* the clock                                                         */
 
 void psk_clock_learn(psk_clock *k, double date, double sent,

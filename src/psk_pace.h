@@ -81,6 +81,33 @@ double psk_clock_server(const psk_clock *k, double local_now);
    usefully, else 0. */
 double psk_clock_probe(const psk_clock *k);
 
+/* One operation on a budget, the same for every store: the client's own
+   budget, and the text a shared store keeps (an nginx shared dictionary,
+   Redis), read, changed and written back in one atomic step. */
+typedef struct psk_pace_op {
+  int settle;    /* 0: take a slot; 1: a request ended */
+  double now;    /* take: server time */
+  double lease;  /* take: seconds a slot counts as in flight at most */
+  int force;     /* take: count it even past the budget */
+  double probe;  /* take: psk_clock_probe of the taker's clock */
+  const psk_budget *seed; /* what the taker knows, for a store that knows
+                             nothing yet (new, flushed, restarted) */
+  long long unsettled;    /* earlier slots of this process that ended
+                             while the store could not be told */
+  int answered;  /* settle: a response came, with these (-1: absent) */
+  long long limit, remaining, reset;
+  double delay;  /* take: the answer (see psk_budget_take) */
+} psk_pace_op;
+
+/* Runs op on b: seeds a budget that has learned nothing from op->seed,
+   counts the unsettled slots out, then takes or settles. */
+void psk_pace_apply(psk_budget *b, psk_pace_op *op);
+/* The same on a stored text budget cur (len bytes; "" or text it does
+   not recognise: a fresh budget); the new text goes to out ("" when it
+   cannot be encoded). */
+void psk_pace_apply_text(const char *cur, size_t len, psk_pace_op *op,
+                         char out[PSK_BUDGET_TEXT]);
+
 /* SHA-256 of data, as 64 lower-case hex digits and a NUL. */
 void psk_sha256_hex(const void *data, size_t len, char out[65]);
 

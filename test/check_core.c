@@ -1,14 +1,18 @@
 /*
- * check_core: tests of the pure core (psk_core) and the bounded buffer
- * (psk_buf), without Lua or libcurl. Run under ASan/UBSan by
- * `make check-core`. Expectations come from shared/API.md (the contract)
- * and the header comments, not from the implementation.
+ * check_core: tests of the pure C parts of periskope, without Lua or
+ * libcurl: the core (psk_core: validation, the request, header, date and
+ * Retry-After parsing, the retry plan), the bounded buffer (psk_buf), the
+ * pacing budget, its store operation and the server clock (psk_pace), and
+ * the clocks (psk_time). Run under ASan/UBSan by `make check-core`.
+ * Expectations come from shared/API.md (the contract) and the header
+ * comments, not from the implementation.
  *
  * Inputs are passed to the functions under test as exact-length heap
  * copies without a terminating NUL (xdup), so that any read past the
  * given length is caught by AddressSanitizer.
  */
 #include <limits.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +21,7 @@
 #include "psk_buf.h"
 #include "psk_core.h"
 #include "psk_pace.h"
+#include "psk_time.h"
 
 /* ---- the checker ---- */
 
@@ -652,6 +657,33 @@ static void test_base_url(void) {
 
 /* ---- time ---- */
 
+/* psk_url_loopback on a NUL-terminated copy. */
+static int loopback(const char *url) {
+  char *p = xdup(url, strlen(url) + 1);
+  int r = psk_url_loopback(p);
+  free(p);
+  return r;
+}
+
+static void test_loopback(void) {
+  CHECK(loopback("http://127.0.0.1:9/v1") == 1);
+  CHECK(loopback("http://127.1.2.3/v1") == 1);
+  CHECK(loopback("http://localhost:8080") == 1);
+  CHECK(loopback("HTTP://LocalHost/v1") == 1);
+  CHECK(loopback("http://[::1]:9/v1") == 1);
+  CHECK(loopback("https://127.0.0.1/v1") == 1); /* https too: no proxy */
+  CHECK(loopback("https://localhost") == 1);
+  CHECK(loopback("https://api.periskope.app/v1") == 0);
+  CHECK(loopback("https://128.0.0.1/v1") == 0);
+  CHECK(loopback("https://127.0.0.1.example.com/v1") == 0);
+  CHECK(loopback("https://localhost.example.com") == 0);
+  CHECK(loopback("https://[::2]/v1") == 0);
+  CHECK(loopback("https://[2001:db8::1]:8443") == 0);
+  CHECK(loopback("ftp://127.0.0.1/") == 0);
+  CHECK(loopback("") == 0);
+  CHECK(loopback("http://") == 0);
+}
+
 static void test_time(void) {
   psk_err e;
   static const long long bad[] = {0,  2,   3,   6,  8,  29, 31, 365, -1, -7,
@@ -1096,6 +1128,64 @@ static void test_headers(void) {
   }
 }
 
+/* psk_head_unfold on an exact-length copy, then the walk. */
+static void unfold_is(const char *head, size_t len, const char *want_head,
+                      const char *want_fields, int line) {
+  char *h = xdup(head, len);
+  size_t n = psk_head_unfold(h, len), pos = 0;
+  char *got;
+  check_(n <= len, __FILE__, line, "unfold never grows", -1);
+  check_(n == strlen(want_head) && memcmp(h, want_head, n) == 0, __FILE__,
+         line, "unfolded head", -1);
+  got = walk(h, n, &pos);
+  check_str_(got, want_fields, __FILE__, line, "unfolded fields");
+  free(got);
+  free(h);
+}
+
+#define UNFOLD(lit, head, fields) unfold_is(S(lit), (head), (fields), __LINE__)
+
+static void test_unfold(void) {
+  /* the case: the value is "10 20", not a whole number */
+  UNFOLD("HTTP/1.1 204 No Content\r\nX-RateLimit-Limit: 10\r\n 20\r\n\r\n",
+         "HTTP/1.1 204 No Content\r\nX-RateLimit-Limit: 10 20\r\n\r\n",
+         "X-RateLimit-Limit=10 20|");
+  /* several folds, tabs, whitespace around the fold: one space each */
+  UNFOLD("S\r\nA: 1  \r\n \t 2\r\n\t3 \r\nB: x\r\n",
+         "S\r\nA: 1 2 3 \r\nB: x\r\n", "A=1 2 3|B=x|");
+  /* LF-only line ends */
+  UNFOLD("S\nA: a\n b\nB: c\n", "S\nA: a b\nB: c\n", "A=a b|B=c|");
+  /* an empty value continued, and an empty continuation */
+  UNFOLD("S\r\nA:\r\n v\r\n", "S\r\nA: v\r\n", "A=v|");
+  UNFOLD("S\r\nA: v\r\n   \r\nB: w\r\n", "S\r\nA: v\r\nB: w\r\n",
+         "A=v|B=w|");
+  /* no fold: unchanged */
+  UNFOLD("HTTP/1.1 200 OK\r\nA: 1\r\n\r\n", "HTTP/1.1 200 OK\r\nA: 1\r\n\r\n",
+         "A=1|");
+  /* a fold right after the status line, or after the blank line, stays
+     a continuation line, which the walk skips */
+  UNFOLD("HTTP/1.1 200 OK\r\n folded: 1\r\nA: 2\r\n",
+         "HTTP/1.1 200 OK\r\n folded: 1\r\nA: 2\r\n", "A=2|");
+  UNFOLD("S\r\nA: 1\r\n\r\n x\r\n", "S\r\nA: 1\r\n\r\n x\r\n", "A=1|");
+  /* a fold of junk stays junk; a fold at the very end, without its LF */
+  UNFOLD("S\r\njunk\r\n more\r\nA: 1\r\n", "S\r\njunk more\r\nA: 1\r\n",
+         "A=1|");
+  UNFOLD("S\r\nA: 1\r\n 2", "S\r\nA: 1 2", "A=1 2|");
+  /* a field with a bare CR stays dropped, folded or not */
+  UNFOLD("S\r\nA: x\r\r\n y\r\nB: z\r\n", "S\r\nA: x\r\r\n y\r\nB: z\r\n",
+         "B=z|");
+  UNFOLD("S\r\nA: x\r\n y\rz\r\nB: z\r\n", "S\r\nA: x y\rz\r\nB: z\r\n",
+         "B=z|");
+  /* a line with a bare CR takes no continuation: trimmed, its CR would
+     end the line, and the invalid field would become a valid one */
+  UNFOLD("S\r\nA: x\r \n \nB: y\r\n", "S\r\nA: x\r \n \nB: y\r\n", "B=y|");
+  UNFOLD("S\r\nA: v\r\n x\r \n \nB: y\r\n", "S\r\nA: v x\r \n \nB: y\r\n",
+         "B=y|");
+  /* nothing */
+  UNFOLD("", "", "");
+  UNFOLD(" x", " x", "");
+}
+
 /* ---- numbers and dates ---- */
 
 static int parse_uint(const char *s, size_t n, long long *v) {
@@ -1308,6 +1398,40 @@ static void test_retry_after(void) {
   CHECK(retry_after(S("5s"), now, &w) == PSK_INVALID);
   CHECK(retry_after(S("Wed, 22 Jan 2025 10:36:22"), now, &w) == PSK_INVALID);
   CHECK(retry_after(S("tomorrow"), now, &w) == PSK_INVALID);
+
+  /* too large to be a wait: longer than any max_retry_wait */
+  w = -1;
+  CHECK(retry_after(S("99999999999999999999"), now, &w) == PSK_TOO_LARGE &&
+        w == HUGE_VAL);
+  w = -1;
+  CHECK(retry_after(S(" 9007199254740992 "), now, &w) == PSK_TOO_LARGE &&
+        w == HUGE_VAL); /* 2^53: one past the exact integers */
+  CHECK(retry_after(S("9007199254740991"), now, &w) == PSK_OK &&
+        w == 9007199254740991.0);
+  {
+    char *big = filled('9', 400); /* 400 digits */
+    CHECK(retry_after(big, 400, now, &w) == PSK_TOO_LARGE);
+    free(big);
+  }
+  CHECK(retry_after(S("1e308"), now, &w) == PSK_TOO_LARGE && w == HUGE_VAL);
+  CHECK(retry_after(S("1E400"), now, &w) == PSK_TOO_LARGE);
+  CHECK(retry_after(S("2.5e+20"), now, &w) == PSK_TOO_LARGE);
+  CHECK(retry_after(S("1e16"), now, &w) == PSK_TOO_LARGE);
+  CHECK(retry_after(S("0.001e19"), now, &w) == PSK_TOO_LARGE);
+  CHECK(retry_after(S("00012e15"), now, &w) == PSK_TOO_LARGE);
+  /* exponent forms below that are not delay-seconds: still invalid */
+  CHECK(retry_after(S("1e15"), now, &w) == PSK_INVALID);
+  CHECK(retry_after(S("9.99e15"), now, &w) == PSK_INVALID);
+  CHECK(retry_after(S("1e3"), now, &w) == PSK_INVALID);
+  CHECK(retry_after(S("0e400"), now, &w) == PSK_INVALID);
+  CHECK(retry_after(S("0.000e400"), now, &w) == PSK_INVALID);
+  CHECK(retry_after(S("1e-400"), now, &w) == PSK_INVALID);
+  CHECK(retry_after(S("1e"), now, &w) == PSK_INVALID);
+  CHECK(retry_after(S("1.e20"), now, &w) == PSK_INVALID);
+  CHECK(retry_after(S(".5e20"), now, &w) == PSK_INVALID);
+  CHECK(retry_after(S("-1e20"), now, &w) == PSK_INVALID);
+  CHECK(retry_after(S("1e20x"), now, &w) == PSK_INVALID);
+  CHECK(retry_after(S("inf"), now, &w) == PSK_INVALID);
 }
 
 /* ---- retries ---- */
@@ -1417,6 +1541,15 @@ static void test_retry_plan(void) {
   /* a large Retry-After is still the plan; the budget is the caller's */
   r = plan(429, 0, "3600", NULL, NULL, 1, 0, 0, &w, &reason);
   CHECK(r == 1 && w == 3600 && reason == PSK_WAIT_RETRY_AFTER);
+  /* too large to represent: an endless wait, never the backoff (nor the
+     reset) that an absent Retry-After would give */
+  r = plan(503, 0, "99999999999999999999", NULL, NULL, 1, 0, 0, &w, &reason);
+  CHECK(r == 1 && w == HUGE_VAL && reason == PSK_WAIT_RETRY_AFTER);
+  r = plan(503, 0, "1e308", "1737542181", date, 1, server_now, 0, &w,
+           &reason);
+  CHECK(r == 1 && w == HUGE_VAL && reason == PSK_WAIT_RETRY_AFTER);
+  r = plan(404, 0, "1e308", NULL, NULL, 1, 0, 0, &w, &reason);
+  CHECK(r == 0); /* not retryable at all */
 
   /* Retry-After as a date: measured against Date, not the local clock */
   for (i = 0; i < sizeof skews / sizeof skews[0]; i++) {
@@ -1770,6 +1903,89 @@ static void test_budget(void) {
   CHECK(psk_budget_take(&b, 1000.1, 30, 0, 0) == 0);
 }
 
+/* psk_pace_apply: the one operation every store runs. */
+static void test_pace_op(void) {
+  psk_budget b, seed;
+  psk_pace_op op;
+  char text[PSK_BUDGET_TEXT], out[PSK_BUDGET_TEXT];
+  size_t n;
+
+  /* A store that knows nothing starts from the taker's budget, keeping
+     its own count of requests in flight. */
+  psk_budget_init(&seed);
+  psk_budget_take(&seed, 1000, 30, 0, 0);
+  psk_budget_settle(&seed, 1, 10, 9, 1002);
+  psk_budget_init(&b);
+  b.inflight = 2;
+  b.lease = 1030;
+  memset(&op, 0, sizeof op);
+  op.now = 1000.5;
+  op.lease = 30;
+  op.seed = &seed;
+  psk_pace_apply(&b, &op);
+  CHECK(op.delay == 0);
+  CHECK(b.learned && b.limit == 10 && b.reset == 1002 && b.cap == 10);
+  CHECK(b.inflight == 3); /* its own 2, and this one */
+  CHECK(b.taken == 2);    /* the seed's 1, and this one */
+
+  /* Unsettled slots of this process come off first; never below 0. */
+  memset(&op, 0, sizeof op);
+  op.settle = 1;
+  op.unsettled = 2;
+  op.answered = 1;
+  op.limit = 10;
+  op.remaining = 8;
+  op.reset = 1002;
+  psk_pace_apply(&b, &op);
+  CHECK(b.inflight == 0);
+  memset(&op, 0, sizeof op);
+  op.settle = 1;
+  op.unsettled = 99;
+  psk_pace_apply(&b, &op);
+  CHECK(b.inflight == 0);
+
+  /* A learned store is not overwritten by the seed. */
+  seed.limit = 99;
+  memset(&op, 0, sizeof op);
+  op.now = 1000.6;
+  op.lease = 30;
+  op.seed = &seed;
+  psk_pace_apply(&b, &op);
+  CHECK(b.limit == 10 && op.delay == 0);
+
+  /* The text form: unknown text is a fresh budget; the result encodes. */
+  memset(&op, 0, sizeof op);
+  op.now = 1000;
+  op.lease = 30;
+  psk_pace_apply_text("garbage", 7, &op, out);
+  CHECK(op.delay == 0);
+  CHECK(psk_budget_decode(&b, out, strlen(out)) == 0);
+  CHECK(b.inflight == 1 && b.taken == 1 && !b.learned);
+  n = psk_budget_encode(&b, text);
+  memset(&op, 0, sizeof op);
+  op.now = 1000;
+  op.lease = 30;
+  psk_pace_apply_text(text, n, &op, out); /* the first goes alone */
+  CHECK(op.delay < 0);
+  CHECK(strcmp(out, text) == 0); /* a refused take changes nothing */
+}
+
+/* psk_time: the monotonic clock moves by what a sleep lasts, whatever
+   the wall clock does; the wall clock is the epoch. */
+static void test_clocks(void) {
+  double m0 = psk_time_mono(), w0 = psk_time_wall(), m1;
+  psk_time_sleep(0.02);
+  m1 = psk_time_mono();
+  CHECK(m1 - m0 >= 0.02 && m1 - m0 < 5);
+  CHECK(w0 > 1.6e9 && w0 < 1e10);
+  CHECK(psk_time_mono() >= m1);
+  m0 = psk_time_mono();
+  psk_time_sleep(0);
+  psk_time_sleep(-1);
+  psk_time_sleep(NAN);
+  CHECK(psk_time_mono() - m0 < 0.01);
+}
+
 static void test_sha256(void) {
   static const struct {
     const char *in;
@@ -1829,10 +2045,12 @@ static const struct {
     {"key/user agent/message id rules", test_check_strings},
     {"phone", test_phone},
     {"base_url", test_base_url},
+    {"loopback base_url", test_loopback},
     {"time", test_time},
     {"percent-encoding", test_percent_encode},
     {"request", test_request},
     {"header walk", test_headers},
+    {"obs-fold", test_unfold},
     {"integers", test_parse_uint},
     {"HTTP dates", test_http_date},
     {"Retry-After", test_retry_after},
@@ -1841,6 +2059,8 @@ static const struct {
     {"backoff", test_backoff},
     {"random", test_random},
     {"pacing budget and clock", test_budget},
+    {"pacing operation for every store", test_pace_op},
+    {"clocks", test_clocks},
     {"SHA-256 and budget names", test_sha256},
 };
 

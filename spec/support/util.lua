@@ -87,4 +87,29 @@ function util.lua_bin()
   return os.getenv("PERISKOPE_LUA") or "lua5.4"
 end
 
+-- A list of n pins; item i carries phone-item<i>, which the local server
+-- echoes in x-periskope-phone-id, so each result can be matched to its item.
+function util.list(n)
+  local l = {}
+  for i = 1, n do l[i] = { message_id = "m" .. i, phone = "phone-item" .. i } end
+  return l
+end
+
+-- Runs Lua source in a child process of the interpreter of this run, with
+-- this run's module first on package.cpath; prefix (e.g. "env -u NAME")
+-- goes before the command. At most `seconds` (default 20). Returns what
+-- it printed (stdout and stderr) and its exit status.
+function util.run_lua(source, prefix, seconds)
+  local server = require "spec.support.server"
+  local script = os.tmpname()
+  local f = assert(io.open(script, "w"))
+  f:write(("package.cpath = %q .. \";\" .. package.cpath\n"):format(os.getenv("PERISKOPE_CPATH") or ""),
+    source)
+  f:close()
+  local out, code = server.sh((prefix or "") .. " timeout " .. (seconds or 20) .. " "
+    .. server.quote(util.lua_bin()) .. " " .. server.quote(script) .. " 2>&1")
+  os.remove(script)
+  return out, code
+end
+
 return util

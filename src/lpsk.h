@@ -1,0 +1,211 @@
+/*
+ * lpsk.h: what the files of the Lua binding share; nothing else includes
+ * it. The binding is the only code that talks to Lua, laid out by job:
+ *
+ *   lperiskope.c   the module table, the Client's lifetime (new, close,
+ *                  __gc, configure's default client), registration
+ *   lpsk_check.c   options and pin arguments, checked before anything is
+ *                  sent (misuse raises, naming the field)
+ *   lpsk_result.c  requests and answers as Lua tables: build_pin's
+ *                  request, result tables, headers, read_response
+ *   lpsk_job.c     the pin job: one pin as a state machine (pacing,
+ *                  events, retries), whoever does its I/O
+ *   lpsk_pin.c     the drivers: pin (blocking), pin_many (a batch), and
+ *                  the busy rule that makes hooks safe
+ *   lpace.c        periskope.limiter: the shared pacing stores
+ *
+ * Functions shared between these files are named lpsk_*; the rest are
+ * static. Only luaopen_periskope leaves the shared object.
+ */
+#ifndef LPSK_H
+#define LPSK_H
+
+#include <stdint.h>
+
+#include "compat.h"
+#include "lpace.h"
+#include "psk_core.h"
+#include "psk_http.h"
+
+#define CLIENT_MT "periskope.Client"
+#define HEADERS_MT "periskope.headers"
+#define JOB_MT "periskope.PinJob"
+#define BATCH_MT "periskope.Batch"
+
+/* ---------------------------------------------------------------- */
+/* the client (lperiskope.c)                                         */
+
+/* A client userdata. Its uservalue table holds on_event and limiter.
+   Hooks may close it while a call runs: busy counts the calls that may
+   call into Lua (pin, pin_many, nested ones included); close then only
+   marks it closed, and the last call out releases it (lpsk_pin.c). */
+typedef struct Client {
+  psk_config cfg;      /* owned strings */
+  psk_http *http;      /* NULL until opened and after release */
+  psk_request req;     /* build_pin's */
+  uint64_t rng;        /* backoff jitter */
+  psk_budget budget;   /* pacing in the client (and the fallback) */
+  psk_clock clock;     /* the server's clock, from Date */
+  int limited;         /* a shared limiter is set (in the uservalue table) */
+  long long unsettled; /* shared slots whose end the store has not heard */
+  char lim_name[LPACE_NAME_MAX]; /* the budget's name in its store */
+  int closed;          /* new calls raise: until fully built, after close */
+  int busy;            /* calls running on it that may call into Lua */
+  int hook;            /* on_event is set (it lives in the uservalue table) */
+  int debug;           /* PERISKOPE_DEBUG=1 and no on_event */
+} Client;
+
+/* The client at argument 1, open; raises "attempt to use a closed
+   client" otherwise. [-0, +0, v] */
+Client *lpsk_checkclient(lua_State *L);
+/* Releases everything c holds, in reverse order; safe on a half-built,
+   closed or released client; never raises. */
+void lpsk_client_release(Client *c);
+/* Pushes the default client, built from configure's options (or the
+   environment) on first use and after configure. [-0, +1, v] */
+Client *lpsk_default_client(lua_State *L);
+
+/* ---------------------------------------------------------------- */
+/* checks (lpsk_check.c)                                             */
+
+/* The checked fields of one pin. id points into a Lua string that the
+   caller keeps referenced while it uses them. */
+typedef struct pin_args {
+  const char *id;
+  size_t idlen;
+  int pin, time;
+  int has_phone;
+  char phone[PSK_PHONE_MAX + 1];
+} pin_args;
+
+/* "got <number>" or "got <type>", never a string value. [-0, +1, m] */
+const char *lpsk_got(lua_State *L, int i);
+/* Raises for a bad option or field (see lpsk_check.c). [-0, +0, v] */
+int lpsk_bad(lua_State *L, int arg, const char *pfx, const char *what,
+             const char *name, const char *rule, int vi);
+/* Pushes t[name] (raw), or nil when t is 0. [-0, +1, -] */
+int lpsk_get_field(lua_State *L, int t, const char *name);
+/* Reads the options of table t (0: none) into c. [-0, +0, v] */
+void lpsk_read_options(lua_State *L, Client *c, int t, int arg,
+                       int need_key);
+/* Checks the pin argument table at t into a; leaves message_id on the
+   stack. [-0, +1, v] */
+void lpsk_check_pin_args(lua_State *L, int t, int arg, const char *pfx,
+                         pin_args *a);
+/* pin_many's options table at arg (none or nil: defaults): the
+   concurrency. [-0, +0, v] */
+int lpsk_check_many_options(lua_State *L, int arg);
+
+/* ---------------------------------------------------------------- */
+/* tables (lpsk_result.c)                                            */
+
+/* The headers a result and a retry decision read, as pointers into a
+   response head or into strings of a headers table. */
+enum { K_LIMIT, K_REMAINING, K_RESET, K_TRACE, K_RETRY_AFTER, K_DATE, K_N };
+typedef struct known {
+  const char *v[K_N]; /* NULL when absent */
+  size_t n[K_N];
+} known;
+
+/* Pushes the headers table of a response head and fills k. [-0, +1, m] */
+void lpsk_push_head(lua_State *L, const psk_buf *head, known *k);
+/* An integer known header, or -1. */
+long long lpsk_known_int(const known *k, int i);
+/* The result builder every path ends in. [-0, +1, m] */
+void lpsk_push_result(lua_State *L, long status, int h, const known *k,
+                      const char *body, size_t blen, int attempts);
+/* { name = value } for a request's headers, the key as "Bearer ***" when
+   redact. [-0, +1, m] */
+void lpsk_push_request_headers(lua_State *L, const psk_request *r,
+                               int redact);
+/* Builds r for client c from checked arguments; raises when out of
+   memory. [-0, +0, m] */
+void lpsk_build_request(lua_State *L, Client *c, psk_request *r,
+                        const pin_args *a);
+int lpsk_headers_index(lua_State *L); /* headers[k], any case of k */
+int lpsk_read_response(lua_State *L); /* periskope.read_response */
+int lpsk_build_pin(lua_State *L);     /* Client:build_pin */
+
+/* ---------------------------------------------------------------- */
+/* the pin job (lpsk_job.c)                                          */
+
+/* What lpsk_job_step asks of its driver. */
+enum {
+  JOB_SEND, /* the job's request (req) is ready: send it, then step again
+               with the reply */
+  JOB_WAIT, /* wait the seconds given, then step again with NULL */
+  JOB_DONE  /* the outcome is pushed: nout values (a result table; or nil,
+               message, kind) */
+};
+
+/* One pin, from its checked arguments to its outcome: pacing, events,
+   attempts and retries. Whoever does the I/O (psk_http_perform for the
+   blocking pin, a batch's multi handle for pin_many, another thread) steps
+   it. Owns its arguments (id copied), its request and, for the blocking
+   driver, a transfer of the client's pool; lpsk_job_release frees them.
+   It borrows its client, which the driver keeps alive (and anchored) for
+   as long as it steps the job. */
+typedef struct pin_job {
+  Client *c;
+  int state;         /* private to lpsk_job.c */
+  pin_args a;        /* a.id is the job's own copy */
+  char *id;          /* that copy, malloc'd (NULL when it lives in the
+                        job's own block: a PinJob) */
+  psk_request req;   /* the request, built on the first send */
+  int built;         /* req is built */
+  int attempt;       /* requests made so far */
+  int index;         /* pin_many item (1-based), 0 for pin */
+  int batch;         /* a batch paces it: step takes no slot itself */
+  int nested;        /* started while another call ran on the client */
+  int slot;          /* holds a pacing slot whose end is not settled */
+  int shared;        /* ... and it came from the shared store */
+  double waited;     /* pacing: seconds waited for this attempt's slot */
+  double until;      /* pacing: end of the last wait announced */
+  double not_before; /* batch: monotonic time its retry may start */
+  int running;       /* batch: its request is in flight */
+  int nout;          /* JOB_DONE: values pushed */
+  psk_transfer *t;   /* blocking driver: taken from the client's pool */
+} pin_job;
+
+/* Makes j a fresh job of client c for arguments a (index: pin_many item,
+   or 0), copying the message id into idbuf (a->idlen + 1 bytes), or into
+   malloc'd memory when idbuf is NULL. -1 when out of memory (j then holds
+   nothing). Never raises. */
+int lpsk_job_init(pin_job *j, Client *c, const pin_args *a, int index,
+                  char *idbuf);
+/* Frees what j owns, gives its transfer back and ends a pacing slot it
+   still holds (a raise came between the slot and its answer) as
+   unanswered; idempotent, never raises. */
+void lpsk_job_release(pin_job *j);
+/* Advances j. rep: the reply to its last JOB_SEND, else NULL. The client
+   userdata is at stack index ud (its hook and limiter live there).
+   Emits the events and runs the pacing of this step. [-0, +(0|nout), e] */
+int lpsk_job_step(lua_State *L, pin_job *j, int ud, const psk_reply *rep,
+                  double *wait);
+/* Pushes a PinJob userdata for the pin arguments at arg, checked (raises
+   before anything is acquired when they are bad). [-0, +1, v] */
+pin_job *lpsk_job_new(lua_State *L, Client *c, int arg);
+int lpsk_job_gc(lua_State *L); /* PinJob __gc and __close */
+
+/* Pacing for a batch, which schedules its own requests: a slot (0: go,
+   counted; > 0 seconds to the reset; < 0 ask again shortly), and how long
+   to nap before asking again. */
+double lpsk_pace_take(lua_State *L, Client *c, int ud, int force,
+                      int *shared);
+double lpsk_pace_nap(const Client *c, double d, int shared);
+/* A wait event (index: pin_many item, or 0). [-0, +0, e] */
+void lpsk_ev_wait(lua_State *L, Client *c, int ud, double seconds,
+                  int reason, int index);
+
+/* ---------------------------------------------------------------- */
+/* the drivers (lpsk_pin.c)                                          */
+
+int lpsk_client_pin(lua_State *L);      /* Client:pin */
+int lpsk_client_pin_many(lua_State *L); /* Client:pin_many */
+int lpsk_mod_pin(lua_State *L);         /* periskope.pin */
+int lpsk_batch_gc(lua_State *L);        /* Batch __gc and __close */
+/* Keeps the protected bodies of pin and pin_many in the module state
+   table at index state (made once, not per call). [-0, +0, m] */
+void lpsk_pin_open(lua_State *L, int state);
+
+#endif

@@ -1,0 +1,360 @@
+/*
+ * lpsk_check.c: options and pin arguments, checked before anything is
+ * sent. Misuse raises, naming the option or field and what it accepts and
+ * echoing numbers and types, never strings (one may be the API key). Read
+ * values land in C structs (psk_config, pin_args); nothing here does I/O.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lpsk.h"
+
+static int in_list(const char *s, const char *const names[]) {
+  for (; *names; names++)
+    if (strcmp(s, *names) == 0) return 1;
+  return 0;
+}
+
+/* Describes the value at i for an error message: numbers as themselves,
+   everything else by type, so no string value (it may be the key) is ever
+   echoed. [-0, +1, m] */
+const char *lpsk_got(lua_State *L, int i) {
+  if (lua_type(L, i) == LUA_TNUMBER) {
+    char num[64];
+    snprintf(num, sizeof num, "%.14g", (double)lua_tonumber(L, i));
+    return lua_pushfstring(L, "got %s", num);
+  }
+  return lua_pushfstring(L, "got %s", luaL_typename(L, i));
+}
+
+/* Raises for a bad option or field. arg > 0: "bad argument #arg to 'fn'
+   (WHAT 'NAME' RULE, got X)"; arg == 0 (the default client, built inside
+   another call): "periskope: WHAT 'NAME' RULE". vi: the offending value's
+   index, or 0 to leave "got" out. [-0, +0, v] */
+int lpsk_bad(lua_State *L, int arg, const char *pfx, const char *what,
+             const char *name, const char *rule, int vi) {
+  const char *msg;
+  if (vi) {
+    vi = psk_absindex(L, vi);
+    msg = lua_pushfstring(L, "%s%s '%s' %s, %s", pfx, what, name, rule,
+                          lpsk_got(L, vi));
+  } else {
+    msg = lua_pushfstring(L, "%s%s '%s' %s", pfx, what, name, rule);
+  }
+  if (arg > 0) return luaL_argerror(L, arg, msg);
+  return luaL_error(L, "periskope: %s", msg);
+}
+
+#define bad(L, arg, what, name, rule, vi) \
+  lpsk_bad(L, arg, "", what, name, rule, vi)
+
+/* Raises on a key of table t that is not a string or not in names; pfx
+   ("" or "item 3: ") starts the message. */
+static void check_keys(lua_State *L, int t, int arg, const char *pfx,
+                       const char *what, const char *const names[]) {
+  lua_pushnil(L);
+  while (lua_next(L, t)) {
+    lua_pop(L, 1); /* keep the key only */
+    /* Type first: lua_tostring would convert a number key in place, and
+       lua_next would then lose its way. */
+    if (lua_type(L, -1) != LUA_TSTRING) {
+      const char *m = lua_pushfstring(L, "%s%s names must be strings, %s",
+                                      pfx, what, lpsk_got(L, -1));
+      if (arg > 0) luaL_argerror(L, arg, m);
+      luaL_error(L, "periskope: %s", m);
+    }
+    if (!in_list(lua_tostring(L, -1), names)) {
+      const char *m = lua_pushfstring(L, "%sunknown %s '%s'", pfx, what,
+                                      lua_tostring(L, -1));
+      if (arg > 0) luaL_argerror(L, arg, m);
+      luaL_error(L, "periskope: %s", m);
+    }
+  }
+}
+
+/* Pushes t[name] (raw), or nil when t is 0. [-0, +1, -] */
+int lpsk_get_field(lua_State *L, int t, const char *name) {
+  if (!t) {
+    lua_pushnil(L);
+    return LUA_TNIL;
+  }
+  lua_pushstring(L, name);
+  lua_rawget(L, t);
+  return lua_type(L, -1);
+}
+
+static char *dup_n(const char *s, size_t n) {
+  char *d = malloc(n + 1);
+  if (d) {
+    memcpy(d, s, n);
+    d[n] = '\0';
+  }
+  return d;
+}
+
+/* Stores a malloc'd copy in *slot at once, so a later raise leaves it to
+   the client's release instead of leaking it. */
+static void set_owned(lua_State *L, char **slot, const char *s, size_t n) {
+  free(*slot);
+  *slot = dup_n(s, n);
+  if (!*slot) luaL_error(L, "periskope: out of memory");
+}
+
+static const char *const option_names[] = {
+    "api_key",        "phone",    "base_url", "timeout",    "connect_timeout",
+    "retries",        "max_body", "ca_file",  "user_agent", "max_retry_wait",
+    "on_event",       "limiter",  NULL};
+
+/* A string option from t, else from the environment variable env (empty
+   counts as unset). Leaves the value on the stack while the caller uses
+   it. *from_env tells where it came from. [-0, +1, v] */
+static const char *opt_string(lua_State *L, int t, int arg, const char *name,
+                              const char *env, size_t *len, int *from_env) {
+  int ty = lpsk_get_field(L, t, name);
+  *from_env = 0;
+  if (ty == LUA_TSTRING) return lua_tolstring(L, -1, len);
+  if (ty != LUA_TNIL) /* a number given as the key is not echoed */
+    bad(L, arg, "option", name,
+        strcmp(name, "api_key") == 0
+            ? lua_pushfstring(L, "must be a string, got %s", luaL_typename(L, -1))
+            : "must be a string",
+        strcmp(name, "api_key") == 0 ? 0 : -1);
+  if (env) {
+    const char *v = getenv(env);
+    if (v && *v) {
+      lua_pop(L, 1);
+      lua_pushstring(L, v);
+      *from_env = 1;
+      return lua_tolstring(L, -1, len);
+    }
+  }
+  return NULL;
+}
+
+/* A number option in (lo, hi] (or [lo, hi] when lo_ok); integral when
+   integral is set. [-0, +0, v] */
+static double opt_number(lua_State *L, int t, int arg, const char *name,
+                         double def, double lo, int lo_ok, double hi,
+                         int integral, const char *rule) {
+  double v;
+  int ty = lpsk_get_field(L, t, name);
+  if (ty == LUA_TNIL) {
+    lua_pop(L, 1);
+    return def;
+  }
+  if (integral) {
+    long long iv = 0;
+    if (!psk_tointegral(L, -1, &iv)) bad(L, arg, "option", name, rule, -1);
+    v = (double)iv;
+  } else {
+    if (ty != LUA_TNUMBER) bad(L, arg, "option", name, rule, -1);
+    v = (double)lua_tonumber(L, -1);
+  }
+  if (!(lo_ok ? v >= lo : v > lo) || !(v <= hi))
+    bad(L, arg, "option", name, rule, -1);
+  lua_pop(L, 1);
+  return v;
+}
+
+/* Reads every option of table t (0: none) into c->cfg, with environment
+   fallbacks. need_key: a missing api_key raises (new), or is allowed
+   (configure checks the rest). Strings are stored as soon as they pass, so
+   a raise part-way leaves them to release. [-0, +0, v] */
+void lpsk_read_options(lua_State *L, Client *c, int t, int arg,
+                       int need_key) {
+  psk_err e;
+  size_t n;
+  int env, st;
+  const char *s;
+  psk_buf url;
+
+  if (t) check_keys(L, t, arg, "", "option", option_names);
+
+  s = opt_string(L, t, arg, "api_key", "PERISKOPE_API_KEY", &n, &env);
+  if (s) {
+    if (psk_check_api_key(s, n, &e) != PSK_OK)
+      bad(L, arg, "option", "api_key",
+          env ? lua_pushfstring(L, "%s (from PERISKOPE_API_KEY)", e.msg)
+              : e.msg,
+          0);
+    free(c->cfg.auth);
+    c->cfg.auth = malloc(n + 8);
+    if (!c->cfg.auth) luaL_error(L, "periskope: out of memory");
+    memcpy(c->cfg.auth, "Bearer ", 7);
+    memcpy(c->cfg.auth + 7, s, n);
+    c->cfg.auth[n + 7] = '\0';
+  } else if (need_key) {
+    bad(L, arg, "option", "api_key",
+        "is required: pass it, or set PERISKOPE_API_KEY", 0);
+  }
+  lua_pop(L, 1);
+
+  s = opt_string(L, t, arg, "phone", "PERISKOPE_PHONE", &n, &env);
+  if (s) {
+    char phone[PSK_PHONE_MAX + 1];
+    if (psk_normalize_phone(s, n, phone, &e) != PSK_OK)
+      bad(L, arg, "option", "phone",
+          env ? lua_pushfstring(L, "%s (from PERISKOPE_PHONE)", e.msg) : e.msg,
+          0);
+    set_owned(L, &c->cfg.phone, phone, strlen(phone));
+  }
+  lua_pop(L, 1);
+
+  s = opt_string(L, t, arg, "base_url", "PERISKOPE_BASE_URL", &n, &env);
+  if (!s) {
+    s = PSK_DEFAULT_BASE_URL;
+    n = strlen(s);
+  }
+  psk_buf_init(&url, PSK_BASE_URL_MAX);
+  if ((st = psk_normalize_base_url(s, n, &url, &e)) != PSK_OK) {
+    psk_buf_free(&url);
+    if (st == PSK_NOMEM) luaL_error(L, "periskope: out of memory");
+    bad(L, arg, "option", "base_url",
+        env ? lua_pushfstring(L, "%s (from PERISKOPE_BASE_URL)", e.msg)
+            : e.msg,
+        0);
+  }
+  free(c->cfg.base_url);
+  c->cfg.base_url = dup_n(psk_buf_cstr(&url), url.len);
+  psk_buf_free(&url);
+  if (!c->cfg.base_url) luaL_error(L, "periskope: out of memory");
+  lua_pop(L, 1);
+
+  c->cfg.timeout = opt_number(L, t, arg, "timeout", 30, 0, 0, 86400, 0,
+                              "must be a number of seconds > 0 and <= 86400");
+  c->cfg.connect_timeout =
+      opt_number(L, t, arg, "connect_timeout", 10, 0, 0, 86400, 0,
+                 "must be a number of seconds > 0 and <= 86400");
+  c->cfg.retries = (int)opt_number(L, t, arg, "retries", 2, 0, 1, 10, 1,
+                                   "must be an integer from 0 to 10");
+  c->cfg.max_retry_wait =
+      opt_number(L, t, arg, "max_retry_wait", 60, 0, 1, 86400, 0,
+                 "must be a number of seconds >= 0 and <= 86400");
+  c->cfg.max_body = (size_t)opt_number(
+      L, t, arg, "max_body", 1048576, 0, 1, 1073741824.0, 1,
+      "must be an integer number of bytes from 0 to 1073741824");
+
+  s = opt_string(L, t, arg, "ca_file", NULL, &n, &env);
+  if (s) {
+    FILE *f;
+    if (n == 0 || strlen(s) != n) bad(L, arg, "option", "ca_file",
+                                      "must name a readable PEM file", 0);
+    f = fopen(s, "r");
+    if (f)
+      fclose(f);
+    else
+      bad(L, arg, "option", "ca_file", "must name a readable PEM file", 0);
+    set_owned(L, &c->cfg.ca_file, s, n);
+  }
+  lua_pop(L, 1);
+
+  s = opt_string(L, t, arg, "user_agent", NULL, &n, &env);
+  if (s) {
+    if (psk_check_user_agent(s, n, &e) != PSK_OK)
+      bad(L, arg, "option", "user_agent", e.msg, 0);
+    set_owned(L, &c->cfg.user_agent, s, n);
+  } else {
+    char ua[256], *sp;
+    snprintf(ua, sizeof ua, "periskope-lua/%s libcurl/%s %s", PSK_VERSION,
+             psk_http_curl_version(), PSK_LUA_NAME);
+    sp = strrchr(ua, ' '); /* "Lua 5.4" -> "Lua/5.4" */
+    if (sp) *sp = '/';
+    set_owned(L, &c->cfg.user_agent, ua, strlen(ua));
+  }
+  lua_pop(L, 1);
+
+  if (lpsk_get_field(L, t, "on_event") != LUA_TNIL &&
+      lua_type(L, -1) != LUA_TFUNCTION)
+    bad(L, arg, "option", "on_event", "must be a function", -1);
+  lua_pop(L, 1);
+
+  if (lpsk_get_field(L, t, "limiter") != LUA_TNIL && !lpace_test(L, -1))
+    bad(L, arg, "option", "limiter",
+        "must be a limiter from periskope.limiter.shared_dict or "
+        "periskope.limiter.redis",
+        -1);
+  lua_pop(L, 1);
+}
+
+static const char *const pin_fields[] = {"message_id", "pin", "time", "phone",
+                                         NULL};
+
+/* Checks the pin argument table at t (argument arg of the call; pfx is ""
+   or "item N: " for pin_many) into a. Raises, naming the field, before
+   anything is sent. Leaves message_id on the stack. [-0, +1, v] */
+void lpsk_check_pin_args(lua_State *L, int t, int arg, const char *pfx,
+                         pin_args *a) {
+  psk_err e;
+  t = psk_absindex(L, t);
+  a->pin = 1;
+  a->time = 0;
+  a->has_phone = 0;
+  if (!lua_istable(L, t)) {
+    if (*pfx)
+      luaL_argerror(L, arg,
+                    lua_pushfstring(L, "%smust be a table of pin fields, %s",
+                                    pfx, lpsk_got(L, t)));
+    luaL_checktype(L, arg, LUA_TTABLE);
+  }
+  check_keys(L, t, arg, pfx, "field", pin_fields);
+
+  switch (lpsk_get_field(L, t, "pin")) {
+  case LUA_TNIL: break;
+  case LUA_TBOOLEAN: a->pin = lua_toboolean(L, -1); break;
+  default: lpsk_bad(L, arg, pfx, "field", "pin", "must be a boolean", -1);
+  }
+  lua_pop(L, 1);
+
+  if (lpsk_get_field(L, t, "time") != LUA_TNIL) {
+    long long days = 0;
+    if (!psk_tointegral(L, -1, &days) || psk_check_time(days, &e) != PSK_OK)
+      lpsk_bad(L, arg, pfx, "field", "time", "must be 1, 7 or 30 (days)", -1);
+    a->time = (int)days;
+  }
+  lua_pop(L, 1);
+
+  switch (lpsk_get_field(L, t, "phone")) {
+  case LUA_TNIL: break;
+  case LUA_TSTRING: {
+    size_t n;
+    const char *s = lua_tolstring(L, -1, &n);
+    if (psk_normalize_phone(s, n, a->phone, &e) != PSK_OK)
+      lpsk_bad(L, arg, pfx, "field", "phone", e.msg, 0);
+    a->has_phone = 1;
+    break;
+  }
+  default: lpsk_bad(L, arg, pfx, "field", "phone", "must be a string", -1);
+  }
+  lua_pop(L, 1);
+
+  if (lpsk_get_field(L, t, "message_id") != LUA_TSTRING)
+    lpsk_bad(L, arg, pfx, "field", "message_id",
+          lua_type(L, -1) == LUA_TNIL
+              ? "is required (a string of 1 to 1024 bytes)"
+              : "must be a string of 1 to 1024 bytes",
+          lua_type(L, -1) == LUA_TNIL ? 0 : -1);
+  a->id = lua_tolstring(L, -1, &a->idlen);
+  if (psk_check_message_id(a->id, a->idlen, &e) != PSK_OK)
+    lpsk_bad(L, arg, pfx, "field", "message_id", e.msg, 0);
+}
+
+
+static const char *const many_options[] = {"concurrency", NULL};
+
+int lpsk_check_many_options(lua_State *L, int arg) {
+  int conc = 4;
+  if (!lua_isnoneornil(L, arg)) {
+    long long v = 0;
+    luaL_checktype(L, arg, LUA_TTABLE);
+    check_keys(L, arg, arg, "", "option", many_options);
+    if (lpsk_get_field(L, arg, "concurrency") != LUA_TNIL) {
+      if (!psk_tointegral(L, -1, &v) || v < 1 || v > PSK_MAX_CONCURRENCY)
+        lpsk_bad(L, arg, "", "option", "concurrency",
+                 "must be an integer from 1 to 64", -1);
+      conc = (int)v;
+    }
+    lua_pop(L, 1);
+  }
+  return conc;
+}

@@ -1,0 +1,470 @@
+/*
+ * lpsk_job.c: the pin job. One pin, from its checked arguments to its
+ * outcome, as a state machine that does no I/O of its own: its driver
+ * sends the request when a step says JOB_SEND, waits when it says
+ * JOB_WAIT, and hands the reply back to the next step. The blocking pin
+ * drives it with psk_http_perform and a sleep; pin_many drives many over
+ * a multi handle; a driver whose I/O happens elsewhere (another thread)
+ * fills a psk_reply itself. Pacing, events, retries and the outcome are
+ * the same whoever drives.
+ *
+ * Every step may call the client's on_event hook, which may do anything
+ * (close the client, pin again, raise): nothing the job needs lives
+ * where a hook can free it, and the reply is read in full before the
+ * first event of a step.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lpsk.h"
+#include "psk_time.h"
+
+/* Seconds between asks while only another process's answer can open the
+   shared budget. */
+#define PACE_POLL 0.05
+
+enum {
+  J_PACE,  /* wants a slot for its next attempt */
+  J_SENT,  /* its request is out: the next step takes the reply */
+  J_RETRY, /* a retry waits: the next step asks for a slot again */
+  J_DONE   /* the outcome was pushed */
+};
+
+/* ---------------------------------------------------------------- */
+/* events                                                            */
+
+/* Writes one redacted line for the event table at ev (PERISKOPE_DEBUG). */
+static void debug_line(lua_State *L, int ev) {
+  static const char *const keys[] = {"attempt", "method",   "url",     "status",
+                                     "elapsed", "trace_id", "kind",    "seconds",
+                                     "reason",  "error",    "message", "index",
+                                     NULL};
+  int i;
+  lua_getfield(L, ev, "type");
+  fprintf(stderr, "periskope: %s", lua_tostring(L, -1));
+  lua_pop(L, 1);
+  for (i = 0; keys[i]; i++) {
+    lua_getfield(L, ev, keys[i]);
+    if (lua_type(L, -1) == LUA_TNUMBER)
+      fprintf(stderr, " %s=%.14g", keys[i], (double)lua_tonumber(L, -1));
+    else if (lua_type(L, -1) == LUA_TSTRING)
+      fprintf(stderr, " %s=%s", keys[i], lua_tostring(L, -1));
+    lua_pop(L, 1);
+  }
+  fputc('\n', stderr);
+}
+
+/* Whether the error value on top is Lua refusing a yield: the hook runs
+   under lua_pcall, inside a C function, where no coroutine may yield. */
+static int is_yield_error(lua_State *L) {
+  const char *m = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "";
+  return strstr(m, "attempt to yield across") != NULL ||
+         strstr(m, "attempt to yield from outside a coroutine") != NULL;
+}
+
+/* Hands the event table on top to on_event (or the debug line) and pops
+   it. Runs between transfers only. An error raised by the hook propagates
+   unchanged (the driver cleans up on its way out), except a refused yield,
+   which says what was refused. [-1, +0, e] */
+static void emit(lua_State *L, Client *c, int ud) {
+  int ev = lua_gettop(L);
+  if (c->hook) {
+    psk_getuvtable(L, ud);
+    lua_getfield(L, -1, "on_event");
+    lua_pushvalue(L, ev);
+    if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+      if (is_yield_error(L))
+        luaL_error(L,
+                   "periskope: on_event may not yield: pin and pin_many call "
+                   "it through lua_pcall (%s)",
+                   lua_tostring(L, -1));
+      lua_error(L);
+    }
+  } else {
+    debug_line(L, ev);
+  }
+  lua_settop(L, ev - 1);
+}
+
+static void ev_begin(lua_State *L, const char *type, int index) {
+  lua_createtable(L, 0, 6);
+  lua_pushstring(L, type);
+  lua_setfield(L, -2, "type");
+  if (index) {
+    lua_pushinteger(L, index);
+    lua_setfield(L, -2, "index");
+  }
+}
+
+static void ev_int(lua_State *L, const char *k, long v) {
+  lua_pushinteger(L, (lua_Integer)v);
+  lua_setfield(L, -2, k);
+}
+
+static void ev_num(lua_State *L, const char *k, double v) {
+  lua_pushnumber(L, (lua_Number)v);
+  lua_setfield(L, -2, k);
+}
+
+static void ev_str(lua_State *L, const char *k, const char *v) {
+  lua_pushstring(L, v);
+  lua_setfield(L, -2, k);
+}
+
+static int wants_events(const Client *c) { return c->hook || c->debug; }
+
+static void ev_request(lua_State *L, const pin_job *j, int ud) {
+  const psk_request *r = &j->req;
+  ev_begin(L, "request", j->index);
+  ev_int(L, "attempt", j->attempt);
+  ev_str(L, "method", "POST");
+  lua_pushlstring(L, psk_buf_cstr(&r->url), r->url.len);
+  lua_setfield(L, -2, "url");
+  lpsk_push_request_headers(L, r, 1);
+  lua_setfield(L, -2, "headers");
+  emit(L, j->c, ud);
+}
+
+/* With the result table on top. */
+static void ev_response(lua_State *L, const pin_job *j, int ud,
+                        const psk_reply *rep) {
+  ev_begin(L, "response", j->index);
+  ev_int(L, "attempt", j->attempt);
+  ev_int(L, "status", rep->status);
+  ev_num(L, "elapsed", rep->elapsed);
+  lua_getfield(L, -2, "trace_id");
+  lua_setfield(L, -2, "trace_id");
+  lua_getfield(L, -2, "rate_limit");
+  lua_setfield(L, -2, "rate_limit");
+  emit(L, j->c, ud);
+}
+
+static void ev_failure(lua_State *L, const pin_job *j, int ud,
+                       const psk_reply *rep) {
+  ev_begin(L, "failure", j->index);
+  ev_int(L, "attempt", j->attempt);
+  ev_str(L, "kind", psk_kind_names[rep->kind]);
+  ev_str(L, "message", rep->message);
+  emit(L, j->c, ud);
+}
+
+void lpsk_ev_wait(lua_State *L, Client *c, int ud, double seconds,
+                  int reason, int index) {
+  ev_begin(L, "wait", index);
+  ev_num(L, "seconds", seconds);
+  ev_str(L, "reason", psk_wait_reasons[reason]);
+  emit(L, c, ud);
+}
+
+/* ---------------------------------------------------------------- */
+/* pacing                                                            */
+
+/* Runs op in the client's shared store, if it has one: 1 when done there;
+   0 to pace in the client instead (the store failed: a limiter event; or
+   it is resting after a recent failure). */
+static int pace_shared(lua_State *L, Client *c, int ud, psk_pace_op *op) {
+  char err[320];
+  int rc;
+  if (!c->limited) return 0;
+  op->unsettled = c->unsettled;
+  psk_getuvtable(L, ud);
+  lua_getfield(L, -1, "limiter");
+  rc = lpace_run(L, -1, c->lim_name, op, psk_time_mono(), err, sizeof err);
+  lua_pop(L, 2);
+  if (rc == LPACE_OK) {
+    c->unsettled = 0;
+    return 1;
+  }
+  if (rc == LPACE_FAILED && wants_events(c)) {
+    ev_begin(L, "limiter", 0);
+    ev_str(L, "error", err);
+    emit(L, c, ud);
+  }
+  return 0;
+}
+
+double lpsk_pace_take(lua_State *L, Client *c, int ud, int force,
+                      int *shared) {
+  psk_pace_op op;
+  memset(&op, 0, sizeof op);
+  /* The budget is on the server's clock: the epoch clock, offset. */
+  op.now = psk_clock_server(&c->clock, psk_time_wall());
+  op.lease = c->cfg.timeout + c->cfg.connect_timeout;
+  op.force = force;
+  op.probe = psk_clock_probe(&c->clock);
+  op.seed = &c->budget;
+  *shared = pace_shared(L, c, ud, &op);
+  if (*shared) return op.delay;
+  return psk_budget_take(&c->budget, op.now, op.lease, force, op.probe);
+}
+
+/* A request ended (answered: with the rate-limit values of k). The
+   client's own budget always learns, so a fallback starts informed; the
+   budget that gave the slot settles it. A shared settle that fails is
+   owed: the next operation that reaches the store brings it. */
+static void pace_settle(lua_State *L, Client *c, int ud, int shared,
+                        const known *k) {
+  long long limit = -1, remaining = -1, reset = -1;
+  if (k) {
+    limit = lpsk_known_int(k, K_LIMIT);
+    remaining = lpsk_known_int(k, K_REMAINING);
+    reset = lpsk_known_int(k, K_RESET);
+  }
+  if (!shared) {
+    psk_budget_settle(&c->budget, k != NULL, limit, remaining, reset);
+  } else {
+    psk_pace_op op;
+    if (k) psk_budget_learn(&c->budget, limit, remaining, reset);
+    memset(&op, 0, sizeof op);
+    op.settle = 1;
+    op.answered = k != NULL;
+    op.limit = limit;
+    op.remaining = remaining;
+    op.reset = reset;
+    if (!pace_shared(L, c, ud, &op)) c->unsettled++;
+  }
+}
+
+/* How long to sleep before asking for a slot again, after an answer d of
+   lpsk_pace_take. A shared budget may open before our clock says: a
+   process with a better clock starts the new window. So from the earliest
+   the reset can be (our clock's uncertainty before it), ask every
+   PACE_POLL. */
+double lpsk_pace_nap(const Client *c, double d, int shared) {
+  double unc;
+  if (d < 0) return PACE_POLL;
+  if (!shared) return d;
+  unc = c->clock.known ? c->clock.upper - c->clock.offset : 1;
+  if (unc > 1) unc = 1;
+  if (d - unc > PACE_POLL) return d - unc;
+  return d < PACE_POLL ? d : PACE_POLL;
+}
+
+/* A slot for j's next attempt, for a job its driver paces by waiting: 0
+   when it is taken, else the seconds to wait before the next step. As
+   long as max_retry_wait allows in all; past that the request starts
+   anyway (its answer then says how long). A job nested in a hook of the
+   same client starts when only an answer in flight could tell: that
+   answer may be the suspended caller's, which cannot come before the
+   hook returns. One wait event per wait. */
+static double job_pace(lua_State *L, pin_job *j, int ud) {
+  Client *c = j->c;
+  double nap, d = lpsk_pace_take(L, c, ud, 0, &j->shared);
+  if (d < 0 && j->nested) d = lpsk_pace_take(L, c, ud, 1, &j->shared);
+  if (d != 0 && j->waited + (d > 0 ? d : PACE_POLL) > c->cfg.max_retry_wait)
+    d = lpsk_pace_take(L, c, ud, 1, &j->shared);
+  if (d == 0) {
+    j->slot = 1;
+    return 0;
+  }
+  if (d > 0 && j->waited + d > j->until + 0.05) {
+    j->until = j->waited + d;
+    if (wants_events(c))
+      lpsk_ev_wait(L, c, ud, d, PSK_WAIT_RATE_LIMIT, j->index);
+  }
+  nap = lpsk_pace_nap(c, d, j->shared);
+  j->waited += nap;
+  return nap;
+}
+
+/* ---------------------------------------------------------------- */
+/* a reply                                                           */
+
+/* What to do after an outcome. */
+typedef struct next_step {
+  int retry;      /* make another attempt */
+  double wait;    /* after this many seconds */
+  int reason;     /* PSK_WAIT_* */
+} next_step;
+
+/* Pushes the result table of an answer and fills k from its head (k's
+   pointers stay valid while the result is on the stack or the reply is
+   unchanged). [-0, +1, m] */
+static void push_answer(lua_State *L, const pin_job *j, const psk_reply *rep,
+                        known *k) {
+  int h;
+  lpsk_push_head(L, &rep->head, k);
+  h = lua_gettop(L);
+  lpsk_push_result(L, rep->status, h, k, psk_buf_cstr(&rep->body),
+                   rep->body.len, j->attempt);
+  lua_replace(L, h); /* the result holds the headers table */
+}
+
+/* Pushes nil, message, kind for a failure. [-0, +3, m] */
+static void push_failure(lua_State *L, const psk_reply *rep) {
+  lua_pushnil(L);
+  lua_pushstring(L, rep->message);
+  lua_pushstring(L, psk_kind_names[rep->kind]);
+}
+
+/* Whether to retry after this outcome (k: an answer's headers, or NULL
+   for a failure), and after how long: the retry plan, within the
+   client's retries and max_retry_wait. */
+static void plan_retry(const pin_job *j, const psk_reply *rep, const known *k,
+                       next_step *next) {
+  Client *c = j->c;
+  psk_outcome o;
+  memset(&o, 0, sizeof o);
+  o.status = rep->status;
+  o.kind = rep->kind;
+  if (k) {
+    o.retry_after = k->v[K_RETRY_AFTER];
+    o.retry_after_len = k->n[K_RETRY_AFTER];
+    o.reset = k->v[K_RESET];
+    o.reset_len = k->n[K_RESET];
+    o.date = k->v[K_DATE];
+    o.date_len = k->n[K_DATE];
+  }
+  next->retry = j->attempt <= c->cfg.retries &&
+                psk_retry_plan(&o, j->attempt, psk_time_wall(),
+                               psk_random(&c->rng), &next->wait,
+                               &next->reason) &&
+                next->wait <= c->cfg.max_retry_wait;
+}
+
+/* The server's clock learns from an answer's Date: it was read between
+   the request's sending and now. */
+static void learn_clock(Client *c, const psk_reply *rep, const known *k) {
+  long long date = -1;
+  double now = psk_time_wall();
+  if (k->v[K_DATE] &&
+      psk_parse_http_date(k->v[K_DATE], k->n[K_DATE], &date) != PSK_OK)
+    date = -1;
+  psk_clock_learn(&c->clock, (double)date, now - rep->elapsed, now);
+}
+
+/* The one path every finished request takes, in pin and pin_many: pushes
+   the outcome (returns how many values), decides whether to retry,
+   teaches the clock and the pacer, then emits the response or failure
+   event. Everything read from rep is read before the first call into
+   Lua that may run a hook. */
+static int take_reply(lua_State *L, pin_job *j, int ud, const psk_reply *rep,
+                      next_step *next) {
+  known k;
+  if (rep->status) {
+    push_answer(L, j, rep, &k);
+    plan_retry(j, rep, &k, next);
+    learn_clock(j->c, rep, &k);
+    pace_settle(L, j->c, ud, j->shared, &k);
+    j->slot = 0; /* after: a raise in its limiter event leaves it owed */
+    if (wants_events(j->c)) ev_response(L, j, ud, rep);
+    return 1;
+  }
+  push_failure(L, rep);
+  plan_retry(j, rep, NULL, next);
+  pace_settle(L, j->c, ud, j->shared, NULL);
+  j->slot = 0;
+  if (wants_events(j->c)) ev_failure(L, j, ud, rep);
+  return 3;
+}
+
+/* The step after a send: the outcome, then a retry to wait for, or done.
+   A client closed by a hook meanwhile makes no retry: the outcome in
+   hand is the call's. */
+static int job_answer(lua_State *L, pin_job *j, int ud, const psk_reply *rep,
+                      double *wait) {
+  next_step next = {0, 0, 0};
+  int n = take_reply(L, j, ud, rep, &next);
+  if (next.retry && !j->c->closed) {
+    if (wants_events(j->c))
+      lpsk_ev_wait(L, j->c, ud, next.wait, next.reason, j->index);
+    if (!j->c->closed) {
+      lua_pop(L, n);
+      j->state = J_RETRY;
+      *wait = next.wait;
+      return JOB_WAIT;
+    }
+  }
+  j->state = J_DONE;
+  j->nout = n;
+  return JOB_DONE;
+}
+
+/* ---------------------------------------------------------------- */
+/* the job                                                           */
+
+int lpsk_job_step(lua_State *L, pin_job *j, int ud, const psk_reply *rep,
+                  double *wait) {
+  *wait = 0;
+  switch (j->state) {
+  case J_SENT:
+    return job_answer(L, j, ud, rep, wait);
+  case J_RETRY:
+    j->state = J_PACE;
+    j->waited = j->until = 0;
+    break;
+  case J_PACE:
+    break;
+  default:
+    return luaL_error(L, "periskope: a finished pin job was stepped");
+  }
+  if (!j->batch && (*wait = job_pace(L, j, ud)) > 0) return JOB_WAIT;
+  if (!j->built) {
+    lpsk_build_request(L, j->c, &j->req, &j->a);
+    j->built = 1;
+  }
+  j->attempt++;
+  j->state = J_SENT;
+  if (wants_events(j->c)) ev_request(L, j, ud);
+  return JOB_SEND;
+}
+
+int lpsk_job_init(pin_job *j, Client *c, const pin_args *a, int index,
+                  char *idbuf) {
+  char *id = idbuf;
+  memset(j, 0, sizeof *j);
+  psk_request_init(&j->req);
+  if (!id && !(id = j->id = malloc(a->idlen + 1))) return -1;
+  memcpy(id, a->id, a->idlen);
+  id[a->idlen] = '\0';
+  j->a = *a;
+  j->a.id = id;
+  j->c = c;
+  j->index = index;
+  j->state = J_PACE;
+  return 0;
+}
+
+void lpsk_job_release(pin_job *j) {
+  /* A slot taken for a request that never got its answer to the pacer
+     (a hook raised at its request event, the batch stopped): unanswered.
+     A shared one is owed to the store, which the next operation that
+     reaches it settles; the store is not called from here. */
+  if (j->slot && j->c) {
+    if (j->shared)
+      j->c->unsettled++;
+    else
+      psk_budget_settle(&j->c->budget, 0, -1, -1, -1);
+  }
+  j->slot = 0;
+  /* A client is released only when no call runs on it, and a job holds
+     a transfer only while its call runs: the pool is still there. */
+  if (j->t && j->c && j->c->http) psk_http_give(j->c->http, j->t);
+  j->t = NULL;
+  psk_request_free(&j->req);
+  j->built = 0;
+  free(j->id);
+  j->id = NULL;
+  j->a.id = NULL;
+}
+
+pin_job *lpsk_job_new(lua_State *L, Client *c, int arg) {
+  pin_args a;
+  pin_job *j;
+  lpsk_check_pin_args(L, arg, arg, "", &a); /* message_id on the stack */
+  /* Created empty, metatable set, then filled (it cannot fail: the id's
+     copy lives in the same block), so __gc always finds a job. */
+  j = psk_newuserdata(L, sizeof *j + a.idlen + 1);
+  memset(j, 0, sizeof *j);
+  psk_request_init(&j->req);
+  psk_setmetatable(L, JOB_MT);
+  lpsk_job_init(j, c, &a, 0, (char *)(j + 1));
+  lua_remove(L, -2); /* message_id: the job has its own copy */
+  return j;
+}
+
+int lpsk_job_gc(lua_State *L) {
+  lpsk_job_release(luaL_checkudata(L, 1, JOB_MT));
+  return 0;
+}

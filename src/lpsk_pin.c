@@ -1,0 +1,333 @@
+/*
+ * lpsk_pin.c: the drivers of pin jobs: pin, blocking, with
+ * psk_http_perform and a sleep; pin_many, a batch of jobs over a multi
+ * handle of its own, with its own scheduling (concurrency, pacing shared
+ * by the batch).
+ *
+ * The busy rule: every call that may run Lua (an on_event hook, a store)
+ * runs under lua_pcall with the client marked busy (run_busy). Whatever
+ * happens in it, a hook's error, a memory error, a close or a configure
+ * from a hook, the same exit follows: the job or batch gives back what it
+ * holds (transfers out of the multi handle, into the pool), busy goes
+ * down, a client closed meanwhile is released by the last call out, and
+ * the error, if any, is raised again unchanged. A hook may pin and
+ * pin_many on the same client: each call has its own job or batch,
+ * transfers and multi handle.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "lpsk.h"
+#include "psk_time.h"
+
+/* Releases what the job or batch at stack index obj holds. Never raises. */
+typedef void (*release_fn)(lua_State *L, int obj);
+
+/* Calls the body kept under name in the module state (a closure with the
+   state as its upvalue 1: the result builder caches the JSON decoder
+   there) as body(client, obj) under lua_pcall, with c busy; then,
+   whatever happened, releases obj, and c too when it was closed meanwhile
+   and no other call runs on it. Re-raises the error value as it was
+   raised, or returns body's results. [-0, +n, e] */
+static int run_busy(lua_State *L, Client *c, int ud, int obj,
+                    const char *name, release_fn release) {
+  int base = lua_gettop(L), st;
+  lua_getfield(L, lua_upvalueindex(1), name);
+  lua_pushvalue(L, ud);
+  lua_pushvalue(L, obj);
+  c->busy++; /* from here on, every exit passes below */
+  st = lua_pcall(L, 2, LUA_MULTRET, 0);
+  c->busy--;
+  release(L, obj);
+  if (!c->busy && c->closed) lpsk_client_release(c);
+  if (st != LUA_OK) return lua_error(L);
+  return lua_gettop(L) - base;
+}
+
+/* ---------------------------------------------------------------- */
+/* pin                                                               */
+
+/* Under run_busy: 1 the client, 2 its job. Sends, waits and retries as
+   the job's steps say. */
+static int pin_body(lua_State *L) {
+  Client *c = lua_touserdata(L, 1);
+  pin_job *j = lua_touserdata(L, 2);
+  const psk_reply *rep = NULL;
+  for (;;) {
+    double wait;
+    switch (lpsk_job_step(L, j, 1, rep, &wait)) {
+    case JOB_SEND:
+      if (!j->t && !(j->t = psk_http_take(c->http)))
+        return luaL_error(L, "periskope: out of memory");
+      rep = psk_http_perform(c->http, j->t, &j->req);
+      break;
+    case JOB_WAIT:
+      psk_time_sleep(wait);
+      rep = NULL;
+      break;
+    default:
+      return j->nout;
+    }
+  }
+}
+
+static void pin_release(lua_State *L, int obj) {
+  lpsk_job_release(lua_touserdata(L, obj));
+}
+
+/* pin on client c (userdata at ud) with the arguments at arg. */
+static int do_pin(lua_State *L, Client *c, int ud, int arg) {
+  pin_job *j = lpsk_job_new(L, c, arg);
+  j->nested = c->busy > 0;
+  return run_busy(L, c, ud, lua_gettop(L), "pin_body", pin_release);
+}
+
+int lpsk_client_pin(lua_State *L) {
+  Client *c = lpsk_checkclient(L);
+  return do_pin(L, c, 1, 2);
+}
+
+int lpsk_mod_pin(lua_State *L) {
+  Client *c;
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 1);
+  c = lpsk_default_client(L);
+  return do_pin(L, c, 2, 1);
+}
+
+/* ---------------------------------------------------------------- */
+/* pin_many                                                          */
+
+/* A running pin_many: its items as jobs, the slots they run in (a
+   transfer each, taken from the client's pool on first use) and a multi
+   handle of its own. A userdata: whatever way the call ends, its release
+   runs (run_busy, else __gc). */
+typedef struct batch {
+  Client *c;
+  psk_batch *net;     /* the multi handle, made when the batch runs */
+  int n;              /* items */
+  int conc;           /* slots in use: at most this many in flight */
+  int done;           /* items finished */
+  int first;          /* items before it are all finished */
+  int nested;         /* started while another call ran on the client */
+  double paced_until; /* monotonic end of the last pacing wait announced */
+  psk_transfer *slot_t[PSK_MAX_CONCURRENCY];
+  pin_job *slot_job[PSK_MAX_CONCURRENCY]; /* running there, or NULL */
+  pin_job jobs[1];    /* n of them (at least one, for the array) */
+} batch;
+
+static void batch_release(batch *b) {
+  int i;
+  psk_batch_free(b->net); /* its transfers out of the multi, then it */
+  b->net = NULL;
+  for (i = 0; i < PSK_MAX_CONCURRENCY; i++) {
+    if (b->slot_t[i] && b->c->http) psk_http_give(b->c->http, b->slot_t[i]);
+    b->slot_t[i] = NULL;
+    b->slot_job[i] = NULL;
+  }
+  for (i = 0; i < b->n; i++) lpsk_job_release(&b->jobs[i]);
+}
+
+int lpsk_batch_gc(lua_State *L) {
+  batch_release(luaL_checkudata(L, 1, BATCH_MT));
+  return 0;
+}
+
+static void many_release(lua_State *L, int obj) {
+  batch_release(lua_touserdata(L, obj));
+}
+
+/* Pushes a batch for the list at arg, every item checked first (one bad
+   item raises, naming it, before anything is sent); each job keeps its
+   own copy of its message_id. [-0, +1, v] */
+static batch *new_batch(lua_State *L, Client *c, int arg, int conc) {
+  int i, n = (int)psk_rawlen(L, arg);
+  size_t size = sizeof(batch) + sizeof(pin_job) * (size_t)(n > 1 ? n - 1 : 0);
+  batch *b = psk_newuserdata(L, size);
+  memset(b, 0, size);
+  b->c = c;
+  psk_setmetatable(L, BATCH_MT);
+  for (i = 0; i < n; i++) {
+    char pfx[32];
+    pin_args a;
+    snprintf(pfx, sizeof pfx, "item %d: ", i + 1);
+    lua_rawgeti(L, arg, i + 1);
+    lpsk_check_pin_args(L, -1, arg, pfx, &a);
+    if (lpsk_job_init(&b->jobs[i], c, &a, i + 1, NULL) != 0)
+      luaL_error(L, "periskope: out of memory");
+    b->jobs[i].batch = 1;
+    b->n = i + 1; /* released from here on */
+    lua_pop(L, 2);
+  }
+  b->conc = conc < n ? conc : n;
+  return b;
+}
+
+/* Raises when a hook closed the client: the batch stops as it would for
+   the hook's own error. */
+static void check_open(lua_State *L, const batch *b) {
+  if (b->c->closed)
+    luaL_error(L, "periskope: attempt to use a closed client (closed "
+                  "during pin_many)");
+}
+
+/* The first item waiting to start whose retry wait is over, or NULL;
+   *timeout shrinks to the time until the next one's wait ends. */
+static pin_job *next_ready(batch *b, double now, double *timeout) {
+  int k;
+  while (b->first < b->n && b->jobs[b->first].nout) b->first++;
+  for (k = b->first; k < b->n; k++) {
+    pin_job *j = &b->jobs[k];
+    if (j->nout || j->running) continue; /* done, or running */
+    if (j->not_before <= now) return j;
+    if (j->not_before - now < *timeout) *timeout = j->not_before - now;
+  }
+  return NULL;
+}
+
+/* A slot of the rate-limit budget for the batch's next request: 0 go
+   (counted), else how long to nap before asking again. With nothing of
+   its own running, nothing would teach it, so one request goes to learn;
+   a nested batch does so even on a shared budget, whose answers in flight
+   may be the suspended caller's. One wait event per wait. */
+static double batch_pace(lua_State *L, batch *b, int ud, double now,
+                         int *shared) {
+  Client *c = b->c;
+  int running = psk_batch_running(b->net);
+  double d = lpsk_pace_take(L, c, ud, 0, shared);
+  if (d < 0 && running == 0 && (!*shared || b->nested))
+    d = lpsk_pace_take(L, c, ud, 1, shared);
+  if (d == 0) return 0;
+  if (d > 0 && now + d > b->paced_until + 0.05) {
+    b->paced_until = now + d;
+    if (c->hook || c->debug)
+      lpsk_ev_wait(L, c, ud, d, PSK_WAIT_RATE_LIMIT, 0);
+  }
+  return lpsk_pace_nap(c, d, *shared);
+}
+
+/* Stores the outcome on top (a result table; or nil, message, kind,
+   which becomes { ok = false, error, kind, attempts }) as item j's result
+   in the table at res, and pops it. */
+static void store_result(lua_State *L, const pin_job *j, int res) {
+  if (j->nout == 3) {
+    lua_createtable(L, 0, 4);
+    lua_pushboolean(L, 0);
+    lua_setfield(L, -2, "ok");
+    lua_pushvalue(L, -3);
+    lua_setfield(L, -2, "error");
+    lua_pushvalue(L, -2);
+    lua_setfield(L, -2, "kind");
+    lua_pushinteger(L, j->attempt);
+    lua_setfield(L, -2, "attempts");
+    lua_replace(L, -4);
+    lua_pop(L, 2);
+  }
+  lua_rawseti(L, res, j->index);
+}
+
+/* Takes the reply of finished transfer t for the job in its slot: a
+   retry to start later, or the item's result. */
+static void finish_item(lua_State *L, batch *b, int ud, psk_transfer *t,
+                        int res) {
+  int slot = psk_transfer_tag(t);
+  pin_job *j = b->slot_job[slot];
+  double wait;
+  b->slot_job[slot] = NULL;
+  j->running = 0;
+  if (lpsk_job_step(L, j, ud, psk_transfer_reply(t), &wait) == JOB_WAIT) {
+    j->not_before = psk_time_mono() + wait;
+    return;
+  }
+  store_result(L, j, res);
+  b->done++;
+  lpsk_job_release(j); /* its request and id: the result has what counts */
+}
+
+/* Starts job j in a free slot: its request event, then the transfer. */
+static void start_item(lua_State *L, batch *b, int ud, pin_job *j,
+                       int res) {
+  int slot = 0;
+  double wait;
+  psk_transfer *t;
+  while (b->slot_job[slot]) slot++; /* fewer than conc are running */
+  if (!b->slot_t[slot] && !(b->slot_t[slot] = psk_http_take(b->c->http)))
+    luaL_error(L, "periskope: out of memory");
+  t = b->slot_t[slot];
+  lpsk_job_step(L, j, ud, NULL, &wait); /* JOB_SEND: the batch paced it */
+  check_open(L, b);
+  psk_transfer_set_tag(t, slot);
+  b->slot_job[slot] = j;
+  j->running = 1;
+  /* A transfer that cannot start has its failure in its reply. */
+  if (psk_batch_start(b->net, t, &j->req) != 0)
+    finish_item(L, b, ud, t, res);
+}
+
+/* Starts what may start: a free slot, a ready item, budget left. Returns
+   how long to wait for answers before looking again. */
+static double start_ready(lua_State *L, batch *b, int ud, int res) {
+  double timeout = 1;
+  while (psk_batch_running(b->net) < b->conc) {
+    double now = psk_time_mono(), nap;
+    int shared;
+    pin_job *j = next_ready(b, now, &timeout);
+    if (!j) break;
+    if ((nap = batch_pace(L, b, ud, now, &shared)) != 0) {
+      if (nap < timeout) timeout = nap;
+      break;
+    }
+    j->slot = 1; /* the job owns the slot from here: released, it ends */
+    j->shared = shared;
+    start_item(L, b, ud, j, res);
+    check_open(L, b);
+  }
+  return timeout;
+}
+
+/* Under run_busy: 1 the client, 2 the batch. Results in input order. */
+static int many_body(lua_State *L) {
+  batch *b = lua_touserdata(L, 2);
+  int res;
+  lua_createtable(L, b->n, 0);
+  res = lua_gettop(L);
+  if (!(b->net = psk_batch_new(b->c->http)))
+    return luaL_error(L, "periskope: out of memory");
+  while (b->done < b->n) {
+    psk_transfer *t;
+    double timeout;
+    check_open(L, b);
+    timeout = start_ready(L, b, 1, res);
+    if (b->done >= b->n) break;
+    for (t = psk_batch_wait(b->net, timeout); t; t = psk_batch_wait(b->net, 0)) {
+      finish_item(L, b, 1, t, res);
+      if (b->done < b->n) check_open(L, b);
+    }
+  }
+  lua_settop(L, res);
+  return 1;
+}
+
+/* Client:pin_many(list, opts): every item checked first, then sent over
+   a multi handle, at most opts.concurrency at once, paced by the
+   rate-limit headers, retried as pin retries; results in input order. */
+int lpsk_client_pin_many(lua_State *L) {
+  Client *c = lpsk_checkclient(L);
+  int conc;
+  batch *b;
+  luaL_checktype(L, 2, LUA_TTABLE);
+  conc = lpsk_check_many_options(L, 3);
+  lua_settop(L, 2);
+  b = new_batch(L, c, 2, conc);
+  b->nested = c->busy > 0;
+  return run_busy(L, c, 1, 3, "many_body", many_release);
+}
+
+void lpsk_pin_open(lua_State *L, int state) {
+  lua_pushvalue(L, state);
+  lua_pushcclosure(L, pin_body, 1);
+  lua_setfield(L, state, "pin_body");
+  lua_pushvalue(L, state);
+  lua_pushcclosure(L, many_body, 1);
+  lua_setfield(L, state, "many_body");
+}

@@ -1,0 +1,361 @@
+/*
+ * lpsk_result.c: requests and answers as Lua tables. build_pin's request
+ * table; the result table that pin, pin_many and read_response all end
+ * in (lpsk_push_result); response headers as a table looked up in any
+ * case; and read_response, which turns an answer the caller got itself
+ * into that same result.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "lpsk.h"
+
+void lpsk_build_request(lua_State *L, Client *c, psk_request *r,
+                        const pin_args *a) {
+  if (psk_request_build(r, &c->cfg, a->id, a->idlen, a->pin, a->time,
+                        a->has_phone ? a->phone : NULL) != PSK_OK)
+    luaL_error(L, "periskope: out of memory");
+}
+
+void lpsk_push_request_headers(lua_State *L, const psk_request *r,
+                               int redact) {
+  int i;
+  lua_createtable(L, 0, r->nheaders);
+  for (i = 0; i < r->nheaders; i++) {
+    if (redact && strcmp(r->headers[i].name, "Authorization") == 0)
+      lua_pushliteral(L, "Bearer ***");
+    else
+      lua_pushstring(L, r->headers[i].value);
+    lua_setfield(L, -2, r->headers[i].name);
+  }
+}
+
+/* Client:build_pin(args): the request pin would send, as a table. */
+int lpsk_build_pin(lua_State *L) {
+  Client *c = lpsk_checkclient(L);
+  pin_args a;
+  lpsk_check_pin_args(L, 2, 2, "", &a);
+  lpsk_build_request(L, c, &c->req, &a);
+  lua_pop(L, 1); /* message_id: the request holds its own copy now */
+  lua_createtable(L, 0, 4);
+  lua_pushliteral(L, "POST");
+  lua_setfield(L, -2, "method");
+  lua_pushlstring(L, psk_buf_cstr(&c->req.url), c->req.url.len);
+  lua_setfield(L, -2, "url");
+  lpsk_push_request_headers(L, &c->req, 0);
+  lua_setfield(L, -2, "headers");
+  lua_pushlstring(L, psk_buf_cstr(&c->req.body), c->req.body.len);
+  lua_setfield(L, -2, "body");
+  return 1;
+}
+
+/* Pushes s lower-cased. [-0, +1, m] */
+static void push_lower(lua_State *L, const char *s, size_t n) {
+  char small[128];
+  if (n <= sizeof small) {
+    size_t i;
+    for (i = 0; i < n; i++)
+      small[i] = (s[i] >= 'A' && s[i] <= 'Z') ? (char)(s[i] + 32) : s[i];
+    lua_pushlstring(L, small, n);
+  } else {
+    luaL_Buffer b;
+    size_t i;
+    luaL_buffinit(L, &b);
+    for (i = 0; i < n; i++)
+      luaL_addchar(&b, (s[i] >= 'A' && s[i] <= 'Z') ? (char)(s[i] + 32) : s[i]);
+    luaL_pushresult(&b);
+  }
+}
+
+/* With a lower-cased name and a value on top of the stack, stores them in
+   the headers table at t, joining repeated names with ", " as HTTP allows.
+   [-2, +0, m] */
+static void add_header(lua_State *L, int t) {
+  lua_pushvalue(L, -2);
+  lua_rawget(L, t);
+  if (lua_type(L, -1) == LUA_TSTRING) {
+    lua_insert(L, -2);        /* name, old, value */
+    lua_pushliteral(L, ", ");
+    lua_insert(L, -2);        /* name, old, ", ", value */
+    lua_concat(L, 3);
+  } else {
+    lua_pop(L, 1);
+  }
+  lua_rawset(L, t);
+}
+
+/* Pushes an empty headers table, sized for n names, with the
+   case-insensitive metatable. */
+static int new_headers(lua_State *L, int n) {
+  lua_createtable(L, 0, n);
+  psk_setmetatable(L, HEADERS_MT);
+  return lua_gettop(L);
+}
+
+static const char *const known_names[K_N] = {
+    "x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset",
+    "x-periskope-trace-id", "retry-after", "date"};
+static void known_from_table(lua_State *L, int h, known *k);
+
+static int ieq_n(const char *a, size_t n, const char *b, size_t m) {
+  size_t i;
+  if (n != m) return 0;
+  for (i = 0; i < n; i++) {
+    char x = a[i], y = b[i];
+    if (x >= 'A' && x <= 'Z') x = (char)(x + 32);
+    if (y >= 'A' && y <= 'Z') y = (char)(y + 32);
+    if (x != y) return 0;
+  }
+  return 1;
+}
+
+#define HEAD_MAX_FIELDS 64
+
+static const size_t known_lens[K_N] = {17, 21, 17, 20, 11, 4};
+
+/* Pushes the headers table of a response head and fills k from it. One
+   walk in C keeps up to HEAD_MAX_FIELDS fields, finds the known headers
+   and repeated names, and sizes the table; only a repeated name pays for
+   a Lua lookup. A head with more fields is walked again for the rest.
+   [-0, +1, m] */
+void lpsk_push_head(lua_State *L, const psk_buf *head, known *k) {
+  const char *text = psk_buf_cstr(head);
+  psk_header f[HEAD_MAX_FIELDS], h;
+  char dup[HEAD_MAX_FIELDS];
+  size_t pos = 0;
+  int count = 0, kept, i, j, t, repeated_known = 0;
+  memset(k, 0, sizeof *k);
+  while (psk_header_next(text, head->len, &pos, &h)) {
+    for (i = 0; i < K_N; i++)
+      if (ieq_n(h.name, h.name_len, known_names[i], known_lens[i])) {
+        if (k->v[i]) repeated_known = 1;
+        k->v[i] = h.value;
+        k->n[i] = h.value_len;
+        break;
+      }
+    if (count < HEAD_MAX_FIELDS) {
+      f[count] = h;
+      dup[count] = 0;
+      for (j = 0; j < count && !dup[count]; j++)
+        dup[count] = (char)ieq_n(h.name, h.name_len, f[j].name, f[j].name_len);
+    }
+    count++;
+  }
+  t = new_headers(L, count);
+  kept = count < HEAD_MAX_FIELDS ? count : HEAD_MAX_FIELDS;
+  for (i = 0; i < kept; i++) {
+    push_lower(L, f[i].name, f[i].name_len);
+    lua_pushlstring(L, f[i].value, f[i].value_len);
+    if (dup[i])
+      add_header(L, t); /* joins with the earlier value */
+    else
+      lua_rawset(L, t);
+  }
+  if (count > HEAD_MAX_FIELDS) { /* an unusually long head: the rest by lookup */
+    pos = 0;
+    for (i = 0; psk_header_next(text, head->len, &pos, &h); i++) {
+      if (i < kept) continue;
+      push_lower(L, h.name, h.name_len);
+      lua_pushlstring(L, h.value, h.value_len);
+      add_header(L, t);
+    }
+  }
+  /* A repeated known header counts as its joined value, as in the table. */
+  if (repeated_known) known_from_table(L, t, k);
+}
+
+/* headers[k] for any case of k: the table's keys are lower-case. */
+int lpsk_headers_index(lua_State *L) {
+  size_t n;
+  const char *k;
+  if (lua_type(L, 2) != LUA_TSTRING) return 0;
+  k = lua_tolstring(L, 2, &n);
+  push_lower(L, k, n);
+  lua_rawget(L, 1);
+  return 1;
+}
+
+/* The string value of header name (lower-case) in headers table t, or
+   NULL; it stays alive as long as the table. [-0, +0, -] */
+static const char *header_str(lua_State *L, int t, const char *name,
+                              size_t *len) {
+  const char *s = NULL;
+  lua_pushstring(L, name);
+  lua_rawget(L, t);
+  if (lua_type(L, -1) == LUA_TSTRING) s = lua_tolstring(L, -1, len);
+  lua_pop(L, 1);
+  return s;
+}
+
+/* Fills k from headers table h (lower-case keys). */
+static void known_from_table(lua_State *L, int h, known *k) {
+  int i;
+  for (i = 0; i < K_N; i++) k->v[i] = header_str(L, h, known_names[i], &k->n[i]);
+}
+
+long long lpsk_known_int(const known *k, int i) {
+  long long v;
+  return k->v[i] && psk_parse_uint(k->v[i], k->n[i], &v) == PSK_OK ? v : -1;
+}
+
+/* Pushes the rate_limit table, or nothing when no X-RateLimit-* header
+   holds an integer. Returns how many it pushed. */
+static int push_rate_limit(lua_State *L, const known *k) {
+  static const char *const keys[] = {"limit", "remaining", "reset"};
+  int i, any = 0;
+  for (i = 0; i < 3; i++) {
+    long long v = lpsk_known_int(k, K_LIMIT + i);
+    if (v >= 0) {
+      if (!any) lua_createtable(L, 0, 3);
+      any = 1;
+      lua_pushinteger(L, (lua_Integer)v);
+      lua_setfield(L, -2, keys[i]);
+    }
+  }
+  return any;
+}
+
+/* Pushes the error text of a non-2xx answer: the JSON body's "message" (or
+   "error") field, decoded by lua-cjson under pcall, else "HTTP <status>".
+   [-0, +1, m] */
+/* lua_pcall for one result, except that running out of memory is raised
+   again: it says nothing about lua-cjson or the body, and a result built
+   around it would be wrong (or, cached, wrong for good). [-(n+1), +1, m] */
+static int pcall_keep_memory_errors(lua_State *L, int nargs) {
+  int st = lua_pcall(L, nargs, 1, 0);
+  if (st == LUA_ERRMEM) lua_error(L);
+  return st;
+}
+
+static void push_error_text(lua_State *L, long status, const char *body,
+                            size_t blen) {
+  int top = lua_gettop(L);
+  if (blen > 0) {
+    lua_getfield(L, lua_upvalueindex(1), "cjson_decode");
+    if (lua_isnil(L, -1)) {
+      /* First use in this state: require "cjson" under pcall, cache the
+         decoder, or false when lua-cjson is missing. */
+      lua_pop(L, 1);
+      lua_getglobal(L, "require");
+      lua_pushliteral(L, "cjson");
+      if (pcall_keep_memory_errors(L, 1) == LUA_OK && lua_istable(L, -1))
+        lua_getfield(L, -1, "decode");
+      else
+        lua_pushboolean(L, 0);
+      if (!lua_isfunction(L, -1)) {
+        lua_pop(L, 1);
+        lua_pushboolean(L, 0);
+      }
+      lua_pushvalue(L, -1);
+      lua_setfield(L, lua_upvalueindex(1), "cjson_decode");
+    }
+    if (lua_isfunction(L, -1)) {
+      lua_pushlstring(L, body, blen);
+      if (pcall_keep_memory_errors(L, 1) == LUA_OK && lua_istable(L, -1)) {
+        int j = lua_gettop(L);
+        static const char *const fields[] = {"message", "error"};
+        int k;
+        for (k = 0; k < 2; k++) {
+          lua_getfield(L, j, fields[k]);
+          if (lua_istable(L, -1)) { /* {"error": {"message": "..."}} */
+            lua_getfield(L, -1, "message");
+            lua_remove(L, -2);
+          }
+          if (lua_type(L, -1) == LUA_TSTRING) {
+            lua_replace(L, top + 1);
+            lua_settop(L, top + 1);
+            return;
+          }
+          lua_pop(L, 1);
+        }
+      }
+    }
+    lua_settop(L, top);
+  }
+  lua_pushfstring(L, "HTTP %d", (int)status);
+}
+
+/* The result builder every path ends in: pushes the result table for an
+   answer with headers table h, whose known headers are k. [-0, +1, m] */
+void lpsk_push_result(lua_State *L, long status, int h, const known *k,
+                      const char *body, size_t blen, int attempts) {
+  int ok = status >= 200 && status < 300;
+  lua_createtable(L, 0, 9);
+  lua_pushboolean(L, ok);
+  lua_setfield(L, -2, "ok");
+  lua_pushinteger(L, (lua_Integer)status);
+  lua_setfield(L, -2, "status");
+  lua_pushvalue(L, h);
+  lua_setfield(L, -2, "headers");
+  lua_pushlstring(L, body, blen);
+  lua_setfield(L, -2, "body");
+  if (push_rate_limit(L, k)) lua_setfield(L, -2, "rate_limit");
+  if (k->v[K_TRACE]) {
+    lua_pushlstring(L, k->v[K_TRACE], k->n[K_TRACE]);
+    lua_setfield(L, -2, "trace_id");
+  }
+  if (!ok) {
+    push_error_text(L, status, body, blen);
+    lua_setfield(L, -2, "error");
+  }
+  lua_pushinteger(L, attempts);
+  lua_setfield(L, -2, "attempts");
+}
+
+/* periskope.read_response(status, headers, body) */
+int lpsk_read_response(lua_State *L) {
+  known kh;
+  long long status;
+  size_t blen = 0;
+  const char *body;
+  int h;
+  if (!psk_tointegral(L, 1, &status) || status < 100 || status > 599)
+    return luaL_argerror(
+        L, 1, lua_pushfstring(L, "status must be an integer from 100 to 599, %s",
+                              lpsk_got(L, 1)));
+  if (!lua_isnoneornil(L, 2)) luaL_checktype(L, 2, LUA_TTABLE);
+  body = luaL_optlstring(L, 3, "", &blen);
+  h = new_headers(L, 0);
+  if (lua_istable(L, 2)) {
+    lua_pushnil(L);
+    while (lua_next(L, 2)) {
+      size_t n;
+      const char *k;
+      int v = lua_gettop(L);
+      if (lua_type(L, -2) != LUA_TSTRING)
+        return luaL_argerror(L, 2, "header names must be strings");
+      k = lua_tolstring(L, -2, &n);
+      if (lua_type(L, v) == LUA_TTABLE) { /* several values: one each */
+        int i, len = (int)psk_rawlen(L, v);
+        for (i = 1; i <= len; i++) {
+          lua_rawgeti(L, v, i);
+          if (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER)
+            return luaL_argerror(
+                L, 2, lua_pushfstring(L, "header '%s' values must be strings", k));
+          push_lower(L, k, n);
+          lua_insert(L, -2);
+          lua_tostring(L, -1); /* a number becomes its string */
+          add_header(L, h);
+        }
+      } else if (lua_type(L, v) == LUA_TSTRING ||
+                 lua_type(L, v) == LUA_TNUMBER) {
+        push_lower(L, k, n);
+        lua_pushvalue(L, v);
+        lua_tostring(L, -1);
+        add_header(L, h);
+      } else {
+        return luaL_argerror(
+            L, 2,
+            lua_pushfstring(L,
+                            "header '%s' must be a string or an array of "
+                            "strings, %s",
+                            k, lpsk_got(L, v)));
+      }
+      lua_settop(L, v - 1); /* keep the key for lua_next */
+    }
+  }
+  known_from_table(L, h, &kh);
+  lpsk_push_result(L, (long)status, h, &kh, body, blen, 1);
+  return 1;
+}
+
