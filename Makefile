@@ -76,7 +76,7 @@ BUILD := build/$(if $(LUA_INCDIR),rock-$(notdir $(LUA_INCDIR)),$(LUA))$(PERISKOP
 CORE_SRC := src/psk_buf.c src/psk_core.c src/psk_pace.c src/psk_time.c
 SRC := $(CORE_SRC) src/psk_http.c src/psk_redis.c src/lpace.c \
        src/lpsk_check.c src/lpsk_result.c src/lpsk_job.c src/lpsk_pin.c \
-       src/lperiskope.c
+       src/lpsk_async.c src/lperiskope.c
 OBJ := $(patsubst src/%.c,$(BUILD)/%.o,$(SRC))
 SO := $(BUILD)/periskope.so
 
@@ -169,9 +169,13 @@ test-nohiredis:
 	  BUSTED_ARGS="--exclude-tags=redis,contention $(BUSTED_ARGS)"
 
 # ---------------------------------------------------------------- install
-# The module, the command (told which interpreter and module directory it
-# goes with), its man page and the LuaLS annotations (meta/, not on any
-# package.path: a periskope.lua there would hide the C module from require).
+# The module, its Lua modules for the non-blocking hosts (periskope.ngx,
+# periskope.uv, from lua/), the command (told which interpreter and module
+# directory it goes with), its man page and the LuaLS annotations (meta/,
+# not on any package.path: a periskope.lua there would hide the C module
+# from require).
+LUA_LMOD ?= $(PREFIX)/share/lua/$(LUA_VERSION_DIR)
+LUA_MODULES := periskope/ngx.lua periskope/uv.lua
 MANDIR ?= $(PREFIX)/share/man
 METADIR ?= $(PREFIX)/share/periskope/meta
 # The module directory the command searches first; empty, none (LuaRocks,
@@ -180,8 +184,9 @@ INSTALLED_CMOD ?= $(LUA_CMOD)
 
 install: $(SO)
 	install -d "$(DESTDIR)$(LUA_CMOD)" "$(DESTDIR)$(BINDIR)" "$(DESTDIR)$(MANDIR)/man1" \
-	  "$(DESTDIR)$(METADIR)"
+	  "$(DESTDIR)$(METADIR)" "$(DESTDIR)$(LUA_LMOD)/periskope"
 	install -m 0755 $(SO) "$(DESTDIR)$(LUA_CMOD)/periskope.so"
+	for m in $(LUA_MODULES); do install -m 0644 lua/$$m "$(DESTDIR)$(LUA_LMOD)/$$m" || exit 1; done
 	sed -e 's|^lua=$$|lua=$(LUA_BIN)|' \
 	  $(if $(INSTALLED_CMOD),-e 's|^local INSTALLED_CMOD = nil$$|local INSTALLED_CMOD = "$(INSTALLED_CMOD)"|') \
 	  bin/periskope > "$(DESTDIR)$(BINDIR)/periskope"
@@ -191,8 +196,10 @@ install: $(SO)
 
 uninstall:
 	rm -f "$(DESTDIR)$(LUA_CMOD)/periskope.so" "$(DESTDIR)$(BINDIR)/periskope" \
-	  "$(DESTDIR)$(MANDIR)/man1/periskope.1" "$(DESTDIR)$(METADIR)/periskope.lua"
-	rmdir "$(DESTDIR)$(METADIR)" "$(DESTDIR)$(PREFIX)/share/periskope" 2>/dev/null || true
+	  "$(DESTDIR)$(MANDIR)/man1/periskope.1" "$(DESTDIR)$(METADIR)/periskope.lua" \
+	  $(LUA_MODULES:%="$(DESTDIR)$(LUA_LMOD)/%")
+	rmdir "$(DESTDIR)$(METADIR)" "$(DESTDIR)$(PREFIX)/share/periskope" \
+	  "$(DESTDIR)$(LUA_LMOD)/periskope" 2>/dev/null || true
 # ----------------------------------------------------------------
 
 # ---------------------------------------------------------------- release

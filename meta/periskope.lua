@@ -37,6 +37,16 @@ function periskope.pin(args) end
 ---@return periskope.Result
 function periskope.read_response(status, headers, body) end
 
+---Makes the one exchange a pin job's "send" step asks for, blocking, in
+---whatever Lua state calls it (a thread of nginx's pool, of libuv's), through
+---connections that state keeps; its results are what the next `job:step` takes.
+---@param request periskope.SendRequest
+---@return integer|nil status nil when no answer came
+---@return string head_or_kind the response head, or the kind of failure
+---@return string body_or_message the response body, or "periskope: ..."
+---@return number elapsed seconds
+function periskope.perform(request) end
+
 ---@class periskope.limiters
 local limiters = {}
 
@@ -132,6 +142,33 @@ function limiters.redis(options) end
 ---@field reason? "retry-after"|"rate-limit"|"backoff" wait.
 ---@field error? string limiter: why the shared store failed.
 
+---What a pin job's "send" step hands over: plain values, to cross to
+---another Lua state (periskope.perform).
+---@class periskope.SendRequest
+---@field method "POST"
+---@field url string
+---@field headers string[] "Name: value" lines; Authorization carries the key.
+---@field body string
+---@field timeout number seconds per attempt
+---@field connect_timeout number seconds
+---@field max_body integer bytes
+---@field ca_file? string
+
+---One pin as steps, for a host that does the I/O itself (periskope.ngx and
+---periskope.uv drive it): each step says what to do next.
+---@class periskope.PinJob: userdata
+local PinJob = {}
+
+---Advances the job: first with no arguments; after "send", with what
+---periskope.perform returned (status, head, body, elapsed; or nil, kind,
+---message, elapsed); after "wait", with no arguments once the seconds passed.
+---Events, pacing and retries happen here, on the caller's thread.
+---@return "send"|"wait"|"done" action
+---@return periskope.SendRequest|number|periskope.Result|nil value the request to send, the seconds to wait, or pin's first result
+---@return string? message "done" without an answer: "periskope: ..."
+---@return periskope.FailureKind? kind "done" without an answer
+function PinJob:step(...) end
+
 ---@class periskope.Client
 local Client = {}
 
@@ -153,6 +190,12 @@ function Client:pin_many(list, opts) end
 ---@param args periskope.PinArgs
 ---@return periskope.Request
 function Client:build_pin(args) end
+
+---Checks args as `pin` does and returns the pin as a job whose steps its
+---caller drives (the non-blocking hosts: periskope.ngx, periskope.uv).
+---@param args periskope.PinArgs
+---@return periskope.PinJob
+function Client:pin_job(args) end
 
 ---Releases the client's connections; can be called again.
 ---@return true

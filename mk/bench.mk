@@ -6,7 +6,10 @@
 #   make bench        build both modules and the raw C loop, then run
 #                     bench/bench.lua (about 3-4 minutes); results go to
 #                     bench/results.md, bench/README.md (between its bench
-#                     markers) and bench/pins_per_second.png
+#                     markers) and bench/pins_per_second.png; then
+#                     bench/nonblocking.lua (bench/nonblocking.md)
+#   make bench-nonblocking  only the non-blocking part: nginx's worker and
+#                     Neovim's loop while pins wait (about 20 s)
 #   make bench-deps   what the bench uses beyond scripts/setup-debian-dev:
 #                     lua-curl, gnuplot-nox, valgrind (apt-get) and the
 #                     Node client (npm ci in bench/node)
@@ -48,3 +51,11 @@ bench-deps:
 
 bench: bench-build bench-node
 	BENCH_RAW=$(BENCH_RAW) BENCH_DIR=$(BENCH_DIR) lua5.4 bench/bench.lua
+	lua5.4 bench/nonblocking.lua
+
+# Pinning without blocking the host (OpenResty's worker, Neovim's loop):
+# bench/nonblocking.lua, results in bench/nonblocking.md.
+.PHONY: bench-nonblocking
+bench-nonblocking:
+	$(MAKE) --no-print-directory LUA=luajit all
+	lua5.4 bench/nonblocking.lua

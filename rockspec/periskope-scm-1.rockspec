@@ -58,6 +58,7 @@ build = {
     LUA_BIN = "$(LUA)",
     PREFIX = "$(PREFIX)",
     LUA_CMOD = "$(LIBDIR)",
+    LUA_LMOD = "$(LUADIR)",
     BINDIR = "$(BINDIR)",
     INSTALLED_CMOD = "",
   },

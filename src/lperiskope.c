@@ -10,7 +10,7 @@
  *
  * A client may be closed while a call runs on it (from an on_event hook):
  * close then only marks it closed, and the last call out releases it
- * (lpsk_pin.c, run_busy), as luv defers a handle's free to uv_close's
+ * (lpsk_pin.c, lpsk_run_busy), as luv defers a handle's free to uv_close's
  * callback. Until then its memory stays whole for the calls that run.
  */
 #include <stdint.h>
@@ -195,6 +195,7 @@ static int mod_configure(lua_State *L) {
 static const luaL_Reg client_methods[] = {{"pin", lpsk_client_pin},
                                           {"pin_many", lpsk_client_pin_many},
                                           {"build_pin", lpsk_build_pin},
+                                          {"pin_job", lpsk_client_pin_job},
                                           {"close", client_close},
                                           {NULL, NULL}};
 
@@ -207,6 +208,7 @@ static const luaL_Reg module_funcs[] = {{"new", mod_new},
                                         {"configure", mod_configure},
                                         {"pin", lpsk_mod_pin},
                                         {"read_response", lpsk_read_response},
+                                        {"perform", lpsk_mod_perform},
                                         {NULL, NULL}};
 
 /* A job or batch that a raise left behind is released by the collector. */
@@ -236,6 +238,7 @@ static void create_metatables(lua_State *L) {
   lua_pop(L, 1);
   if (luaL_newmetatable(L, JOB_MT)) psk_setfuncs(L, job_meta, 0);
   lua_pop(L, 1);
+  lpsk_async_open(L, state);
   if (luaL_newmetatable(L, BATCH_MT)) psk_setfuncs(L, batch_meta, 0);
   lua_pop(L, 1);
 }

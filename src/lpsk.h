@@ -12,6 +12,8 @@
  *                  events, retries), whoever does its I/O
  *   lpsk_pin.c     the drivers: pin (blocking), pin_many (a batch), and
  *                  the busy rule that makes hooks safe
+ *   lpsk_async.c   the job driven from Lua (client:pin_job, job:step) and
+ *                  periskope.perform, for hosts that must not block
  *   lpace.c        periskope.limiter: the shared pacing stores
  *
  * Functions shared between these files are named lpsk_*; the rest are
@@ -165,6 +167,8 @@ typedef struct pin_job {
   int running;       /* batch: its request is in flight */
   int nout;          /* JOB_DONE: values pushed */
   psk_transfer *t;   /* blocking driver: taken from the client's pool */
+  const psk_reply *fed; /* job:step: the reply handed to the next step */
+  int keep;          /* job:step: the step asked for more (send, wait) */
 } pin_job;
 
 /* Makes j a fresh job of client c for arguments a (index: pin_many item,
@@ -186,6 +190,8 @@ int lpsk_job_step(lua_State *L, pin_job *j, int ud, const psk_reply *rep,
    before anything is acquired when they are bad). [-0, +1, v] */
 pin_job *lpsk_job_new(lua_State *L, Client *c, int arg);
 int lpsk_job_gc(lua_State *L); /* PinJob __gc and __close */
+/* Whether j's next step takes the reply to the request it sent. */
+int lpsk_job_awaits_reply(const pin_job *j);
 
 /* Pacing for a batch, which schedules its own requests: a slot (0: go,
    counted; > 0 seconds to the reset; < 0 ask again shortly), and how long
@@ -207,5 +213,24 @@ int lpsk_batch_gc(lua_State *L);        /* Batch __gc and __close */
 /* Keeps the protected bodies of pin and pin_many in the module state
    table at index state (made once, not per call). [-0, +0, m] */
 void lpsk_pin_open(lua_State *L, int state);
+
+/* Releases what the job or batch at stack index obj holds. Never raises. */
+typedef void (*lpsk_release_fn)(lua_State *L, int obj);
+/* The busy rule: calls the body kept under name in the module state as
+   body(client, obj) under lua_pcall with c busy; then, whatever happened,
+   releases obj, and c too when it was closed meanwhile and no other call
+   runs on it. Re-raises the error value unchanged, or returns body's
+   results. [-0, +n, e] */
+int lpsk_run_busy(lua_State *L, Client *c, int ud, int obj, const char *name,
+                  lpsk_release_fn release);
+
+/* ---------------------------------------------------------------- */
+/* the pin job driven from Lua (lpsk_async.c)                        */
+
+int lpsk_client_pin_job(lua_State *L); /* Client:pin_job */
+int lpsk_mod_perform(lua_State *L);    /* periskope.perform */
+/* The job's methods (step) and the bodies and metatables of these, kept
+   in the module state table at index state. [-0, +0, m] */
+void lpsk_async_open(lua_State *L, int state);
 
 #endif

@@ -464,6 +464,8 @@ pin_job *lpsk_job_new(lua_State *L, Client *c, int arg) {
   return j;
 }
 
+int lpsk_job_awaits_reply(const pin_job *j) { return j->state == J_SENT; }
+
 int lpsk_job_gc(lua_State *L) {
   lpsk_job_release(luaL_checkudata(L, 1, JOB_MT));
   return 0;

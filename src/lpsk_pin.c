@@ -5,7 +5,7 @@
  * by the batch).
  *
  * The busy rule: every call that may run Lua (an on_event hook, a store)
- * runs under lua_pcall with the client marked busy (run_busy). Whatever
+ * runs under lua_pcall with the client marked busy (lpsk_run_busy). Whatever
  * happens in it, a hook's error, a memory error, a close or a configure
  * from a hook, the same exit follows: the job or batch gives back what it
  * holds (transfers out of the multi handle, into the pool), busy goes
@@ -20,17 +20,11 @@
 #include "lpsk.h"
 #include "psk_time.h"
 
-/* Releases what the job or batch at stack index obj holds. Never raises. */
-typedef void (*release_fn)(lua_State *L, int obj);
-
-/* Calls the body kept under name in the module state (a closure with the
-   state as its upvalue 1: the result builder caches the JSON decoder
-   there) as body(client, obj) under lua_pcall, with c busy; then,
-   whatever happened, releases obj, and c too when it was closed meanwhile
-   and no other call runs on it. Re-raises the error value as it was
-   raised, or returns body's results. [-0, +n, e] */
-static int run_busy(lua_State *L, Client *c, int ud, int obj,
-                    const char *name, release_fn release) {
+/* The body kept under name in the module state is a closure with the
+   state as its upvalue 1 (the result builder caches the JSON decoder
+   there). See lpsk.h. */
+int lpsk_run_busy(lua_State *L, Client *c, int ud, int obj, const char *name,
+                  lpsk_release_fn release) {
   int base = lua_gettop(L), st;
   lua_getfield(L, lua_upvalueindex(1), name);
   lua_pushvalue(L, ud);
@@ -47,7 +41,7 @@ static int run_busy(lua_State *L, Client *c, int ud, int obj,
 /* ---------------------------------------------------------------- */
 /* pin                                                               */
 
-/* Under run_busy: 1 the client, 2 its job. Sends, waits and retries as
+/* Under lpsk_run_busy: 1 the client, 2 its job. Sends, waits and retries as
    the job's steps say. */
 static int pin_body(lua_State *L) {
   Client *c = lua_touserdata(L, 1);
@@ -79,7 +73,7 @@ static void pin_release(lua_State *L, int obj) {
 static int do_pin(lua_State *L, Client *c, int ud, int arg) {
   pin_job *j = lpsk_job_new(L, c, arg);
   j->nested = c->busy > 0;
-  return run_busy(L, c, ud, lua_gettop(L), "pin_body", pin_release);
+  return lpsk_run_busy(L, c, ud, lua_gettop(L), "pin_body", pin_release);
 }
 
 int lpsk_client_pin(lua_State *L) {
@@ -101,7 +95,7 @@ int lpsk_mod_pin(lua_State *L) {
 /* A running pin_many: its items as jobs, the slots they run in (a
    transfer each, taken from the client's pool on first use) and a multi
    handle of its own. A userdata: whatever way the call ends, its release
-   runs (run_busy, else __gc). */
+   runs (lpsk_run_busy, else __gc). */
 typedef struct batch {
   Client *c;
   psk_batch *net;     /* the multi handle, made when the batch runs */
@@ -285,7 +279,7 @@ static double start_ready(lua_State *L, batch *b, int ud, int res) {
   return timeout;
 }
 
-/* Under run_busy: 1 the client, 2 the batch. Results in input order. */
+/* Under lpsk_run_busy: 1 the client, 2 the batch. Results in input order. */
 static int many_body(lua_State *L) {
   batch *b = lua_touserdata(L, 2);
   int res;
@@ -320,7 +314,7 @@ int lpsk_client_pin_many(lua_State *L) {
   lua_settop(L, 2);
   b = new_batch(L, c, 2, conc);
   b->nested = c->busy > 0;
-  return run_busy(L, c, 1, 3, "many_body", many_release);
+  return lpsk_run_busy(L, c, 1, 3, "many_body", many_release);
 }
 
 void lpsk_pin_open(lua_State *L, int state) {
