@@ -164,7 +164,8 @@ local PinJob = {}
 ---message, elapsed); after "wait", with no arguments once the seconds passed.
 ---Events, pacing and retries happen here, on the caller's thread.
 ---@return "send"|"wait"|"done" action
----@return periskope.SendRequest|number|periskope.Result|nil value the request to send, the seconds to wait, or pin's first result
+---@return periskope.SendRequest|number|periskope.Result|nil value the request to send,
+---  the seconds to wait, or pin's first result
 ---@return string? message "done" without an answer: "periskope: ..."
 ---@return periskope.FailureKind? kind "done" without an answer
 function PinJob:step(...) end

@@ -50,6 +50,9 @@ local function start_app(periskope_srv, o)
   local root = hosts.root()
   return server.start {
     workers = o.workers or 1,
+    -- Connections spread over the workers by the kernel: a worker that
+    -- does not block would otherwise take them all.
+    reuseport = (o.workers or 1) > 1,
     lua_cpath = hosts.cpath(),
     lua_path = root .. "/" .. EXAMPLES .. "?.lua;" .. root .. "/lua/?.lua",
     env = {
@@ -373,8 +376,12 @@ describe("OpenResty", function()
       for i, t in ipairs(bodies) do assert.equal(204, t.status, urls[i]) end
       assert.equal(32, #times)
       assert.truthy(max(times) < util.within(1), "slowest pin " .. max(times) .. " s")
+      -- The plain location kept answering at once; its slowest answer (on a
+      -- machine this suite keeps busy) stays well under one blocked pin.
       assert.truthy(#plain >= 3, #plain)
-      assert.truthy(max(plain) < util.within(0.1), "slowest /plain " .. max(plain) .. " s")
+      table.sort(plain)
+      assert.truthy(plain[math.ceil(#plain / 2)] < util.within(0.02), "median /plain " .. plain[math.ceil(#plain / 2)])
+      assert.truthy(max(plain) < util.within(0.25), "slowest /plain " .. max(plain) .. " s")
     end)
 
     it("unlike the blocking pin, which holds the worker", function()
@@ -392,7 +399,7 @@ describe("OpenResty", function()
     local periskope_srv, app
 
     setup(function()
-      periskope_srv = server.start { rate_limit = 5, window = 2 }
+      periskope_srv = server.start { rate_limit = 5, window = 1 }
       app = start_app(periskope_srv, { workers = 4 })
     end)
 

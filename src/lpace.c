@@ -37,6 +37,7 @@ typedef struct psk_limiter {
   char prefix[LPACE_PREFIX_MAX + 1];
   char cache_name[LPACE_NAME_MAX];   /* the last budget seen in Redis */
   char cache_val[PSK_BUDGET_TEXT];
+  unsigned long seq;                 /* shared_dict: lock tokens made */
   double resting_until;              /* after a failure: try again then */
 } psk_limiter;
 
@@ -103,8 +104,8 @@ static int lock_is_ours(lua_State *L, int dict, const char *lock,
 
 static int dict_run(lua_State *L, int lim, const char *name, psk_pace_op *op,
                     double mono_now, char *err, size_t err_cap) {
-  static unsigned long seq;
-  char lock[LPACE_NAME_MAX + 8], token[48];
+  psk_limiter *self = lpace_test(L, lim);
+  char lock[LPACE_NAME_MAX + 8], token[64];
   double deadline = mono_now + LOCK_WAIT;
   int dict, base, rc = LPACE_OK;
   psk_getuvtable(L, lim);
@@ -113,7 +114,11 @@ static int dict_run(lua_State *L, int lim, const char *name, psk_pace_op *op,
   base = dict;
   snprintf(lock, sizeof lock, "%s:lock", name);
   /* Ours alone: a holder whose lock expired under it finds it taken. */
-  snprintf(token, sizeof token, "%ld:%lu", (long)getpid(), ++seq);
+  /* The limiter's own counter (no C static: Lua states of several threads
+     may use the module at once), and its address for states that share a
+     process. */
+  snprintf(token, sizeof token, "%ld:%p:%lu", (long)getpid(), (void *)self,
+           ++self->seq);
   for (;;) { /* the lock: add fails while another holder has it */
     update_nginx_time(L);
     if (dict_call(L, dict, "add", lock, token, LOCK_TTL, err, err_cap) != 0) {

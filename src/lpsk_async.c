@@ -291,27 +291,35 @@ static void req_headers(lua_State *L, psk_request *r, psk_buf *keytext) {
   lua_pop(L, 1); /* the headers table; the block stays */
 }
 
+/* Raises for a buffer that refused an append: out of memory, or why. */
+static void too_long(lua_State *L, int st, const char *why) {
+  if (st == PSK_NOMEM) luaL_error(L, "periskope: out of memory");
+  luaL_argerror(L, 1, why);
+}
+
 /* The request's URL at 1 into r->url and its origin (scheme, host and
    port: what a transport is kept for) into origin: the origin by the
    rules of base_url (http only to loopback), the rest a path without a
    query, fragment, space, control or non-ASCII byte. [-0, +0, v] */
 static void req_url(lua_State *L, psk_request *r, psk_buf *origin) {
   size_t n, i, path;
+  int st;
   psk_err e;
   const char *url = req_string(L, "url", &n, 0);
   const char *sep = strstr(url, "://");
   path = sep ? (size_t)(sep - url) + 3 : n;
   while (path < n && url[path] != '/') path++;
-  if (psk_normalize_base_url(url, path, origin, &e) != PSK_OK)
-    luaL_argerror(L, 1, lua_pushfstring(L, "field 'url' %s", e.msg));
+  if ((st = psk_normalize_base_url(url, path, origin, &e)) != PSK_OK)
+    too_long(L, st == PSK_INVALID ? PSK_TOO_LARGE : st,
+             lua_pushfstring(L, "field 'url' %s", e.msg));
   for (i = path; i < n; i++) {
     unsigned char c = (unsigned char)url[i];
     if (c <= 0x20 || c >= 0x7f || c == '?' || c == '#' || c == '\\')
       luaL_argerror(L, 1, "field 'url' must have a plain path (no query, "
                           "fragment, space or control byte)");
   }
-  if (psk_buf_append(&r->url, url, n) != PSK_OK)
-    luaL_argerror(L, 1, "field 'url' is longer than a pin's URL");
+  if ((st = psk_buf_append(&r->url, url, n)) != PSK_OK)
+    too_long(L, st, "field 'url' is longer than a pin's URL");
 }
 
 /* The transport kept for key in this state's module state, or a new one
@@ -392,6 +400,7 @@ int lpsk_mod_perform(lua_State *L) {
   size_t blen = 0, calen = 0;
   double max_body;
   char key[65];
+  int st;
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_settop(L, 1);
   /* Created empty, metatable set, then filled: __gc always finds it
@@ -405,8 +414,8 @@ int lpsk_mod_perform(lua_State *L) {
 
   req_url(L, &p->req, &p->origin);
   body = req_string(L, "body", &blen, 1);
-  if (body && psk_buf_append(&p->req.body, body, blen) != PSK_OK)
-    luaL_argerror(L, 1, "field 'body' is longer than a pin's body");
+  if (body && (st = psk_buf_append(&p->req.body, body, blen)) != PSK_OK)
+    too_long(L, st, "field 'body' is longer than a pin's body");
   p->cfg.timeout = req_number(L, "timeout", 30, 86400);
   p->cfg.connect_timeout = req_number(L, "connect_timeout", 10, 86400);
   max_body = req_number(L, "max_body", 1048576, 1073741824.0);

@@ -211,6 +211,23 @@ static const struct scenario {
      "local l = { { message_id = 'a' }, { message_id = 'b' }, { message_id = 'c' } }\n"
      "return function() return c:pin_many(l, { concurrency = 2 }) end,\n"
      "  function() many_ok(c, l) end\n"},
+    {"pin_job", /* the job driven from Lua, its exchange by perform */
+     "local c = client {}\n"
+     "local function drive(id)\n"
+     "  local job = c:pin_job { message_id = id, time = 7 }\n"
+     "  local a, x, y, z = job:step()\n"
+     "  while a ~= 'done' do\n"
+     "    if a == 'send' then a, x, y, z = job:step(p.perform(x))\n"
+     "    else a, x, y, z = job:step() end\n"
+     "  end\n"
+     "  return x, y, z\n"
+     "end\n"
+     "return function() return drive('oom@job') end,\n"
+     "  function()\n"
+     "    local r = assert(drive('after'))\n"
+     "    assert(r.status == 204, r.status)\n"
+     "    c:close()\n"
+     "  end\n"},
     {"build_pin",
      "local c = client {}\n"
      "return function()\n"

@@ -19,6 +19,7 @@
 --     lua_path = nil, lua_cpath = nil, -- put before the default lua_package_(c)path
 --     env = nil,                       -- name -> value: nginx's environment at start
 --     tls = false,                     -- true: a second, TLS listener too (below)
+--     reuseport = false,               -- true: the kernel spreads connections over the workers
 --   }
 --   srv.port, srv.url ("http://127.0.0.1:<port>"), srv.base_url (url .. "/v1"),
 --   srv.pid (nginx master), srv.api_key
@@ -53,7 +54,7 @@ local OPTIONS = {
   retry_after = "boolean", keepalive_timeout = "number", latency = "number",
   workers = "number", connections = "number", extra_http = "string",
   extra_main = "string", extra_server = "string", lua_path = "string",
-  lua_cpath = "string", env = "table", tls = "boolean",
+  lua_cpath = "string", env = "table", tls = "boolean", reuseport = "boolean",
 }
 
 local DEFAULTS = {
@@ -260,7 +261,7 @@ local function nginx_conf(dir, port, o)
   add("  lua_shared_dict periskope_mock_requests 16m;")  -- ~25k typical records
   add("  lua_socket_log_errors off;")
   add("  server {")
-  add("    listen 127.0.0.1:", port, ";")
+  add("    listen 127.0.0.1:", port, o.reuseport and " reuseport" or "", ";")
   if o.tls then
     add("    listen 127.0.0.1:", o.tls_port, " ssl;")
     add("    ssl_certificate ", cq(dir .. "/server.pem"), ";")
