@@ -84,18 +84,7 @@ local function exchange(req)
 end
 
 return function(client, args)
-  local job = client:pin_job(args)
-  local action, a, b, c = job:step()
-  while true do
-    if action == "send" then
-      action, a, b, c = job:step(exchange(a))
-    elseif action == "wait" then
-      ngx.sleep(a)
-      action, a, b, c = job:step()
-    else
-      return a, b, c
-    end
-  end
+  return require("periskope.ngx").drive(client:pin_job(args), exchange)
 end
 ]==]
 

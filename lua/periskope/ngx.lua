@@ -84,7 +84,13 @@ function M.pin(client, args)
     error(("periskope: periskope.ngx.pin cannot wait in the %s phase (use rewrite, access, content"
       .. " or a timer; client:pin blocks the worker but works anywhere)"):format(phase), 2)
   end
-  local job = client:pin_job(args)
+  return M.drive(client:pin_job(args), exchange)
+end
+
+-- Steps job to its end on this coroutine: each "send" through
+-- exchange(request), which returns what job:step takes; each "wait" an
+-- ngx.sleep. Returns what pin returns.
+function M.drive(job, exchange)
   local action, a, b, c = job:step()
   while true do
     if action == "send" then
