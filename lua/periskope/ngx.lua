@@ -88,13 +88,13 @@ function M.pin(client, args)
 end
 
 -- Steps job to its end on this coroutine: each "send" through
--- exchange(request), which returns what job:step takes; each "wait" an
+-- send(request), which returns what job:step takes; each "wait" an
 -- ngx.sleep. Returns what pin returns.
-function M.drive(job, exchange)
+function M.drive(job, send)
   local action, a, b, c = job:step()
   while true do
     if action == "send" then
-      action, a, b, c = job:step(exchange(a))
+      action, a, b, c = job:step(send(a))
     elseif action == "wait" then
       ngx.sleep(a)
       action, a, b, c = job:step()
