@@ -134,30 +134,32 @@ describe("periskope (the command)", function()
       finally(function()
         slow:stop()
         os.remove(path)
-        for _, s in ipairs { "", ".out", ".cmdline", ".environ" } do os.remove(tmp .. s) end
+        for _, s in ipairs { "", ".out", ".pid", ".exit" } do os.remove(tmp .. s) end
       end)
-      -- Started in the background; once the server has the request (it
-      -- answers 1.5 s later), the process's /proc entries are copied.
-      local out, code = sh(table.concat({
-        command(slow, { "pin", "--key-file", path, "inflight" },
-          { env = { PERISKOPE_API_KEY = false } }) .. " >" .. sq(tmp .. ".out") .. " 2>&1 </dev/null &",
-        "pid=$!",
-        "i=0",
-        "until curl -s --noproxy '*' " .. sq(slow.url .. "/_mock/stats")
-          .. " | grep -q '\"requests\":1[,}]'; do",
-        "  i=$((i+1)); [ $i -ge 400 ] && { echo 'no request'; break; }; sleep 0.025",
-        "done",
-        "tr '\\0' ' ' </proc/$pid/cmdline >" .. sq(tmp .. ".cmdline"),
-        "tr '\\0' '\\n' </proc/$pid/environ >" .. sq(tmp .. ".environ"),
-        "kill -0 $pid && echo 'in flight'",
-        "wait $pid; echo \"exit=$?\"",
-      }, "\n"))
-      assert.equal(0, code)
-      assert.truthy(out:find("in flight\nexit=0\n", 1, true), out)
-      local cmdline = read_file(tmp .. ".cmdline")
+      -- Started in the background (a subshell waits for it and writes its
+      -- exit status); once the server has the request (it answers 1.5 s
+      -- later), the process's /proc entries are read.
+      sh("(" .. command(slow, { "pin", "--key-file", path, "inflight" }, { env = { PERISKOPE_API_KEY = false } })
+        .. " >" .. sq(tmp .. ".out") .. " 2>&1 </dev/null & echo $! > " .. sq(tmp .. ".pid")
+        .. "; wait $!; echo $? > " .. sq(tmp .. ".exit") .. ") >/dev/null 2>&1 </dev/null &")
+      local socket = require "socket"
+      local function wait_for(what, fn)
+        local deadline = socket.gettime() + 20
+        while not fn() do
+          assert(socket.gettime() < deadline, "waited too long for " .. what)
+          socket.sleep(0.01)
+        end
+      end
+      wait_for("the command's pid", function() return (read_file(tmp .. ".pid") or ""):match("%d+") end)
+      local pid = read_file(tmp .. ".pid"):match("%d+")
+      wait_for("the request", function() return slow:stats().requests >= 1 end)
+      local cmdline = (read_file("/proc/" .. pid .. "/cmdline") or ""):gsub("%z", " ")
+      local environ = (read_file("/proc/" .. pid .. "/environ") or ""):gsub("%z", "\n")
+      assert.is_nil(read_file(tmp .. ".exit"), "the pin was over before its answer")
+      wait_for("the command's exit", function() return (read_file(tmp .. ".exit") or ""):match("%d+") end)
+      assert.equal("0", read_file(tmp .. ".exit"):match("%d+"))
       assert.truthy(cmdline:find("--key-file " .. path .. " inflight", 1, true), cmdline)
       assert.falsy(cmdline:find("SENTINEL", 1, true), cmdline)
-      local environ = read_file(tmp .. ".environ")
       assert.truthy(environ:find("PERISKOPE_BASE_URL=", 1, true))
       assert.falsy(environ:find("SENTINEL", 1, true))
       local result = read_file(tmp .. ".out")

@@ -266,7 +266,9 @@ describe("periskope.limiter", function()
         local t0 = now()
         assert.equal(204, c:pin { message_id = "m2" }.status)
         local took = now() - t0
-        assert.is_true(took < util.within(0.6), ("the pin took %.2f s"):format(took))
+        -- The store's timeout (0.2 s) and the pin itself, with room for a
+        -- loaded machine; a store waited on without a timeout would hang.
+        assert.is_true(took < util.within(1), ("the pin took %.2f s"):format(took))
         local ev = of_type(events, "limiter")
         assert.equal(1, #ev)
         assert.truthy(ev[1].error:find("redis 127.0.0.1:" .. rd.port, 1, true), ev[1].error)
