@@ -120,7 +120,8 @@ describe("periskope.limiter", function()
 
   describe("shared_dict", function()
     local srv
-    setup(function() srv = server.start { rate_limit = 3, window = 2 } end)
+    -- The window outlasts three pins even when valgrind slows the client.
+    setup(function() srv = server.start { rate_limit = 3, window = 2 * util.TIME_SCALE } end)
     teardown(function() srv:stop() end)
     before_each(function() srv:reset() end)
 
@@ -170,7 +171,7 @@ describe("periskope.limiter", function()
   describe("redis #redis", function()
     local srv, rd
     setup(function()
-      srv = server.start { rate_limit = 3, window = 2 }
+      srv = server.start { rate_limit = 3, window = 2 * util.TIME_SCALE }
       rd = redis.start()
     end)
     teardown(function()

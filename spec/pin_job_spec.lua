@@ -169,7 +169,9 @@ describe("periskope.perform", function()
   before_each(function() srv:reset() end)
 
   local function request(over)
-    local c = util.client(srv, { base_url = srv.https_base_url, ca_file = srv.ca_file })
+    -- Roomy timeouts: a TLS handshake under valgrind is slow.
+    local c = util.client(srv, { base_url = srv.https_base_url, ca_file = srv.ca_file,
+      timeout = 30, connect_timeout = 30 })
     local _, req = c:pin_job({ message_id = "p" }):step()
     c:close()
     for k, v in pairs(over or {}) do req[k] = v end
