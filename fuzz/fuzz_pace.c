@@ -9,7 +9,9 @@
  * including absent (-1) and absurd ones.
  *
  * A sixth opcode runs the shared stores' operation (psk_pace_apply_text)
- * on the budget's text, seeded with the budget itself.
+ * on the budget's text, seeded with the budget itself; a seventh and
+ * eighth take in queue order (psk_pace_apply) as one of four waiters,
+ * each holding the ticket its last take gave it.
  *
  * Invariants: text that decodes re-encodes to text that decodes to the
  * same budget (text is what stores keep); counts never go negative; a
@@ -17,7 +19,11 @@
  * > 0 only with a known reset (at most the time to it, or the probe
  * hold); the budget always encodes within PSK_BUDGET_TEXT; the clock's
  * lower bound never passes its upper one; SHA-256 gives 64 hex digits,
- * the same for the same input.
+ * the same for the same input. The queue: tickets strictly increasing,
+ * none above the last given, at most PSK_QUEUE_MAX; a take that goes
+ * leaves no ticket, one that waits holds one in the queue (unless it is
+ * full); no unforced take goes while as many tickets as free slots are
+ * ahead of it; a new ticket is the last given.
  */
 #include <math.h>
 
@@ -30,13 +36,44 @@ static int same(const psk_budget *a, const psk_budget *b) {
   return a->learned == b->learned && a->unlimited == b->unlimited &&
          a->reset == b->reset && a->prev == b->prev && a->limit == b->limit &&
          a->cap == b->cap && a->taken == b->taken &&
-         a->inflight == b->inflight && fabs(a->lease - b->lease) < 0.0006;
+         a->inflight == b->inflight && fabs(a->lease - b->lease) < 0.0006 &&
+         a->queue.last == b->queue.last && a->queue.n == b->queue.n &&
+         memcmp(a->queue.id, b->queue.id,
+                (size_t)a->queue.n * sizeof a->queue.id[0]) == 0 &&
+         memcmp(a->queue.until, b->queue.until,
+                (size_t)a->queue.n * sizeof a->queue.until[0]) == 0;
+}
+
+static void check_queue(const psk_queue *q) {
+  int i;
+  FUZZ_CHECK(q->n >= 0 && q->n <= PSK_QUEUE_MAX && q->last >= 0);
+  for (i = 0; i < q->n; i++) {
+    FUZZ_CHECK(q->id[i] >= 1 && q->id[i] <= q->last && q->until[i] >= 0);
+    if (i) FUZZ_CHECK(q->id[i] > q->id[i - 1]);
+  }
+}
+
+static int holds(const psk_queue *q, long long t) {
+  int i;
+  for (i = 0; i < q->n; i++)
+    if (q->id[i] == t) return 1;
+  return 0;
+}
+
+/* Tickets in q lower than t (all of them for t = 0) whose lease has not
+   ended at now. */
+static long long ahead_of(const psk_queue *q, long long t, double now) {
+  long long k = 0;
+  int i;
+  for (i = 0; i < q->n; i++)
+    if ((t == 0 || q->id[i] < t) && (double)q->until[i] >= now * 10) k++;
+  return k;
 }
 
 /* Text round trip: encode, decode, encode again gives the same text. */
 static void round_trip(const psk_budget *b) {
   char t1[PSK_BUDGET_TEXT], t2[PSK_BUDGET_TEXT];
-  psk_budget d;
+  static psk_budget d;
   size_t n = psk_budget_encode(b, t1);
   FUZZ_CHECK(n > 0 && n < PSK_BUDGET_TEXT && strlen(t1) == n);
   FUZZ_CHECK(psk_budget_decode(&d, t1, n) == 0);
@@ -55,7 +92,8 @@ static long long header_value(uint8_t a, uint8_t b) {
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-  psk_budget b;
+  static psk_budget b; /* static: a budget with its queue is large */
+  long long tickets[4] = {0, 0, 0, 0};
   psk_clock k = {0, 0, 0};
   const uint8_t *nl = memchr(data, '\n', size);
   size_t tlen = nl ? (size_t)(nl - data) : size, i;
@@ -67,9 +105,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   for (i = 0; i < 64; i++) FUZZ_CHECK(strchr("0123456789abcdef", hex[i]));
 
   if (psk_budget_decode(&b, (const char *)data, tlen) == 0) {
+    check_queue(&b.queue);
     round_trip(&b);
   } else {
-    psk_budget fresh;
+    static psk_budget fresh;
     psk_budget_init(&fresh);
     FUZZ_CHECK(same(&b, &fresh));
   }
@@ -82,10 +121,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                  (double)((p[1] & 0x7f) << 8 | p[2]) / 16.0;
     double lease = (double)p[3] / 4.0, probe = (double)(p[4] % 64) / 100.0;
     long long taken = b.taken, inflight = b.inflight;
-    switch (p[0] % 6) {
+    switch (p[0] % 8) {
     case 0:
     case 1: {
-      int force = p[0] % 6 == 1;
+      int force = p[0] % 8 == 1;
       double d = psk_budget_take(&b, now, lease, force, probe);
       FUZZ_CHECK(isfinite(d));
       if (force) FUZZ_CHECK(d == 0);
@@ -105,14 +144,62 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
     case 2:
     case 3:
-      psk_budget_settle(&b, p[0] % 6 == 2, header_value(p[5], p[6]),
+      psk_budget_settle(&b, p[0] % 8 == 2, header_value(p[5], p[6]),
                         header_value(p[7], p[8]), header_value(p[9], p[10]));
       FUZZ_CHECK(b.inflight == (inflight > 0 ? inflight - 1 : 0));
       break;
+    case 6:
+    case 7: {
+      /* One of four waiters takes in queue order; now moves on a little
+         from the last, as a clock does, or jumps. */
+      long long *t = &tickets[p[5] % 4], given = *t, last = b.queue.last;
+      long long free_slots = b.cap - b.taken;
+      psk_pace_op op;
+      memset(&op, 0, sizeof op);
+      op.now = now;
+      op.lease = lease;
+      op.force = p[0] % 8 == 7 && (p[5] & 0x80);
+      op.probe = probe;
+      op.ticket = p[5] & 0x40 ? (long long)p[6] : given;
+      given = op.ticket;
+      {
+        /* Who is ahead, as the take will see it: after the rollover. */
+        long long ahead = given > 0 && given <= last
+                              ? ahead_of(&b.queue, given, now)
+                              : ahead_of(&b.queue, 0, now);
+        int rolls = b.learned && !b.unlimited && b.reset &&
+                    now >= (double)b.reset;
+        int learned = b.learned, unlimited = b.unlimited;
+        long long reset = b.reset;
+        psk_pace_apply(&b, &op);
+        /* Or the budget is spent with no reset known and nothing in
+           flight: the queue's first finds out. */
+        if (op.delay == 0 && !op.force && learned && !unlimited && !rolls)
+          FUZZ_CHECK(free_slots - ahead >= 1 || (ahead == 0 && reset == 0));
+      }
+      *t = op.ticket;
+      FUZZ_CHECK(isfinite(op.delay));
+      if (op.force) FUZZ_CHECK(op.delay == 0);
+      if (op.delay == 0) {
+        FUZZ_CHECK(op.ticket == 0);
+        if (given > 0) FUZZ_CHECK(!holds(&b.queue, given));
+      } else if (op.ticket) {
+        FUZZ_CHECK(op.ticket <= b.queue.last);
+        FUZZ_CHECK(holds(&b.queue, op.ticket) ||
+                   b.queue.n == PSK_QUEUE_MAX);
+        if (given <= 0 || given > last)
+          FUZZ_CHECK(op.ticket == b.queue.last && op.ticket == last + 1);
+      } else {
+        FUZZ_CHECK(b.queue.n == PSK_QUEUE_MAX || last >= 1000000000000000LL);
+      }
+      check_queue(&b.queue);
+      break;
+    }
     case 5: {
       char text[PSK_BUDGET_TEXT], out[PSK_BUDGET_TEXT];
       size_t tn = psk_budget_encode(&b, text);
-      psk_budget seed = b;
+      static psk_budget seed;
+      seed = b;
       psk_pace_op op;
       memset(&op, 0, sizeof op);
       op.settle = p[5] & 1;
@@ -126,6 +213,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       op.limit = header_value(p[7], p[8]);
       op.remaining = header_value(p[9], p[10]);
       op.reset = header_value(p[11], p[6]);
+      op.ticket = tickets[p[6] % 4];
       psk_pace_apply_text(p[5] & 0x10 ? "" : text, p[5] & 0x10 ? 0 : tn, &op,
                           out);
       FUZZ_CHECK(strlen(out) < PSK_BUDGET_TEXT);

@@ -15,6 +15,26 @@
 
 #include <stddef.h>
 
+/* The processes waiting for a slot of a shared budget, in the order they
+   began to wait. A waiter holds a ticket: a number the store gives in
+   increasing order, kept in the queue with a lease (a process that dies
+   waiting stops holding its place when the lease ends). Only as many
+   waiters as there are free slots may take one, oldest first; one who
+   has none yet waits behind all. At most PSK_QUEUE_MAX tickets: past
+   that a waiter waits without one, behind the queue, until there is
+   room (a race among those, as before the queue). */
+#define PSK_QUEUE_MAX 128
+#define PSK_TICKET_GRACE 3.0 /* s a ticket outlasts the wait its holder was
+                                told of (its next ask renews it) */
+#define PSK_TICKET_RENEW 1.0 /* s a lease must gain to be written again */
+typedef struct psk_queue {
+  long long last;                 /* the last ticket given; 0: none yet */
+  int n;                          /* tickets waiting, lowest (oldest) first */
+  long long id[PSK_QUEUE_MAX];
+  long long until[PSK_QUEUE_MAX]; /* server time, in tenths of a second,
+                                     after which the ticket is void */
+} psk_queue;
+
 typedef struct psk_budget {
   int learned;        /* an answer has come: the rest means something */
   int unlimited;      /* the server sends no rate-limit headers */
@@ -25,6 +45,7 @@ typedef struct psk_budget {
   long long taken;    /* requests counted against this window */
   long long inflight; /* requests started and not yet settled */
   double lease;       /* server time after which in-flight ones are void */
+  psk_queue queue;    /* waiters (shared stores; see psk_pace_apply) */
 } psk_budget;
 
 void psk_budget_init(psk_budget *b);
@@ -55,10 +76,13 @@ void psk_budget_settle(psk_budget *b, int answered, long long limit,
 void psk_budget_learn(psk_budget *b, long long limit, long long remaining,
                       long long reset);
 
-/* The budget as text for a shared store (at most PSK_BUDGET_TEXT bytes
-   with the NUL), and back. decode returns 0 on success; on text it does
-   not recognise it returns -1 and leaves a fresh budget. */
-#define PSK_BUDGET_TEXT 128
+/* The budget and its queue as text for a shared store (at most
+   PSK_BUDGET_TEXT bytes with the NUL: room for a full queue of the
+   largest numbers decode accepts), and back. decode also reads the text
+   of the version before the queue ("p1": no one waiting); it returns 0
+   on success; on text it does not recognise it returns -1 and leaves a
+   fresh budget. */
+#define PSK_BUDGET_TEXT 4608
 size_t psk_budget_encode(const psk_budget *b, char *out);
 int psk_budget_decode(psk_budget *b, const char *text, size_t len);
 
@@ -97,10 +121,17 @@ typedef struct psk_pace_op {
   int answered;  /* settle: a response came, with these (-1: absent) */
   long long limit, remaining, reset;
   double delay;  /* take: the answer (see psk_budget_take) */
+  long long ticket; /* take: in, the taker's ticket from an earlier ask of
+                       the same wait (0: none); out, its ticket while it
+                       waits (0: it took a slot, or the queue is full) */
 } psk_pace_op;
 
-/* Runs op on b: seeds a budget that has learned nothing from op->seed,
-   counts the unsettled slots out, then takes or settles. */
+/* Runs op on b: seeds a budget that has learned nothing from op->seed
+   (its queue stays), counts the unsettled slots out, then takes or
+   settles. A take is served in queue order (psk_queue): it may take a
+   slot only if fewer tickets than free slots are ahead of it; otherwise
+   it waits, with a ticket (given on its first ask, renewed on later
+   ones). A forced take goes at once and leaves the queue. */
 void psk_pace_apply(psk_budget *b, psk_pace_op *op);
 /* The same on a stored text budget cur (len bytes; "" or text it does
    not recognise: a fresh budget); the new text goes to out ("" when it
