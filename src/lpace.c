@@ -10,6 +10,9 @@
  *     worker that dies holding it cannot wedge the others;
  *   - Redis: a compare-and-set script (psk_redis), retried with the value
  *     it returns when another process changed the budget first.
+ * The text holds the queue of waiters too (psk_queue), so a take is
+ * served in the order the waiters began to wait with no more than this:
+ * the stores carry a longer text, never a second key or a second step.
  */
 #define _POSIX_C_SOURCE 200809L
 #include "lpace.h"
