@@ -465,7 +465,8 @@ describe("periskope.limiter", function()
       assert.equal("/v1/message/after/pin", reqs[#reqs].uri)
       local at = reqs[#reqs].time
       assert.is_true(at >= lease - 0.05, ("went at %.2f, before the lease's end %.2f"):format(at, lease))
-      assert.is_true(at <= lease + util.within(1.5), ("went at %.2f, long after the lease's end %.2f"):format(at, lease))
+      assert.is_true(at <= lease + util.within(1.5),
+        ("went at %.2f, long after the lease's end %.2f"):format(at, lease))
       assert.is_nil(srv:stats().statuses[429])
       assert.equal(0, #of_type(events, "limiter"))
       assert.equal(0, queued())
