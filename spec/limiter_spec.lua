@@ -430,35 +430,55 @@ describe("periskope.limiter", function()
       return code == 0
     end
 
-    local function queued() return stored_queue(rd:cli("GET", name())).n end
+    local function queue() return stored_queue(rd:cli("GET", name())) end
+
+    -- Starts a waiter, and waits until it holds a ticket (the store gave
+    -- one more) or has ended (it came when a slot was free: on a loaded
+    -- machine a process may start a window late). Its pid, and the ticket.
+    local function start_waiter(id)
+      local last = queue().last
+      local pid = waiter(id)
+      wait_for(id .. " to wait or end", 10, function() return queue().last > last or not running(pid) end)
+      return pid, queue().last > last and queue().last or nil
+    end
+
+    local function pinned()
+      local ids = {}
+      for _, r in ipairs(srv:requests()) do ids[#ids + 1] = r.uri:match("/message/([^/]+)/pin") end
+      return ids
+    end
 
     it("serves waiters of several processes in the order they began to wait", function()
       local c = util.client(srv, { limiter = periskope.limiter.redis { port = rd.port } })
       assert.equal(204, c:pin { message_id = "first" }.status)   -- the window's one slot
-      -- Each starts waiting once the one before holds its ticket.
+      -- Each starts once the one before waits (or is done).
       local started = {}
-      for i = 1, 3 do
-        started[i] = waiter("w" .. i)
-        wait_for(i .. " waiting", 5, function() return queued() == i end)
-      end
+      for i = 1, 3 do started[i] = start_waiter("w" .. i) end
       for i = 1, 3 do wait_for("w" .. i .. " to end", 10, function() return not running(started[i]) end) end
-      local order = {}
-      for _, r in ipairs(srv:requests()) do order[#order + 1] = r.uri:match("/message/([^/]+)/pin") end
-      assert.same({ "first", "w1", "w2", "w3" }, order)
+      assert.same({ "first", "w1", "w2", "w3" }, pinned())
       for i = 1, 3 do assert.equal("204", server.read_file(dir .. "/w" .. i .. ".out")) end
       assert.is_nil(srv:stats().statuses[429])
-      assert.equal(0, queued())
+      assert.equal(0, queue().n)
       c:close()
     end)
 
     it("a waiter that dies holds its place until its ticket's lease ends, no longer", function()
       local events, hook = recorder()
       local c = util.client(srv, { limiter = periskope.limiter.redis { port = rd.port }, on_event = hook })
-      assert.equal(204, c:pin { message_id = "first" }.status)
-      local pid = waiter("dies")
-      wait_for("the waiter's ticket", 5, function() return queued() == 1 end)
-      sh("kill -KILL " .. pid)
-      local lease = stored_queue(rd:cli("GET", name())).tickets[1]["until"]
+      -- A waiter killed while it holds a ticket (again, should it get a
+      -- slot before it waits or before it is killed).
+      local lease
+      for attempt = 1, 5 do
+        assert.equal(204, c:pin { message_id = "first" .. attempt }.status)
+        local pid, ticket = start_waiter("dies" .. attempt)
+        sh("kill -KILL " .. pid)
+        wait_for("the waiter's end", 5, function() return not running(pid) end)
+        for _, t in ipairs(queue().tickets) do
+          if t.id == ticket then lease = t["until"] end
+        end
+        if lease then break end
+      end
+      assert.truthy(lease, "no waiter died holding its ticket in 5 attempts")
       -- Behind the dead ticket, this one waits out its lease, then goes.
       assert.equal(204, c:pin { message_id = "after" }.status)
       local reqs = srv:requests()
@@ -469,7 +489,7 @@ describe("periskope.limiter", function()
         ("went at %.2f, long after the lease's end %.2f"):format(at, lease))
       assert.is_nil(srv:stats().statuses[429])
       assert.equal(0, #of_type(events, "limiter"))
-      assert.equal(0, queued())
+      assert.equal(0, queue().n)
       c:close()
     end)
   end)

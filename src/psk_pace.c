@@ -124,15 +124,16 @@ static int queue_rank(const psk_queue *q, long long t) {
   return i;
 }
 
-/* Ticket t waits until `until` (tenths of a second): a lease that gains
-   less than PSK_TICKET_RENEW is left as it is (so that most asks of a
-   waiter change nothing in the store); a ticket that had left (its lease
-   ran out while its holder still waited) goes back to its place. */
-static void queue_hold(psk_queue *q, long long t, long long until) {
+/* Ticket t waits until `until`, having been told to ask again by
+   `need` (both in tenths of a second): a lease that lasts to `need` is
+   left as it is (so that most asks of a waiter change nothing in the
+   store); a ticket that had left (its lease ran out while its holder
+   still waited) goes back to its place. */
+static void queue_hold(psk_queue *q, long long t, long long until,
+                       long long need) {
   int i = queue_rank(q, t);
   if (i < q->n && q->id[i] == t) {
-    if (until - q->until[i] >= (long long)(PSK_TICKET_RENEW * 10))
-      q->until[i] = until;
+    if (q->until[i] < need) q->until[i] = until;
     return;
   }
   if (q->n == PSK_QUEUE_MAX) return;
@@ -153,10 +154,10 @@ static void queue_leave(psk_queue *q, long long t) {
   q->n--;
 }
 
-/* The lease of a waiter told to wait `delay` at server time now: to the
-   end of that wait and PSK_TICKET_GRACE more, in tenths of a second. */
-static long long ticket_until(double now, double delay) {
-  double x = (now + (delay > 0 ? delay : 0) + PSK_TICKET_GRACE) * 10;
+/* A lease for a waiter told to wait `delay` at server time now: to the
+   end of that wait and `grace` more, in tenths of a second. */
+static long long ticket_until(double now, double delay, double grace) {
+  double x = (now + (delay > 0 ? delay : 0) + grace) * 10;
   long long u;
   if (!(x >= 0)) return 0;
   if (x >= (double)PSK_PACE_MAX) return PSK_PACE_MAX;
@@ -184,7 +185,8 @@ static void queue_take(psk_budget *b, psk_pace_op *op) {
     }
     t = ++q->last;
   }
-  queue_hold(q, t, ticket_until(op->now, op->delay));
+  queue_hold(q, t, ticket_until(op->now, op->delay, PSK_TICKET_GRACE),
+             ticket_until(op->now, op->delay, PSK_TICKET_MARGIN));
   op->ticket = t;
 }
 

@@ -24,9 +24,13 @@
    that a waiter waits without one, behind the queue, until there is
    room (a race among those, as before the queue). */
 #define PSK_QUEUE_MAX 128
-#define PSK_TICKET_GRACE 3.0 /* s a ticket outlasts the wait its holder was
-                                told of (its next ask renews it) */
-#define PSK_TICKET_RENEW 1.0 /* s a lease must gain to be written again */
+#define PSK_TICKET_GRACE 3.0  /* s a ticket outlasts the wait its holder
+                                 was told of (its next ask renews it) */
+#define PSK_TICKET_MARGIN 1.0 /* s: a lease is written again only when it
+                                 would end less than this after the
+                                 holder's next ask, so that a waiter
+                                 writes about every other window, not at
+                                 each ask */
 typedef struct psk_queue {
   long long last;                 /* the last ticket given; 0: none yet */
   int n;                          /* tickets waiting, lowest (oldest) first */

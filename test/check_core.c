@@ -2006,6 +2006,14 @@ static void settle_answer(psk_budget *b, long long remaining,
   psk_pace_apply(b, &op);
 }
 
+/* The lease of ticket t in q, or -1. */
+static long long lease_of(const psk_queue *q, long long t) {
+  int i;
+  for (i = 0; i < q->n; i++)
+    if (q->id[i] == t) return q->until[i];
+  return -1;
+}
+
 /* The queue: waiters are served in the order they began to wait, across
    windows; a ticket whose holder stopped asking expires; the text keeps
    it all. */
@@ -2093,12 +2101,16 @@ static void test_pace_queue(void) {
   t[3] = 99;
   CHECK(queued_take(&b, &t[3], 2004) < 0 && t[3] == 3);
 
-  /* A lease is written again only when it gains PSK_TICKET_RENEW. */
-  before = b.queue.until[2];
-  CHECK(queued_take(&b, &t[3], 2004 + PSK_TICKET_RENEW / 2) < 0);
-  CHECK(b.queue.until[2] == before);
-  CHECK(queued_take(&b, &t[3], 2004 + PSK_TICKET_RENEW + 0.1) < 0);
-  CHECK(b.queue.until[2] > before);
+  /* A lease is written again only when it would end less than
+     PSK_TICKET_MARGIN after the holder's next ask. */
+  before = lease_of(&b.queue, 3);
+  CHECK(before == (2004 + (long long)PSK_TICKET_GRACE) * 10);
+  CHECK(queued_take(&b, &t[3],
+                    2004 + PSK_TICKET_GRACE - PSK_TICKET_MARGIN - 0.1) < 0);
+  CHECK(lease_of(&b.queue, 3) == before);
+  CHECK(queued_take(&b, &t[3],
+                    2004 + PSK_TICKET_GRACE - PSK_TICKET_MARGIN + 0.1) < 0);
+  CHECK(lease_of(&b.queue, 3) > before);
 
   /* A forced take goes at once and leaves the queue. */
   {

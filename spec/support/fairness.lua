@@ -13,7 +13,9 @@
 --   r.total (pins), r.ok (answered 204), r.answered429 (answers 429 the
 --   server sent), r.elapsed (s, start to the last process's end), r.ideal
 --   (s: total / rate * window), r.waits (each pin's seconds, sorted),
---   r.slowest, r.p99, r.span (first to last request, server clock)
+--   r.slowest, r.p99, r.span (first to last request, server clock),
+--   r.store_failures (limiter events: asks the store did not answer, so
+--   that a pin was paced by its process alone) and r.store_error (one)
 local server = require "spec.support.server"
 local redis = require "spec.support.redis"
 local hosts = require "spec.support.hosts"
@@ -62,7 +64,7 @@ function M.run(opts)
       local t0 = now()
       sh(table.concat(lines, "\n"))
       r.elapsed = now() - t0
-      r.waits, r.ok, r.lines = {}, 0, 0
+      r.waits, r.ok, r.lines, r.store_failures = {}, 0, 0, 0
       for i = 1, procs do
         local text = server.read_file(dir .. "/p" .. i) or ""
         for status, took in text:gmatch("p%d+%-%d+ (%S+) ([%d.]+)\n") do
@@ -70,6 +72,9 @@ function M.run(opts)
           if status == "204" then r.ok = r.ok + 1 end
           r.waits[#r.waits + 1] = tonumber(took)
         end
+        local n, why = text:match("\nlimiter failures (%d+) ([^\n]*)")
+        r.store_failures = r.store_failures + (tonumber(n) or 0)
+        if why and why ~= "" then r.store_error = r.store_error or why end
         if r.lines < i * pins and not r.failure then
           r.failure = ("process %d: %s"):format(i, text:sub(1, 400))
         end
@@ -97,8 +102,9 @@ end
 -- bench tabulates.
 function M.line(name, r)
   return ("%s: %d processes x %d pins: %d of %d ok, %d answered 429, %.2f s (ideal %.0f s, %.2fx),"
-    .. " slowest pin %.2f s, p99 %.2f s"):format(name, r.procs, r.total / r.procs, r.ok, r.total,
-    r.answered429, r.elapsed, r.ideal, r.elapsed / r.ideal, r.slowest or -1, r.p99 or -1)
+    .. " slowest pin %.2f s, p99 %.2f s, %d store failures%s"):format(name, r.procs, r.total / r.procs,
+    r.ok, r.total, r.answered429, r.elapsed, r.ideal, r.elapsed / r.ideal, r.slowest or -1, r.p99 or -1,
+    r.store_failures, r.store_error and (" (" .. r.store_error .. ")") or "")
 end
 
 return M

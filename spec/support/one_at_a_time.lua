@@ -2,7 +2,8 @@
 -- bench): pins its ids one at a time, as a request handler does, each
 -- through periskope.pin's wait for a slot of the budget it shares through
 -- Redis with every other such process; prints "<id> <status or error
--- kind> <seconds the pin took>" per id. Run from the checkout's root
+-- kind> <seconds the pin took>" per id, then "limiter failures <n>
+-- [<first error>]" (pins paced alone). Run from the checkout's root
 -- (bench/clock.lua: to the microsecond under LuaJIT, which the runs use).
 --
 --   luajit one_at_a_time.lua PREFIX COUNT     (ids PREFIX-1 ... PREFIX-COUNT)
@@ -25,7 +26,18 @@ if os.getenv("PERISKOPE_LIMITER") ~= "none" then
 end
 -- max_retry_wait: a pin that waits longer than any bound the runs check
 -- still goes, late, rather than give up: its wait is then measured.
-local client = periskope.new { limiter = limiter, max_retry_wait = 120 }
+-- Store failures (limiter events: the pin was paced by this process
+-- alone) are counted, and the first one's error is kept.
+local failures, first_failure = 0, nil
+local client = periskope.new {
+  limiter = limiter, max_retry_wait = 120,
+  on_event = function(ev)
+    if ev.type == "limiter" then
+      failures = failures + 1
+      first_failure = first_failure or ev.error
+    end
+  end,
+}
 
 for k = 1, count do
   local id = prefix .. "-" .. k
@@ -36,3 +48,4 @@ for k = 1, count do
   io.stdout:flush()
 end
 client:close()
+io.stdout:write("limiter failures ", failures, " ", first_failure or "", "\n")
