@@ -9,6 +9,8 @@
 --     rate = 10, window = 2,       -- the server's budget: rate per window (s)
 --     lua = "luajit",              -- the interpreter of the processes
 --     control = false,             -- true: no limiter (each paces alone)
+--     cpath = nil,                 -- another build of the module (an A/B
+--                                  -- run); default: this checkout's
 --   }
 --   r.total (pins), r.ok (answered 204), r.answered429 (answers 429 the
 --   server sent), r.elapsed (s, start to the last process's end), r.ideal
@@ -40,7 +42,7 @@ function M.run(opts)
   local procs, pins = opts.procs, opts.pins
   local rate, window = opts.rate or 10, opts.window or 2
   local lua = opts.lua or "luajit"
-  local cpath = hosts.build(lua)
+  local cpath = opts.cpath or hosts.build(lua)
   local root = hosts.root()
   local r = { procs = procs, total = procs * pins, ideal = procs * pins / rate * window }
   local dir = sh("mktemp -d \"${TMPDIR:-/tmp}/periskope-fair.XXXXXX\""):match("[^\n]+")
