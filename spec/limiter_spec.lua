@@ -382,30 +382,30 @@ describe("periskope.limiter", function()
       assert.is_nil(out:find("pw-in-debug", 1, true))
       assert.is_nil(out:find(srv.api_key, 1, true))
     end)
-  end)
-  -- Waiters of a shared budget take its slots in the order they began to
-  -- wait, whichever process they are in; one that dies waiting stops
-  -- holding its place when its ticket's lease ends.
-  describe("redis queue #redis", function()
-    local srv, rd, dir
+
+    -- Waiters of a shared budget take its slots in the order they began
+    -- to wait, whichever process they are in; one that dies waiting stops
+    -- holding its place when its ticket's lease ends. On a server of
+    -- their own: 1 request per 1 s window.
+    local queue_srv, dir
     local pids = {}
-    setup(function()
-      srv = server.start { rate_limit = 1, window = 1 }
-      rd = redis.start()
-      dir = sh("mktemp -d \"${TMPDIR:-/tmp}/periskope-queue.XXXXXX\""):match("[^\n]+")
-    end)
     teardown(function()
       for _, pid in ipairs(pids) do sh("kill -KILL " .. pid .. " 2>/dev/null") end
       if dir then sh("rm -rf " .. sq(dir)) end
-      if rd then rd:stop() end
-      if srv then srv:stop() end
-    end)
-    before_each(function()
-      srv:reset()
-      rd:cli("FLUSHALL")
+      if queue_srv then queue_srv:stop() end
     end)
 
-    local function name() return "periskope:" .. sha256_hex(srv.api_key) end
+    -- The queue's server, started once, reset for each spec.
+    local function one_per_window()
+      if not queue_srv then
+        queue_srv = server.start { rate_limit = 1, window = 1 }
+        dir = sh("mktemp -d \"${TMPDIR:-/tmp}/periskope-queue.XXXXXX\""):match("[^\n]+")
+      end
+      queue_srv:reset()
+      return queue_srv
+    end
+
+    local function name() return "periskope:" .. sha256_hex(queue_srv.api_key) end
 
     -- A process (this run's interpreter and module) that pins one id
     -- through the Redis limiter, in the background; its pid.
@@ -418,7 +418,7 @@ describe("periskope.limiter", function()
           limiter = periskope.limiter.redis { port = %d } }
         local res = c:pin { message_id = %q }
         io.stdout:write(res and res.status or "failed")
-      ]]):format(os.getenv("PERISKOPE_CPATH") or "", srv.api_key, srv.base_url, rd.port, id))
+      ]]):format(os.getenv("PERISKOPE_CPATH") or "", queue_srv.api_key, queue_srv.base_url, rd.port, id))
       local pid = sh(util.lua_bin() .. " " .. sq(script) .. " >" .. sq(dir .. "/" .. id .. ".out")
         .. " 2>&1 </dev/null & echo $!"):match("%d+")
       pids[#pids + 1] = pid
@@ -444,12 +444,12 @@ describe("periskope.limiter", function()
 
     local function pinned()
       local ids = {}
-      for _, r in ipairs(srv:requests()) do ids[#ids + 1] = r.uri:match("/message/([^/]+)/pin") end
+      for _, r in ipairs(queue_srv:requests()) do ids[#ids + 1] = r.uri:match("/message/([^/]+)/pin") end
       return ids
     end
 
     it("serves waiters of several processes in the order they began to wait", function()
-      local c = util.client(srv, { limiter = periskope.limiter.redis { port = rd.port } })
+      local c = util.client(one_per_window(), { limiter = periskope.limiter.redis { port = rd.port } })
       assert.equal(204, c:pin { message_id = "first" }.status)   -- the window's one slot
       -- Each starts once the one before waits (or is done).
       local started = {}
@@ -457,14 +457,15 @@ describe("periskope.limiter", function()
       for i = 1, 3 do wait_for("w" .. i .. " to end", 10, function() return not running(started[i]) end) end
       assert.same({ "first", "w1", "w2", "w3" }, pinned())
       for i = 1, 3 do assert.equal("204", server.read_file(dir .. "/w" .. i .. ".out")) end
-      assert.is_nil(srv:stats().statuses[429])
+      assert.is_nil(queue_srv:stats().statuses[429])
       assert.equal(0, queue().n)
       c:close()
     end)
 
     it("a waiter that dies holds its place until its ticket's lease ends, no longer", function()
       local events, hook = recorder()
-      local c = util.client(srv, { limiter = periskope.limiter.redis { port = rd.port }, on_event = hook })
+      local c = util.client(one_per_window(), { limiter = periskope.limiter.redis { port = rd.port },
+        on_event = hook })
       -- A waiter killed while it holds a ticket (again, should it get a
       -- slot before it waits or before it is killed).
       local lease
@@ -481,13 +482,13 @@ describe("periskope.limiter", function()
       assert.truthy(lease, "no waiter died holding its ticket in 5 attempts")
       -- Behind the dead ticket, this one waits out its lease, then goes.
       assert.equal(204, c:pin { message_id = "after" }.status)
-      local reqs = srv:requests()
+      local reqs = queue_srv:requests()
       assert.equal("/v1/message/after/pin", reqs[#reqs].uri)
       local at = reqs[#reqs].time
       assert.is_true(at >= lease - 0.05, ("went at %.2f, before the lease's end %.2f"):format(at, lease))
       assert.is_true(at <= lease + util.within(1.5),
         ("went at %.2f, long after the lease's end %.2f"):format(at, lease))
-      assert.is_nil(srv:stats().statuses[429])
+      assert.is_nil(queue_srv:stats().statuses[429])
       assert.equal(0, #of_type(events, "limiter"))
       assert.equal(0, queue().n)
       c:close()
