@@ -216,7 +216,8 @@ static int redis_run(psk_limiter *lim, const char *name, psk_pace_op *op,
     rc = psk_redis_cas(lim->redis, name, expected, desired,
                        (long)STATE_TTL * 1000, expected, sizeof expected, &len,
                        err, err_cap);
-    if (rc == PSK_REDIS_SET) return redis_done(lim, name, op, &attempt, desired);
+    if (rc == PSK_REDIS_SET)
+      return redis_done(lim, name, op, &attempt, desired);
     if (rc != PSK_REDIS_CHANGED) {
       lim->cache_name[0] = '\0';
       return LPACE_FAILED;

@@ -19,6 +19,12 @@ void psk_budget_init(psk_budget *b) {
   b->limit = -1;
 }
 
+void psk_shared_init(psk_shared *s) {
+  psk_budget_init(&s->budget);
+  s->queue.last = 0;
+  s->queue.n = 0;
+}
+
 /* psk_budget_take, for a taker with `ahead` queued waiters before it: as
    many of the free slots are theirs. */
 static double budget_take(psk_budget *b, double now, double lease, int force,
@@ -166,12 +172,12 @@ static long long ticket_until(double now, double delay, double grace) {
 }
 
 /* A take in queue order (see psk_pace_apply). */
-static void queue_take(psk_budget *b, psk_pace_op *op) {
-  psk_queue *q = &b->queue;
+static void queue_take(psk_shared *s, psk_pace_op *op) {
+  psk_queue *q = &s->queue;
   long long t = op->ticket;
   queue_expire(q, op->now);
   if (t <= 0 || t > q->last) t = 0; /* none, or another store's: a new wait */
-  op->delay = budget_take(b, op->now, op->lease, op->force, op->probe,
+  op->delay = budget_take(&s->budget, op->now, op->lease, op->force, op->probe,
                           t ? queue_rank(q, t) : q->n);
   if (op->delay == 0) {
     queue_leave(q, t);
@@ -206,8 +212,9 @@ static int put(char *out, size_t *len, const char *fmt, long long v) {
    (tenths of a second) and per ticket, lowest first, "<gap>:<lease less
    the lowest>": the first gap from the last ticket given, then from the
    ticket before. A queue of recent waiters is a few bytes a ticket. */
-size_t psk_budget_encode(const psk_budget *b, char *out) {
-  const psk_queue *q = &b->queue;
+size_t psk_shared_encode(const psk_shared *s, char *out) {
+  const psk_budget *b = &s->budget;
+  const psk_queue *q = &s->queue;
   long long base = 0;
   size_t len;
   int i, n = snprintf(out, PSK_BUDGET_TEXT,
@@ -250,7 +257,7 @@ static int in_range(long long v, long long lo, long long hi) {
   return v >= lo && v <= hi;
 }
 
-/* The queue part of the text at p (see psk_budget_encode). */
+/* The queue part of the text at p (see psk_shared_encode). */
 static int read_queue(const char *p, psk_queue *q) {
   long long n, base = 0, gap, off, id = 0;
   int i;
@@ -271,11 +278,12 @@ static int read_queue(const char *p, psk_queue *q) {
   return *p == '\0' ? 0 : -1;
 }
 
-int psk_budget_decode(psk_budget *b, const char *text, size_t len) {
+int psk_shared_decode(psk_shared *s, const char *text, size_t len) {
   char buf[PSK_BUDGET_TEXT], *end;
   const char *p = buf + 2;
   long long learned, unlimited;
-  psk_budget_init(b);
+  psk_budget *b = &s->budget;
+  psk_shared_init(s);
   if (len < 2 || len >= sizeof buf ||
       (memcmp(text, "p1", 2) != 0 && memcmp(text, "p2", 2) != 0))
     return -1;
@@ -299,44 +307,43 @@ int psk_budget_decode(psk_budget *b, const char *text, size_t len) {
       !(b->lease >= 0 && b->lease < 1e12))
     goto bad;
   /* "p1": the text of the version before the queue, no one waiting. */
-  if (buf[1] == '2' ? read_queue(end, &b->queue) != 0 : *end != '\0')
+  if (buf[1] == '2' ? read_queue(end, &s->queue) != 0 : *end != '\0')
     goto bad;
   b->learned = (int)learned;
   b->unlimited = (int)unlimited;
   return 0;
 bad:
-  psk_budget_init(b);
+  psk_shared_init(s);
   return -1;
 }
 
 /* ---------------------------------------------------------------- */
 /* one operation, for every store                                    */
 
-void psk_pace_apply(psk_budget *b, psk_pace_op *op) {
+void psk_pace_apply(psk_shared *s, psk_pace_op *op) {
+  psk_budget *b = &s->budget;
   /* A store that lost its budget (or never had one) starts from what this
      process has learned, rather than send a request to find out. */
   if (!b->learned && op->seed && op->seed->learned) {
     long long inflight = b->inflight;
     double lease = b->lease;
-    psk_queue queue = b->queue;
     *b = *op->seed;
     b->inflight = inflight;
     b->lease = lease;
-    b->queue = queue;
   }
   b->inflight -= op->unsettled < b->inflight ? op->unsettled : b->inflight;
   if (op->settle)
     psk_budget_settle(b, op->answered, op->limit, op->remaining, op->reset);
   else
-    queue_take(b, op);
+    queue_take(s, op);
 }
 
 void psk_pace_apply_text(const char *cur, size_t len, psk_pace_op *op,
                          char out[PSK_BUDGET_TEXT]) {
-  psk_budget b;
-  psk_budget_decode(&b, cur, len); /* unknown text: a fresh budget */
-  psk_pace_apply(&b, op);
-  if (!psk_budget_encode(&b, out)) out[0] = '\0';
+  psk_shared s;
+  psk_shared_decode(&s, cur, len); /* unknown text: a fresh budget */
+  psk_pace_apply(&s, op);
+  if (!psk_shared_encode(&s, out)) out[0] = '\0';
 }
 
 /* ---------------------------------------------------------------- */

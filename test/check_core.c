@@ -1841,26 +1841,29 @@ static void test_budget(void) {
   psk_budget_take(&b, 1000.25, 30, 0, 0);
   psk_budget_settle(&b, 1, 10, 9, 1002);
   psk_budget_take(&b, 1000.5, 30, 0, 0);
-  CHECK(psk_budget_encode(&b, text) > 0);
   {
-    psk_budget d;
-    CHECK(psk_budget_decode(&d, text, strlen(text)) == 0);
-    CHECK(d.learned == 1 && d.reset == 1002 && d.limit == 10 && d.cap == 10 &&
-          d.taken == 2 && d.inflight == 1 && d.lease > 1030.49 &&
-          d.lease < 1030.51);
-    CHECK(psk_budget_decode(&d, "", 0) == -1 && d.learned == 0);
-    CHECK(psk_budget_decode(&d, "p1 1 0 5", 8) == -1 && d.reset == 0);
-    CHECK(psk_budget_decode(&d, text, strlen(text) - 1) == -1);
+    psk_shared w, d;
+    w.budget = b;
+    w.queue.last = w.queue.n = 0;
+    CHECK(psk_shared_encode(&w, text) > 0);
+    CHECK(psk_shared_decode(&d, text, strlen(text)) == 0);
+    CHECK(d.budget.learned == 1 && d.budget.reset == 1002 &&
+          d.budget.limit == 10 && d.budget.cap == 10 && d.budget.taken == 2 &&
+          d.budget.inflight == 1 && d.budget.lease > 1030.49 &&
+          d.budget.lease < 1030.51);
+    CHECK(psk_shared_decode(&d, "", 0) == -1 && d.budget.learned == 0);
+    CHECK(psk_shared_decode(&d, "p1 1 0 5", 8) == -1 && d.budget.reset == 0);
+    CHECK(psk_shared_decode(&d, text, strlen(text) - 1) == -1);
     strcat(text, "x");
-    CHECK(psk_budget_decode(&d, text, strlen(text)) == -1);
-    CHECK(psk_budget_decode(&d, "p1 2 0 0 0 -1 0 0 0 0", 21) == -1);
-    CHECK(psk_budget_decode(&d, "p1 1 0 0 0 -1 0 -4 0 0", 22) == -1);
-    CHECK(psk_budget_decode(&d, "p1 1 0 0 0 -1 0 4 0 0", 21) == 0);
+    CHECK(psk_shared_decode(&d, text, strlen(text)) == -1);
+    CHECK(psk_shared_decode(&d, "p1 2 0 0 0 -1 0 0 0 0", 21) == -1);
+    CHECK(psk_shared_decode(&d, "p1 1 0 0 0 -1 0 -4 0 0", 22) == -1);
+    CHECK(psk_shared_decode(&d, "p1 1 0 0 0 -1 0 4 0 0", 21) == 0);
     /* The text of the version before the queue: no one waiting. */
-    CHECK(psk_budget_decode(&d, "p1 1 0 0 1002 10 10 2 1 1030.5", 30) == 0);
-    CHECK(d.reset == 1002 && d.taken == 2 && d.queue.n == 0 &&
+    CHECK(psk_shared_decode(&d, "p1 1 0 0 1002 10 10 2 1 1030.5", 30) == 0);
+    CHECK(d.budget.reset == 1002 && d.budget.taken == 2 && d.queue.n == 0 &&
           d.queue.last == 0);
-    CHECK(psk_budget_decode(&d, "p1 1 0 0 1002 10 10 2 1 1030.5 0 0", 34) ==
+    CHECK(psk_shared_decode(&d, "p1 1 0 0 1002 10 10 2 1 1030.5 0 0", 34) ==
           -1);
   }
 
@@ -1911,7 +1914,8 @@ static void test_budget(void) {
 
 /* psk_pace_apply: the one operation every store runs. */
 static void test_pace_op(void) {
-  psk_budget b, seed;
+  psk_shared b;
+  psk_budget seed;
   psk_pace_op op;
   char text[PSK_BUDGET_TEXT], out[PSK_BUDGET_TEXT];
   size_t n;
@@ -1921,18 +1925,19 @@ static void test_pace_op(void) {
   psk_budget_init(&seed);
   psk_budget_take(&seed, 1000, 30, 0, 0);
   psk_budget_settle(&seed, 1, 10, 9, 1002);
-  psk_budget_init(&b);
-  b.inflight = 2;
-  b.lease = 1030;
+  psk_shared_init(&b);
+  b.budget.inflight = 2;
+  b.budget.lease = 1030;
   memset(&op, 0, sizeof op);
   op.now = 1000.5;
   op.lease = 30;
   op.seed = &seed;
   psk_pace_apply(&b, &op);
   CHECK(op.delay == 0);
-  CHECK(b.learned && b.limit == 10 && b.reset == 1002 && b.cap == 10);
-  CHECK(b.inflight == 3); /* its own 2, and this one */
-  CHECK(b.taken == 2);    /* the seed's 1, and this one */
+  CHECK(b.budget.learned && b.budget.limit == 10 && b.budget.reset == 1002 &&
+        b.budget.cap == 10);
+  CHECK(b.budget.inflight == 3); /* its own 2, and this one */
+  CHECK(b.budget.taken == 2);    /* the seed's 1, and this one */
 
   /* Unsettled slots of this process come off first; never below 0. */
   memset(&op, 0, sizeof op);
@@ -1943,12 +1948,12 @@ static void test_pace_op(void) {
   op.remaining = 8;
   op.reset = 1002;
   psk_pace_apply(&b, &op);
-  CHECK(b.inflight == 0);
+  CHECK(b.budget.inflight == 0);
   memset(&op, 0, sizeof op);
   op.settle = 1;
   op.unsettled = 99;
   psk_pace_apply(&b, &op);
-  CHECK(b.inflight == 0);
+  CHECK(b.budget.inflight == 0);
 
   /* A learned store is not overwritten by the seed. */
   seed.limit = 99;
@@ -1957,7 +1962,7 @@ static void test_pace_op(void) {
   op.lease = 30;
   op.seed = &seed;
   psk_pace_apply(&b, &op);
-  CHECK(b.limit == 10 && op.delay == 0);
+  CHECK(b.budget.limit == 10 && op.delay == 0);
 
   /* The text form: unknown text is a fresh budget; the result encodes. */
   memset(&op, 0, sizeof op);
@@ -1965,9 +1970,9 @@ static void test_pace_op(void) {
   op.lease = 30;
   psk_pace_apply_text("garbage", 7, &op, out);
   CHECK(op.delay == 0);
-  CHECK(psk_budget_decode(&b, out, strlen(out)) == 0);
-  CHECK(b.inflight == 1 && b.taken == 1 && !b.learned);
-  n = psk_budget_encode(&b, text);
+  CHECK(psk_shared_decode(&b, out, strlen(out)) == 0);
+  CHECK(b.budget.inflight == 1 && b.budget.taken == 1 && !b.budget.learned);
+  n = psk_shared_encode(&b, text);
   memset(&op, 0, sizeof op);
   op.now = 1000;
   op.lease = 30;
@@ -1983,7 +1988,7 @@ static void test_pace_op(void) {
 }
 
 /* Takes with ticket t (in and out) at time now; the delay. */
-static double queued_take(psk_budget *b, long long *t, double now) {
+static double queued_take(psk_shared *b, long long *t, double now) {
   psk_pace_op op;
   memset(&op, 0, sizeof op);
   op.now = now;
@@ -1994,7 +1999,7 @@ static double queued_take(psk_budget *b, long long *t, double now) {
   return op.delay;
 }
 
-static void settle_answer(psk_budget *b, long long remaining,
+static void settle_answer(psk_shared *b, long long remaining,
                           long long reset) {
   psk_pace_op op;
   memset(&op, 0, sizeof op);
@@ -2018,13 +2023,13 @@ static long long lease_of(const psk_queue *q, long long t) {
    windows; a ticket whose holder stopped asking expires; the text keeps
    it all. */
 static void test_pace_queue(void) {
-  psk_budget b, d;
+  psk_shared b, d;
   long long t[6] = {0, 0, 0, 0, 0, 0}, before;
   char text[PSK_BUDGET_TEXT], again[PSK_BUDGET_TEXT];
   int i;
 
   /* A budget of 3 per window, spent until 1002. */
-  psk_budget_init(&b);
+  psk_shared_init(&b);
   CHECK(queued_take(&b, &t[0], 1000) == 0 && t[0] == 0);
   settle_answer(&b, 2, 1002);
   CHECK(queued_take(&b, &t[0], 1000) == 0);
@@ -2051,24 +2056,24 @@ static void test_pace_queue(void) {
   CHECK(b.queue.n == 3); /* 4, 5 and the newcomer 6 */
 
   /* The text keeps the queue, and reads back the same. */
-  CHECK(psk_budget_encode(&b, text) > 0);
-  CHECK(psk_budget_decode(&d, text, strlen(text)) == 0);
+  CHECK(psk_shared_encode(&b, text) > 0);
+  CHECK(psk_shared_decode(&d, text, strlen(text)) == 0);
   CHECK(d.queue.n == 3 && d.queue.last == 6 && d.queue.id[0] == 4 &&
         d.queue.id[2] == 6);
   for (i = 0; i < 3; i++) CHECKI(d.queue.until[i] == b.queue.until[i], i);
-  CHECK(psk_budget_encode(&d, again) == strlen(text));
+  CHECK(psk_shared_encode(&d, again) == strlen(text));
   CHECK_STR(again, text);
   /* Tickets out of order, above the last given, or a gap of 0 between
      two: not a queue. */
-  CHECK(psk_budget_decode(&d, "p2 1 0 0 0 3 3 0 0 0 6 2 100 1:0 0:0", 36) ==
+  CHECK(psk_shared_decode(&d, "p2 1 0 0 0 3 3 0 0 0 6 2 100 1:0 0:0", 36) ==
         -1);
-  CHECK(psk_budget_decode(&d, "p2 1 0 0 0 3 3 0 0 0 6 1 100 7:0", 32) == -1);
-  CHECK(psk_budget_decode(&d, "p2 1 0 0 0 3 3 0 0 0 6 2 100 2:0 1:5", 36) ==
+  CHECK(psk_shared_decode(&d, "p2 1 0 0 0 3 3 0 0 0 6 1 100 7:0", 32) == -1);
+  CHECK(psk_shared_decode(&d, "p2 1 0 0 0 3 3 0 0 0 6 2 100 2:0 1:5", 36) ==
         0);
   CHECK(d.queue.id[0] == 4 && d.queue.id[1] == 5 && d.queue.until[1] == 105);
-  CHECK(psk_budget_decode(&d, "p2 1 0 0 0 3 3 0 0 0 6 1 100 2:0 x", 34) ==
+  CHECK(psk_shared_decode(&d, "p2 1 0 0 0 3 3 0 0 0 6 1 100 2:0 x", 34) ==
         -1);
-  CHECK(psk_budget_decode(&d, "p2 1 0 0 0 3 3 0 0 0 6 129", 26) == -1);
+  CHECK(psk_shared_decode(&d, "p2 1 0 0 0 3 3 0 0 0 6 129", 26) == -1);
 
   /* Ticket 4's holder dies; 5 and 6 keep asking. Once the next window
      opens (1004), 4 still holds the first of its three slots until its
@@ -2077,7 +2082,7 @@ static void test_pace_queue(void) {
   for (i = 0; i < 3; i++) settle_answer(&b, 0, 1004);
   CHECK(queued_take(&b, &t[5], 1004.01) == 0 && t[5] == 0);
   CHECK(queued_take(&b, &before, 1004.02) == 0 && before == 0);
-  CHECK(b.taken == 2 && b.queue.n == 1 && b.queue.id[0] == 4);
+  CHECK(b.budget.taken == 2 && b.queue.n == 1 && b.queue.id[0] == 4);
   t[0] = 0;
   CHECK(queued_take(&b, &t[0], 1004.03) != 0 && t[0] == 7);
   CHECK(queued_take(&b, &t[0], 1002.07 + PSK_TICKET_GRACE - 0.1) != 0);
@@ -2088,7 +2093,7 @@ static void test_pace_queue(void) {
   /* A ticket that expired while its holder still waited goes back to its
      place when the holder asks again; ticket numbers of another store
      (above the last given) are a new wait. */
-  psk_budget_init(&b);
+  psk_shared_init(&b);
   t[1] = t[2] = t[3] = 0;
   CHECK(queued_take(&b, &t[1], 2000) == 0);
   CHECK(queued_take(&b, &t[1], 2000) < 0 && t[1] == 1);
@@ -2126,7 +2131,7 @@ static void test_pace_queue(void) {
   }
 
   /* A full queue: one more waits without a place, behind it. */
-  psk_budget_init(&b);
+  psk_shared_init(&b);
   before = 0;
   CHECK(queued_take(&b, &before, 3000) == 0);
   for (i = 0; i < PSK_QUEUE_MAX; i++) {
@@ -2136,8 +2141,8 @@ static void test_pace_queue(void) {
   before = 0;
   CHECK(queued_take(&b, &before, 3000) < 0 && before == 0);
   CHECK(b.queue.n == PSK_QUEUE_MAX);
-  CHECK(psk_budget_encode(&b, text) > 0);
-  CHECK(psk_budget_decode(&d, text, strlen(text)) == 0 &&
+  CHECK(psk_shared_encode(&b, text) > 0);
+  CHECK(psk_shared_decode(&d, text, strlen(text)) == 0 &&
         d.queue.n == PSK_QUEUE_MAX);
   /* The longest text a queue can have fits. */
   for (i = 0; i < PSK_QUEUE_MAX; i++) {
@@ -2145,11 +2150,11 @@ static void test_pace_queue(void) {
     b.queue.until[i] = i ? 1000000000000000LL : 0;
   }
   b.queue.last = 1000000000000000LL;
-  b.prev = b.reset = b.limit = b.cap = b.taken = b.inflight =
-      1000000000000000LL;
-  b.lease = 999999999999.999;
-  CHECK(psk_budget_encode(&b, text) > 4000);
-  CHECK(psk_budget_decode(&d, text, strlen(text)) == 0 &&
+  b.budget.prev = b.budget.reset = b.budget.limit = 1000000000000000LL;
+  b.budget.cap = b.budget.taken = b.budget.inflight = 1000000000000000LL;
+  b.budget.lease = 999999999999.999;
+  CHECK(psk_shared_encode(&b, text) > 4000);
+  CHECK(psk_shared_decode(&d, text, strlen(text)) == 0 &&
         d.queue.n == PSK_QUEUE_MAX && d.queue.until[1] == 1000000000000000LL);
 }
 
@@ -2164,11 +2169,11 @@ static void test_pace_queue(void) {
 static double simulate_fair(int n, int b, int w, int pins, int *n429,
                             double *end) {
   enum { ASK, SENT };
-  psk_budget shared;
+  psk_shared shared;
   double next[64], start[64], slowest = 0, wstart = -1;
   long long ticket[64], used = 0;
   int state[64], left[64], i;
-  psk_budget_init(&shared);
+  psk_shared_init(&shared);
   *n429 = 0;
   *end = 0;
   for (i = 0; i < n; i++) {
