@@ -116,12 +116,14 @@ test: $(SO)
 	PERISKOPE_CPATH="$(CURDIR)/$(BUILD)/?.so" PERISKOPE_LUA=$(LUA_BIN) \
 	  $(RUN_SPECS) --times build/spec-times-$(notdir $(BUILD)) $(SPECS) -- $(BUSTED_ARGS)
 
-# Shared pacing under contention (spec/contention_spec.lua, tag "contention",
-# left out of `make test`): nginx workers, Lua 5.4 and LuaJIT processes and
-# the Redis they share each run their own build, whatever LUA is.
+# Shared pacing under contention (spec/contention*_spec.lua, tag
+# "contention", left out of `make test`), the files side by side: nginx
+# workers, Lua 5.4 and LuaJIT processes and the Redis they share each run
+# their own build, whatever LUA is.
 test-contention: $(SO)
 	PERISKOPE_CPATH="$(CURDIR)/$(BUILD)/?.so" PERISKOPE_LUA=$(LUA_BIN) \
-	  $(RUN_SPECS) --times build/spec-times-contention spec/contention_spec.lua -- --run=contention $(BUSTED_ARGS)
+	  $(RUN_SPECS) --times build/spec-times-contention $(wildcard spec/contention*_spec.lua) \
+	  -- --run=contention $(BUSTED_ARGS)
 
 # Each interpreter builds its own module in build/<lua>/ and runs every
 # spec: the five suites side by side, each with fewer processes at once.

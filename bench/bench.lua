@@ -16,6 +16,12 @@
 -- 3. pin_many at concurrency 1, 4 and 16 against a server answering after
 --    BENCH_MANY_LATENCY seconds.
 -- 4. VmRSS of a periskope process after BENCH_RSS_N1 and BENCH_RSS_N2 pins.
+-- 5. Shared pacing under contention: for each "<processes>x<pins>" of
+--    BENCH_FAIR, that many LuaJIT processes on one key and one Redis, each
+--    pinning one message at a time, against a server allowing
+--    BENCH_FAIR_RATE per BENCH_FAIR_WINDOW s: total time against the ideal,
+--    429s, the slowest and the 99th-percentile pin (spec/support/fairness.lua,
+--    which the contention spec runs too).
 --
 -- It prints the results, writes them to BENCH_RESULTS (Markdown), puts them
 -- between the bench markers of BENCH_README, and draws BENCH_PNG with
@@ -23,6 +29,7 @@
 
 package.path = "./?.lua;" .. package.path
 local server = require "spec.support.server"
+local fairness = require "spec.support.fairness"
 local clock = require "bench.clock"
 
 local sh, sq = server.sh, server.quote
@@ -61,6 +68,9 @@ local CFG = {
   many_latency = env_num("BENCH_MANY_LATENCY", 0.02),
   rss_n1 = env_num("BENCH_RSS_N1", 10000),
   rss_n2 = env_num("BENCH_RSS_N2", 100000),
+  fair = env_str("BENCH_FAIR", "4x10,16x5,64x2"),
+  fair_rate = env_num("BENCH_FAIR_RATE", 10),
+  fair_window = env_num("BENCH_FAIR_WINDOW", 2),
   server_cpu = env_str("BENCH_SERVER_CPU", "0"),
   client_cpu = env_str("BENCH_CLIENT_CPU", "1"),
   -- A directory holding a libcurl.so.4 with symbols, used for the callgrind
@@ -69,20 +79,22 @@ local CFG = {
   node_dir = "bench/node",
   -- Which parts to run: a partial run (say BENCH_PARTS=cg) writes
   -- BENCH_DIR/results-partial.md and leaves the README and chart alone.
-  parts = env_str("BENCH_PARTS", "seq,cg,many,rss"),
+  parts = env_str("BENCH_PARTS", "seq,cg,many,rss,fair"),
 }
 
 local PARTS, ALL_PARTS = {}, true
 for p in CFG.parts:gmatch("[^,%s]+") do PARTS[p] = true end
-for _, p in ipairs { "seq", "cg", "many", "rss" } do ALL_PARTS = ALL_PARTS and PARTS[p] == true end
+for _, p in ipairs { "seq", "cg", "many", "rss", "fair" } do ALL_PARTS = ALL_PARTS and PARTS[p] == true end
 if not ALL_PARTS then CFG.results = CFG.dir .. "/results-partial.md" end
 
 local API_KEY = "bench-key-0123456789abcdef"
 local PHONE = "919874532456"
 local NODE_PORT = 8080 -- env: 'local' in the Node client means localhost:8080
 
--- Targets (see bench/README.md).
-local TARGET = { seq = 0.9, instr = 1.15, many = 10, rss_kib = 1024 }
+-- Targets (see bench/README.md). fair_total: total time of a fairness run
+-- at most this times the ideal; its slowest pin is held to ceil(N/B) + 1
+-- windows, which needs no setting.
+local TARGET = { seq = 0.9, instr = 1.15, many = 10, rss_kib = 1024, fair_total = 1.25 }
 
 ------------------------------------------------------------------------------
 -- Small helpers
@@ -858,6 +870,60 @@ local function rss(srv)
 end
 
 ------------------------------------------------------------------------------
+-- 5. Shared pacing: fairness
+
+-- The slowest a pin may wait with N processes at B per window: ceil(N/B) + 1 windows.
+local function fair_bound(procs)
+  return (math.ceil(procs / CFG.fair_rate) + 1) * CFG.fair_window
+end
+
+local function fair()
+  md(("### 5. Shared pacing: processes pinning one at a time on one key and one Redis, %g per %g s")
+    :format(CFG.fair_rate, CFG.fair_window))
+  md("")
+  local rows = {}
+  for item in CFG.fair:gmatch("[^,%s]+") do
+    local procs, pins = item:match("^(%d+)x(%d+)$")
+    if not procs then error("BENCH_FAIR: each item is <processes>x<pins>, e.g. 16x5; got " .. item) end
+    procs, pins = tonumber(procs), tonumber(pins)
+    say(("== fair: %d LuaJIT processes x %d pins, one Redis"):format(procs, pins))
+    local ok, r = pcall(fairness.run, { procs = procs, pins = pins, rate = CFG.fair_rate,
+      window = CFG.fair_window })
+    if not ok then
+      md("Fairness run FAILED: " .. tostring(r))
+      md("")
+      return nil
+    end
+    say(fairness.line("fair", r))
+    r.pins, r.bound = pins, fair_bound(procs)
+    rows[#rows + 1] = r
+  end
+  md("Each process (`spec/support/one_at_a_time.lua`, LuaJIT) pins its messages one at a time, as a"
+    .. " request handler does, through `periskope.limiter.redis` on one Redis; the local server allows"
+    .. (" %g requests per %g s window and answers 429 past them. The ideal is the pins' share of"):format(
+      CFG.fair_rate, CFG.fair_window)
+    .. " windows (total / rate × window); a pin's wait is measured in its process, from the call"
+    .. " to the answer. The bound on a single pin is ceil(N / B) + 1 windows.")
+  md("")
+  md("| processes × pins | total s | ideal s | × ideal | answered 429 | slowest pin s | p99 pin s | bound s"
+    .. " | store failures | 204s |")
+  md("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+  local valid = true
+  for _, r in ipairs(rows) do
+    md(("| %d × %d | %s | %s | %s | %d | %s | %s | %s | %d | %d/%d |"):format(r.procs, r.pins,
+      fmt(r.elapsed, 2), fmt(r.ideal, 1), fmt(r.elapsed / r.ideal, 2), r.answered429, fmt(r.slowest, 2),
+      fmt(r.p99, 2), fmt(r.bound, 0), r.store_failures, r.ok, r.total))
+    valid = valid and r.ok == r.total and not r.failure
+  end
+  md("")
+  md("A store failure is an ask the store did not answer in time (a `limiter` event): that pin was"
+    .. " paced by its process alone. Each run starts its own server and Redis; the machine's load"
+    .. " average is in the Machine table, and timings move with it.")
+  md("")
+  return { rows = rows, valid = valid }
+end
+
+------------------------------------------------------------------------------
 -- Targets, chart, files
 
 local function verdict(ok)
@@ -897,6 +963,13 @@ local function targets(summary)
     local g = summary.rss.growth
     md(("| RSS growth 10k → 100k pins < %d KiB | %s KiB | %s |"):format(TARGET.rss_kib, commas(g),
       verdict(g < TARGET.rss_kib)))
+  end
+  for _, r in ipairs(summary.fair and summary.fair.rows or {}) do
+    local x = r.elapsed / r.ideal
+    md(("| %d processes: slowest pin ≤ %g windows (%g s) | %s s | %s |"):format(r.procs,
+      r.bound / CFG.fair_window, r.bound, fmt(r.slowest, 2), verdict(r.slowest <= r.bound)))
+    md(("| %d processes: total ≤ %.2f× ideal, no 429 | %.2f×, %d × 429 | %s |"):format(r.procs,
+      TARGET.fair_total, x, r.answered429, verdict(x <= TARGET.fair_total and r.answered429 == 0)))
   end
   md("")
 end
@@ -1003,6 +1076,7 @@ local ok_main, err_main = pcall(function()
   if PARTS.cg then summary.cg = callgrind(srv, ua) end
   if PARTS.many then summary.many = pin_many() end
   if PARTS.rss then summary.rss = rss(srv) end
+  if PARTS.fair then summary.fair = fair() end
 end)
 srv:stop()
 if not ok_main then
@@ -1028,4 +1102,5 @@ for _, row in ipairs(summary.rows or {}) do
 end
 if summary.many and not summary.many.valid then valid = false end
 if summary.rss and not summary.rss.valid then valid = false end
+if summary.fair and not summary.fair.valid then valid = false end
 os.exit(valid and 0 or 1)

@@ -3,13 +3,15 @@
  * bytes), then any sequence of takes and settles, the clock, and SHA-256.
  *
  * Input: text up to the first '\n' is a stored budget for
- * psk_budget_decode; the rest drives operations, 12 bytes each: an opcode
+ * psk_shared_decode; the rest drives operations, 12 bytes each: an opcode
  * byte (take, forced take, settle with an answer, settle without one,
  * clock sample), then bytes that make times, counts and header values,
  * including absent (-1) and absurd ones.
  *
  * A sixth opcode runs the shared stores' operation (psk_pace_apply_text)
- * on the budget's text, seeded with the budget itself.
+ * on the budget's text, seeded with the budget itself; a seventh and
+ * eighth take in queue order (psk_pace_apply) as one of four waiters,
+ * each holding the ticket its last take gave it.
  *
  * Invariants: text that decodes re-encodes to text that decodes to the
  * same budget (text is what stores keep); counts never go negative; a
@@ -17,7 +19,11 @@
  * > 0 only with a known reset (at most the time to it, or the probe
  * hold); the budget always encodes within PSK_BUDGET_TEXT; the clock's
  * lower bound never passes its upper one; SHA-256 gives 64 hex digits,
- * the same for the same input.
+ * the same for the same input. The queue: tickets strictly increasing,
+ * none above the last given, at most PSK_QUEUE_MAX; a take that goes
+ * leaves no ticket, one that waits holds one in the queue (unless it is
+ * full); no unforced take goes while as many tickets as free slots are
+ * ahead of it; a new ticket is the last given.
  */
 #include <math.h>
 
@@ -26,22 +32,54 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static int same(const psk_budget *a, const psk_budget *b) {
+static int same(const psk_shared *sa, const psk_shared *sb) {
+  const psk_budget *a = &sa->budget, *b = &sb->budget;
   return a->learned == b->learned && a->unlimited == b->unlimited &&
          a->reset == b->reset && a->prev == b->prev && a->limit == b->limit &&
          a->cap == b->cap && a->taken == b->taken &&
-         a->inflight == b->inflight && fabs(a->lease - b->lease) < 0.0006;
+         a->inflight == b->inflight && fabs(a->lease - b->lease) < 0.0006 &&
+         sa->queue.last == sb->queue.last && sa->queue.n == sb->queue.n &&
+         memcmp(sa->queue.id, sb->queue.id,
+                (size_t)sa->queue.n * sizeof sa->queue.id[0]) == 0 &&
+         memcmp(sa->queue.until, sb->queue.until,
+                (size_t)sa->queue.n * sizeof sa->queue.until[0]) == 0;
+}
+
+static void check_queue(const psk_queue *q) {
+  int i;
+  FUZZ_CHECK(q->n >= 0 && q->n <= PSK_QUEUE_MAX && q->last >= 0);
+  for (i = 0; i < q->n; i++) {
+    FUZZ_CHECK(q->id[i] >= 1 && q->id[i] <= q->last && q->until[i] >= 0);
+    if (i) FUZZ_CHECK(q->id[i] > q->id[i - 1]);
+  }
+}
+
+static int holds(const psk_queue *q, long long t) {
+  int i;
+  for (i = 0; i < q->n; i++)
+    if (q->id[i] == t) return 1;
+  return 0;
+}
+
+/* Tickets in q lower than t (all of them for t = 0) whose lease has not
+   ended at now. */
+static long long ahead_of(const psk_queue *q, long long t, double now) {
+  long long k = 0;
+  int i;
+  for (i = 0; i < q->n; i++)
+    if ((t == 0 || q->id[i] < t) && (double)q->until[i] >= now * 10) k++;
+  return k;
 }
 
 /* Text round trip: encode, decode, encode again gives the same text. */
-static void round_trip(const psk_budget *b) {
+static void round_trip(const psk_shared *b) {
   char t1[PSK_BUDGET_TEXT], t2[PSK_BUDGET_TEXT];
-  psk_budget d;
-  size_t n = psk_budget_encode(b, t1);
+  static psk_shared d;
+  size_t n = psk_shared_encode(b, t1);
   FUZZ_CHECK(n > 0 && n < PSK_BUDGET_TEXT && strlen(t1) == n);
-  FUZZ_CHECK(psk_budget_decode(&d, t1, n) == 0);
+  FUZZ_CHECK(psk_shared_decode(&d, t1, n) == 0);
   FUZZ_CHECK(same(b, &d));
-  FUZZ_CHECK(psk_budget_encode(&d, t2) == n && memcmp(t1, t2, n) == 0);
+  FUZZ_CHECK(psk_shared_encode(&d, t2) == n && memcmp(t1, t2, n) == 0);
 }
 
 /* A header value from two bytes: absent, small, or large. */
@@ -55,7 +93,9 @@ static long long header_value(uint8_t a, uint8_t b) {
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-  psk_budget b;
+  static psk_shared sh; /* static: a budget with its queue is large */
+  psk_budget *b = &sh.budget;
+  long long tickets[4] = {0, 0, 0, 0};
   psk_clock k = {0, 0, 0};
   const uint8_t *nl = memchr(data, '\n', size);
   size_t tlen = nl ? (size_t)(nl - data) : size, i;
@@ -66,12 +106,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   FUZZ_CHECK(strlen(hex) == 64 && strcmp(hex, hex2) == 0);
   for (i = 0; i < 64; i++) FUZZ_CHECK(strchr("0123456789abcdef", hex[i]));
 
-  if (psk_budget_decode(&b, (const char *)data, tlen) == 0) {
-    round_trip(&b);
+  if (psk_shared_decode(&sh, (const char *)data, tlen) == 0) {
+    check_queue(&sh.queue);
+    round_trip(&sh);
   } else {
-    psk_budget fresh;
-    psk_budget_init(&fresh);
-    FUZZ_CHECK(same(&b, &fresh));
+    static psk_shared fresh;
+    psk_shared_init(&fresh);
+    FUZZ_CHECK(same(&sh, &fresh));
   }
   if (!nl) return 0;
 
@@ -81,23 +122,23 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     double now = (p[1] & 0x80 ? 1800000000.0 : 0.0) +
                  (double)((p[1] & 0x7f) << 8 | p[2]) / 16.0;
     double lease = (double)p[3] / 4.0, probe = (double)(p[4] % 64) / 100.0;
-    long long taken = b.taken, inflight = b.inflight;
-    switch (p[0] % 6) {
+    long long taken = b->taken, inflight = b->inflight;
+    switch (p[0] % 8) {
     case 0:
     case 1: {
-      int force = p[0] % 6 == 1;
-      double d = psk_budget_take(&b, now, lease, force, probe);
+      int force = p[0] % 8 == 1;
+      double d = psk_budget_take(b, now, lease, force, probe);
       FUZZ_CHECK(isfinite(d));
       if (force) FUZZ_CHECK(d == 0);
       if (d == 0) {
-        FUZZ_CHECK(b.inflight >= 1);
-        FUZZ_CHECK(b.taken >= 1);
+        FUZZ_CHECK(b->inflight >= 1);
+        FUZZ_CHECK(b->taken >= 1);
       } else {
         /* Nothing counted, whatever the rollover did. */
-        FUZZ_CHECK(b.taken <= taken || b.taken <= inflight);
+        FUZZ_CHECK(b->taken <= taken || b->taken <= inflight);
         if (d > 0) {
-          FUZZ_CHECK(b.reset > 0);
-          FUZZ_CHECK(d <= (double)b.reset - now + 1e-6 ||
+          FUZZ_CHECK(b->reset > 0);
+          FUZZ_CHECK(d <= (double)b->reset - now + 1e-6 ||
                      d <= PSK_PROBE_HOLD + 1e-6);
         }
       }
@@ -105,14 +146,62 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
     case 2:
     case 3:
-      psk_budget_settle(&b, p[0] % 6 == 2, header_value(p[5], p[6]),
+      psk_budget_settle(b, p[0] % 8 == 2, header_value(p[5], p[6]),
                         header_value(p[7], p[8]), header_value(p[9], p[10]));
-      FUZZ_CHECK(b.inflight == (inflight > 0 ? inflight - 1 : 0));
+      FUZZ_CHECK(b->inflight == (inflight > 0 ? inflight - 1 : 0));
       break;
+    case 6:
+    case 7: {
+      /* One of four waiters takes in queue order; now moves on a little
+         from the last, as a clock does, or jumps. */
+      long long *t = &tickets[p[5] % 4], given = *t, last = sh.queue.last;
+      long long free_slots = b->cap - b->taken;
+      psk_pace_op op;
+      memset(&op, 0, sizeof op);
+      op.now = now;
+      op.lease = lease;
+      op.force = p[0] % 8 == 7 && (p[5] & 0x80);
+      op.probe = probe;
+      op.ticket = p[5] & 0x40 ? (long long)p[6] : given;
+      given = op.ticket;
+      {
+        /* Who is ahead, as the take will see it: after the rollover. */
+        long long ahead = given > 0 && given <= last
+                              ? ahead_of(&sh.queue, given, now)
+                              : ahead_of(&sh.queue, 0, now);
+        int rolls = b->learned && !b->unlimited && b->reset &&
+                    now >= (double)b->reset;
+        int learned = b->learned, unlimited = b->unlimited;
+        long long reset = b->reset;
+        psk_pace_apply(&sh, &op);
+        /* Or the budget is spent with no reset known and nothing in
+           flight: the queue's first finds out. */
+        if (op.delay == 0 && !op.force && learned && !unlimited && !rolls)
+          FUZZ_CHECK(free_slots - ahead >= 1 || (ahead == 0 && reset == 0));
+      }
+      *t = op.ticket;
+      FUZZ_CHECK(isfinite(op.delay));
+      if (op.force) FUZZ_CHECK(op.delay == 0);
+      if (op.delay == 0) {
+        FUZZ_CHECK(op.ticket == 0);
+        if (given > 0) FUZZ_CHECK(!holds(&sh.queue, given));
+      } else if (op.ticket) {
+        FUZZ_CHECK(op.ticket <= sh.queue.last);
+        FUZZ_CHECK(holds(&sh.queue, op.ticket) ||
+                   sh.queue.n == PSK_QUEUE_MAX);
+        if (given <= 0 || given > last)
+          FUZZ_CHECK(op.ticket == sh.queue.last && op.ticket == last + 1);
+      } else {
+        FUZZ_CHECK(sh.queue.n == PSK_QUEUE_MAX || last >= 1000000000000000LL);
+      }
+      check_queue(&sh.queue);
+      break;
+    }
     case 5: {
       char text[PSK_BUDGET_TEXT], out[PSK_BUDGET_TEXT];
-      size_t tn = psk_budget_encode(&b, text);
-      psk_budget seed = b;
+      size_t tn = psk_shared_encode(&sh, text);
+      static psk_budget seed;
+      seed = *b;
       psk_pace_op op;
       memset(&op, 0, sizeof op);
       op.settle = p[5] & 1;
@@ -126,10 +215,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       op.limit = header_value(p[7], p[8]);
       op.remaining = header_value(p[9], p[10]);
       op.reset = header_value(p[11], p[6]);
+      op.ticket = tickets[p[6] % 4];
       psk_pace_apply_text(p[5] & 0x10 ? "" : text, p[5] & 0x10 ? 0 : tn, &op,
                           out);
       FUZZ_CHECK(strlen(out) < PSK_BUDGET_TEXT);
-      FUZZ_CHECK(psk_budget_decode(&b, out, strlen(out)) == 0);
+      FUZZ_CHECK(psk_shared_decode(&sh, out, strlen(out)) == 0);
       if (!op.settle) {
         FUZZ_CHECK(isfinite(op.delay));
         if (op.force) FUZZ_CHECK(op.delay == 0);
@@ -145,9 +235,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       break;
     }
     }
-    FUZZ_CHECK(b.taken >= 0 && b.inflight >= 0 && b.cap >= 0);
-    FUZZ_CHECK(b.learned == 0 || b.learned == 1);
-    round_trip(&b);
+    FUZZ_CHECK(b->taken >= 0 && b->inflight >= 0 && b->cap >= 0);
+    FUZZ_CHECK(b->learned == 0 || b->learned == 1);
+    round_trip(&sh);
   }
   return 0;
 }

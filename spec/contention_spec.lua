@@ -6,10 +6,12 @@
 --     all using periskope.limiter.redis.
 -- Each pins 100 ids in all. With the shared limiter: every pin ok, the
 -- server answered no 429, and the batch took at most 1.25x the 20 s the
--- limit allows. The control runs, the same without a limiter, draw 429s:
--- the test tells the two apart.
+-- limit allows. The control runs, the same without a limiter (and 40
+-- ids: enough to overrun the budget), draw 429s: the test tells the two
+-- apart. Fairness, each pin's own wait, is contention_fair_spec's.
 --
--- Tagged "contention" (each run takes ~20 s): make test-contention.
+-- Tagged "contention" (each run takes ~20 s, a control ~8 s): make
+-- test-contention, which runs this file beside contention_fair_spec.
 local server = require "spec.support.server"
 local redis = require "spec.support.redis"
 local hosts = require "spec.support.hosts"
@@ -22,6 +24,7 @@ local EX = "examples/shared/"
 local IDS = 100
 local IDEAL = 20        -- seconds: 100 pins at 10 per 2 s
 local BOUND = 1.25 * IDEAL
+local CONTROL_IDS = 40  -- four windows' worth
 
 local function now()
   return tonumber((sh("date +%s.%N")))
@@ -118,17 +121,17 @@ describe("shared pacing under contention #contention", function()
     if dir then sh("rm -rf " .. sq(dir)) end
   end)
 
-  -- 4 workers pin 100 ids through the dictionary example (or its control).
-  local function dict_run(http_conf)
+  -- 4 workers pin n ids through the dictionary example (or its control).
+  local function dict_run(http_conf, n)
     local result = {}
     server.with({ rate_limit = 10, window = 2 }, function(periskope_srv)
       local app = start_app(periskope_srv, 4, http_conf)
       local ok, err = pcall(function()
         local t0 = now()
-        local out, code = sh(curl_pins(app, dir, "d", 1, IDS) .. " 2>&1")
+        local out, code = sh(curl_pins(app, dir, "d", 1, n) .. " 2>&1")
         result.elapsed = now() - t0
         assert(code == 0, "curl: " .. out)
-        result.answers = app_answers(dir, "d", 1, IDS)
+        result.answers = app_answers(dir, "d", 1, n)
         result.stats = periskope_srv:stats()
         result.requests = periskope_srv:requests()
         -- Which app workers pinned: the Periskope server saw their
@@ -151,7 +154,7 @@ describe("shared pacing under contention #contention", function()
   end)
 
   it("4 nginx workers on one shared_dict: 100 pins, no 429, near the ideal time", function()
-    local r = dict_run(example("nginx_dict.conf"))
+    local r = dict_run(example("nginx_dict.conf"), IDS)
     report("shared_dict, 4 workers", r)
     assert.equal(IDS, count_ok(r.answers))
     assert.is_nil(r.stats.statuses[429])
@@ -162,14 +165,15 @@ describe("shared pacing under contention #contention", function()
   end)
 
   it("the same 4 workers without it draw 429s (control)", function()
-    local r = dict_run(without_limiter(example("nginx_dict.conf")))
+    local r = dict_run(without_limiter(example("nginx_dict.conf")), CONTROL_IDS)
     report("no limiter, 4 workers", r)
     assert.is_true((r.stats.statuses[429] or 0) > 0, "no 429 without the shared limiter")
   end)
 
-  -- 2 nginx workers (50 ids), a Lua 5.4 and a LuaJIT process (25 each),
-  -- all at once, through Redis (or the control, without).
-  local function redis_run(control)
+  -- 2 nginx workers (half the ids), a Lua 5.4 and a LuaJIT process (a
+  -- quarter each), all at once, through Redis (or the control, without).
+  local function redis_run(control, n)
+    local half, three_quarters = math.floor(n / 2), math.floor(n * 3 / 4)
     local result = {}
     local batch = example("batch.lua")
     local http_conf = example("nginx_redis.conf")
@@ -199,14 +203,14 @@ describe("shared pacing under contention #contention", function()
           end
           local t0 = now()
           local out = sh(table.concat({
-            curl_pins(app, dir, "r", 1, 50) .. " >" .. sq(dir .. "/curl.out") .. " 2>&1 &",
-            lua_batch("lua5.4", cpath54, 51, 75, "lua54.out") .. " &",
-            lua_batch("luajit", cpathjit, 76, 100, "luajit.out") .. " &",
+            curl_pins(app, dir, "r", 1, half) .. " >" .. sq(dir .. "/curl.out") .. " 2>&1 &",
+            lua_batch("lua5.4", cpath54, half + 1, three_quarters, "lua54.out") .. " &",
+            lua_batch("luajit", cpathjit, three_quarters + 1, n, "luajit.out") .. " &",
             "wait",
           }, "\n"))
           result.elapsed = now() - t0
           result.shell = out
-          result.answers = app_answers(dir, "r", 1, 50)
+          result.answers = app_answers(dir, "r", 1, half)
           for _, f in ipairs { "lua54.out", "luajit.out" } do
             for id, status in (server.read_file(dir .. "/" .. f) or ""):gmatch("(r%d+)%s+(%S+)\n") do
               result.answers[#result.answers + 1] = { ok = status == "204", status = tonumber(status), id = id }
@@ -224,7 +228,7 @@ describe("shared pacing under contention #contention", function()
   end
 
   it("2 nginx workers, Lua 5.4 and LuaJIT on one Redis: 100 pins, no 429, near the ideal time", function()
-    local r = redis_run(false)
+    local r = redis_run(false, IDS)
     report("redis, 2 workers + lua5.4 + luajit", r)
     assert.equal(IDS, #r.answers)
     assert.equal(IDS, count_ok(r.answers))
@@ -237,7 +241,7 @@ describe("shared pacing under contention #contention", function()
   end)
 
   it("the same processes without it draw 429s (control)", function()
-    local r = redis_run(true)
+    local r = redis_run(true, CONTROL_IDS)
     report("no limiter, 2 workers + lua5.4 + luajit", r)
     assert.is_true((r.stats.statuses[429] or 0) > 0, "no 429 without the shared limiter")
   end)

@@ -49,6 +49,34 @@ end
 
 local of_type = util.of_type
 
+-- The queue part of a stored budget's text (see psk_budget_encode): the
+-- last ticket given, and the waiting tickets, lowest first, each { id,
+-- until } (its lease's end, server epoch seconds).
+local function stored_queue(text)
+  local words = {}
+  for w in (text or ""):gmatch("%S+") do words[#words + 1] = w end
+  assert(words[1] == "p2", "not a budget: " .. tostring(text))
+  local q = { last = tonumber(words[11]), n = tonumber(words[12]), tickets = {} }
+  local base, id = tonumber(words[13]), nil
+  for i = 1, q.n do
+    local gap, off = words[13 + i]:match("^(%d+):(%d+)$")
+    id = i == 1 and q.last - tonumber(gap) or id + tonumber(gap)
+    q.tickets[i] = { id = id, ["until"] = (base + tonumber(off)) / 10 }
+  end
+  return q
+end
+
+local socket = require "socket"
+
+-- Waits for fn() to be true, at most `seconds`.
+local function wait_for(what, seconds, fn)
+  local deadline = socket.gettime() + util.within(seconds)
+  while not fn() do
+    assert(socket.gettime() < deadline, "waited too long for " .. what)
+    socket.sleep(0.01)
+  end
+end
+
 describe("periskope.limiter", function()
   describe("constructors and the limiter option", function()
     it("has the two stores", function()
@@ -141,7 +169,7 @@ describe("periskope.limiter", function()
       assert.equal("rate-limit", waits[1].reason)
       -- The budget is stored under the key's hash, as text.
       local name = "periskope:" .. sha256_hex(srv.api_key)
-      assert.matches("^p1 ", dict.data[name])
+      assert.matches("^p2 ", dict.data[name])
       assert.is_nil(dict.data[name .. ":lock"])
       a:close()
       b:close()
@@ -210,7 +238,7 @@ describe("periskope.limiter", function()
       local name = "periskope:" .. sha256_hex(srv.api_key)
       assert.equal(name .. "\n", rd:cli("KEYS", "*"))
       local value = rd:cli("GET", name)
-      assert.matches("^p1 ", value)
+      assert.matches("^p2 ", value)
       assert.is_nil(value:find(srv.api_key, 1, true))
       -- Kept an hour after its last use.
       local ttl = tonumber(rd:cli("TTL", name))
@@ -220,14 +248,15 @@ describe("periskope.limiter", function()
 
     it("leaves alone a value under its name that is not a budget, with a limiter event", function()
       local name = "periskope:" .. sha256_hex(srv.api_key)
-      rd:cli("SET", name, ("x"):rep(300))
+      -- Longer than any budget can be (with a full queue: 4.5 KB).
+      rd:cli("SET", name, ("x"):rep(5000))
       local events, hook = recorder()
       local c = util.client(srv, { limiter = limiter(), on_event = hook })
       assert.equal(204, c:pin { message_id = "m" }.status)
       local ev = of_type(events, "limiter")
       assert.equal(1, #ev)
       assert.truthy(ev[1].error:find("holds something else", 1, true), ev[1].error)
-      assert.equal(("x"):rep(300) .. "\n", rd:cli("GET", name))
+      assert.equal(("x"):rep(5000) .. "\n", rd:cli("GET", name))
       c:close()
     end)
 
@@ -355,6 +384,117 @@ describe("periskope.limiter", function()
       assert.matches("204$", out)
       assert.is_nil(out:find("pw-in-debug", 1, true))
       assert.is_nil(out:find(srv.api_key, 1, true))
+    end)
+
+    -- Waiters of a shared budget take its slots in the order they began
+    -- to wait, whichever process they are in; one that dies waiting stops
+    -- holding its place when its ticket's lease ends. On a server of
+    -- their own: 1 request per 1 s window.
+    local queue_srv, dir
+    local pids = {}
+    teardown(function()
+      for _, pid in ipairs(pids) do sh("kill -KILL " .. pid .. " 2>/dev/null") end
+      if dir then sh("rm -rf " .. sq(dir)) end
+      if queue_srv then queue_srv:stop() end
+    end)
+
+    -- The queue's server, started once, reset for each spec.
+    local function one_per_window()
+      if not queue_srv then
+        queue_srv = server.start { rate_limit = 1, window = 1 }
+        dir = sh("mktemp -d \"${TMPDIR:-/tmp}/periskope-queue.XXXXXX\""):match("[^\n]+")
+      end
+      queue_srv:reset()
+      return queue_srv
+    end
+
+    local function name() return "periskope:" .. sha256_hex(queue_srv.api_key) end
+
+    -- A process (this run's interpreter and module) that pins one id
+    -- through the Redis limiter, in the background; its pid.
+    local function waiter(id)
+      local script = dir .. "/" .. id .. ".lua"
+      server.write_file(script, ([[
+        package.cpath = %q .. ";" .. package.cpath
+        local periskope = require "periskope"
+        local c = periskope.new { api_key = %q, phone = "919874532456", base_url = %q,
+          limiter = periskope.limiter.redis { port = %d } }
+        local res = c:pin { message_id = %q }
+        io.stdout:write(res and res.status or "failed")
+      ]]):format(os.getenv("PERISKOPE_CPATH") or "", queue_srv.api_key, queue_srv.base_url, rd.port, id))
+      local pid = sh(util.lua_bin() .. " " .. sq(script) .. " >" .. sq(dir .. "/" .. id .. ".out")
+        .. " 2>&1 </dev/null & echo $!"):match("%d+")
+      pids[#pids + 1] = pid
+      return pid
+    end
+
+    local function running(pid)
+      local _, code = sh("kill -0 " .. pid .. " 2>/dev/null")
+      return code == 0
+    end
+
+    local function queue() return stored_queue(rd:cli("GET", name())) end
+
+    -- Starts a waiter, and waits until it holds a ticket (the store gave
+    -- one more) or has ended (it came when a slot was free: on a loaded
+    -- machine a process may start a window late). Its pid, and the ticket.
+    local function start_waiter(id)
+      local last = queue().last
+      local pid = waiter(id)
+      wait_for(id .. " to wait or end", 10, function() return queue().last > last or not running(pid) end)
+      return pid, queue().last > last and queue().last or nil
+    end
+
+    local function pinned()
+      local ids = {}
+      for _, r in ipairs(queue_srv:requests()) do ids[#ids + 1] = r.uri:match("/message/([^/]+)/pin") end
+      return ids
+    end
+
+    it("serves waiters of several processes in the order they began to wait", function()
+      local c = util.client(one_per_window(), { limiter = periskope.limiter.redis { port = rd.port } })
+      assert.equal(204, c:pin { message_id = "first" }.status)   -- the window's one slot
+      -- Each starts once the one before waits (or is done).
+      local started = {}
+      for i = 1, 3 do started[i] = start_waiter("w" .. i) end
+      for i = 1, 3 do wait_for("w" .. i .. " to end", 10, function() return not running(started[i]) end) end
+      assert.same({ "first", "w1", "w2", "w3" }, pinned())
+      for i = 1, 3 do assert.equal("204", server.read_file(dir .. "/w" .. i .. ".out")) end
+      assert.is_nil(queue_srv:stats().statuses[429])
+      assert.equal(0, queue().n)
+      c:close()
+    end)
+
+    it("a waiter that dies holds its place until its ticket's lease ends, no longer", function()
+      local events, hook = recorder()
+      local c = util.client(one_per_window(), { limiter = periskope.limiter.redis { port = rd.port },
+        on_event = hook })
+      -- A waiter killed while it holds a ticket (again, should it get a
+      -- slot before it waits or before it is killed).
+      local lease
+      for attempt = 1, 5 do
+        assert.equal(204, c:pin { message_id = "first" .. attempt }.status)
+        local pid, ticket = start_waiter("dies" .. attempt)
+        sh("kill -KILL " .. pid)
+        wait_for("the waiter's end", 5, function() return not running(pid) end)
+        for _, t in ipairs(queue().tickets) do
+          if t.id == ticket then lease = t["until"] end
+        end
+        if lease then break end
+      end
+      assert.truthy(lease, "no waiter died holding its ticket in 5 attempts")
+      -- Behind the dead ticket, this one waits out its lease, then goes.
+      assert.equal(204, c:pin { message_id = "after" }.status)
+      local reqs = queue_srv:requests()
+      assert.equal("/v1/message/after/pin", reqs[#reqs].uri)
+      local at = reqs[#reqs].time
+      assert.is_true(at >= lease - 0.05, ("went at %.2f, before the lease's end %.2f"):format(at, lease))
+      assert.is_true(at <= lease + util.within(1.5),
+        ("went at %.2f, long after the lease's end %.2f"):format(at, lease))
+      assert.is_nil(queue_srv:stats().statuses[429])
+      assert.equal(0, #of_type(events, "limiter"))
+      assert.equal(0, queue().n)
+      c:close()
     end)
   end)
 end)

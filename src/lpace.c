@@ -10,6 +10,9 @@
  *     worker that dies holding it cannot wedge the others;
  *   - Redis: a compare-and-set script (psk_redis), retried with the value
  *     it returns when another process changed the budget first.
+ * The text holds the queue of waiters too (psk_queue), so a take is
+ * served in the order the waiters began to wait with no more than this:
+ * the stores carry a longer text, never a second key or a second step.
  */
 #define _POSIX_C_SOURCE 200809L
 #include "lpace.h"
@@ -27,12 +30,14 @@ enum { LIM_DICT = 1, LIM_REDIS = 2 };
 #define STATE_TTL 3600      /* seconds an idle budget is kept */
 #define LOCK_TTL 3.0        /* seconds: a dead holder's lock expires */
 #define LOCK_WAIT 1.0       /* seconds to wait for the lock */
-#define CAS_TRIES 32        /* compare-and-set rounds before giving up */
+#define CAS_TRIES 32        /* compare-and-set rounds at least, and as many
+                               more as the store's timeout allows */
 #define REST 1.0            /* seconds a store that failed is left alone */
 
 typedef struct psk_limiter {
   int kind;
   psk_redis *redis;                  /* LIM_REDIS */
+  double timeout;                    /* LIM_REDIS: seconds per command */
   char where[96];                    /* for messages: "redis host:port" */
   char prefix[LPACE_PREFIX_MAX + 1];
   char cache_name[LPACE_NAME_MAX];   /* the last budget seen in Redis */
@@ -180,37 +185,53 @@ static int dict_run(lua_State *L, int lim, const char *name, psk_pace_op *op,
 /* ---------------------------------------------------------------- */
 /* Redis                                                             */
 
+/* The operation is done, on the stored value `value`. */
+static int redis_done(psk_limiter *lim, const char *name, psk_pace_op *op,
+                      const psk_pace_op *attempt, const char *value) {
+  *op = *attempt;
+  snprintf(lim->cache_name, sizeof lim->cache_name, "%s", name);
+  snprintf(lim->cache_val, sizeof lim->cache_val, "%s", value);
+  return LPACE_OK;
+}
+
+/* Many processes asking at once (a window opening to a queue of them)
+   change the budget many times a second: a change must win a round of
+   compare-and-set against them, and one that keeps losing (its process
+   is slow to be scheduled) keeps trying for as long as the store's
+   timeout allows. An ask that changes nothing needs no round of its own:
+   the value a lost round returns is the store's, read atomically, and
+   what the operation made of it stands. */
 static int redis_run(psk_limiter *lim, const char *name, psk_pace_op *op,
-                     char *err, size_t err_cap) {
+                     double mono_now, char *err, size_t err_cap) {
   char expected[PSK_BUDGET_TEXT], desired[PSK_BUDGET_TEXT];
+  double deadline = mono_now + lim->timeout;
   int tries;
   /* Start from the budget last seen: if nobody changed it, one round. */
   if (strcmp(lim->cache_name, name) == 0)
     memcpy(expected, lim->cache_val, sizeof expected);
   else
     expected[0] = '\0';
-  for (tries = 0; tries < CAS_TRIES; tries++) {
+  for (tries = 1;; tries++) {
     size_t len = 0;
     psk_pace_op attempt = *op;
     int rc;
     psk_pace_apply_text(expected, strlen(expected), &attempt, desired);
+    if (tries > 1 && strcmp(desired, expected) == 0)
+      return redis_done(lim, name, op, &attempt, expected);
     rc = psk_redis_cas(lim->redis, name, expected, desired,
                        (long)STATE_TTL * 1000, expected, sizeof expected, &len,
                        err, err_cap);
-    if (rc == PSK_REDIS_SET) {
-      *op = attempt;
-      snprintf(lim->cache_name, sizeof lim->cache_name, "%s", name);
-      memcpy(lim->cache_val, desired, sizeof desired);
-      return LPACE_OK;
-    }
+    if (rc == PSK_REDIS_SET)
+      return redis_done(lim, name, op, &attempt, desired);
     if (rc != PSK_REDIS_CHANGED) {
       lim->cache_name[0] = '\0';
       return LPACE_FAILED;
     }
     /* Another process went first: expected now holds its value. */
+    if (tries >= CAS_TRIES && psk_time_mono() > deadline) break;
   }
-  snprintf(err, err_cap, "%s: budget kept changing (%d tries)", lim->where,
-           CAS_TRIES);
+  snprintf(err, err_cap, "%s: budget kept changing (%d tries in %.1f s)",
+           lim->where, tries, psk_time_mono() - mono_now);
   return LPACE_FAILED;
 }
 
@@ -223,7 +244,7 @@ int lpace_run(lua_State *L, int idx, const char *name, psk_pace_op *op,
      one timeout a second, not one per request. */
   if (!lim || mono_now < lim->resting_until) return LPACE_RESTING;
   rc = lim->kind == LIM_REDIS
-           ? redis_run(lim, name, op, why, sizeof why)
+           ? redis_run(lim, name, op, mono_now, why, sizeof why)
            : dict_run(L, psk_absindex(L, idx), name, op, mono_now, why,
                       sizeof why);
   if (rc == LPACE_OK) return LPACE_OK;
@@ -391,6 +412,7 @@ static int lim_redis(lua_State *L) {
   lim = new_limiter(L, LIM_REDIS);
   snprintf(lim->prefix, sizeof lim->prefix, "%s", prefix);
   snprintf(lim->where, sizeof lim->where, "redis %.64s:%d", host, (int)port);
+  lim->timeout = timeout;
   lim->redis = psk_redis_new(host, (int)port, password, (int)db, timeout);
   if (!lim->redis) return luaL_error(L, "periskope: out of memory");
   return 1;

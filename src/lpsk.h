@@ -161,6 +161,8 @@ typedef struct pin_job {
   int nested;        /* started while another call ran on the client */
   int slot;          /* holds a pacing slot whose end is not settled */
   int shared;        /* ... and it came from the shared store */
+  long long ticket;  /* its place in the shared store's queue while it
+                        waits for a slot (0: none) */
   double waited;     /* pacing: seconds waited for this attempt's slot */
   double until;      /* pacing: end of the last wait announced */
   double not_before; /* batch: monotonic time its retry may start */
@@ -195,9 +197,11 @@ int lpsk_job_awaits_reply(const pin_job *j);
 
 /* Pacing for a batch, which schedules its own requests: a slot (0: go,
    counted; > 0 seconds to the reset; < 0 ask again shortly), and how long
-   to nap before asking again. */
+   to nap before asking again. *ticket: the waiter's place in a shared
+   store's queue, carried from one ask of a wait to the next (0 to begin
+   a wait; 0 again once a slot is taken). */
 double lpsk_pace_take(lua_State *L, Client *c, int ud, int force,
-                      int *shared);
+                      int *shared, long long *ticket);
 double lpsk_pace_nap(const Client *c, double d, int shared);
 /* A wait event (index: pin_many item, or 0). [-0, +0, e] */
 void lpsk_ev_wait(lua_State *L, Client *c, int ud, double seconds,

@@ -185,8 +185,9 @@ static int pace_shared(lua_State *L, Client *c, int ud, psk_pace_op *op) {
 }
 
 double lpsk_pace_take(lua_State *L, Client *c, int ud, int force,
-                      int *shared) {
+                      int *shared, long long *ticket) {
   psk_pace_op op;
+  double d;
   memset(&op, 0, sizeof op);
   /* The budget is on the server's clock: the epoch clock, offset. */
   op.now = psk_clock_server(&c->clock, psk_time_wall());
@@ -194,9 +195,18 @@ double lpsk_pace_take(lua_State *L, Client *c, int ud, int force,
   op.force = force;
   op.probe = psk_clock_probe(&c->clock);
   op.seed = &c->budget;
+  op.ticket = *ticket;
   *shared = pace_shared(L, c, ud, &op);
-  if (*shared) return op.delay;
-  return psk_budget_take(&c->budget, op.now, op.lease, force, op.probe);
+  if (*shared) {
+    *ticket = op.ticket;
+    return op.delay;
+  }
+  /* Paced alone (the store failed, or rests): the ticket keeps the
+     waiter's place for when the store answers again, unless the wait
+     ends here. */
+  d = psk_budget_take(&c->budget, op.now, op.lease, force, op.probe);
+  if (d == 0) *ticket = 0;
+  return d;
 }
 
 /* A request ended (answered: with the rate-limit values of k). The
@@ -250,10 +260,11 @@ double lpsk_pace_nap(const Client *c, double d, int shared) {
    hook returns. One wait event per wait. */
 static double job_pace(lua_State *L, pin_job *j, int ud) {
   Client *c = j->c;
-  double nap, d = lpsk_pace_take(L, c, ud, 0, &j->shared);
-  if (d < 0 && j->nested) d = lpsk_pace_take(L, c, ud, 1, &j->shared);
+  double nap, d = lpsk_pace_take(L, c, ud, 0, &j->shared, &j->ticket);
+  if (d < 0 && j->nested)
+    d = lpsk_pace_take(L, c, ud, 1, &j->shared, &j->ticket);
   if (d != 0 && j->waited + (d > 0 ? d : PACE_POLL) > c->cfg.max_retry_wait)
-    d = lpsk_pace_take(L, c, ud, 1, &j->shared);
+    d = lpsk_pace_take(L, c, ud, 1, &j->shared, &j->ticket);
   if (d == 0) {
     j->slot = 1;
     return 0;

@@ -105,6 +105,7 @@ typedef struct batch {
   int first;          /* items before it are all finished */
   int nested;         /* started while another call ran on the client */
   double paced_until; /* monotonic end of the last pacing wait announced */
+  long long ticket;   /* its place in the shared store's queue (0: none) */
   psk_transfer *slot_t[PSK_MAX_CONCURRENCY];
   pin_job *slot_job[PSK_MAX_CONCURRENCY]; /* running there, or NULL */
   pin_job jobs[1];    /* n of them (at least one, for the array) */
@@ -188,9 +189,9 @@ static double batch_pace(lua_State *L, batch *b, int ud, double now,
                          int *shared) {
   Client *c = b->c;
   int running = psk_batch_running(b->net);
-  double d = lpsk_pace_take(L, c, ud, 0, shared);
+  double d = lpsk_pace_take(L, c, ud, 0, shared, &b->ticket);
   if (d < 0 && running == 0 && (!*shared || b->nested))
-    d = lpsk_pace_take(L, c, ud, 1, shared);
+    d = lpsk_pace_take(L, c, ud, 1, shared, &b->ticket);
   if (d == 0) return 0;
   if (d > 0 && now + d > b->paced_until + 0.05) {
     b->paced_until = now + d;

@@ -7,6 +7,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Bounds on every number of a stored budget, far past any real one, so
+   that no count can overflow and the text of a full queue has a bound. */
+#define PSK_PACE_MAX 1000000000000000LL /* 1e15 */
+
 /* ---------------------------------------------------------------- */
 /* the budget                                                        */
 
@@ -15,8 +19,16 @@ void psk_budget_init(psk_budget *b) {
   b->limit = -1;
 }
 
-double psk_budget_take(psk_budget *b, double now, double lease, int force,
-                       double probe) {
+void psk_shared_init(psk_shared *s) {
+  psk_budget_init(&s->budget);
+  s->queue.last = 0;
+  s->queue.n = 0;
+}
+
+/* psk_budget_take, for a taker with `ahead` queued waiters before it: as
+   many of the free slots are theirs. */
+static double budget_take(psk_budget *b, double now, double lease, int force,
+                          double probe, long long ahead) {
   /* Requests whose process never settled them stop counting. */
   if (b->inflight > 0 && now > b->lease) b->inflight = 0;
   if (b->learned && !b->unlimited && b->reset && now >= (double)b->reset) {
@@ -32,13 +44,14 @@ double psk_budget_take(psk_budget *b, double now, double lease, int force,
   }
   if (!force) {
     if (!b->learned) {
-      if (b->inflight > 0) return -1; /* the first request goes alone */
-    } else if (!b->unlimited && b->taken >= b->cap) {
+      /* The first request goes alone: the queue's first. */
+      if (b->inflight > 0 || ahead > 0) return -1;
+    } else if (!b->unlimited && b->taken + ahead >= b->cap) {
       if (b->reset) return (double)b->reset - now;
-      if (b->inflight > 0) return -1;
+      if (b->inflight > 0 || ahead > 0) return -1;
       /* Spent, with nothing in flight to say when it resets: one request
          finds out. */
-    } else if (probe > 0 && b->reset && b->cap - b->taken == 1) {
+    } else if (probe > 0 && b->reset && b->cap - b->taken - ahead == 1) {
       double at = (double)b->reset - 1 - probe;
       if (at > now && at - now <= PSK_PROBE_HOLD) return at - now;
     }
@@ -47,6 +60,11 @@ double psk_budget_take(psk_budget *b, double now, double lease, int force,
   b->inflight++;
   if (now + lease > b->lease) b->lease = now + lease;
   return 0;
+}
+
+double psk_budget_take(psk_budget *b, double now, double lease, int force,
+                       double probe) {
+  return budget_take(b, now, lease, force, probe, 0);
 }
 
 void psk_budget_settle(psk_budget *b, int answered, long long limit,
@@ -90,19 +108,138 @@ void psk_budget_learn(psk_budget *b, long long limit, long long remaining,
   }
 }
 
-size_t psk_budget_encode(const psk_budget *b, char *out) {
-  int n = snprintf(out, PSK_BUDGET_TEXT, "p1 %d %d %lld %lld %lld %lld %lld %lld %.3f",
-                   b->learned, b->unlimited, b->prev, b->reset, b->limit, b->cap,
-                   b->taken, b->inflight, b->lease);
-  return n > 0 && n < PSK_BUDGET_TEXT ? (size_t)n : 0;
+/* ---------------------------------------------------------------- */
+/* the queue                                                         */
+
+/* Tickets whose lease ended before now leave the queue. */
+static void queue_expire(psk_queue *q, double now) {
+  int i, k = 0;
+  for (i = 0; i < q->n; i++) {
+    if ((double)q->until[i] < now * 10) continue;
+    q->id[k] = q->id[i];
+    q->until[k] = q->until[i];
+    k++;
+  }
+  q->n = k;
 }
 
-#define PSK_PACE_MAX 1000000000000000LL /* 1e15 */
+/* How many tickets are lower than t: where t is, or would go. */
+static int queue_rank(const psk_queue *q, long long t) {
+  int i = 0;
+  while (i < q->n && q->id[i] < t) i++;
+  return i;
+}
 
-/* " <integer>" at *p; advances past it. */
-static int read_int(const char **p, long long *v) {
+/* Ticket t waits until `until`, having been told to ask again by
+   `need` (both in tenths of a second): a lease that lasts to `need` is
+   left as it is (so that most asks of a waiter change nothing in the
+   store); a ticket that had left (its lease ran out while its holder
+   still waited) goes back to its place. */
+static void queue_hold(psk_queue *q, long long t, long long until,
+                       long long need) {
+  int i = queue_rank(q, t);
+  if (i < q->n && q->id[i] == t) {
+    if (q->until[i] < need) q->until[i] = until;
+    return;
+  }
+  if (q->n == PSK_QUEUE_MAX) return;
+  memmove(q->id + i + 1, q->id + i, (size_t)(q->n - i) * sizeof q->id[0]);
+  memmove(q->until + i + 1, q->until + i,
+          (size_t)(q->n - i) * sizeof q->until[0]);
+  q->id[i] = t;
+  q->until[i] = until;
+  q->n++;
+}
+
+static void queue_leave(psk_queue *q, long long t) {
+  int i = queue_rank(q, t);
+  if (i == q->n || q->id[i] != t) return;
+  memmove(q->id + i, q->id + i + 1, (size_t)(q->n - i - 1) * sizeof q->id[0]);
+  memmove(q->until + i, q->until + i + 1,
+          (size_t)(q->n - i - 1) * sizeof q->until[0]);
+  q->n--;
+}
+
+/* A lease for a waiter told to wait `delay` at server time now: to the
+   end of that wait and `grace` more, in tenths of a second. */
+static long long ticket_until(double now, double delay, double grace) {
+  double x = (now + (delay > 0 ? delay : 0) + grace) * 10;
+  long long u;
+  if (!(x >= 0)) return 0;
+  if (x >= (double)PSK_PACE_MAX) return PSK_PACE_MAX;
+  u = (long long)x;
+  return (double)u < x ? u + 1 : u; /* rounded up */
+}
+
+/* A take in queue order (see psk_pace_apply). */
+static void queue_take(psk_shared *s, psk_pace_op *op) {
+  psk_queue *q = &s->queue;
+  long long t = op->ticket;
+  queue_expire(q, op->now);
+  if (t <= 0 || t > q->last) t = 0; /* none, or another store's: a new wait */
+  op->delay = budget_take(&s->budget, op->now, op->lease, op->force, op->probe,
+                          t ? queue_rank(q, t) : q->n);
+  if (op->delay == 0) {
+    queue_leave(q, t);
+    op->ticket = 0;
+    return;
+  }
+  if (!t) {
+    if (q->n == PSK_QUEUE_MAX || q->last >= PSK_PACE_MAX) {
+      op->ticket = 0; /* full: behind the queue, without a place in it */
+      return;
+    }
+    t = ++q->last;
+  }
+  queue_hold(q, t, ticket_until(op->now, op->delay, PSK_TICKET_GRACE),
+             ticket_until(op->now, op->delay, PSK_TICKET_MARGIN));
+  op->ticket = t;
+}
+
+/* ---------------------------------------------------------------- */
+/* the text a store keeps                                            */
+
+/* Appends one number, formatted, to out (PSK_BUDGET_TEXT bytes) at *len;
+   0 when it does not fit. */
+static int put(char *out, size_t *len, const char *fmt, long long v) {
+  int n = snprintf(out + *len, PSK_BUDGET_TEXT - *len, fmt, v);
+  if (n <= 0 || (size_t)n >= PSK_BUDGET_TEXT - *len) return 0;
+  *len += (size_t)n;
+  return 1;
+}
+
+/* "p2 <budget> <last ticket> <n>", then when n > 0 the lowest lease
+   (tenths of a second) and per ticket, lowest first, "<gap>:<lease less
+   the lowest>": the first gap from the last ticket given, then from the
+   ticket before. A queue of recent waiters is a few bytes a ticket. */
+size_t psk_shared_encode(const psk_shared *s, char *out) {
+  const psk_budget *b = &s->budget;
+  const psk_queue *q = &s->queue;
+  long long base = 0;
+  size_t len;
+  int i, n = snprintf(out, PSK_BUDGET_TEXT,
+                      "p2 %d %d %lld %lld %lld %lld %lld %lld %.3f",
+                      b->learned, b->unlimited, b->prev, b->reset, b->limit,
+                      b->cap, b->taken, b->inflight, b->lease);
+  if (n <= 0 || n >= PSK_BUDGET_TEXT) return 0;
+  len = (size_t)n;
+  if (!put(out, &len, " %lld", q->last) || !put(out, &len, " %lld", q->n))
+    return 0;
+  for (i = 0; i < q->n; i++)
+    if (i == 0 || q->until[i] < base) base = q->until[i];
+  if (q->n && !put(out, &len, " %lld", base)) return 0;
+  for (i = 0; i < q->n; i++)
+    if (!put(out, &len, " %lld",
+             i ? q->id[i] - q->id[i - 1] : q->last - q->id[0]) ||
+        !put(out, &len, ":%lld", q->until[i] - base))
+      return 0;
+  return len;
+}
+
+/* sep and an integer at *p; advances past them. */
+static int read_num(const char **p, char sep, long long *v) {
   char *end;
-  if (**p != ' ') return -1;
+  if (**p != sep) return -1;
   (*p)++;
   errno = 0;
   *v = strtoll(*p, &end, 10);
@@ -111,41 +248,80 @@ static int read_int(const char **p, long long *v) {
   return 0;
 }
 
-int psk_budget_decode(psk_budget *b, const char *text, size_t len) {
+/* " <integer>" at *p; advances past it. */
+static int read_int(const char **p, long long *v) {
+  return read_num(p, ' ', v);
+}
+
+static int in_range(long long v, long long lo, long long hi) {
+  return v >= lo && v <= hi;
+}
+
+/* The queue part of the text at p (see psk_shared_encode). */
+static int read_queue(const char *p, psk_queue *q) {
+  long long n, base = 0, gap, off, id = 0;
+  int i;
+  if (read_int(&p, &q->last) || read_int(&p, &n) ||
+      !in_range(q->last, 0, PSK_PACE_MAX) || !in_range(n, 0, PSK_QUEUE_MAX) ||
+      (n > 0 && (read_int(&p, &base) || !in_range(base, 0, PSK_PACE_MAX))))
+    return -1;
+  for (i = 0; i < n; i++) {
+    if (read_int(&p, &gap) || read_num(&p, ':', &off)) return -1;
+    id = i ? id + gap : q->last - gap;
+    if (!in_range(gap, i ? 1 : 0, PSK_PACE_MAX) || !in_range(id, 1, q->last) ||
+        !in_range(off, 0, PSK_PACE_MAX - base))
+      return -1;
+    q->id[i] = id;
+    q->until[i] = base + off;
+  }
+  q->n = (int)n;
+  return *p == '\0' ? 0 : -1;
+}
+
+int psk_shared_decode(psk_shared *s, const char *text, size_t len) {
   char buf[PSK_BUDGET_TEXT], *end;
   const char *p = buf + 2;
   long long learned, unlimited;
-  psk_budget d;
-  psk_budget_init(b);
-  if (len < 2 || len >= sizeof buf || memcmp(text, "p1", 2) != 0) return -1;
+  psk_budget *b = &s->budget;
+  psk_shared_init(s);
+  if (len < 2 || len >= sizeof buf ||
+      (memcmp(text, "p1", 2) != 0 && memcmp(text, "p2", 2) != 0))
+    return -1;
   memcpy(buf, text, len);
   buf[len] = '\0';
   if (read_int(&p, &learned) || read_int(&p, &unlimited) ||
-      read_int(&p, &d.prev) || read_int(&p, &d.reset) ||
-      read_int(&p, &d.limit) || read_int(&p, &d.cap) ||
-      read_int(&p, &d.taken) || read_int(&p, &d.inflight) || *p != ' ')
-    return -1;
+      read_int(&p, &b->prev) || read_int(&p, &b->reset) ||
+      read_int(&p, &b->limit) || read_int(&p, &b->cap) ||
+      read_int(&p, &b->taken) || read_int(&p, &b->inflight) || *p != ' ')
+    goto bad;
   errno = 0;
-  d.lease = strtod(p + 1, &end);
-  if (end == p + 1 || *end != '\0' || errno) return -1;
-  /* Bounds far past any real budget, so that no count can overflow. */
+  b->lease = strtod(p + 1, &end);
+  if (end == p + 1 || errno) goto bad;
   if ((learned != 0 && learned != 1) || (unlimited != 0 && unlimited != 1) ||
-      d.prev < 0 || d.prev > PSK_PACE_MAX || d.reset < 0 ||
-      d.reset > PSK_PACE_MAX || d.limit < -1 || d.limit > PSK_PACE_MAX ||
-      d.cap < 0 || d.cap > PSK_PACE_MAX || d.taken < 0 ||
-      d.taken > PSK_PACE_MAX || d.inflight < 0 || d.inflight > PSK_PACE_MAX ||
-      !(d.lease >= 0 && d.lease < 1e12))
-    return -1;
-  d.learned = (int)learned;
-  d.unlimited = (int)unlimited;
-  *b = d;
+      !in_range(b->prev, 0, PSK_PACE_MAX) ||
+      !in_range(b->reset, 0, PSK_PACE_MAX) ||
+      !in_range(b->limit, -1, PSK_PACE_MAX) ||
+      !in_range(b->cap, 0, PSK_PACE_MAX) ||
+      !in_range(b->taken, 0, PSK_PACE_MAX) ||
+      !in_range(b->inflight, 0, PSK_PACE_MAX) ||
+      !(b->lease >= 0 && b->lease < 1e12))
+    goto bad;
+  /* "p1": the text of the version before the queue, no one waiting. */
+  if (buf[1] == '2' ? read_queue(end, &s->queue) != 0 : *end != '\0')
+    goto bad;
+  b->learned = (int)learned;
+  b->unlimited = (int)unlimited;
   return 0;
+bad:
+  psk_shared_init(s);
+  return -1;
 }
 
 /* ---------------------------------------------------------------- */
 /* one operation, for every store                                    */
 
-void psk_pace_apply(psk_budget *b, psk_pace_op *op) {
+void psk_pace_apply(psk_shared *s, psk_pace_op *op) {
+  psk_budget *b = &s->budget;
   /* A store that lost its budget (or never had one) starts from what this
      process has learned, rather than send a request to find out. */
   if (!b->learned && op->seed && op->seed->learned) {
@@ -159,15 +335,15 @@ void psk_pace_apply(psk_budget *b, psk_pace_op *op) {
   if (op->settle)
     psk_budget_settle(b, op->answered, op->limit, op->remaining, op->reset);
   else
-    op->delay = psk_budget_take(b, op->now, op->lease, op->force, op->probe);
+    queue_take(s, op);
 }
 
 void psk_pace_apply_text(const char *cur, size_t len, psk_pace_op *op,
                          char out[PSK_BUDGET_TEXT]) {
-  psk_budget b;
-  psk_budget_decode(&b, cur, len); /* unknown text: a fresh budget */
-  psk_pace_apply(&b, op);
-  if (!psk_budget_encode(&b, out)) out[0] = '\0';
+  psk_shared s;
+  psk_shared_decode(&s, cur, len); /* unknown text: a fresh budget */
+  psk_pace_apply(&s, op);
+  if (!psk_shared_encode(&s, out)) out[0] = '\0';
 }
 
 /* ---------------------------------------------------------------- */

@@ -5,8 +5,9 @@
  * window, on the server's clock: when it ends, how many requests it allows
  * and how many were counted against it. The same few operations serve
  * every store: a client keeps its budget in memory; the shared stores
- * (an nginx shared dictionary, Redis) keep it as a short text, read it,
- * run the same operation and write it back in one atomic step.
+ * (an nginx shared dictionary, Redis) keep it as a text, with the queue
+ * of the processes waiting for it (psk_shared), read it, run the same
+ * operation and write it back in one atomic step.
  *
  * A psk_clock turns local time into the server's, from the Date headers.
  */
@@ -55,12 +56,48 @@ void psk_budget_settle(psk_budget *b, int answered, long long limit,
 void psk_budget_learn(psk_budget *b, long long limit, long long remaining,
                       long long reset);
 
-/* The budget as text for a shared store (at most PSK_BUDGET_TEXT bytes
-   with the NUL), and back. decode returns 0 on success; on text it does
-   not recognise it returns -1 and leaves a fresh budget. */
-#define PSK_BUDGET_TEXT 128
-size_t psk_budget_encode(const psk_budget *b, char *out);
-int psk_budget_decode(psk_budget *b, const char *text, size_t len);
+/* The processes waiting for a slot of a shared budget, in the order they
+   began to wait. A waiter holds a ticket: a number the store gives in
+   increasing order, kept in the queue with a lease (a process that dies
+   waiting stops holding its place when the lease ends). Only as many
+   waiters as there are free slots may take one, oldest first; one who
+   has none yet waits behind all. At most PSK_QUEUE_MAX tickets: past
+   that a waiter waits without one, behind the queue, until there is
+   room (a race among those, as before the queue). */
+#define PSK_QUEUE_MAX 128
+#define PSK_TICKET_GRACE 3.0  /* s a ticket outlasts the wait its holder
+                                 was told of (its next ask renews it) */
+#define PSK_TICKET_MARGIN 1.0 /* s: a lease is written again only when it
+                                 would end less than this after the
+                                 holder's next ask, so that a waiter
+                                 writes about every other window, not at
+                                 each ask */
+typedef struct psk_queue {
+  long long last;                 /* the last ticket given; 0: none yet */
+  int n;                          /* tickets waiting, lowest (oldest) first */
+  long long id[PSK_QUEUE_MAX];
+  long long until[PSK_QUEUE_MAX]; /* server time, in tenths of a second,
+                                     after which the ticket is void */
+} psk_queue;
+
+/* What a shared store keeps: the budget, and the queue of its waiters. */
+typedef struct psk_shared {
+  psk_budget budget;
+  psk_queue queue;
+} psk_shared;
+
+/* A fresh budget, no one waiting. */
+void psk_shared_init(psk_shared *s);
+
+/* The budget and its queue as text for a shared store (at most
+   PSK_BUDGET_TEXT bytes with the NUL: room for a full queue of the
+   largest numbers decode accepts), and back. decode also reads the text
+   of the version before the queue ("p1": no one waiting); it returns 0
+   on success; on text it does not recognise it returns -1 and leaves a
+   fresh budget. */
+#define PSK_BUDGET_TEXT 4608
+size_t psk_shared_encode(const psk_shared *s, char *out);
+int psk_shared_decode(psk_shared *s, const char *text, size_t len);
 
 /* Server clock = local clock + offset. An answer's Date is the server's
    whole second, floored, taken between the request's sending and the
@@ -81,9 +118,10 @@ double psk_clock_server(const psk_clock *k, double local_now);
    usefully, else 0. */
 double psk_clock_probe(const psk_clock *k);
 
-/* One operation on a budget, the same for every store: the client's own
-   budget, and the text a shared store keeps (an nginx shared dictionary,
-   Redis), read, changed and written back in one atomic step. */
+/* One operation on a shared budget, the same for every store: the text a
+   shared store keeps (an nginx shared dictionary, Redis), read, changed
+   and written back in one atomic step. The client's own budget runs
+   psk_budget_take and _settle directly: it has one waiter at a time. */
 typedef struct psk_pace_op {
   int settle;    /* 0: take a slot; 1: a request ended */
   double now;    /* take: server time */
@@ -97,11 +135,18 @@ typedef struct psk_pace_op {
   int answered;  /* settle: a response came, with these (-1: absent) */
   long long limit, remaining, reset;
   double delay;  /* take: the answer (see psk_budget_take) */
+  long long ticket; /* take: in, the taker's ticket from an earlier ask of
+                       the same wait (0: none); out, its ticket while it
+                       waits (0: it took a slot, or the queue is full) */
 } psk_pace_op;
 
-/* Runs op on b: seeds a budget that has learned nothing from op->seed,
-   counts the unsettled slots out, then takes or settles. */
-void psk_pace_apply(psk_budget *b, psk_pace_op *op);
+/* Runs op on s: seeds a budget that has learned nothing from op->seed
+   (its queue stays), counts the unsettled slots out, then takes or
+   settles. A take is served in queue order (psk_queue): it may take a
+   slot only if fewer tickets than free slots are ahead of it; otherwise
+   it waits, with a ticket (given on its first ask, renewed on later
+   ones). A forced take goes at once and leaves the queue. */
+void psk_pace_apply(psk_shared *s, psk_pace_op *op);
 /* The same on a stored text budget cur (len bytes; "" or text it does
    not recognise: a fresh budget); the new text goes to out ("" when it
    cannot be encoded). */

@@ -1841,21 +1841,30 @@ static void test_budget(void) {
   psk_budget_take(&b, 1000.25, 30, 0, 0);
   psk_budget_settle(&b, 1, 10, 9, 1002);
   psk_budget_take(&b, 1000.5, 30, 0, 0);
-  CHECK(psk_budget_encode(&b, text) > 0);
   {
-    psk_budget d;
-    CHECK(psk_budget_decode(&d, text, strlen(text)) == 0);
-    CHECK(d.learned == 1 && d.reset == 1002 && d.limit == 10 && d.cap == 10 &&
-          d.taken == 2 && d.inflight == 1 && d.lease > 1030.49 &&
-          d.lease < 1030.51);
-    CHECK(psk_budget_decode(&d, "", 0) == -1 && d.learned == 0);
-    CHECK(psk_budget_decode(&d, "p1 1 0 5", 8) == -1 && d.reset == 0);
-    CHECK(psk_budget_decode(&d, text, strlen(text) - 1) == 0);
+    psk_shared w, d;
+    w.budget = b;
+    w.queue.last = w.queue.n = 0;
+    CHECK(psk_shared_encode(&w, text) > 0);
+    CHECK(psk_shared_decode(&d, text, strlen(text)) == 0);
+    CHECK(d.budget.learned == 1 && d.budget.reset == 1002 &&
+          d.budget.limit == 10 && d.budget.cap == 10 && d.budget.taken == 2 &&
+          d.budget.inflight == 1 && d.budget.lease > 1030.49 &&
+          d.budget.lease < 1030.51);
+    CHECK(psk_shared_decode(&d, "", 0) == -1 && d.budget.learned == 0);
+    CHECK(psk_shared_decode(&d, "p1 1 0 5", 8) == -1 && d.budget.reset == 0);
+    CHECK(psk_shared_decode(&d, text, strlen(text) - 1) == -1);
     strcat(text, "x");
-    CHECK(psk_budget_decode(&d, text, strlen(text)) == -1);
-    CHECK(psk_budget_decode(&d, "p1 2 0 0 0 -1 0 0 0 0", 21) == -1);
-    CHECK(psk_budget_decode(&d, "p1 1 0 0 0 -1 0 -4 0 0", 22) == -1);
-    CHECK(psk_budget_decode(&d, "p1 1 0 0 0 -1 0 4 0 0", 21) == 0);
+    CHECK(psk_shared_decode(&d, text, strlen(text)) == -1);
+    CHECK(psk_shared_decode(&d, "p1 2 0 0 0 -1 0 0 0 0", 21) == -1);
+    CHECK(psk_shared_decode(&d, "p1 1 0 0 0 -1 0 -4 0 0", 22) == -1);
+    CHECK(psk_shared_decode(&d, "p1 1 0 0 0 -1 0 4 0 0", 21) == 0);
+    /* The text of the version before the queue: no one waiting. */
+    CHECK(psk_shared_decode(&d, "p1 1 0 0 1002 10 10 2 1 1030.5", 30) == 0);
+    CHECK(d.budget.reset == 1002 && d.budget.taken == 2 && d.queue.n == 0 &&
+          d.queue.last == 0);
+    CHECK(psk_shared_decode(&d, "p1 1 0 0 1002 10 10 2 1 1030.5 0 0", 34) ==
+          -1);
   }
 
   /* The clock: between Date - received and Date + 1 - sent; it runs on
@@ -1905,7 +1914,8 @@ static void test_budget(void) {
 
 /* psk_pace_apply: the one operation every store runs. */
 static void test_pace_op(void) {
-  psk_budget b, seed;
+  psk_shared b;
+  psk_budget seed;
   psk_pace_op op;
   char text[PSK_BUDGET_TEXT], out[PSK_BUDGET_TEXT];
   size_t n;
@@ -1915,18 +1925,19 @@ static void test_pace_op(void) {
   psk_budget_init(&seed);
   psk_budget_take(&seed, 1000, 30, 0, 0);
   psk_budget_settle(&seed, 1, 10, 9, 1002);
-  psk_budget_init(&b);
-  b.inflight = 2;
-  b.lease = 1030;
+  psk_shared_init(&b);
+  b.budget.inflight = 2;
+  b.budget.lease = 1030;
   memset(&op, 0, sizeof op);
   op.now = 1000.5;
   op.lease = 30;
   op.seed = &seed;
   psk_pace_apply(&b, &op);
   CHECK(op.delay == 0);
-  CHECK(b.learned && b.limit == 10 && b.reset == 1002 && b.cap == 10);
-  CHECK(b.inflight == 3); /* its own 2, and this one */
-  CHECK(b.taken == 2);    /* the seed's 1, and this one */
+  CHECK(b.budget.learned && b.budget.limit == 10 && b.budget.reset == 1002 &&
+        b.budget.cap == 10);
+  CHECK(b.budget.inflight == 3); /* its own 2, and this one */
+  CHECK(b.budget.taken == 2);    /* the seed's 1, and this one */
 
   /* Unsettled slots of this process come off first; never below 0. */
   memset(&op, 0, sizeof op);
@@ -1937,12 +1948,12 @@ static void test_pace_op(void) {
   op.remaining = 8;
   op.reset = 1002;
   psk_pace_apply(&b, &op);
-  CHECK(b.inflight == 0);
+  CHECK(b.budget.inflight == 0);
   memset(&op, 0, sizeof op);
   op.settle = 1;
   op.unsettled = 99;
   psk_pace_apply(&b, &op);
-  CHECK(b.inflight == 0);
+  CHECK(b.budget.inflight == 0);
 
   /* A learned store is not overwritten by the seed. */
   seed.limit = 99;
@@ -1951,7 +1962,7 @@ static void test_pace_op(void) {
   op.lease = 30;
   op.seed = &seed;
   psk_pace_apply(&b, &op);
-  CHECK(b.limit == 10 && op.delay == 0);
+  CHECK(b.budget.limit == 10 && op.delay == 0);
 
   /* The text form: unknown text is a fresh budget; the result encodes. */
   memset(&op, 0, sizeof op);
@@ -1959,15 +1970,284 @@ static void test_pace_op(void) {
   op.lease = 30;
   psk_pace_apply_text("garbage", 7, &op, out);
   CHECK(op.delay == 0);
-  CHECK(psk_budget_decode(&b, out, strlen(out)) == 0);
-  CHECK(b.inflight == 1 && b.taken == 1 && !b.learned);
-  n = psk_budget_encode(&b, text);
+  CHECK(psk_shared_decode(&b, out, strlen(out)) == 0);
+  CHECK(b.budget.inflight == 1 && b.budget.taken == 1 && !b.budget.learned);
+  n = psk_shared_encode(&b, text);
   memset(&op, 0, sizeof op);
   op.now = 1000;
   op.lease = 30;
   psk_pace_apply_text(text, n, &op, out); /* the first goes alone */
   CHECK(op.delay < 0);
-  CHECK(strcmp(out, text) == 0); /* a refused take changes nothing */
+  CHECK(op.ticket == 1); /* ... the second waits, first in the queue */
+  n = strlen(out);
+  memcpy(text, out, n + 1);
+  op.now = 1000.05; /* asks again with it: nothing to write */
+  psk_pace_apply_text(text, n, &op, out);
+  CHECK(op.delay < 0 && op.ticket == 1);
+  CHECK_STR(out, text);
+}
+
+/* Takes with ticket t (in and out) at time now; the delay. */
+static double queued_take(psk_shared *b, long long *t, double now) {
+  psk_pace_op op;
+  memset(&op, 0, sizeof op);
+  op.now = now;
+  op.lease = 30;
+  op.ticket = *t;
+  psk_pace_apply(b, &op);
+  *t = op.ticket;
+  return op.delay;
+}
+
+static void settle_answer(psk_shared *b, long long remaining,
+                          long long reset) {
+  psk_pace_op op;
+  memset(&op, 0, sizeof op);
+  op.settle = 1;
+  op.answered = 1;
+  op.limit = 3;
+  op.remaining = remaining;
+  op.reset = reset;
+  psk_pace_apply(b, &op);
+}
+
+/* The lease of ticket t in q, or -1. */
+static long long lease_of(const psk_queue *q, long long t) {
+  int i;
+  for (i = 0; i < q->n; i++)
+    if (q->id[i] == t) return q->until[i];
+  return -1;
+}
+
+/* The queue: waiters are served in the order they began to wait, across
+   windows; a ticket whose holder stopped asking expires; the text keeps
+   it all. */
+static void test_pace_queue(void) {
+  psk_shared b, d;
+  long long t[6] = {0, 0, 0, 0, 0, 0}, before;
+  char text[PSK_BUDGET_TEXT], again[PSK_BUDGET_TEXT];
+  int i;
+
+  /* A budget of 3 per window, spent until 1002. */
+  psk_shared_init(&b);
+  CHECK(queued_take(&b, &t[0], 1000) == 0 && t[0] == 0);
+  settle_answer(&b, 2, 1002);
+  CHECK(queued_take(&b, &t[0], 1000) == 0);
+  CHECK(queued_take(&b, &t[0], 1000) == 0);
+  /* Five wait, in this order: tickets 1..5. */
+  for (i = 1; i <= 5; i++) {
+    CHECK(queued_take(&b, &t[i], 1000 + i * 0.01) > 1.9);
+    CHECKI(t[i] == i, i);
+  }
+  CHECK(b.queue.n == 5 && b.queue.last == 5);
+  /* The window ends; the three requests ended. A newcomer, and the
+     fourth and fifth, are refused: the three free slots are the first
+     three waiters'. */
+  for (i = 0; i < 3; i++) settle_answer(&b, 0, 1002);
+  before = 0;
+  CHECK(queued_take(&b, &before, 1002.01) != 0 && before == 6);
+  CHECK(queued_take(&b, &t[5], 1002.02) < 0 && t[5] == 5);
+  CHECK(queued_take(&b, &t[4], 1002.03) < 0 && t[4] == 4);
+  /* The third goes before the first and second, and leaves the queue. */
+  CHECK(queued_take(&b, &t[3], 1002.04) == 0 && t[3] == 0);
+  CHECK(queued_take(&b, &t[1], 1002.05) == 0 && t[1] == 0);
+  CHECK(queued_take(&b, &t[2], 1002.06) == 0 && t[2] == 0);
+  CHECK(queued_take(&b, &t[4], 1002.07) != 0 && t[4] == 4);
+  CHECK(b.queue.n == 3); /* 4, 5 and the newcomer 6 */
+
+  /* The text keeps the queue, and reads back the same. */
+  CHECK(psk_shared_encode(&b, text) > 0);
+  CHECK(psk_shared_decode(&d, text, strlen(text)) == 0);
+  CHECK(d.queue.n == 3 && d.queue.last == 6 && d.queue.id[0] == 4 &&
+        d.queue.id[2] == 6);
+  for (i = 0; i < 3; i++) CHECKI(d.queue.until[i] == b.queue.until[i], i);
+  CHECK(psk_shared_encode(&d, again) == strlen(text));
+  CHECK_STR(again, text);
+  /* Tickets out of order, above the last given, or a gap of 0 between
+     two: not a queue. */
+  CHECK(psk_shared_decode(&d, "p2 1 0 0 0 3 3 0 0 0 6 2 100 1:0 0:0", 36) ==
+        -1);
+  CHECK(psk_shared_decode(&d, "p2 1 0 0 0 3 3 0 0 0 6 1 100 7:0", 32) == -1);
+  CHECK(psk_shared_decode(&d, "p2 1 0 0 0 3 3 0 0 0 6 2 100 2:0 1:5", 36) ==
+        0);
+  CHECK(d.queue.id[0] == 4 && d.queue.id[1] == 5 && d.queue.until[1] == 105);
+  CHECK(psk_shared_decode(&d, "p2 1 0 0 0 3 3 0 0 0 6 1 100 2:0 x", 34) ==
+        -1);
+  CHECK(psk_shared_decode(&d, "p2 1 0 0 0 3 3 0 0 0 6 129", 26) == -1);
+
+  /* Ticket 4's holder dies; 5 and 6 keep asking. Once the next window
+     opens (1004), 4 still holds the first of its three slots until its
+     lease ends: PSK_TICKET_GRACE after its last ask (1002.07), which was
+     told to ask again shortly. */
+  for (i = 0; i < 3; i++) settle_answer(&b, 0, 1004);
+  CHECK(queued_take(&b, &t[5], 1004.01) == 0 && t[5] == 0);
+  CHECK(queued_take(&b, &before, 1004.02) == 0 && before == 0);
+  CHECK(b.budget.taken == 2 && b.queue.n == 1 && b.queue.id[0] == 4);
+  t[0] = 0;
+  CHECK(queued_take(&b, &t[0], 1004.03) != 0 && t[0] == 7);
+  CHECK(queued_take(&b, &t[0], 1002.07 + PSK_TICKET_GRACE - 0.1) != 0);
+  /* Past 4's lease: 7 goes. */
+  CHECK(queued_take(&b, &t[0], 1002.07 + PSK_TICKET_GRACE + 0.1) == 0);
+  CHECK(b.queue.n == 0);
+
+  /* A ticket that expired while its holder still waited goes back to its
+     place when the holder asks again; ticket numbers of another store
+     (above the last given) are a new wait. */
+  psk_shared_init(&b);
+  t[1] = t[2] = t[3] = 0;
+  CHECK(queued_take(&b, &t[1], 2000) == 0);
+  CHECK(queued_take(&b, &t[1], 2000) < 0 && t[1] == 1);
+  CHECK(queued_take(&b, &t[2], 2000) < 0 && t[2] == 2);
+  CHECK(queued_take(&b, &t[2], 2000 + PSK_TICKET_GRACE - 0.5) < 0);
+  CHECK(queued_take(&b, &t[2], 2000 + PSK_TICKET_GRACE + 0.5) < 0);
+  CHECK(b.queue.n == 1 && b.queue.id[0] == 2); /* 1 expired */
+  CHECK(queued_take(&b, &t[1], 2000 + PSK_TICKET_GRACE + 0.6) < 0);
+  CHECK(b.queue.n == 2 && b.queue.id[0] == 1 && t[1] == 1);
+  t[3] = 99;
+  CHECK(queued_take(&b, &t[3], 2004) < 0 && t[3] == 3);
+
+  /* A lease is written again only when it would end less than
+     PSK_TICKET_MARGIN after the holder's next ask. */
+  before = lease_of(&b.queue, 3);
+  CHECK(before == (2004 + (long long)PSK_TICKET_GRACE) * 10);
+  CHECK(queued_take(&b, &t[3],
+                    2004 + PSK_TICKET_GRACE - PSK_TICKET_MARGIN - 0.1) < 0);
+  CHECK(lease_of(&b.queue, 3) == before);
+  CHECK(queued_take(&b, &t[3],
+                    2004 + PSK_TICKET_GRACE - PSK_TICKET_MARGIN + 0.1) < 0);
+  CHECK(lease_of(&b.queue, 3) > before);
+
+  /* A forced take goes at once and leaves the queue. */
+  {
+    psk_pace_op op;
+    memset(&op, 0, sizeof op);
+    op.now = 2005;
+    op.lease = 30;
+    op.force = 1;
+    op.ticket = t[2];
+    psk_pace_apply(&b, &op);
+    CHECK(op.delay == 0 && op.ticket == 0);
+    CHECK(b.queue.n == 2 && b.queue.id[0] == 1 && b.queue.id[1] == 3);
+  }
+
+  /* A full queue: one more waits without a place, behind it. */
+  psk_shared_init(&b);
+  before = 0;
+  CHECK(queued_take(&b, &before, 3000) == 0);
+  for (i = 0; i < PSK_QUEUE_MAX; i++) {
+    long long w = 0;
+    CHECKI(queued_take(&b, &w, 3000) < 0 && w == i + 1, i);
+  }
+  before = 0;
+  CHECK(queued_take(&b, &before, 3000) < 0 && before == 0);
+  CHECK(b.queue.n == PSK_QUEUE_MAX);
+  CHECK(psk_shared_encode(&b, text) > 0);
+  CHECK(psk_shared_decode(&d, text, strlen(text)) == 0 &&
+        d.queue.n == PSK_QUEUE_MAX);
+  /* The longest text a queue can have fits. */
+  for (i = 0; i < PSK_QUEUE_MAX; i++) {
+    b.queue.id[i] = (i + 1) * (1000000000000000LL / PSK_QUEUE_MAX);
+    b.queue.until[i] = i ? 1000000000000000LL : 0;
+  }
+  b.queue.last = 1000000000000000LL;
+  b.budget.prev = b.budget.reset = b.budget.limit = 1000000000000000LL;
+  b.budget.cap = b.budget.taken = b.budget.inflight = 1000000000000000LL;
+  b.budget.lease = 999999999999.999;
+  CHECK(psk_shared_encode(&b, text) > 4000);
+  CHECK(psk_shared_decode(&d, text, strlen(text)) == 0 &&
+        d.queue.n == PSK_QUEUE_MAX && d.queue.until[1] == 1000000000000000LL);
+}
+
+/* n processes share one stored budget of b requests per w-second window
+   (a server like Periskope's: a window opens at the whole second nearest
+   its first request, 429 past b), each pinning `pins` messages one at a
+   time: asking for a slot (with its ticket), waiting as told (asking
+   every 0.05 s when told to ask shortly), sending, settling the answer
+   0.01 s later. Ties go to the lowest process, the order a race would
+   favour. Returns the slowest pin's seconds (asking to answer); *n429
+   the 429s, *end when the last pin ended. */
+static double simulate_fair(int n, int b, int w, int pins, int *n429,
+                            double *end) {
+  enum { ASK, SENT };
+  psk_shared shared;
+  double next[64], start[64], slowest = 0, wstart = -1;
+  long long ticket[64], used = 0;
+  int state[64], left[64], i;
+  psk_shared_init(&shared);
+  *n429 = 0;
+  *end = 0;
+  for (i = 0; i < n; i++) {
+    next[i] = start[i] = 1000;
+    ticket[i] = 0;
+    state[i] = ASK;
+    left[i] = pins;
+  }
+  for (;;) {
+    psk_pace_op op;
+    int p = -1;
+    double t;
+    for (i = 0; i < n; i++)
+      if (left[i] && (p < 0 || next[i] < next[p])) p = i;
+    if (p < 0) break;
+    t = next[p];
+    memset(&op, 0, sizeof op);
+    if (state[p] == ASK) {
+      op.now = t;
+      op.lease = 30;
+      op.ticket = ticket[p];
+      psk_pace_apply(&shared, &op);
+      ticket[p] = op.ticket;
+      if (op.delay == 0) {
+        /* The server counts it halfway. */
+        double at = t + 0.005;
+        if (wstart < 0 || at >= wstart + w) {
+          wstart = (double)(long long)(at + 0.5);
+          used = 0;
+        }
+        used++;
+        op.settle = 1;
+        op.answered = 1;
+        op.limit = b;
+        op.remaining = used < b ? b - used : 0;
+        op.reset = (long long)wstart + w;
+        state[p] = SENT;
+        next[p] = t + 0.01;
+        if (used > b) (*n429)++;
+        /* kept in op until the answer arrives */
+        psk_pace_apply(&shared, &op);
+      } else {
+        next[p] = t + (op.delay > 0 ? op.delay : 0.05);
+      }
+    } else {
+      state[p] = ASK;
+      if (t - start[p] > slowest) slowest = t - start[p];
+      if (t > *end) *end = t;
+      left[p]--;
+      start[p] = next[p] = t;
+    }
+  }
+  return slowest;
+}
+
+/* With N processes each waiting for one slot and a budget of B per
+   window, no pin waits more than ceil(N / B) + 1 windows, and the
+   windows are used in full. */
+static void test_pace_fair(void) {
+  static const int cases[][3] = {{4, 10, 10}, {16, 10, 5}, {64, 10, 2},
+                                 {16, 3, 3}};
+  size_t c;
+  for (c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+    int n = cases[c][0], b = cases[c][1], pins = cases[c][2], n429;
+    int windows = (n + b - 1) / b + 1;
+    double end, slowest = simulate_fair(n, b, 2, pins, &n429, &end);
+    double ideal = (double)n * pins / b * 2;
+    CHECKI(slowest <= windows * 2 + 0.1, n);
+    CHECKI(n429 == 0, n);
+    CHECKI(end - 1000 <= ideal + 2.5, n);
+    if (slowest > windows * 2 + 0.1 || end - 1000 > ideal + 2.5)
+      printf("  %d processes, %d per window: slowest %.2f s, all in %.2f s\n",
+             n, b, slowest, end - 1000);
+  }
 }
 
 /* psk_time: the monotonic clock moves by what a sleep lasts, whatever
@@ -2060,6 +2340,8 @@ static const struct {
     {"random", test_random},
     {"pacing budget and clock", test_budget},
     {"pacing operation for every store", test_pace_op},
+    {"pacing queue", test_pace_queue},
+    {"pacing queue: fair", test_pace_fair},
     {"clocks", test_clocks},
     {"SHA-256 and budget names", test_sha256},
 };
