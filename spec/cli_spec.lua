@@ -205,77 +205,6 @@ describe("periskope (the command)", function()
     end)
   end)
 
-
-  describe("--limiter", function()
-    local redis = require "spec.support.redis"
-
-    -- Two commands at once, 4 ids each, on a server allowing 3 per 2 s;
-    -- extra: more words for both. The server's stats and both results.
-    local function two_at_once(extra, env)
-      local paced = server.start { api_key = SENTINEL, rate_limit = 3, window = 2 }
-      finally(function() paced:stop() end)
-      local dir = temp_dir()
-      local function cmd(prefix)
-        local args = args_of("pin", ids(prefix, 4))
-        for _, w in ipairs(extra or {}) do args[#args + 1] = w end
-        return command(paced, args, { env = env }) .. " >" .. sq(dir .. "/" .. prefix .. ".out")
-          .. " 2>" .. sq(dir .. "/" .. prefix .. ".err") .. " </dev/null"
-      end
-      sh(cmd("a") .. " &\n" .. cmd("b") .. " &\nwait")
-      local r = { stats = paced:stats() }
-      for _, p in ipairs { "a", "b" } do
-        r[p] = { out = read_file(dir .. "/" .. p .. ".out"), err = read_file(dir .. "/" .. p .. ".err") }
-        assert.falsy((r[p].out .. r[p].err):find("SENTINEL", 1, true))
-      end
-      return r
-    end
-
-    it("shares the key's budget with other processes through Redis: no 429 #redis", function()
-      local rd = redis.start { password = "redis-pw-987" }
-      finally(function() rd:stop() end)
-      local r = two_at_once({ "--limiter", "redis://127.0.0.1:" .. rd.port .. "/3" },
-        { PERISKOPE_REDIS_PASSWORD = "redis-pw-987" })
-      assert.equal(8, r.stats.statuses[204])
-      assert.is_nil(r.stats.statuses[429])
-      for _, p in ipairs { "a", "b" } do
-        assert.equal(4, #lines(r[p].out), r[p].err)
-        assert.equal("", r[p].err)
-      end
-      -- One budget, in database 3, under the hash of the key.
-      assert.matches("^periskope:%x+\n$", rd:cli("-n", "3", "KEYS", "*"))
-      -- Without --limiter the same two draw 429s.
-      local control = two_at_once()
-      assert.is_true((control.stats.statuses[429] or 0) > 0, "no 429 without --limiter")
-    end)
-
-    it("a Redis that fails costs one line on stderr, never a pin or the password #redis", function()
-      local rd = redis.start { password = "redis-pw-987" }
-      finally(function() rd:stop() end)
-      local r = run(srv, { "pin", "m1", "m2", "--limiter", "redis://localhost:" .. rd.port },
-        { env = { PERISKOPE_REDIS_PASSWORD = "wrong-pw-654" } })
-      assert.equal(0, r.code, r.err)
-      assert.equal(2, #lines(r.out))
-      local said = lines(r.err)
-      assert.equal(1, #said, r.err)
-      assert.matches("^periskope: %-%-limiter: redis localhost:%d+: AUTH: .*%(pacing alone until it answers%)$",
-        said[1])
-      assert.falsy(r.err:find("pw-654", 1, true))
-    end)
-
-    it("needs a build with hiredis, and says so", function()
-      local r = run(srv, { "pin", "m", "--limiter", "redis://127.0.0.1:1" })
-      if os.getenv("PERISKOPE_HIREDIS") == "no" then
-        assert.equal(2, r.code)
-        assert.truthy(r.err:find("this build of periskope has no Redis support", 1, true), r.err)
-        assert.equal(0, srv:stats().requests)
-      else
-        -- Nothing listens on port 1: paced alone, said once.
-        assert.equal(0, r.code, r.err)
-        assert.truthy(r.err:find("--limiter: redis 127.0.0.1:1:", 1, true), r.err)
-      end
-    end)
-  end)
-
   describe("--dry-run", function()
     it("prints each request, Authorization as Bearer ***, and sends nothing", function()
       local r = run(srv, { "pin", "--dry-run", "a@b", "c", "--time", "7" })
@@ -382,7 +311,6 @@ describe("periskope (the command)", function()
       assert.truthy(r.err:find("stdin holds no message ids", 1, true), r.err)
     end)
   end)
-
 
 
 

@@ -1,0 +1,179 @@
+-- periskope.limiter.redis's queue: waiters of a shared budget take its
+-- slots in the order they began to wait, whichever process they are in,
+-- and one that dies waiting stops holding its place when its ticket's
+-- lease ends. Beside spec/limiter_spec.lua, which has the rest of the
+-- stores, so that the two run side by side.
+local periskope = require "periskope"
+local server = require "spec.support.server"
+local redis = require "spec.support.redis"
+local util = require "spec.support.util"
+
+local sh, sq = server.sh, server.quote
+
+local function sha256_hex(s)
+  return (server.sh("printf '%s' " .. sq(s) .. " | sha256sum"):match("^(%x+)"))
+end
+
+local function recorder()
+  local events = {}
+  return events, function(ev) events[#events + 1] = ev end
+end
+
+local of_type = util.of_type
+
+-- The queue part of a stored budget's text (see psk_budget_encode): the
+-- last ticket given, and the waiting tickets, lowest first, each { id,
+-- until } (its lease's end, server epoch seconds).
+local function stored_queue(text)
+  local words = {}
+  for w in (text or ""):gmatch("%S+") do words[#words + 1] = w end
+  assert(words[1] == "p2", "not a budget: " .. tostring(text))
+  local q = { last = tonumber(words[11]), n = tonumber(words[12]), tickets = {} }
+  local base, id = tonumber(words[13]), nil
+  for i = 1, q.n do
+    local gap, off = words[13 + i]:match("^(%d+):(%d+)$")
+    id = i == 1 and q.last - tonumber(gap) or id + tonumber(gap)
+    q.tickets[i] = { id = id, ["until"] = (base + tonumber(off)) / 10 }
+  end
+  return q
+end
+
+local socket = require "socket"
+
+-- Waits for fn() to be true, at most `seconds`.
+local function wait_for(what, seconds, fn)
+  local deadline = socket.gettime() + util.within(seconds)
+  while not fn() do
+    assert(socket.gettime() < deadline, "waited too long for " .. what)
+    socket.sleep(0.01)
+  end
+end
+
+describe("periskope.limiter.redis's queue #redis", function()
+  local rd
+  setup(function() rd = redis.start() end)
+  teardown(function() if rd then rd:stop() end end)
+  before_each(function() rd:cli("FLUSHALL") end)
+
+  -- Waiters of a shared budget take its slots in the order they began
+  -- to wait, whichever process they are in; one that dies waiting stops
+  -- holding its place when its ticket's lease ends. On a server of
+  -- their own: 1 request per 1 s window.
+  local queue_srv, dir
+  local pids = {}
+  teardown(function()
+    for _, pid in ipairs(pids) do sh("kill -KILL " .. pid .. " 2>/dev/null") end
+    if dir then sh("rm -rf " .. sq(dir)) end
+    if queue_srv then queue_srv:stop() end
+  end)
+
+  -- The queue's server, started once, reset for each spec.
+  local function one_per_window()
+    if not queue_srv then
+      queue_srv = server.start { rate_limit = 1, window = 1 }
+      dir = sh("mktemp -d \"${TMPDIR:-/tmp}/periskope-queue.XXXXXX\""):match("[^\n]+")
+    end
+    queue_srv:reset()
+    return queue_srv
+  end
+
+  local function name() return "periskope:" .. sha256_hex(queue_srv.api_key) end
+
+  -- A process (this run's interpreter and module) that pins one id
+  -- through the Redis limiter, in the background; its pid. Loaded and
+  -- connected, it says so (<id>.ready) and pins only once told to
+  -- (<id>.go): on a loaded machine a process starts late, its pin not.
+  local function waiter(id)
+    local script = dir .. "/" .. id .. ".lua"
+    local base = dir .. "/" .. id
+    server.write_file(script, ([[
+      package.cpath = %q .. ";" .. package.cpath
+      local socket = require "socket"
+      local periskope = require "periskope"
+      local c = periskope.new { api_key = %q, phone = "919874532456", base_url = %q,
+        limiter = periskope.limiter.redis { port = %d } }
+      io.open(%q, "w"):close()
+      while not io.open(%q) do socket.sleep(0.002) end
+      local res = c:pin { message_id = %q }
+      io.stdout:write(res and res.status or "failed")
+    ]]):format(os.getenv("PERISKOPE_CPATH") or "", queue_srv.api_key, queue_srv.base_url, rd.port,
+      base .. ".ready", base .. ".go", id))
+    local pid = sh(util.lua_bin() .. " " .. sq(script) .. " >" .. sq(dir .. "/" .. id .. ".out")
+      .. " 2>&1 </dev/null & echo $!"):match("%d+")
+    pids[#pids + 1] = pid
+    return pid
+  end
+
+  local function running(pid)
+    local _, code = sh("kill -0 " .. pid .. " 2>/dev/null")
+    return code == 0
+  end
+
+  local function queue() return stored_queue(rd:cli("GET", name())) end
+
+  -- Starts a waiter and, once it is ready, runs before() (if any) and
+  -- lets it pin; waits until it holds a ticket (the store gave one more)
+  -- or has ended (it came when a slot was free). Its pid, and the ticket.
+  local function start_waiter(id, before)
+    local pid = waiter(id)
+    wait_for(id .. " to be ready", 10, function() return server.read_file(dir .. "/" .. id .. ".ready") end)
+    if before then before() end
+    local last = queue().last
+    server.write_file(dir .. "/" .. id .. ".go", "")
+    wait_for(id .. " to wait or end", 10, function() return queue().last > last or not running(pid) end)
+    return pid, queue().last > last and queue().last or nil
+  end
+
+  local function pinned()
+    local ids = {}
+    for _, r in ipairs(queue_srv:requests()) do ids[#ids + 1] = r.uri:match("/message/([^/]+)/pin") end
+    return ids
+  end
+
+  it("serves waiters of several processes in the order they began to wait", function()
+    local c = util.client(one_per_window(), { limiter = periskope.limiter.redis { port = rd.port } })
+    assert.equal(204, c:pin { message_id = "first" }.status)   -- the window's one slot
+    -- Each starts once the one before waits (or is done).
+    local started = {}
+    for i = 1, 3 do started[i] = start_waiter("w" .. i) end
+    for i = 1, 3 do wait_for("w" .. i .. " to end", 10, function() return not running(started[i]) end) end
+    assert.same({ "first", "w1", "w2", "w3" }, pinned())
+    for i = 1, 3 do assert.equal("204", server.read_file(dir .. "/w" .. i .. ".out")) end
+    assert.is_nil(queue_srv:stats().statuses[429])
+    assert.equal(0, queue().n)
+    c:close()
+  end)
+
+  it("a waiter that dies holds its place until its ticket's lease ends, no longer", function()
+    local events, hook = recorder()
+    local c = util.client(one_per_window(), { limiter = periskope.limiter.redis { port = rd.port },
+      on_event = hook })
+    -- A waiter killed while it holds a ticket (again, should it get a
+    -- slot before it waits or before it is killed).
+    local lease
+    for attempt = 1, 5 do
+      local pid, ticket = start_waiter("dies" .. attempt, function()
+        assert.equal(204, c:pin { message_id = "first" .. attempt }.status)
+      end)
+      sh("kill -KILL " .. pid)
+      wait_for("the waiter's end", 5, function() return not running(pid) end)
+      for _, t in ipairs(queue().tickets) do
+        if t.id == ticket then lease = t["until"] end
+      end
+      if lease then break end
+    end
+    assert.truthy(lease, "no waiter died holding its ticket in 5 attempts")
+    -- Behind the dead ticket, this one waits out its lease, then goes.
+    assert.equal(204, c:pin { message_id = "after" }.status)
+    local reqs = queue_srv:requests()
+    assert.equal("/v1/message/after/pin", reqs[#reqs].uri)
+    local at = reqs[#reqs].time
+    assert.is_true(at >= lease - 0.05, ("went at %.2f, before the lease's end %.2f"):format(at, lease))
+    assert.is_true(at <= lease + util.within(1.5),
+      ("went at %.2f, long after the lease's end %.2f"):format(at, lease))
+    assert.is_nil(queue_srv:stats().statuses[429])
+    assert.equal(0, #of_type(events, "limiter"))
+    assert.equal(0, queue().n)
+    c:close()
+  end)
+end)
