@@ -240,6 +240,12 @@ int psk_percent_encode(psk_buf *out, const char *s, size_t n) {
   return PSK_OK;
 }
 
+size_t psk_url_path_offset(const char *url) {
+  const char *p = strstr(url, "://");
+  const char *slash = p ? strchr(p + 3, '/') : NULL;
+  return slash ? (size_t)(slash - url) : strlen(url);
+}
+
 void psk_config_free(psk_config *c) {
   free(c->auth);
   free(c->phone);
@@ -252,6 +258,7 @@ void psk_config_free(psk_config *c) {
 void psk_request_init(psk_request *r) {
   psk_buf_init(&r->url, PSK_BASE_URL_MAX + 3 * PSK_MESSAGE_ID_MAX + 64);
   psk_buf_init(&r->body, 64);
+  r->target = 0;
   r->phone[0] = '\0';
   r->nheaders = 0;
 }
@@ -272,6 +279,7 @@ int psk_request_build(psk_request *r, const psk_config *c, const char *id,
       (st = psk_percent_encode(&r->url, id, idlen)) != PSK_OK ||
       (st = psk_buf_addstr(&r->url, "/pin")) != PSK_OK)
     return st;
+  r->target = psk_url_path_offset(c->base_url);
   if (pin && time) {
     char body[32];
     snprintf(body, sizeof body, "{\"pin\":true,\"time\":%d}", time);

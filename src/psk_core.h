@@ -68,6 +68,10 @@ int psk_normalize_base_url(const char *s, size_t n, psk_buf *out, psk_err *e);
 /* Whether a normalized base URL names a loopback host (127.0.0.0/8,
    localhost or [::1]): such a URL never goes through a proxy. */
 int psk_url_loopback(const char *url);
+/* Where the path of an absolute URL ("scheme://authority/path") starts:
+   the offset of the first '/' after "://", or the URL's length when it
+   has no path. */
+size_t psk_url_path_offset(const char *url);
 /* 1, 7 or 30. */
 int psk_check_time(long long days, psk_err *e);
 
@@ -102,6 +106,7 @@ typedef struct psk_hdr {
    into phone[], so the request must not outlive either. */
 typedef struct psk_request {
   psk_buf url;
+  size_t target; /* where url's path starts: the request target sent */
   psk_buf body;
   char phone[PSK_PHONE_MAX + 1]; /* x-phone for this call, "" for none */
   psk_hdr headers[PSK_REQ_HEADERS];

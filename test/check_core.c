@@ -684,6 +684,15 @@ static void test_loopback(void) {
   CHECK(loopback("http://") == 0);
 }
 
+/* Where the request target starts: the path, sent as it is. */
+static void test_path_offset(void) {
+  CHECK(psk_url_path_offset("https://api.periskope.app/v1") == 25);
+  CHECK(psk_url_path_offset("http://127.0.0.1:9/v1/message/a%40b/pin") == 18);
+  CHECK(psk_url_path_offset("http://[::1]:9/v1") == 14);
+  CHECK(psk_url_path_offset("https://localhost") == 17); /* no path */
+  CHECK(psk_url_path_offset("http://h/") == 8);
+}
+
 static void test_time(void) {
   psk_err e;
   static const long long bad[] = {0,  2,   3,   6,  8,  29, 31, 365, -1, -7,
@@ -847,6 +856,10 @@ static void test_request(void) {
   CHECK(psk_request_build(&r, &c, pid, strlen(id), 1, 0, NULL) == PSK_OK);
   CHECK_STR(psk_buf_cstr(&r.url),
             "https://api.periskope.app/v1/message/"
+            "true_919487126251%40c.us_3EB0F754E67BDF3178E76C680224FF7114E2CB95"
+            "/pin");
+  CHECK_STR(psk_buf_cstr(&r.url) + r.target,
+            "/v1/message/"
             "true_919487126251%40c.us_3EB0F754E67BDF3178E76C680224FF7114E2CB95"
             "/pin");
   CHECK_STR(psk_buf_cstr(&r.body), "{\"pin\":true}");
@@ -2046,6 +2059,7 @@ static const struct {
     {"phone", test_phone},
     {"base_url", test_base_url},
     {"loopback base_url", test_loopback},
+    {"request target", test_path_offset},
     {"time", test_time},
     {"percent-encoding", test_percent_encode},
     {"request", test_request},
