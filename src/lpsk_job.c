@@ -199,17 +199,19 @@ double lpsk_pace_take(lua_State *L, Client *c, int ud, int force,
   return psk_budget_take(&c->budget, op.now, op.lease, force, op.probe);
 }
 
-/* A request ended (answered: with the rate-limit values of k). The
-   client's own budget always learns, so a fallback starts informed; the
-   budget that gave the slot settles it. A shared settle that fails is
-   owed: the next operation that reaches the store brings it. */
+/* A request ended (answered: with the rate-limit values of k, and date,
+   its Date or -1). The client's own budget always learns, so a fallback
+   starts informed; the budget that gave the slot settles it. A shared
+   settle that fails is owed: the next operation that reaches the store
+   brings it. */
 static void pace_settle(lua_State *L, Client *c, int ud, int shared,
-                        const known *k) {
+                        const known *k, long long date) {
   long long limit = -1, remaining = -1, reset = -1;
   if (k) {
     limit = lpsk_known_int(k, K_LIMIT);
     remaining = lpsk_known_int(k, K_REMAINING);
     reset = lpsk_known_int(k, K_RESET);
+    psk_pace_fresh(date, &limit, &remaining, &reset); /* a stale reset: none */
   }
   if (!shared) {
     psk_budget_settle(&c->budget, k != NULL, limit, remaining, reset);
@@ -324,14 +326,15 @@ static void plan_retry(const pin_job *j, const psk_reply *rep, const known *k,
 }
 
 /* The server's clock learns from an answer's Date: it was read between
-   the request's sending and now. */
-static void learn_clock(Client *c, const psk_reply *rep, const known *k) {
+   the request's sending and now. Returns that Date, or -1. */
+static long long learn_clock(Client *c, const psk_reply *rep, const known *k) {
   long long date = -1;
   double now = psk_time_wall();
   if (k->v[K_DATE] &&
       psk_parse_http_date(k->v[K_DATE], k->n[K_DATE], &date) != PSK_OK)
     date = -1;
   psk_clock_learn(&c->clock, (double)date, now - rep->elapsed, now);
+  return date;
 }
 
 /* The one path every finished request takes, in pin and pin_many: pushes
@@ -345,15 +348,14 @@ static int take_reply(lua_State *L, pin_job *j, int ud, const psk_reply *rep,
   if (rep->status) {
     push_answer(L, j, rep, &k);
     plan_retry(j, rep, &k, next);
-    learn_clock(j->c, rep, &k);
-    pace_settle(L, j->c, ud, j->shared, &k);
+    pace_settle(L, j->c, ud, j->shared, &k, learn_clock(j->c, rep, &k));
     j->slot = 0; /* after: a raise in its limiter event leaves it owed */
     if (wants_events(j->c)) ev_response(L, j, ud, rep);
     return 1;
   }
   push_failure(L, rep);
   plan_retry(j, rep, NULL, next);
-  pace_settle(L, j->c, ud, j->shared, NULL);
+  pace_settle(L, j->c, ud, j->shared, NULL, -1);
   j->slot = 0;
   if (wants_events(j->c)) ev_failure(L, j, ud, rep);
   return 3;

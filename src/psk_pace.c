@@ -90,6 +90,13 @@ void psk_budget_learn(psk_budget *b, long long limit, long long remaining,
   }
 }
 
+int psk_pace_fresh(long long date, long long *limit, long long *remaining,
+                   long long *reset) {
+  if (date < 0 || *reset < 0 || *reset >= date - PSK_RESET_STALE) return 1;
+  *limit = *remaining = *reset = -1;
+  return 0;
+}
+
 size_t psk_budget_encode(const psk_budget *b, char *out) {
   int n = snprintf(out, PSK_BUDGET_TEXT, "p1 %d %d %lld %lld %lld %lld %lld %lld %.3f",
                    b->learned, b->unlimited, b->prev, b->reset, b->limit, b->cap,

@@ -55,6 +55,19 @@ void psk_budget_settle(psk_budget *b, int answered, long long limit,
 void psk_budget_learn(psk_budget *b, long long limit, long long remaining,
                       long long reset);
 
+/* The rate-limit values an answer gives to pacing. A reset more than
+   PSK_RESET_STALE seconds before the answer's own Date (date: epoch
+   seconds, or < 0 when it had none) names a window that had ended long
+   before the answer was sent: a server, or a stand-in, that sends a fixed
+   reset. Such an answer says nothing about the current window, so all
+   three become -1 (an answer without a budget), and nothing is held back
+   by it. The margin leaves room for a server whose Date and reset come
+   from clocks that differ by up to that much. Returns 0 when the values
+   were dropped, else 1. */
+#define PSK_RESET_STALE 60
+int psk_pace_fresh(long long date, long long *limit, long long *remaining,
+                   long long *reset);
+
 /* The budget as text for a shared store (at most PSK_BUDGET_TEXT bytes
    with the NUL), and back. decode returns 0 on success; on text it does
    not recognise it returns -1 and leaves a fresh budget. */
