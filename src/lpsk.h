@@ -35,6 +35,27 @@
 /* ---------------------------------------------------------------- */
 /* the client (lperiskope.c)                                         */
 
+/* What the headers table of a client's last answer was built from, line
+   by line (lpsk_push_head). The same server sends the same lines, most of
+   them byte for byte, answer after answer: such a line reuses what was
+   made of it, its lower-cased name and its value as Lua strings, kept in
+   the client's uservalue table (line i's name at 2i + 1, its value at
+   2i + 2). A longer or later line is made anew each time. */
+#define HEAD_LINES 24
+#define HEAD_LINE_MAX 120
+typedef struct head_line {
+  unsigned char used;  /* the entry and its strings are whole */
+  unsigned char field; /* the line is a header field */
+  signed char known;   /* the field's K_* (below), or -1 */
+  unsigned char dup;   /* its name came earlier in that head */
+  unsigned short len, name_len, value_off, value_len;
+  char text[HEAD_LINE_MAX]; /* the line as sent, without its LF */
+} head_line;
+typedef struct head_cache {
+  int busy; /* a table is being built from it (see lpsk_push_head) */
+  head_line line[HEAD_LINES];
+} head_cache;
+
 /* A client userdata. Its uservalue table holds on_event and limiter.
    Hooks may close it while a call runs: busy counts the calls that may
    call into Lua (pin, pin_many, nested ones included); close then only
@@ -53,6 +74,7 @@ typedef struct Client {
   int busy;            /* calls running on it that may call into Lua */
   int hook;            /* on_event is set (it lives in the uservalue table) */
   int debug;           /* PERISKOPE_DEBUG=1 and no on_event */
+  head_cache head;     /* the last answer's head, as its table was built */
 } Client;
 
 /* The client at argument 1, open; raises "attempt to use a closed
@@ -107,8 +129,11 @@ typedef struct known {
   size_t n[K_N];
 } known;
 
-/* Pushes the headers table of a response head and fills k. [-0, +1, m] */
-void lpsk_push_head(lua_State *L, const psk_buf *head, known *k);
+/* Pushes the headers table of a response head and fills k. hc (or NULL)
+   is the client's head cache, whose strings are in the table at index
+   uv. [-0, +1, m] */
+void lpsk_push_head(lua_State *L, const psk_buf *head, known *k,
+                    head_cache *hc, int uv);
 /* An integer known header, or -1. */
 long long lpsk_known_int(const known *k, int i);
 /* The result builder every path ends in. [-0, +1, m] */

@@ -283,10 +283,12 @@ typedef struct next_step {
 /* Pushes the result table of an answer and fills k from its head (k's
    pointers stay valid while the result is on the stack or the reply is
    unchanged). [-0, +1, m] */
-static void push_answer(lua_State *L, const pin_job *j, const psk_reply *rep,
-                        known *k) {
+static void push_answer(lua_State *L, const pin_job *j, int ud,
+                        const psk_reply *rep, known *k) {
   int h;
-  lpsk_push_head(L, &rep->head, k);
+  psk_getuvtable(L, ud); /* the head cache's strings */
+  lpsk_push_head(L, &rep->head, k, &j->c->head, lua_gettop(L));
+  lua_remove(L, -2);
   h = lua_gettop(L);
   lpsk_push_result(L, rep->status, h, k, psk_buf_cstr(&rep->body),
                    rep->body.len, j->attempt);
@@ -346,7 +348,7 @@ static int take_reply(lua_State *L, pin_job *j, int ud, const psk_reply *rep,
                       next_step *next) {
   known k;
   if (rep->status) {
-    push_answer(L, j, rep, &k);
+    push_answer(L, j, ud, rep, &k);
     plan_retry(j, rep, &k, next);
     pace_settle(L, j->c, ud, j->shared, &k, learn_clock(j->c, rep, &k));
     j->slot = 0; /* after: a raise in its limiter event leaves it owed */

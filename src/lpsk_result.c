@@ -113,43 +113,157 @@ static int ieq_n(const char *a, size_t n, const char *b, size_t m) {
 
 static const size_t known_lens[K_N] = {17, 21, 17, 20, 11, 4};
 
+/* The K_* of a header name in any case, or -1. */
+static int known_index(const char *name, size_t n) {
+  int i;
+  for (i = 0; i < K_N; i++)
+    if (n == known_lens[i] && ieq_n(name, n, known_names[i], n)) return i;
+  return -1;
+}
+
+/* A field of the head being read, and what of it the cache holds. */
+typedef struct head_field {
+  psk_header h;
+  int line;   /* its cache entry, or -1 */
+  char dup;   /* its name came earlier */
+  char name;  /* the entry's name string is this field's */
+  char value; /* ... and so is its value string */
+} head_field;
+
+/* Reads the line of length n at p (no LF) as line number i of a head:
+   whether it is a field (then filled into f, its name's K_* in *kn),
+   through the cache entry when the line is the one kept there. same: the
+   fields so far had the names their entries had (so each entry's dup
+   still holds); cleared when not. A new line's entry stays unused until
+   the table has its strings. */
+static int read_line(head_cache *hc, int i, const char *p, size_t n,
+                     head_field *f, int *kn, int *same) {
+  head_line *e = hc && i < HEAD_LINES ? &hc->line[i] : NULL;
+  psk_header h;
+  size_t pos = 0;
+  int field;
+  f->line = -1;
+  f->name = f->value = 0;
+  if (e && e->used && e->len == n && memcmp(e->text, p, n) == 0) {
+    if (!e->field) return 0;
+    f->h.name = p;
+    f->h.name_len = e->name_len;
+    f->h.value = p + e->value_off;
+    f->h.value_len = e->value_len;
+    f->line = i;
+    f->name = f->value = 1;
+    f->dup = (char)e->dup; /* valid while *same; else the caller checks */
+    *kn = e->known;
+    return 1;
+  }
+  /* One line at a time, psk_header_next reads it as it would in a head. */
+  field = psk_header_next(p, n, &pos, &h);
+  if (e) {
+    int old_field = e->used && e->field;
+    f->name = field && old_field && e->name_len == h.name_len &&
+              memcmp(e->text, h.name, h.name_len) == 0;
+    if (!f->name && (field || old_field)) *same = 0;
+    if (f->name) {
+      *kn = e->known;
+      f->dup = (char)e->dup;
+    }
+    e->used = 0;
+    if (n <= HEAD_LINE_MAX) {
+      memcpy(e->text, p, n);
+      e->len = (unsigned short)n;
+      e->field = (unsigned char)field;
+      if (!field)
+        e->used = 1; /* no strings to wait for */
+      else if (h.name_len <= 0xffff && h.value_len <= 0xffff) {
+        f->line = i;
+        e->name_len = (unsigned short)h.name_len;
+        e->value_off = (unsigned short)(h.value - p);
+        e->value_len = (unsigned short)h.value_len;
+      }
+    }
+  } else {
+    *same = 0;
+  }
+  if (!field) return 0;
+  if (!f->name) *kn = known_index(h.name, h.name_len);
+  if (f->line >= 0) e->known = (signed char)*kn;
+  f->h = h;
+  return 1;
+}
+
+/* Pushes the lower-cased name (which = 1) or the value (2) of field f:
+   the cache entry's string when it is this field's, else a new one, kept
+   in the entry. [-0, +1, m] */
+static void push_part(lua_State *L, const head_field *f, int uv, int which) {
+  int key = 2 * f->line + which;
+  if (f->line >= 0 && (which == 1 ? f->name : f->value)) {
+    lua_rawgeti(L, uv, key);
+    return;
+  }
+  if (which == 1)
+    push_lower(L, f->h.name, f->h.name_len);
+  else
+    lua_pushlstring(L, f->h.value, f->h.value_len);
+  if (f->line >= 0) {
+    lua_pushvalue(L, -1);
+    lua_rawseti(L, uv, key);
+  }
+}
+
 /* Pushes the headers table of a response head and fills k from it. One
    walk in C keeps up to HEAD_MAX_FIELDS fields, finds the known headers
    and repeated names, and sizes the table; only a repeated name pays for
    a Lua lookup. A head with more fields is walked again for the rest.
-   [-0, +1, m] */
-void lpsk_push_head(lua_State *L, const psk_buf *head, known *k) {
+   With a cache, a line that comes back byte for byte is neither read
+   again nor made into strings again. The cache is busy while the table
+   is built: the allocations may run a finalizer, which may pin on the
+   same client; that pin goes without it. A raise (out of memory) leaves
+   it busy, so the client goes without it until its calls are over
+   (run_busy). [-0, +1, m] */
+void lpsk_push_head(lua_State *L, const psk_buf *head, known *k,
+                    head_cache *hc, int uv) {
   const char *text = psk_buf_cstr(head);
-  psk_header f[HEAD_MAX_FIELDS], h;
-  char dup[HEAD_MAX_FIELDS];
+  head_field f[HEAD_MAX_FIELDS];
+  psk_header h;
   size_t pos = 0;
-  int count = 0, kept, i, j, t, repeated_known = 0;
+  int count = 0, kept, i, j, t, line, same = 1, repeated_known = 0;
+  if (hc && hc->busy) hc = NULL;
+  if (hc) hc->busy = 1;
   memset(k, 0, sizeof *k);
-  while (psk_header_next(text, head->len, &pos, &h)) {
-    for (i = 0; i < K_N; i++)
-      if (ieq_n(h.name, h.name_len, known_names[i], known_lens[i])) {
-        if (k->v[i]) repeated_known = 1;
-        k->v[i] = h.value;
-        k->n[i] = h.value_len;
-        break;
-      }
-    if (count < HEAD_MAX_FIELDS) {
-      f[count] = h;
-      dup[count] = 0;
-      for (j = 0; j < count && !dup[count]; j++)
-        dup[count] = (char)ieq_n(h.name, h.name_len, f[j].name, f[j].name_len);
+  for (line = 0; pos < head->len; line++) {
+    const char *p = text + pos, *eol = memchr(p, '\n', head->len - pos);
+    size_t n = eol ? (size_t)(eol - p) : head->len - pos;
+    head_field *g = count < HEAD_MAX_FIELDS ? &f[count] : NULL;
+    head_field spare;
+    int kn = -1;
+    pos += eol ? n + 1 : n;
+    if (!read_line(hc, line, p, n, g ? g : &spare, &kn, &same)) continue;
+    if (!g) g = &spare;
+    if (kn >= 0) {
+      if (k->v[kn]) repeated_known = 1;
+      k->v[kn] = g->h.value;
+      k->n[kn] = g->h.value_len;
     }
+    if (count < HEAD_MAX_FIELDS && !(same && g->line >= 0)) {
+      g->dup = 0;
+      for (j = 0; j < count && !g->dup; j++)
+        g->dup = (char)(f[j].h.name_len == g->h.name_len &&
+                        ieq_n(g->h.name, g->h.name_len, f[j].h.name,
+                              f[j].h.name_len));
+    }
+    if (hc && g->line >= 0) hc->line[g->line].dup = (unsigned char)g->dup;
     count++;
   }
   t = new_headers(L, count);
   kept = count < HEAD_MAX_FIELDS ? count : HEAD_MAX_FIELDS;
   for (i = 0; i < kept; i++) {
-    push_lower(L, f[i].name, f[i].name_len);
-    lua_pushlstring(L, f[i].value, f[i].value_len);
-    if (dup[i])
+    push_part(L, &f[i], uv, 1);
+    push_part(L, &f[i], uv, 2);
+    if (f[i].dup)
       add_header(L, t); /* joins with the earlier value */
     else
       lua_rawset(L, t);
+    if (hc && f[i].line >= 0) hc->line[f[i].line].used = 1;
   }
   if (count > HEAD_MAX_FIELDS) { /* an unusually long head: the rest by lookup */
     pos = 0;
@@ -160,6 +274,7 @@ void lpsk_push_head(lua_State *L, const psk_buf *head, known *k) {
       add_header(L, t);
     }
   }
+  if (hc) hc->busy = 0;
   /* A repeated known header counts as its joined value, as in the table. */
   if (repeated_known) known_from_table(L, t, k);
 }
