@@ -27,6 +27,11 @@
 #include "psk_core.h"
 #include "psk_http.h"
 
+/* The module state table (upvalue 1 of every module function, method and
+   protected body) keeps these metatables at these integer keys too, for
+   the checks and tables made on every pin. */
+enum { STATE_CLIENT_MT = 1, STATE_HEADERS_MT = 2 };
+
 #define CLIENT_MT "periskope.Client"
 #define HEADERS_MT "periskope.headers"
 #define JOB_MT "periskope.PinJob"
@@ -64,6 +69,7 @@ typedef struct Client {
   psk_config cfg;      /* owned strings */
   psk_http *http;      /* NULL until opened and after release */
   psk_request req;     /* build_pin's */
+  psk_request spare;   /* buffers a pin job borrows (lpsk_job.c) */
   uint64_t rng;        /* backoff jitter */
   psk_budget budget;   /* pacing in the client (and the fallback) */
   psk_clock clock;     /* the server's clock, from Date */
@@ -75,10 +81,14 @@ typedef struct Client {
   int hook;            /* on_event is set (it lives in the uservalue table) */
   int debug;           /* PERISKOPE_DEBUG=1 and no on_event */
   head_cache head;     /* the last answer's head, as its table was built */
+  char date_text[32];  /* the last Date parsed (Date changes once a second) */
+  size_t date_len;     /* 0: none */
+  long long date;      /* ... as epoch seconds */
 } Client;
 
 /* The client at argument 1, open; raises "attempt to use a closed
-   client" otherwise. [-0, +0, v] */
+   client" otherwise. From a method (upvalue 1: the module state).
+   [-0, +0, v] */
 Client *lpsk_checkclient(lua_State *L);
 /* Releases everything c holds, in reverse order; safe on a half-built,
    closed or released client; never raises. */
@@ -127,6 +137,8 @@ enum { K_LIMIT, K_REMAINING, K_RESET, K_TRACE, K_RETRY_AFTER, K_DATE, K_N };
 typedef struct known {
   const char *v[K_N]; /* NULL when absent */
   size_t n[K_N];
+  long long num[K_RESET + 1]; /* X-RateLimit-*, parsed once: -1 when
+                                 absent or not a whole number */
 } known;
 
 /* Pushes the headers table of a response head and fills k. hc (or NULL)
@@ -134,7 +146,8 @@ typedef struct known {
    uv. [-0, +1, m] */
 void lpsk_push_head(lua_State *L, const psk_buf *head, known *k,
                     head_cache *hc, int uv);
-/* An integer known header, or -1. */
+/* X-RateLimit-Limit, -Remaining or -Reset (K_LIMIT ... K_RESET) as a
+   whole number, or -1. */
 long long lpsk_known_int(const known *k, int i);
 /* The result builder every path ends in. [-0, +1, m] */
 void lpsk_push_result(lua_State *L, long status, int h, const known *k,

@@ -332,8 +332,15 @@ static void plan_retry(const pin_job *j, const psk_reply *rep, const known *k,
 static long long learn_clock(Client *c, const psk_reply *rep, const known *k) {
   long long date = -1;
   double now = psk_time_wall();
-  if (k->v[K_DATE] &&
-      psk_parse_http_date(k->v[K_DATE], k->n[K_DATE], &date) != PSK_OK)
+  const char *d = k->v[K_DATE];
+  size_t n = k->n[K_DATE];
+  if (d && c->date_len && n == c->date_len && memcmp(d, c->date_text, n) == 0)
+    date = c->date; /* the same second as the last answer's */
+  else if (d && psk_parse_http_date(d, n, &date) == PSK_OK) {
+    c->date_len = n < sizeof c->date_text ? n : 0;
+    memcpy(c->date_text, d, c->date_len);
+    c->date = date;
+  } else
     date = -1;
   psk_clock_learn(&c->clock, (double)date, now - rep->elapsed, now);
   return date;
@@ -388,6 +395,18 @@ static int job_answer(lua_State *L, pin_job *j, int ud, const psk_reply *rep,
 /* ---------------------------------------------------------------- */
 /* the job                                                           */
 
+/* The buffers of a job's request: a client keeps one set between its
+   pins, which a job borrows to build its request and gives back when it
+   is released, so that a pin allocates none. A job started while they
+   are lent (a batch's, a nested pin's) has its own. */
+static void swap_buffers(psk_request *a, psk_request *b) {
+  psk_buf url = a->url, body = a->body;
+  a->url = b->url;
+  a->body = b->body;
+  b->url = url;
+  b->body = body;
+}
+
 int lpsk_job_step(lua_State *L, pin_job *j, int ud, const psk_reply *rep,
                   double *wait) {
   *wait = 0;
@@ -405,6 +424,8 @@ int lpsk_job_step(lua_State *L, pin_job *j, int ud, const psk_reply *rep,
   }
   if (!j->batch && (*wait = job_pace(L, j, ud)) > 0) return JOB_WAIT;
   if (!j->built) {
+    if (j->c->spare.url.data && !j->req.url.data)
+      swap_buffers(&j->req, &j->c->spare);
     lpsk_build_request(L, j->c, &j->req, &j->a);
     j->built = 1;
   }
@@ -446,6 +467,10 @@ void lpsk_job_release(pin_job *j) {
      a transfer only while its call runs: the pool is still there. */
   if (j->t && j->c && j->c->http) psk_http_give(j->c->http, j->t);
   j->t = NULL;
+  /* Buffers go back to an open client with none (a closed one is, or
+     will be, released: they are freed here). */
+  if (j->c && !j->c->closed && !j->c->spare.url.data && j->req.url.data)
+    swap_buffers(&j->req, &j->c->spare);
   psk_request_free(&j->req);
   j->built = 0;
   free(j->id);

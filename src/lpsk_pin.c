@@ -76,10 +76,19 @@ static void pin_release(lua_State *L, int obj) {
   lpsk_job_release(lua_touserdata(L, obj));
 }
 
-/* pin on client c (userdata at ud) with the arguments at arg. */
+/* pin on client c (userdata at ud) with the arguments at arg. The job
+   lives on the C stack, for exactly as long as this call: made after the
+   arguments are checked (the last raise before the protected call), it
+   holds nothing until pin_body runs, and run_busy releases it whatever
+   way that ends. Its message_id stays on the Lua stack meanwhile. */
 static int do_pin(lua_State *L, Client *c, int ud, int arg) {
-  pin_job *j = lpsk_job_new(L, c, arg);
-  j->nested = c->busy > 0;
+  pin_args a;
+  pin_job j;
+  char id[PSK_MESSAGE_ID_MAX + 1];
+  lpsk_check_pin_args(L, arg, arg, "", &a);
+  lpsk_job_init(&j, c, &a, 0, id); /* cannot fail: the id goes to id[] */
+  j.nested = c->busy > 0;
+  lua_pushlightuserdata(L, &j);
   return run_busy(L, c, ud, lua_gettop(L), "pin_body", pin_release);
 }
 

@@ -85,10 +85,11 @@ static void add_header(lua_State *L, int t) {
 }
 
 /* Pushes an empty headers table, sized for n names, with the
-   case-insensitive metatable. */
+   case-insensitive metatable (kept in the module state, upvalue 1). */
 static int new_headers(lua_State *L, int n) {
   lua_createtable(L, 0, n);
-  psk_setmetatable(L, HEADERS_MT);
+  lua_rawgeti(L, lua_upvalueindex(1), STATE_HEADERS_MT);
+  lua_setmetatable(L, -2);
   return lua_gettop(L);
 }
 
@@ -96,6 +97,15 @@ static const char *const known_names[K_N] = {
     "x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset",
     "x-periskope-trace-id", "retry-after", "date"};
 static void known_from_table(lua_State *L, int h, known *k);
+
+/* Parses the X-RateLimit-* values of k once, for the result and the
+   pacer. */
+static void known_numbers(known *k) {
+  int i;
+  for (i = K_LIMIT; i <= K_RESET; i++)
+    if (!k->v[i] || psk_parse_uint(k->v[i], k->n[i], &k->num[i]) != PSK_OK)
+      k->num[i] = -1;
+}
 
 static int ieq_n(const char *a, size_t n, const char *b, size_t m) {
   size_t i;
@@ -276,7 +286,10 @@ void lpsk_push_head(lua_State *L, const psk_buf *head, known *k,
   }
   if (hc) hc->busy = 0;
   /* A repeated known header counts as its joined value, as in the table. */
-  if (repeated_known) known_from_table(L, t, k);
+  if (repeated_known)
+    known_from_table(L, t, k);
+  else
+    known_numbers(k);
 }
 
 /* headers[k] for any case of k: the table's keys are lower-case. */
@@ -306,12 +319,10 @@ static const char *header_str(lua_State *L, int t, const char *name,
 static void known_from_table(lua_State *L, int h, known *k) {
   int i;
   for (i = 0; i < K_N; i++) k->v[i] = header_str(L, h, known_names[i], &k->n[i]);
+  known_numbers(k);
 }
 
-long long lpsk_known_int(const known *k, int i) {
-  long long v;
-  return k->v[i] && psk_parse_uint(k->v[i], k->n[i], &v) == PSK_OK ? v : -1;
-}
+long long lpsk_known_int(const known *k, int i) { return k->num[i]; }
 
 /* Pushes the rate_limit table, or nothing when no X-RateLimit-* header
    holds an integer. Returns how many it pushed. */
@@ -395,7 +406,11 @@ static void push_error_text(lua_State *L, long status, const char *body,
 void lpsk_push_result(lua_State *L, long status, int h, const known *k,
                       const char *body, size_t blen, int attempts) {
   int ok = status >= 200 && status < 300;
-  lua_createtable(L, 0, 9);
+  /* Sized for its fields: ok, status, headers, body, attempts, and
+     rate_limit, trace_id and error when present. */
+  lua_createtable(L, 0, 5 + (k->num[K_LIMIT] >= 0 || k->num[K_REMAINING] >= 0 ||
+                             k->num[K_RESET] >= 0) +
+                            (k->v[K_TRACE] != NULL) + !ok);
   lua_pushboolean(L, ok);
   lua_setfield(L, -2, "ok");
   lua_pushinteger(L, (lua_Integer)status);
