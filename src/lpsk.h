@@ -54,6 +54,7 @@ typedef struct head_line {
   signed char known;   /* the field's K_* (below), or -1 */
   unsigned char dup;   /* its name came earlier in that head */
   unsigned short len, name_len, value_off, value_len;
+  long long num;       /* an X-RateLimit-* value as a number, or -1 */
   char text[HEAD_LINE_MAX]; /* the line as sent, without its LF */
 } head_line;
 typedef struct head_cache {

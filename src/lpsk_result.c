@@ -134,6 +134,7 @@ static int known_index(const char *name, size_t n) {
 /* A field of the head being read, and what of it the cache holds. */
 typedef struct head_field {
   psk_header h;
+  long long num; /* an X-RateLimit-* value as a whole number, or -1 */
   int line;   /* its cache entry, or -1 */
   char dup;   /* its name came earlier */
   char name;  /* the entry's name string is this field's */
@@ -163,6 +164,7 @@ static int read_line(head_cache *hc, int i, const char *p, size_t n,
     f->line = i;
     f->name = f->value = 1;
     f->dup = (char)e->dup; /* valid while *same; else the caller checks */
+    f->num = e->num;
     *kn = e->known;
     return 1;
   }
@@ -196,7 +198,14 @@ static int read_line(head_cache *hc, int i, const char *p, size_t n,
   }
   if (!field) return 0;
   if (!f->name) *kn = known_index(h.name, h.name_len);
-  if (f->line >= 0) e->known = (signed char)*kn;
+  f->num = -1;
+  if (*kn >= K_LIMIT && *kn <= K_RESET &&
+      psk_parse_uint(h.value, h.value_len, &f->num) != PSK_OK)
+    f->num = -1;
+  if (f->line >= 0) {
+    e->known = (signed char)*kn;
+    e->num = f->num;
+  }
   f->h = h;
   return 1;
 }
@@ -240,6 +249,7 @@ void lpsk_push_head(lua_State *L, const psk_buf *head, known *k,
   if (hc && hc->busy) hc = NULL;
   if (hc) hc->busy = 1;
   memset(k, 0, sizeof *k);
+  k->num[K_LIMIT] = k->num[K_REMAINING] = k->num[K_RESET] = -1;
   for (line = 0; pos < head->len; line++) {
     const char *p = text + pos, *eol = memchr(p, '\n', head->len - pos);
     size_t n = eol ? (size_t)(eol - p) : head->len - pos;
@@ -253,6 +263,7 @@ void lpsk_push_head(lua_State *L, const psk_buf *head, known *k,
       if (k->v[kn]) repeated_known = 1;
       k->v[kn] = g->h.value;
       k->n[kn] = g->h.value_len;
+      if (kn <= K_RESET) k->num[kn] = g->num;
     }
     if (count < HEAD_MAX_FIELDS && !(same && g->line >= 0)) {
       g->dup = 0;
@@ -286,10 +297,7 @@ void lpsk_push_head(lua_State *L, const psk_buf *head, known *k,
   }
   if (hc) hc->busy = 0;
   /* A repeated known header counts as its joined value, as in the table. */
-  if (repeated_known)
-    known_from_table(L, t, k);
-  else
-    known_numbers(k);
+  if (repeated_known) known_from_table(L, t, k);
 }
 
 /* headers[k] for any case of k: the table's keys are lower-case. */
@@ -329,13 +337,13 @@ long long lpsk_known_int(const known *k, int i) { return k->num[i]; }
 static int push_rate_limit(lua_State *L, const known *k) {
   static const char *const keys[] = {"limit", "remaining", "reset"};
   int i, any = 0;
-  for (i = 0; i < 3; i++) {
-    long long v = lpsk_known_int(k, K_LIMIT + i);
+  for (i = K_LIMIT; i <= K_RESET; i++) {
+    long long v = lpsk_known_int(k, i);
     if (v >= 0) {
       if (!any) lua_createtable(L, 0, 3);
       any = 1;
       lua_pushinteger(L, (lua_Integer)v);
-      lua_setfield(L, -2, keys[i]);
+      lua_setfield(L, -2, keys[i - K_LIMIT]);
     }
   }
   return any;
@@ -420,8 +428,8 @@ void lpsk_push_result(lua_State *L, long status, int h, const known *k,
   lua_pushlstring(L, body, blen);
   lua_setfield(L, -2, "body");
   if (push_rate_limit(L, k)) lua_setfield(L, -2, "rate_limit");
-  if (k->v[K_TRACE]) {
-    lua_pushlstring(L, k->v[K_TRACE], k->n[K_TRACE]);
+  if (k->v[K_TRACE]) { /* the string the headers table holds */
+    lua_getfield(L, h, known_names[K_TRACE]);
     lua_setfield(L, -2, "trace_id");
   }
   if (!ok) {
