@@ -222,20 +222,26 @@ int psk_check_time(long long days, psk_err *e) {
 
 int psk_percent_encode(psk_buf *out, const char *s, size_t n) {
   static const char hex[] = "0123456789ABCDEF";
-  size_t i;
-  for (i = 0; i < n; i++) {
-    unsigned char c = (unsigned char)s[i];
+  size_t i = 0;
+  while (i < n) {
+    size_t run = i;
     int st;
-    if (is_alnum(c) || c == '-' || c == '.' || c == '_' || c == '~') {
-      st = psk_buf_append(out, (const char *)&s[i], 1);
-    } else {
+    /* A run of bytes that stay as they are goes in one append. */
+    while (run < n && (is_alnum((unsigned char)s[run]) || s[run] == '-' ||
+                       s[run] == '.' || s[run] == '_' || s[run] == '~'))
+      run++;
+    if (run > i && (st = psk_buf_append(out, s + i, run - i)) != PSK_OK)
+      return st;
+    if (run < n) {
+      unsigned char c = (unsigned char)s[run];
       char esc[3];
       esc[0] = '%';
       esc[1] = hex[c >> 4];
       esc[2] = hex[c & 15];
-      st = psk_buf_append(out, esc, 3);
+      if ((st = psk_buf_append(out, esc, 3)) != PSK_OK) return st;
+      run++;
     }
-    if (st != PSK_OK) return st;
+    i = run;
   }
   return PSK_OK;
 }
@@ -289,7 +295,13 @@ int psk_request_build(psk_request *r, const psk_config *c, const char *id,
   }
   if (st != PSK_OK) return st;
   if (!phone) phone = c->phone;
-  snprintf(r->phone, sizeof r->phone, "%s", phone ? phone : "");
+  {
+    /* Normalized phones fit; a longer one is cut, never overrun. */
+    size_t pn = phone ? strlen(phone) : 0;
+    if (pn >= sizeof r->phone) pn = sizeof r->phone - 1;
+    memcpy(r->phone, phone ? phone : "", pn);
+    r->phone[pn] = '\0';
+  }
   r->nheaders = 0;
   r->headers[r->nheaders].name = "Authorization";
   r->headers[r->nheaders++].value = c->auth;
