@@ -168,8 +168,13 @@ static int read_line(head_cache *hc, int i, const char *p, size_t n,
     *kn = e->known;
     return 1;
   }
-  /* One line at a time, psk_header_next reads it as it would in a head. */
-  field = psk_header_next(p, n, &pos, &h);
+  /* A line with the entry's name (and colon): only its value is new.
+     Else psk_header_next reads it, one line, as it would in a head. */
+  if (e && e->used && e->field && n > e->name_len &&
+      memcmp(e->text, p, e->name_len + 1u) == 0)
+    field = psk_header_field(p, n, e->name_len, &h);
+  else
+    field = psk_header_next(p, n, &pos, &h);
   if (e) {
     int old_field = e->used && e->field;
     f->name = field && old_field && e->name_len == h.name_len &&

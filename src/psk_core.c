@@ -326,34 +326,37 @@ static int is_tchar(unsigned char c) {
 
 static int is_ows(char c) { return c == ' ' || c == '\t'; }
 
+int psk_header_field(const char *line, size_t n, size_t name_len,
+                     psk_header *h) {
+  const char *v = line + name_len + 1, *ve = line + n;
+  if (ve > v && ve[-1] == '\r') ve--;
+  /* RFC 9110 5.5: a field with a CR (bare, or doubled before the LF) or
+     a NUL in it is invalid; drop it rather than hand the byte on. */
+  if (memchr(v, '\r', (size_t)(ve - v)) || memchr(v, '\0', (size_t)(ve - v)))
+    return 0;
+  while (v < ve && is_ows(*v)) v++;
+  while (ve > v && is_ows(ve[-1])) ve--;
+  h->name = line;
+  h->name_len = name_len;
+  h->value = v;
+  h->value_len = (size_t)(ve - v);
+  return 1;
+}
+
 int psk_header_next(const char *head, size_t len, size_t *pos, psk_header *h) {
   while (*pos < len) {
-    const char *line = head + *pos, *eol, *colon, *v, *ve;
+    const char *line = head + *pos, *eol, *colon;
     size_t n, i;
     eol = memchr(line, '\n', len - *pos);
     n = eol ? (size_t)(eol - line) : len - *pos;
     *pos += eol ? n + 1 : n;
-    /* n is 0 for an empty line, which cppcheck rules out. */
-    /* cppcheck-suppress knownConditionTrueFalse */
-    if (n && line[n - 1] == '\r') n--;
     if (n == 0 || is_ows(line[0])) continue; /* blank or obs-fold */
-    /* RFC 9110 5.5: a field with a CR (bare, or doubled before the LF) or
-       a NUL in it is invalid; drop it rather than hand the byte on. */
-    if (memchr(line, '\r', n) || memchr(line, '\0', n)) continue;
     colon = memchr(line, ':', n);
     if (!colon || colon == line) continue; /* status line or junk */
     for (i = 0; line + i < colon; i++)
       if (!is_tchar((unsigned char)line[i])) break;
     if (line + i != colon) continue;
-    v = colon + 1;
-    ve = line + n;
-    while (v < ve && is_ows(*v)) v++;
-    while (ve > v && is_ows(ve[-1])) ve--;
-    h->name = line;
-    h->name_len = (size_t)(colon - line);
-    h->value = v;
-    h->value_len = (size_t)(ve - v);
-    return 1;
+    if (psk_header_field(line, n, i, h)) return 1;
   }
   return 0;
 }

@@ -137,6 +137,11 @@ typedef struct psk_header {
    HTTP tokens, and obs-fold continuation lines (psk_head_unfold joins
    them to their field first). */
 int psk_header_next(const char *head, size_t len, size_t *pos, psk_header *h);
+/* The field of one line (n bytes, no LF) whose name, name_len bytes, is a
+   token followed by ':': 1 with h filled (the value trimmed), or 0 when
+   the line is no field (a CR or NUL in it). psk_header_next ends in it. */
+int psk_header_field(const char *line, size_t n, size_t name_len,
+                     psk_header *h);
 /* Joins obs-fold continuation lines (RFC 9112 5.2: a line starting with SP
    or HTAB) to the field line before them, in place: the fold, with the
    whitespace around it, becomes one space, so "A: 10" + " 20" is "A: 10
