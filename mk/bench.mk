@@ -22,14 +22,15 @@
 
 BENCH_DIR := build/bench
 BENCH_RAW := $(BENCH_DIR)/raw_curl
+BENCH_RAW_MULTI := $(BENCH_DIR)/raw_multi
 BENCH_CC ?= $(CC)
 
-$(BENCH_RAW): bench/raw_curl.c
+$(BENCH_DIR)/%: bench/%.c
 	@mkdir -p $(BENCH_DIR)
 	$(BENCH_CC) -std=c99 -O2 -g $(WARN) $(CURL_CFLAGS) $< -o $@ $(CURL_LIBS)
 
 # Both modules, each with its own build directory, through the Makefile.
-bench-build: $(BENCH_RAW)
+bench-build: $(BENCH_RAW) $(BENCH_RAW_MULTI)
 	$(MAKE) --no-print-directory LUA=lua5.4 all
 	$(MAKE) --no-print-directory LUA=luajit all
 
@@ -47,4 +48,4 @@ bench-deps:
 	$(MAKE) --no-print-directory bench-node
 
 bench: bench-build bench-node
-	BENCH_RAW=$(BENCH_RAW) BENCH_DIR=$(BENCH_DIR) lua5.4 bench/bench.lua
+	BENCH_RAW=$(BENCH_RAW) BENCH_RAW_MULTI=$(BENCH_RAW_MULTI) BENCH_DIR=$(BENCH_DIR) lua5.4 bench/bench.lua
