@@ -27,6 +27,8 @@ void lpsk_client_release(Client *c) {
   c->http = NULL;
   psk_request_free(&c->req);
   psk_request_free(&c->spare);
+  free(c->job); /* released by its call, which is over */
+  c->job = NULL;
   psk_config_free(&c->cfg);
   c->closed = 1;
 }

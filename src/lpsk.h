@@ -71,6 +71,8 @@ typedef struct Client {
   psk_http *http;      /* NULL until opened and after release */
   psk_request req;     /* build_pin's */
   psk_request spare;   /* buffers a pin job borrows (lpsk_job.c) */
+  struct pin_job *job; /* the blocking pin's job, kept between pins, with
+                          room for its message id (lpsk_pin.c) */
   uint64_t rng;        /* backoff jitter */
   psk_budget budget;   /* pacing in the client (and the fallback) */
   psk_clock clock;     /* the server's clock, from Date */
