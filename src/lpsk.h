@@ -51,7 +51,7 @@ enum { STATE_CLIENT_MT = 1, STATE_HEADERS_MT = 2 };
 typedef struct head_line {
   unsigned char used;  /* the entry and its strings are whole */
   unsigned char field; /* the line is a header field */
-  signed char known;   /* the field's K_* (below), or -1 */
+  short known;         /* the field's K_* (below), or -1 */
   unsigned char dup;   /* its name came earlier in that head */
   unsigned short len, name_len, value_off, value_len;
   long long num;       /* an X-RateLimit-* value as a number, or -1 */

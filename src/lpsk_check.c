@@ -315,10 +315,13 @@ void lpsk_check_pin_args(lua_State *L, int t, int arg, const char *pfx,
     int i = lua_type(L, -2) == LUA_TSTRING
                 ? list_index(lua_tostring(L, -2), pin_fields)
                 : -1;
-    if (i < 0) bad_key(L, -2, arg, pfx, "field");
-    lua_pushvalue(L, -2);
-    lua_remove(L, -3); /* the value stays, the key goes on */
-    at[i] = lua_gettop(L) - 1;
+    if (i < 0) {
+      bad_key(L, -2, arg, pfx, "field"); /* raises */
+    } else {
+      lua_pushvalue(L, -2);
+      lua_remove(L, -3); /* the value stays, the key goes on */
+      at[i] = lua_gettop(L) - 1;
+    }
   }
   /* The rules in a fixed order, whatever the walk's order was. */
   if (at[1]) {

@@ -207,8 +207,8 @@ static int read_line(head_cache *hc, int i, const char *p, size_t n,
   if (*kn >= K_LIMIT && *kn <= K_RESET &&
       psk_parse_uint(h.value, h.value_len, &f->num) != PSK_OK)
     f->num = -1;
-  if (f->line >= 0) {
-    e->known = (signed char)*kn;
+  if (e && f->line >= 0) {
+    e->known = (short)*kn;
     e->num = f->num;
   }
   f->h = h;

@@ -350,6 +350,8 @@ int psk_header_next(const char *head, size_t len, size_t *pos, psk_header *h) {
     eol = memchr(line, '\n', len - *pos);
     n = eol ? (size_t)(eol - line) : len - *pos;
     *pos += eol ? n + 1 : n;
+    /* n is 0 for an empty line, which cppcheck rules out. */
+    /* cppcheck-suppress knownConditionTrueFalse */
     if (n == 0 || is_ows(line[0])) continue; /* blank or obs-fold */
     colon = memchr(line, ':', n);
     if (!colon || colon == line) continue; /* status line or junk */
