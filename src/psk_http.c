@@ -194,10 +194,17 @@ static CURLcode setup_easy(psk_http *h, psk_transfer *t) {
      libcurl would parse it into a new handle and print it back on every
      transfer. Each request then names only its target (prepare). */
   if (rc == CURLE_OK && !t->url) {
-    CURLUcode uc = CURLUE_OUT_OF_MEMORY;
-    if (!(t->url = curl_url()) ||
-        (uc = curl_url_set(t->url, CURLUPART_URL, c->base_url, 0)) != CURLUE_OK)
+    /* Kept only once it holds the URL: a set that failed (out of memory)
+       is tried again with the next easy handle. */
+    CURLU *u = curl_url();
+    CURLUcode uc = u ? curl_url_set(u, CURLUPART_URL, c->base_url, 0)
+                     : CURLUE_OUT_OF_MEMORY;
+    if (uc == CURLUE_OK) {
+      t->url = u;
+    } else {
+      curl_url_cleanup(u);
       rc = uc == CURLUE_OUT_OF_MEMORY ? CURLE_OUT_OF_MEMORY : CURLE_URL_MALFORMAT;
+    }
   }
   SET(CURLOPT_CURLU, t->url);
 #undef SET
