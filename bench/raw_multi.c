@@ -13,25 +13,12 @@
  * 1 when any timed pin did not get a 204.
  */
 #define _POSIX_C_SOURCE 200809L
-#include <curl/curl.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
+
+#include "raw_common.h"
 
 #define MAX_C 64
-
-static size_t discard(char *p, size_t size, size_t n, void *ud) {
-  (void)p;
-  (void)ud;
-  return size * n;
-}
-
-static double now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
 
 typedef struct run {
   CURLM *multi;
@@ -41,17 +28,9 @@ typedef struct run {
   long ok;
 } run;
 
-static const char body[] = "{\"pin\":true}";
-
 /* Starts pin r->next on easy handle e. */
 static void start(run *r, CURL *e) {
-  char url[2048];
-  snprintf(url, sizeof url, "%s/message/%s%ld/pin", r->base, r->prefix,
-           r->next++);
-  curl_easy_setopt(e, CURLOPT_URL, url);
-  curl_easy_setopt(e, CURLOPT_POSTFIELDS, body);
-  curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE,
-                   (curl_off_t)(sizeof body - 1));
+  pin_request(e, r->base, r->prefix, r->next++);
   curl_multi_add_handle(r->multi, e);
 }
 
@@ -88,8 +67,7 @@ static long batch(run *r, int c, long first, long count) {
 
 int main(int argc, char **argv) {
   run r;
-  struct curl_slist *h = NULL;
-  char line[8192];
+  struct curl_slist *h;
   long n, ok;
   int c, i;
   double t0, t1;
@@ -105,26 +83,10 @@ int main(int argc, char **argv) {
   r.base = argv[1];
   r.prefix = argc > 7 ? argv[7] : "multi-";
   if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) return 2;
-  snprintf(line, sizeof line, "Authorization: Bearer %s", argv[2]);
-  h = curl_slist_append(h, line);
-  snprintf(line, sizeof line, "x-phone: %s", argv[3]);
-  h = curl_slist_append(h, line);
-  h = curl_slist_append(h, "Content-Type: application/json");
-  h = curl_slist_append(h, "Accept: application/json");
-  snprintf(line, sizeof line, "User-Agent: %s", argv[4]);
-  h = curl_slist_append(h, line);
-  h = curl_slist_append(h, "Expect:");
+  h = pin_headers(argv[2], argv[3], argv[4]);
   if (!h || !(r.multi = curl_multi_init())) return 2;
-  for (i = 0; i < c; i++) {
-    CURL *e = r.easy[i] = curl_easy_init();
-    if (!e) return 2;
-    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(e, CURLOPT_POST, 1L);
-    curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
-    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, discard);
-    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, 30000L);
-    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, 10000L);
-  }
+  for (i = 0; i < c; i++)
+    if (!(r.easy[i] = pin_easy(h))) return 2;
 
   batch(&r, c, 0, c); /* warm-up: opens the connections */
   t0 = now();

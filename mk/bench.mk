@@ -25,7 +25,7 @@ BENCH_RAW := $(BENCH_DIR)/raw_curl
 BENCH_RAW_MULTI := $(BENCH_DIR)/raw_multi
 BENCH_CC ?= $(CC)
 
-$(BENCH_DIR)/%: bench/%.c
+$(BENCH_DIR)/%: bench/%.c bench/raw_common.h
 	@mkdir -p $(BENCH_DIR)
 	$(BENCH_CC) -std=c99 -O2 -g $(WARN) $(CURL_CFLAGS) $< -o $@ $(CURL_LIBS)
 
