@@ -141,21 +141,26 @@ typedef struct head_field {
   char value; /* ... and so is its value string */
 } head_field;
 
-/* Reads the line of length n at p (no LF) as line number i of a head:
-   whether it is a field (then filled into f, its name's K_* in *kn),
-   through the cache entry when the line is the one kept there. same: the
+/* Reads the line at p (avail bytes left in the head; *used gets the
+   bytes it took, its LF included) as line number i of a head: whether it
+   is a field (then filled into f, its name's K_* in *kn), through the
+   cache entry when the line is the one kept there. same: the
    fields so far had the names their entries had (so each entry's dup
    still holds); cleared when not. A new line's entry stays unused until
    the table has its strings. */
-static int read_line(head_cache *hc, int i, const char *p, size_t n,
-                     head_field *f, int *kn, int *same) {
+static int read_line(head_cache *hc, int i, const char *p, size_t avail,
+                     size_t *used, head_field *f, int *kn, int *same) {
   head_line *e = hc && i < HEAD_LINES ? &hc->line[i] : NULL;
+  const char *eol;
   psk_header h;
-  size_t pos = 0;
+  size_t pos = 0, n;
   int field;
   f->line = -1;
   f->name = f->value = 0;
-  if (e && e->used && e->len == n && memcmp(e->text, p, n) == 0) {
+  /* The entry's line, then its LF: no need to look for the LF first. */
+  if (e && e->used && e->len < avail && p[e->len] == '\n' &&
+      memcmp(e->text, p, e->len) == 0) {
+    *used = e->len + 1u;
     if (!e->field) return 0;
     f->h.name = p;
     f->h.name_len = e->name_len;
@@ -168,6 +173,9 @@ static int read_line(head_cache *hc, int i, const char *p, size_t n,
     *kn = e->known;
     return 1;
   }
+  eol = memchr(p, '\n', avail);
+  n = eol ? (size_t)(eol - p) : avail;
+  *used = eol ? n + 1 : n;
   /* A line with the entry's name (and colon): only its value is new.
      Else psk_header_next reads it, one line, as it would in a head. */
   if (e && e->used && e->field && n > e->name_len &&
@@ -256,13 +264,13 @@ void lpsk_push_head(lua_State *L, const psk_buf *head, known *k,
   memset(k, 0, sizeof *k);
   k->num[K_LIMIT] = k->num[K_REMAINING] = k->num[K_RESET] = -1;
   for (line = 0; pos < head->len; line++) {
-    const char *p = text + pos, *eol = memchr(p, '\n', head->len - pos);
-    size_t n = eol ? (size_t)(eol - p) : head->len - pos;
     head_field *g = count < HEAD_MAX_FIELDS ? &f[count] : NULL;
     head_field spare;
-    int kn = -1;
-    pos += eol ? n + 1 : n;
-    if (!read_line(hc, line, p, n, g ? g : &spare, &kn, &same)) continue;
+    size_t used = 0;
+    int kn = -1, field = read_line(hc, line, text + pos, head->len - pos,
+                                   &used, g ? g : &spare, &kn, &same);
+    pos += used;
+    if (!field) continue;
     if (!g) g = &spare;
     if (kn >= 0) {
       if (k->v[kn]) repeated_known = 1;
