@@ -3,7 +3,7 @@
 # the Makefile's LUA_BIN, BUILD, WARN, CURL_CFLAGS and CURL_LIBS and names
 # its own variables BENCH_*.
 #
-#   make bench        build both modules and the raw C loop, then run
+#   make bench        build both modules and the raw C loops, then run
 #                     bench/bench.lua (about 3-4 minutes); results go to
 #                     bench/results.md, bench/README.md (between its bench
 #                     markers) and bench/pins_per_second.png
@@ -14,9 +14,10 @@
 # Settings (environment or make variables): BENCH_PINS, BENCH_WARMUP,
 # BENCH_ROUNDS, BENCH_CURL_PINS, BENCH_NODE_PINS, BENCH_CG_N1, BENCH_CG_N2,
 # BENCH_CG_REPEAT, BENCH_CG_LIBDIR, BENCH_MANY_TRIPS, BENCH_MANY_LATENCY,
-# BENCH_RSS_N1, BENCH_RSS_N2, BENCH_SERVER_CPU, BENCH_CLIENT_CPU and
-# BENCH_PARTS (e.g. BENCH_PARTS=cg: only the callgrind part, written to
-# build/bench/results-partial.md); see bench/bench.lua.
+# BENCH_RSS_N1, BENCH_RSS_N2, BENCH_HOST_PINS, BENCH_SERVER_CPU,
+# BENCH_CLIENT_CPU, BENCH_RAW_MULTI and BENCH_PARTS (e.g. BENCH_PARTS=cg:
+# only the callgrind part, written to build/bench/results-partial.md); see
+# bench/bench.lua.
 
 .PHONY: bench bench-deps bench-build bench-node
 
