@@ -29,6 +29,8 @@ void lpsk_client_release(Client *c) {
   psk_request_free(&c->spare);
   free(c->job); /* released by its call, which is over */
   c->job = NULL;
+  free(c->head); /* no table is being built from it: no call runs */
+  c->head = NULL;
   psk_config_free(&c->cfg);
   c->closed = 1;
 }

@@ -83,7 +83,8 @@ typedef struct Client {
   int busy;            /* calls running on it that may call into Lua */
   int hook;            /* on_event is set (it lives in the uservalue table) */
   int debug;           /* PERISKOPE_DEBUG=1 and no on_event */
-  head_cache head;     /* the last answer's head, as its table was built */
+  head_cache *head;    /* the last answer's head, as its table was built:
+                          allocated at the first answer (NULL: none) */
   char date_text[32];  /* the last Date parsed (Date changes once a second) */
   size_t date_len;     /* 0: none */
   long long date;      /* ... as epoch seconds */

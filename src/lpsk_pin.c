@@ -39,7 +39,7 @@ static int run_busy(lua_State *L, Client *c, int ud, int obj,
   c->busy++; /* from here on, every exit passes below */
   st = lua_pcall(L, 2, LUA_MULTRET, 0);
   c->busy--;
-  if (!c->busy) c->head.busy = 0; /* no table is being built from it now */
+  if (!c->busy && c->head) c->head->busy = 0; /* no table is built now */
   release(L, obj);
   if (!c->busy && c->closed) lpsk_client_release(c);
   if (st != LUA_OK) return lua_error(L);
