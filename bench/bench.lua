@@ -1062,11 +1062,19 @@ local function chart(rows, lean_rows)
     return
   end
   local dat = {}
+  -- A row's ratio as the tables give it (seq_table).
+  local function ratio(r, set)
+    local ref = set[1] and set[1].rate
+    if not (r and r.rate) or not (r.ratio or ref) then return "NaN" end
+    return ("%.4f"):format(r.ratio or r.rate / ref)
+  end
   for i, row in ipairs(rows) do
-    local lean = lean_rows and lean_rows[i] and lean_rows[i].short == row.short and lean_rows[i].rate
+    local lr = lean_rows and lean_rows[i] and lean_rows[i].short == row.short and lean_rows[i] or nil
+    local lean = lr and lr.rate
     if row.rate or lean then
-      dat[#dat + 1] = ("%d \"%s\" %s %s"):format(#dat, row.short,
-        row.rate and ("%.1f"):format(row.rate) or "NaN", lean and ("%.1f"):format(lean) or "NaN")
+      dat[#dat + 1] = ("%d \"%s\" %s %s %s %s"):format(#dat, row.short,
+        row.rate and ("%.1f"):format(row.rate) or "NaN", lean and ("%.1f"):format(lean) or "NaN",
+        ratio(row, rows), ratio(lr, lean_rows or {}))
     end
   end
   local datfile = CFG.dir .. "/pins_per_second.dat"
