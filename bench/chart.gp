@@ -1,16 +1,12 @@
 # Bar chart of sequential pins per second per client, for make bench.
 #   gnuplot -e "datafile='...'; outfile='...'; subtitle='...'" bench/chart.gp
-# datafile: lines of "<index> \"<client>\" <pins/s, mock> <pins/s, lean>",
-# NaN where a client has no figure.
+# datafile: lines of "<index> \"<client>\" <pins/s, mock> <pins/s, lean>
+# <x raw, mock> <x raw, lean>", NaN where a client has no figure; the ratios
+# are the report's (the median of the rounds' ratios, where there were
+# rounds).
 if (!exists("datafile")) datafile = 'build/bench/pins_per_second.dat'
 if (!exists("outfile")) outfile = 'bench/pins_per_second.png'
 if (!exists("subtitle")) subtitle = ''
-# The raw C loop's figures, for the ratios in the labels (first data line).
-stats datafile every ::0::0 using 3 nooutput
-rawmock = STATS_max
-stats datafile every ::0::0 using 4 nooutput
-rawlean = STATS_max
-
 stats datafile using 1 nooutput
 xmax = STATS_max
 
@@ -30,5 +26,5 @@ set key top right
 set xrange [-0.6:xmax + 0.6]
 plot datafile using ($1-0.2):3:xtic(2) with boxes lc rgb "#3a6ea5" title "against the mock (records every pin)", \
      '' using ($1+0.2):4 with boxes lc rgb "#e08a2c" title "against the lean endpoint", \
-     '' using ($1-0.2):3:(sprintf("%.0f\n%.2fx", $3, $3/rawmock)) with labels font ",9" offset 0,1.4 notitle, \
-     '' using ($1+0.2):4:(sprintf("%.0f\n%.2fx", $4, $4/rawlean)) with labels font ",9" offset 0,1.4 notitle
+     '' using ($1-0.2):3:(sprintf("%.0f\n%.2fx", $3, $5)) with labels font ",9" offset 0,1.4 notitle, \
+     '' using ($1+0.2):4:(sprintf("%.0f\n%.2fx", $4, $6)) with labels font ",9" offset 0,1.4 notitle

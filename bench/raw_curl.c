@@ -12,37 +12,18 @@
  * when any pin of the timed part did not get a 204.
  */
 #define _POSIX_C_SOURCE 200809L
-#include <curl/curl.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
-static size_t discard(char *p, size_t size, size_t n, void *ud) {
-  (void)p;
-  (void)ud;
-  return size * n;
-}
-
-static double now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
+#include "raw_common.h"
 
 /* Sends pins first..first+count-1; returns how many got a 204. */
 static long run(CURL *e, const char *base, const char *prefix, long first,
                 long count) {
-  static const char body[] = "{\"pin\":true}";
-  char url[2048];
   long i, ok = 0;
   for (i = first; i < first + count; i++) {
     long status = 0;
-    snprintf(url, sizeof url, "%s/message/%s%ld/pin", base, prefix, i);
-    curl_easy_setopt(e, CURLOPT_URL, url);
-    curl_easy_setopt(e, CURLOPT_POSTFIELDS, body);
-    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE,
-                     (curl_off_t)(sizeof body - 1));
+    pin_request(e, base, prefix, i);
     if (curl_easy_perform(e) == CURLE_OK &&
         curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status) == CURLE_OK &&
         status == 204)
@@ -53,8 +34,7 @@ static long run(CURL *e, const char *base, const char *prefix, long first,
 
 int main(int argc, char **argv) {
   CURL *e;
-  struct curl_slist *h = NULL;
-  char line[8192];
+  struct curl_slist *h;
   long warmup, n, ok;
   double t0, t1;
   clock_t c0, c1;
@@ -68,26 +48,8 @@ int main(int argc, char **argv) {
   warmup = strtol(argv[5], NULL, 10);
   n = strtol(argv[6], NULL, 10);
   if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) return 2;
-  e = curl_easy_init();
-  if (!e) return 2;
-
-  snprintf(line, sizeof line, "Authorization: Bearer %s", argv[2]);
-  h = curl_slist_append(h, line);
-  snprintf(line, sizeof line, "x-phone: %s", argv[3]);
-  h = curl_slist_append(h, line);
-  h = curl_slist_append(h, "Content-Type: application/json");
-  h = curl_slist_append(h, "Accept: application/json");
-  snprintf(line, sizeof line, "User-Agent: %s", argv[4]);
-  h = curl_slist_append(h, line);
-  h = curl_slist_append(h, "Expect:");
-  if (!h) return 2;
-
-  curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(e, CURLOPT_POST, 1L);
-  curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
-  curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, discard);
-  curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, 30000L);
-  curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, 10000L);
+  h = pin_headers(argv[2], argv[3], argv[4]);
+  if (!h || !(e = pin_easy(h))) return 2;
 
   run(e, argv[1], prefix, 0, warmup);
   t0 = now();

@@ -3,7 +3,7 @@
 # the Makefile's LUA_BIN, BUILD, WARN, CURL_CFLAGS and CURL_LIBS and names
 # its own variables BENCH_*.
 #
-#   make bench        build both modules and the raw C loop, then run
+#   make bench        build both modules and the raw C loops, then run
 #                     bench/bench.lua (about 4-5 minutes); results go to
 #                     bench/results.md, bench/README.md (between its bench
 #                     markers) and bench/pins_per_second.png; then
@@ -17,23 +17,24 @@
 # Settings (environment or make variables): BENCH_PINS, BENCH_WARMUP,
 # BENCH_ROUNDS, BENCH_CURL_PINS, BENCH_NODE_PINS, BENCH_CG_N1, BENCH_CG_N2,
 # BENCH_CG_REPEAT, BENCH_CG_LIBDIR, BENCH_MANY_TRIPS, BENCH_MANY_LATENCY,
-# BENCH_RSS_N1, BENCH_RSS_N2, BENCH_SERVER_CPU, BENCH_CLIENT_CPU,
-# BENCH_FAIR, BENCH_FAIR_RATE, BENCH_FAIR_WINDOW and BENCH_PARTS (e.g.
-# BENCH_PARTS=cg: only the callgrind part, written to
-# build/bench/results-partial.md); see bench/bench.lua.
+# BENCH_RSS_N1, BENCH_RSS_N2, BENCH_HOST_PINS, BENCH_SERVER_CPU,
+# BENCH_CLIENT_CPU, BENCH_RAW_MULTI, BENCH_FAIR, BENCH_FAIR_RATE,
+# BENCH_FAIR_WINDOW and BENCH_PARTS (e.g. BENCH_PARTS=cg: only the callgrind
+# part, written to build/bench/results-partial.md); see bench/bench.lua.
 
 .PHONY: bench bench-deps bench-build bench-node
 
 BENCH_DIR := build/bench
 BENCH_RAW := $(BENCH_DIR)/raw_curl
+BENCH_RAW_MULTI := $(BENCH_DIR)/raw_multi
 BENCH_CC ?= $(CC)
 
-$(BENCH_RAW): bench/raw_curl.c
+$(BENCH_DIR)/%: bench/%.c bench/raw_common.h
 	@mkdir -p $(BENCH_DIR)
 	$(BENCH_CC) -std=c99 -O2 -g $(WARN) $(CURL_CFLAGS) $< -o $@ $(CURL_LIBS)
 
 # Both modules, each with its own build directory, through the Makefile.
-bench-build: $(BENCH_RAW)
+bench-build: $(BENCH_RAW) $(BENCH_RAW_MULTI)
 	$(MAKE) --no-print-directory LUA=lua5.4 all
 	$(MAKE) --no-print-directory LUA=luajit all
 
@@ -51,7 +52,7 @@ bench-deps:
 	$(MAKE) --no-print-directory bench-node
 
 bench: bench-build bench-node
-	BENCH_RAW=$(BENCH_RAW) BENCH_DIR=$(BENCH_DIR) lua5.4 bench/bench.lua
+	BENCH_RAW=$(BENCH_RAW) BENCH_RAW_MULTI=$(BENCH_RAW_MULTI) BENCH_DIR=$(BENCH_DIR) lua5.4 bench/bench.lua
 	lua5.4 bench/nonblocking.lua
 
 # Pinning without blocking the host (OpenResty's worker, Neovim's loop):

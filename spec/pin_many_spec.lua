@@ -78,6 +78,29 @@ describe("Client:pin_many", function()
     c:close()
   end)
 
+  it("keeps its concurrency when every answer's X-RateLimit-Reset lies long before its Date", function()
+    -- A stand-in replaying the OpenAPI example: limit 10, remaining 9 and a
+    -- reset of January 2025 on every answer, while Date says today. That
+    -- reset says nothing about the current window, so it holds nothing back.
+    local stale = server.start { latency = 0.2,
+      fixed_rate = { limit = 10, remaining = 9, reset = 1737542181 } }
+    finally(function() stale:stop() end)
+    local f = flight()
+    local c = util.client(stale, { on_event = f.hook })
+    local res = c:pin_many(list(33), { concurrency = 16 })
+    for i = 1, 33 do
+      assert.is_true(res[i].ok)
+      assert.same({ limit = 10, remaining = 9, reset = 1737542181 }, res[i].rate_limit)
+    end
+    assert.equal(16, f.max)
+    -- The server saw it too: after the first (which goes alone to learn),
+    -- sixteen together, not ten and then one at a time.
+    local r = stale:requests()
+    assert.equal(33, #r)
+    assert.truthy(r[17].time - r[2].time < util.within(0.1), r[17].time - r[2].time)
+    c:close()
+  end)
+
   it("checks every item before sending anything", function()
     local c = util.client(srv)
     local l = list(5)

@@ -184,6 +184,64 @@ describe("Client:pin", function()
       assert.equal("a, b", res.headers["x-multi"])
     end)
 
+    it("has the headers of each answer, as the lines of the heads change", function()
+      -- One client, one answer after another: lines that come back byte for
+      -- byte, a value that changes, a name that becomes a repeat of the one
+      -- before it and back, a line that comes back as a repeat of a name
+      -- before it and then not, a name in another case, lines that shift,
+      -- a long line, a fold.
+      local long = ("y"):rep(300)
+      local heads = {
+        { "A: 1", "B: 2", "X-RateLimit-Remaining: 5" },
+        { "A: 1", "B: 2", "X-RateLimit-Remaining: 5" },
+        { "A: 1", "B: 3", "X-RateLimit-Remaining: 4" },
+        { "A: 1", "A: 9", "X-RateLimit-Remaining: 4" },
+        { "A: 1", "B: 3", "X-RateLimit-Remaining: 4" },
+        { "a: 1", "b: 3", "x-ratelimit-remaining: 3" },
+        { "Z: 0", "A: 1", "B: 3", "X-RateLimit-Remaining: 3" },
+        { "A: 1", "L: " .. long, "B: 3" },
+        { "A: 1", "L: " .. long, "B: 3" },
+        { "A: 1", "L: " .. long .. "z", "B: 3", "B: 4" },
+        { "A: 1", "B: 3", "B: 4" },
+        { "A: 1", "B: 3", " 4", "C:  padded  " },
+        { "A: 1", "B: 3" },
+        { "B: 0", "B: 3" },
+        { "A: 1", "B: 3" },
+        { "A: 1" },
+      }
+      local want = {
+        { a = "1", b = "2", ["x-ratelimit-remaining"] = "5" },
+        { a = "1", b = "2", ["x-ratelimit-remaining"] = "5" },
+        { a = "1", b = "3", ["x-ratelimit-remaining"] = "4" },
+        { a = "1, 9", ["x-ratelimit-remaining"] = "4" },
+        { a = "1", b = "3", ["x-ratelimit-remaining"] = "4" },
+        { a = "1", b = "3", ["x-ratelimit-remaining"] = "3" },
+        { z = "0", a = "1", b = "3", ["x-ratelimit-remaining"] = "3" },
+        { a = "1", l = long, b = "3" },
+        { a = "1", l = long, b = "3" },
+        { a = "1", l = long .. "z", b = "3, 4" },
+        { a = "1", b = "3, 4" },
+        { a = "1", b = "3 4", c = "padded" },
+        { a = "1", b = "3" },
+        { b = "0, 3" },
+        { a = "1", b = "3" },
+        { a = "1" },
+      }
+      local script = {}
+      for i, lines in ipairs(heads) do
+        script[i] = { action = "raw", raw = "HTTP/1.1 204 No Content\r\n"
+          .. table.concat(lines, "\r\n") .. "\r\nConnection: close\r\n\r\n" }
+        want[i].connection = "close"
+      end
+      srv:script(script)
+      for i = 1, #heads do
+        local res = assert(c:pin { message_id = "m" .. i })
+        assert.same(want[i], setmetatable(res.headers, nil), "answer " .. i)
+        local remaining = want[i]["x-ratelimit-remaining"]
+        assert.same(remaining and { remaining = tonumber(remaining) }, res.rate_limit, "answer " .. i)
+      end
+    end)
+
     it("omits rate_limit when the X-RateLimit headers are absent", function()
       srv:script { { status = 204, rate_headers = false } }
       local res = assert(c:pin { message_id = "m" })

@@ -26,12 +26,25 @@ void lpsk_client_release(Client *c) {
   psk_http_free(c->http); /* before cfg: the transport borrows it */
   c->http = NULL;
   psk_request_free(&c->req);
+  psk_request_free(&c->spare);
+  free(c->job); /* released by its call, which is over */
+  c->job = NULL;
+  free(c->head); /* no table is being built from it: no call runs */
+  c->head = NULL;
   psk_config_free(&c->cfg);
   c->closed = 1;
 }
 
 Client *lpsk_checkclient(lua_State *L) {
-  Client *c = luaL_checkudata(L, 1, CLIENT_MT);
+  Client *c = lua_touserdata(L, 1);
+  int same = 0;
+  /* The metatable from the module state: no lookup by name per call. */
+  if (c && lua_getmetatable(L, 1)) {
+    lua_rawgeti(L, lua_upvalueindex(1), STATE_CLIENT_MT);
+    same = lua_rawequal(L, -1, -2);
+    lua_pop(L, 2);
+  }
+  if (!same) c = luaL_checkudata(L, 1, CLIENT_MT); /* raises, naming it */
   if (c->closed) luaL_error(L, "periskope: attempt to use a closed client");
   return c;
 }
@@ -63,6 +76,7 @@ static Client *new_client(lua_State *L, int t, int arg) {
   memset(c, 0, sizeof *c);
   c->closed = 1;
   psk_request_init(&c->req);
+  psk_request_init(&c->spare);
   psk_setmetatable(L, CLIENT_MT);
   lua_createtable(L, 0, 2); /* uservalue: holds on_event and limiter */
   psk_setuvtable(L, ud);
@@ -230,12 +244,12 @@ static void create_metatables(lua_State *L) {
     psk_setfuncs(L, client_methods, 1);
     lua_setfield(L, -2, "__index");
   }
-  lua_pop(L, 1);
+  lua_rawseti(L, state, STATE_CLIENT_MT);
   if (luaL_newmetatable(L, HEADERS_MT)) {
     lua_pushcfunction(L, lpsk_headers_index);
     lua_setfield(L, -2, "__index");
   }
-  lua_pop(L, 1);
+  lua_rawseti(L, state, STATE_HEADERS_MT);
   if (luaL_newmetatable(L, JOB_MT)) psk_setfuncs(L, job_meta, 0);
   lua_pop(L, 1);
   lpsk_async_open(L, state);

@@ -29,6 +29,11 @@
 #include "psk_core.h"
 #include "psk_http.h"
 
+/* The module state table (upvalue 1 of every module function, method and
+   protected body) keeps these metatables at these integer keys too, for
+   the checks and tables made on every pin. */
+enum { STATE_CLIENT_MT = 1, STATE_HEADERS_MT = 2 };
+
 #define CLIENT_MT "periskope.Client"
 #define HEADERS_MT "periskope.headers"
 #define JOB_MT "periskope.PinJob"
@@ -36,6 +41,28 @@
 
 /* ---------------------------------------------------------------- */
 /* the client (lperiskope.c)                                         */
+
+/* What the headers table of a client's last answer was built from, line
+   by line (lpsk_push_head). The same server sends the same lines, most of
+   them byte for byte, answer after answer: such a line reuses what was
+   made of it, its lower-cased name and its value as Lua strings, kept in
+   the client's uservalue table (line i's name at 2i + 1, its value at
+   2i + 2). A longer or later line is made anew each time. */
+#define HEAD_LINES 24
+#define HEAD_LINE_MAX 120
+typedef struct head_line {
+  unsigned char used;  /* the entry and its strings are whole */
+  unsigned char field; /* the line is a header field */
+  short known;         /* the field's K_* (below), or -1 */
+  unsigned char dup;   /* its name came earlier in that head */
+  unsigned short len, name_len, value_off, value_len;
+  long long num;       /* an X-RateLimit-* value as a number, or -1 */
+  char text[HEAD_LINE_MAX]; /* the line as sent, without its LF */
+} head_line;
+typedef struct head_cache {
+  int busy; /* a table is being built from it (see lpsk_push_head) */
+  head_line line[HEAD_LINES];
+} head_cache;
 
 /* A client userdata. Its uservalue table holds on_event and limiter.
    Hooks may close it while a call runs: busy counts the calls that may
@@ -45,6 +72,9 @@ typedef struct Client {
   psk_config cfg;      /* owned strings */
   psk_http *http;      /* NULL until opened and after release */
   psk_request req;     /* build_pin's */
+  psk_request spare;   /* buffers a pin job borrows (lpsk_job.c) */
+  struct pin_job *job; /* the blocking pin's job, kept between pins, with
+                          room for its message id (lpsk_pin.c) */
   uint64_t rng;        /* backoff jitter */
   psk_budget budget;   /* pacing in the client (and the fallback) */
   psk_clock clock;     /* the server's clock, from Date */
@@ -55,10 +85,16 @@ typedef struct Client {
   int busy;            /* calls running on it that may call into Lua */
   int hook;            /* on_event is set (it lives in the uservalue table) */
   int debug;           /* PERISKOPE_DEBUG=1 and no on_event */
+  head_cache *head;    /* the last answer's head, as its table was built:
+                          allocated at the first answer (NULL: none) */
+  char date_text[32];  /* the last Date parsed (Date changes once a second) */
+  size_t date_len;     /* 0: none */
+  long long date;      /* ... as epoch seconds */
 } Client;
 
 /* The client at argument 1, open; raises "attempt to use a closed
-   client" otherwise. [-0, +0, v] */
+   client" otherwise. From a method (upvalue 1: the module state).
+   [-0, +0, v] */
 Client *lpsk_checkclient(lua_State *L);
 /* Releases everything c holds, in reverse order; safe on a half-built,
    closed or released client; never raises. */
@@ -107,11 +143,17 @@ enum { K_LIMIT, K_REMAINING, K_RESET, K_TRACE, K_RETRY_AFTER, K_DATE, K_N };
 typedef struct known {
   const char *v[K_N]; /* NULL when absent */
   size_t n[K_N];
+  long long num[K_RESET + 1]; /* X-RateLimit-*, parsed once: -1 when
+                                 absent or not a whole number */
 } known;
 
-/* Pushes the headers table of a response head and fills k. [-0, +1, m] */
-void lpsk_push_head(lua_State *L, const psk_buf *head, known *k);
-/* An integer known header, or -1. */
+/* Pushes the headers table of a response head and fills k. hc (or NULL)
+   is the client's head cache, whose strings are in the table at index
+   uv. [-0, +1, m] */
+void lpsk_push_head(lua_State *L, const psk_buf *head, known *k,
+                    head_cache *hc, int uv);
+/* X-RateLimit-Limit, -Remaining or -Reset (K_LIMIT ... K_RESET) as a
+   whole number, or -1. */
 long long lpsk_known_int(const known *k, int i);
 /* The result builder every path ends in. [-0, +1, m] */
 void lpsk_push_result(lua_State *L, long status, int h, const known *k,

@@ -10,10 +10,12 @@
 
 #include "lpsk.h"
 
-static int in_list(const char *s, const char *const names[]) {
-  for (; *names; names++)
-    if (strcmp(s, *names) == 0) return 1;
-  return 0;
+/* The index of s in the NULL-terminated names, or -1. */
+static int list_index(const char *s, const char *const names[]) {
+  int i;
+  for (i = 0; names[i]; i++)
+    if (strcmp(s, names[i]) == 0) return i;
+  return -1;
 }
 
 /* Describes the value at i for an error message: numbers as themselves,
@@ -49,6 +51,20 @@ int lpsk_bad(lua_State *L, int arg, const char *pfx, const char *what,
 #define bad(L, arg, what, name, rule, vi) \
   lpsk_bad(L, arg, "", what, name, rule, vi)
 
+/* Raises for key k (a string, or not) of a table at arg: a name that is
+   not a string, or one not in the list of fields. [-0, +0, v] */
+static void bad_key(lua_State *L, int k, int arg, const char *pfx,
+                    const char *what) {
+  const char *m =
+      lua_type(L, k) != LUA_TSTRING
+          ? lua_pushfstring(L, "%s%s names must be strings, %s", pfx, what,
+                            lpsk_got(L, k))
+          : lua_pushfstring(L, "%sunknown %s '%s'", pfx, what,
+                            lua_tostring(L, k));
+  if (arg > 0) luaL_argerror(L, arg, m);
+  luaL_error(L, "periskope: %s", m);
+}
+
 /* Raises on a key of table t that is not a string or not in names; pfx
    ("" or "item 3: ") starts the message. */
 static void check_keys(lua_State *L, int t, int arg, const char *pfx,
@@ -58,18 +74,9 @@ static void check_keys(lua_State *L, int t, int arg, const char *pfx,
     lua_pop(L, 1); /* keep the key only */
     /* Type first: lua_tostring would convert a number key in place, and
        lua_next would then lose its way. */
-    if (lua_type(L, -1) != LUA_TSTRING) {
-      const char *m = lua_pushfstring(L, "%s%s names must be strings, %s",
-                                      pfx, what, lpsk_got(L, -1));
-      if (arg > 0) luaL_argerror(L, arg, m);
-      luaL_error(L, "periskope: %s", m);
-    }
-    if (!in_list(lua_tostring(L, -1), names)) {
-      const char *m = lua_pushfstring(L, "%sunknown %s '%s'", pfx, what,
-                                      lua_tostring(L, -1));
-      if (arg > 0) luaL_argerror(L, arg, m);
-      luaL_error(L, "periskope: %s", m);
-    }
+    if (lua_type(L, -1) != LUA_TSTRING ||
+        list_index(lua_tostring(L, -1), names) < 0)
+      bad_key(L, -1, arg, pfx, what);
   }
 }
 
@@ -285,8 +292,13 @@ static const char *const pin_fields[] = {"message_id", "pin", "time", "phone",
    anything is sent. Leaves message_id on the stack. [-0, +1, v] */
 void lpsk_check_pin_args(lua_State *L, int t, int arg, const char *pfx,
                          pin_args *a) {
+  /* The fields' values by the index of their name in pin_fields, 0 when
+     absent; found in one walk of the table, which keeps each value on
+     the stack (below the key lua_next needs). */
+  int at[4] = {0, 0, 0, 0}, base;
   psk_err e;
   t = psk_absindex(L, t);
+  base = lua_gettop(L);
   a->pin = 1;
   a->time = 0;
   a->has_phone = 0;
@@ -297,46 +309,55 @@ void lpsk_check_pin_args(lua_State *L, int t, int arg, const char *pfx,
                                     pfx, lpsk_got(L, t)));
     luaL_checktype(L, arg, LUA_TTABLE);
   }
-  check_keys(L, t, arg, pfx, "field", pin_fields);
-
-  switch (lpsk_get_field(L, t, "pin")) {
-  case LUA_TNIL: break;
-  case LUA_TBOOLEAN: a->pin = lua_toboolean(L, -1); break;
-  default: lpsk_bad(L, arg, pfx, "field", "pin", "must be a boolean", -1);
+  lua_pushnil(L);
+  while (lua_next(L, t)) {
+    /* Type first, as check_keys does. */
+    int i = lua_type(L, -2) == LUA_TSTRING
+                ? list_index(lua_tostring(L, -2), pin_fields)
+                : -1;
+    if (i < 0) {
+      bad_key(L, -2, arg, pfx, "field"); /* raises */
+    } else {
+      lua_pushvalue(L, -2);
+      lua_remove(L, -3); /* the value stays, the key goes on */
+      at[i] = lua_gettop(L) - 1;
+    }
   }
-  lua_pop(L, 1);
-
-  if (lpsk_get_field(L, t, "time") != LUA_TNIL) {
+  /* The rules in a fixed order, whatever the walk's order was. */
+  if (at[1]) {
+    if (lua_type(L, at[1]) != LUA_TBOOLEAN)
+      lpsk_bad(L, arg, pfx, "field", "pin", "must be a boolean", at[1]);
+    a->pin = lua_toboolean(L, at[1]);
+  }
+  if (at[2]) {
     long long days = 0;
-    if (!psk_tointegral(L, -1, &days) || psk_check_time(days, &e) != PSK_OK)
-      lpsk_bad(L, arg, pfx, "field", "time", "must be 1, 7 or 30 (days)", -1);
+    if (!psk_tointegral(L, at[2], &days) || psk_check_time(days, &e) != PSK_OK)
+      lpsk_bad(L, arg, pfx, "field", "time", "must be 1, 7 or 30 (days)",
+               at[2]);
     a->time = (int)days;
   }
-  lua_pop(L, 1);
-
-  switch (lpsk_get_field(L, t, "phone")) {
-  case LUA_TNIL: break;
-  case LUA_TSTRING: {
+  if (at[3]) {
     size_t n;
-    const char *s = lua_tolstring(L, -1, &n);
+    const char *s;
+    if (lua_type(L, at[3]) != LUA_TSTRING)
+      lpsk_bad(L, arg, pfx, "field", "phone", "must be a string", at[3]);
+    s = lua_tolstring(L, at[3], &n);
     if (psk_normalize_phone(s, n, a->phone, &e) != PSK_OK)
       lpsk_bad(L, arg, pfx, "field", "phone", e.msg, 0);
     a->has_phone = 1;
-    break;
   }
-  default: lpsk_bad(L, arg, pfx, "field", "phone", "must be a string", -1);
-  }
-  lua_pop(L, 1);
-
-  if (lpsk_get_field(L, t, "message_id") != LUA_TSTRING)
+  if (!at[0] || lua_type(L, at[0]) != LUA_TSTRING)
     lpsk_bad(L, arg, pfx, "field", "message_id",
-          lua_type(L, -1) == LUA_TNIL
-              ? "is required (a string of 1 to 1024 bytes)"
-              : "must be a string of 1 to 1024 bytes",
-          lua_type(L, -1) == LUA_TNIL ? 0 : -1);
-  a->id = lua_tolstring(L, -1, &a->idlen);
+             !at[0] ? "is required (a string of 1 to 1024 bytes)"
+                    : "must be a string of 1 to 1024 bytes",
+             at[0]);
+  a->id = lua_tolstring(L, at[0], &a->idlen);
   if (psk_check_message_id(a->id, a->idlen, &e) != PSK_OK)
     lpsk_bad(L, arg, pfx, "field", "message_id", e.msg, 0);
+  /* message_id stays, on top. */
+  lua_pushvalue(L, at[0]);
+  lua_replace(L, base + 1);
+  lua_settop(L, base + 1);
 }
 
 

@@ -209,17 +209,19 @@ double lpsk_pace_take(lua_State *L, Client *c, int ud, int force,
   return d;
 }
 
-/* A request ended (answered: with the rate-limit values of k). The
-   client's own budget always learns, so a fallback starts informed; the
-   budget that gave the slot settles it. A shared settle that fails is
-   owed: the next operation that reaches the store brings it. */
+/* A request ended (answered: with the rate-limit values of k, and date,
+   its Date or -1). The client's own budget always learns, so a fallback
+   starts informed; the budget that gave the slot settles it. A shared
+   settle that fails is owed: the next operation that reaches the store
+   brings it. */
 static void pace_settle(lua_State *L, Client *c, int ud, int shared,
-                        const known *k) {
+                        const known *k, long long date) {
   long long limit = -1, remaining = -1, reset = -1;
   if (k) {
     limit = lpsk_known_int(k, K_LIMIT);
     remaining = lpsk_known_int(k, K_REMAINING);
     reset = lpsk_known_int(k, K_RESET);
+    psk_pace_fresh(date, &limit, &remaining, &reset); /* a stale reset: none */
   }
   if (!shared) {
     psk_budget_settle(&c->budget, k != NULL, limit, remaining, reset);
@@ -292,10 +294,17 @@ typedef struct next_step {
 /* Pushes the result table of an answer and fills k from its head (k's
    pointers stay valid while the result is on the stack or the reply is
    unchanged). [-0, +1, m] */
-static void push_answer(lua_State *L, const pin_job *j, const psk_reply *rep,
-                        known *k) {
+static void push_answer(lua_State *L, const pin_job *j, int ud,
+                        const psk_reply *rep, known *k) {
+  Client *c = j->c;
   int h;
-  lpsk_push_head(L, &rep->head, k);
+  /* The head cache, made at the first answer; out of memory, the table
+     is made without it. Kept out of the userdata, whose size the
+     collector would count. */
+  if (!c->head) c->head = calloc(1, sizeof *c->head);
+  psk_getuvtable(L, ud); /* the head cache's strings */
+  lpsk_push_head(L, &rep->head, k, c->head, lua_gettop(L));
+  lua_remove(L, -2);
   h = lua_gettop(L);
   lpsk_push_result(L, rep->status, h, k, psk_buf_cstr(&rep->body),
                    rep->body.len, j->attempt);
@@ -335,14 +344,22 @@ static void plan_retry(const pin_job *j, const psk_reply *rep, const known *k,
 }
 
 /* The server's clock learns from an answer's Date: it was read between
-   the request's sending and now. */
-static void learn_clock(Client *c, const psk_reply *rep, const known *k) {
+   the request's sending and now. Returns that Date, or -1. */
+static long long learn_clock(Client *c, const psk_reply *rep, const known *k) {
   long long date = -1;
   double now = psk_time_wall();
-  if (k->v[K_DATE] &&
-      psk_parse_http_date(k->v[K_DATE], k->n[K_DATE], &date) != PSK_OK)
+  const char *d = k->v[K_DATE];
+  size_t n = k->n[K_DATE];
+  if (d && c->date_len && n == c->date_len && memcmp(d, c->date_text, n) == 0)
+    date = c->date; /* the same second as the last answer's */
+  else if (d && psk_parse_http_date(d, n, &date) == PSK_OK) {
+    c->date_len = n < sizeof c->date_text ? n : 0;
+    memcpy(c->date_text, d, c->date_len);
+    c->date = date;
+  } else
     date = -1;
   psk_clock_learn(&c->clock, (double)date, now - rep->elapsed, now);
+  return date;
 }
 
 /* The one path every finished request takes, in pin and pin_many: pushes
@@ -354,17 +371,16 @@ static int take_reply(lua_State *L, pin_job *j, int ud, const psk_reply *rep,
                       next_step *next) {
   known k;
   if (rep->status) {
-    push_answer(L, j, rep, &k);
+    push_answer(L, j, ud, rep, &k);
     plan_retry(j, rep, &k, next);
-    learn_clock(j->c, rep, &k);
-    pace_settle(L, j->c, ud, j->shared, &k);
+    pace_settle(L, j->c, ud, j->shared, &k, learn_clock(j->c, rep, &k));
     j->slot = 0; /* after: a raise in its limiter event leaves it owed */
     if (wants_events(j->c)) ev_response(L, j, ud, rep);
     return 1;
   }
   push_failure(L, rep);
   plan_retry(j, rep, NULL, next);
-  pace_settle(L, j->c, ud, j->shared, NULL);
+  pace_settle(L, j->c, ud, j->shared, NULL, -1);
   j->slot = 0;
   if (wants_events(j->c)) ev_failure(L, j, ud, rep);
   return 3;
@@ -395,6 +411,18 @@ static int job_answer(lua_State *L, pin_job *j, int ud, const psk_reply *rep,
 /* ---------------------------------------------------------------- */
 /* the job                                                           */
 
+/* The buffers of a job's request: a client keeps one set between its
+   pins, which a job borrows to build its request and gives back when it
+   is released, so that a pin allocates none. A job started while they
+   are lent (a batch's, a nested pin's) has its own. */
+static void swap_buffers(psk_request *a, psk_request *b) {
+  psk_buf url = a->url, body = a->body;
+  a->url = b->url;
+  a->body = b->body;
+  b->url = url;
+  b->body = body;
+}
+
 int lpsk_job_step(lua_State *L, pin_job *j, int ud, const psk_reply *rep,
                   double *wait) {
   *wait = 0;
@@ -412,6 +440,8 @@ int lpsk_job_step(lua_State *L, pin_job *j, int ud, const psk_reply *rep,
   }
   if (!j->batch && (*wait = job_pace(L, j, ud)) > 0) return JOB_WAIT;
   if (!j->built) {
+    if (j->c->spare.url.data && !j->req.url.data)
+      swap_buffers(&j->req, &j->c->spare);
     lpsk_build_request(L, j->c, &j->req, &j->a);
     j->built = 1;
   }
@@ -453,6 +483,10 @@ void lpsk_job_release(pin_job *j) {
      a transfer only while its call runs: the pool is still there. */
   if (j->t && j->c && j->c->http) psk_http_give(j->c->http, j->t);
   j->t = NULL;
+  /* Buffers go back to an open client with none (a closed one is, or
+     will be, released: they are freed here). */
+  if (j->c && !j->c->closed && !j->c->spare.url.data && j->req.url.data)
+    swap_buffers(&j->req, &j->c->spare);
   psk_request_free(&j->req);
   j->built = 0;
   free(j->id);

@@ -15,6 +15,7 @@
  * transfers and multi handle.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "lpsk.h"
@@ -32,6 +33,7 @@ int lpsk_run_busy(lua_State *L, Client *c, int ud, int obj, const char *name,
   c->busy++; /* from here on, every exit passes below */
   st = lua_pcall(L, 2, LUA_MULTRET, 0);
   c->busy--;
+  if (!c->busy && c->head) c->head->busy = 0; /* no table is built now */
   release(L, obj);
   if (!c->busy && c->closed) lpsk_client_release(c);
   if (st != LUA_OK) return lua_error(L);
@@ -69,10 +71,30 @@ static void pin_release(lua_State *L, int obj) {
   lpsk_job_release(lua_touserdata(L, obj));
 }
 
-/* pin on client c (userdata at ud) with the arguments at arg. */
+/* pin on client c (userdata at ud) with the arguments at arg. A pin on
+   a client with no call running uses the client's own job, allocated
+   once: made after the arguments are checked (the last raise before the
+   protected call), it holds nothing until pin_body runs, and run_busy
+   releases it whatever way that ends; its message_id stays on the Lua
+   stack meanwhile. A pin nested in a hook of a call on the same client
+   has a job of its own, a userdata: the client's is in use, and hooks
+   that pin again and again nest as deep as Lua lets them, so the C stack
+   holds no job. */
 static int do_pin(lua_State *L, Client *c, int ud, int arg) {
-  pin_job *j = lpsk_job_new(L, c, arg);
-  j->nested = c->busy > 0;
+  pin_args a;
+  pin_job *j;
+  if (c->busy) {
+    j = lpsk_job_new(L, c, arg);
+    j->nested = 1;
+    return lpsk_run_busy(L, c, ud, lua_gettop(L), "pin_body", pin_release);
+  }
+  lpsk_check_pin_args(L, arg, arg, "", &a);
+  if (!c->job &&
+      !(c->job = malloc(sizeof *c->job + PSK_MESSAGE_ID_MAX + 1)))
+    return luaL_error(L, "periskope: out of memory");
+  j = c->job;
+  lpsk_job_init(j, c, &a, 0, (char *)(j + 1)); /* cannot fail */
+  lua_pushlightuserdata(L, j);
   return lpsk_run_busy(L, c, ud, lua_gettop(L), "pin_body", pin_release);
 }
 

@@ -85,10 +85,11 @@ static void add_header(lua_State *L, int t) {
 }
 
 /* Pushes an empty headers table, sized for n names, with the
-   case-insensitive metatable. */
+   case-insensitive metatable (kept in the module state, upvalue 1). */
 static int new_headers(lua_State *L, int n) {
   lua_createtable(L, 0, n);
-  psk_setmetatable(L, HEADERS_MT);
+  lua_rawgeti(L, lua_upvalueindex(1), STATE_HEADERS_MT);
+  lua_setmetatable(L, -2);
   return lua_gettop(L);
 }
 
@@ -96,6 +97,15 @@ static const char *const known_names[K_N] = {
     "x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset",
     "x-periskope-trace-id", "retry-after", "date"};
 static void known_from_table(lua_State *L, int h, known *k);
+
+/* Parses the X-RateLimit-* values of k once, for the result and the
+   pacer. */
+static void known_numbers(known *k) {
+  int i;
+  for (i = K_LIMIT; i <= K_RESET; i++)
+    if (!k->v[i] || psk_parse_uint(k->v[i], k->n[i], &k->num[i]) != PSK_OK)
+      k->num[i] = -1;
+}
 
 static int ieq_n(const char *a, size_t n, const char *b, size_t m) {
   size_t i;
@@ -113,43 +123,181 @@ static int ieq_n(const char *a, size_t n, const char *b, size_t m) {
 
 static const size_t known_lens[K_N] = {17, 21, 17, 20, 11, 4};
 
+/* The K_* of a header name in any case, or -1. */
+static int known_index(const char *name, size_t n) {
+  int i;
+  for (i = 0; i < K_N; i++)
+    if (n == known_lens[i] && ieq_n(name, n, known_names[i], n)) return i;
+  return -1;
+}
+
+/* A field of the head being read, and what of it the cache holds. */
+typedef struct head_field {
+  psk_header h;
+  long long num; /* an X-RateLimit-* value as a whole number, or -1 */
+  int line;   /* its cache entry, or -1 */
+  char dup;   /* its name came earlier */
+  char name;  /* the entry's name string is this field's */
+  char value; /* ... and so is its value string */
+} head_field;
+
+/* Reads the line at p (avail bytes left in the head; *used gets the
+   bytes it took, its LF included) as line number i of a head: whether it
+   is a field (then filled into f, its name's K_* in *kn), through the
+   cache entry when the line is the one kept there. same: the
+   fields so far had the names their entries had (so each entry's dup
+   still holds); cleared when not. A new line's entry stays unused until
+   the table has its strings. */
+static int read_line(head_cache *hc, int i, const char *p, size_t avail,
+                     size_t *used, head_field *f, int *kn, int *same) {
+  head_line *e = hc && i < HEAD_LINES ? &hc->line[i] : NULL;
+  const char *eol;
+  psk_header h;
+  size_t pos = 0, n;
+  int field;
+  f->line = -1;
+  f->name = f->value = 0;
+  /* The entry's line, then its LF: no need to look for the LF first. */
+  if (e && e->used && e->len < avail && p[e->len] == '\n' &&
+      memcmp(e->text, p, e->len) == 0) {
+    *used = e->len + 1u;
+    if (!e->field) return 0;
+    f->h.name = p;
+    f->h.name_len = e->name_len;
+    f->h.value = p + e->value_off;
+    f->h.value_len = e->value_len;
+    f->line = i;
+    f->name = f->value = 1;
+    f->dup = (char)e->dup; /* valid while *same; else the caller checks */
+    f->num = e->num;
+    *kn = e->known;
+    return 1;
+  }
+  eol = memchr(p, '\n', avail);
+  n = eol ? (size_t)(eol - p) : avail;
+  *used = eol ? n + 1 : n;
+  /* A line with the entry's name (and colon): only its value is new.
+     Else psk_header_next reads it, one line, as it would in a head. */
+  if (e && e->used && e->field && n > e->name_len &&
+      memcmp(e->text, p, e->name_len + 1u) == 0)
+    field = psk_header_field(p, n, e->name_len, &h);
+  else
+    field = psk_header_next(p, n, &pos, &h);
+  if (e) {
+    int old_field = e->used && e->field;
+    f->name = field && old_field && e->name_len == h.name_len &&
+              memcmp(e->text, h.name, h.name_len) == 0;
+    if (!f->name && (field || old_field)) *same = 0;
+    if (f->name) {
+      *kn = e->known;
+      f->dup = (char)e->dup;
+    }
+    e->used = 0;
+    if (n <= HEAD_LINE_MAX) {
+      memcpy(e->text, p, n);
+      e->len = (unsigned short)n;
+      e->field = (unsigned char)field;
+      if (!field)
+        e->used = 1; /* no strings to wait for */
+      else if (h.name_len <= 0xffff && h.value_len <= 0xffff) {
+        f->line = i;
+        e->name_len = (unsigned short)h.name_len;
+        e->value_off = (unsigned short)(h.value - p);
+        e->value_len = (unsigned short)h.value_len;
+      }
+    }
+  } else {
+    *same = 0;
+  }
+  if (!field) return 0;
+  if (!f->name) *kn = known_index(h.name, h.name_len);
+  f->num = -1;
+  if (*kn >= K_LIMIT && *kn <= K_RESET &&
+      psk_parse_uint(h.value, h.value_len, &f->num) != PSK_OK)
+    f->num = -1;
+  if (e && f->line >= 0) {
+    e->known = (short)*kn;
+    e->num = f->num;
+  }
+  f->h = h;
+  return 1;
+}
+
+/* Pushes the lower-cased name (which = 1) or the value (2) of field f:
+   the cache entry's string when it is this field's, else a new one, kept
+   in the entry. [-0, +1, m] */
+static void push_part(lua_State *L, const head_field *f, int uv, int which) {
+  int key = 2 * f->line + which;
+  if (f->line >= 0 && (which == 1 ? f->name : f->value)) {
+    lua_rawgeti(L, uv, key);
+    return;
+  }
+  if (which == 1)
+    push_lower(L, f->h.name, f->h.name_len);
+  else
+    lua_pushlstring(L, f->h.value, f->h.value_len);
+  if (f->line >= 0) {
+    lua_pushvalue(L, -1);
+    lua_rawseti(L, uv, key);
+  }
+}
+
 /* Pushes the headers table of a response head and fills k from it. One
    walk in C keeps up to HEAD_MAX_FIELDS fields, finds the known headers
    and repeated names, and sizes the table; only a repeated name pays for
    a Lua lookup. A head with more fields is walked again for the rest.
-   [-0, +1, m] */
-void lpsk_push_head(lua_State *L, const psk_buf *head, known *k) {
+   With a cache, a line that comes back byte for byte is neither read
+   again nor made into strings again. The cache is busy while the table
+   is built: the allocations may run a finalizer, which may pin on the
+   same client; that pin goes without it. A raise (out of memory) leaves
+   it busy, so the client goes without it until its calls are over
+   (run_busy). [-0, +1, m] */
+void lpsk_push_head(lua_State *L, const psk_buf *head, known *k,
+                    head_cache *hc, int uv) {
   const char *text = psk_buf_cstr(head);
-  psk_header f[HEAD_MAX_FIELDS], h;
-  char dup[HEAD_MAX_FIELDS];
+  head_field f[HEAD_MAX_FIELDS];
+  psk_header h;
   size_t pos = 0;
-  int count = 0, kept, i, j, t, repeated_known = 0;
+  int count = 0, kept, i, j, t, line, same = 1, repeated_known = 0;
+  if (hc && hc->busy) hc = NULL;
+  if (hc) hc->busy = 1;
   memset(k, 0, sizeof *k);
-  while (psk_header_next(text, head->len, &pos, &h)) {
-    for (i = 0; i < K_N; i++)
-      if (ieq_n(h.name, h.name_len, known_names[i], known_lens[i])) {
-        if (k->v[i]) repeated_known = 1;
-        k->v[i] = h.value;
-        k->n[i] = h.value_len;
-        break;
-      }
-    if (count < HEAD_MAX_FIELDS) {
-      f[count] = h;
-      dup[count] = 0;
-      for (j = 0; j < count && !dup[count]; j++)
-        dup[count] = (char)ieq_n(h.name, h.name_len, f[j].name, f[j].name_len);
+  k->num[K_LIMIT] = k->num[K_REMAINING] = k->num[K_RESET] = -1;
+  for (line = 0; pos < head->len; line++) {
+    head_field *g = count < HEAD_MAX_FIELDS ? &f[count] : NULL;
+    head_field spare;
+    size_t used = 0;
+    int kn = -1, field = read_line(hc, line, text + pos, head->len - pos,
+                                   &used, g ? g : &spare, &kn, &same);
+    pos += used;
+    if (!field) continue;
+    if (!g) g = &spare;
+    if (kn >= 0) {
+      if (k->v[kn]) repeated_known = 1;
+      k->v[kn] = g->h.value;
+      k->n[kn] = g->h.value_len;
+      if (kn <= K_RESET) k->num[kn] = g->num;
     }
+    if (count < HEAD_MAX_FIELDS && !(same && g->line >= 0)) {
+      g->dup = 0;
+      for (j = 0; j < count && !g->dup; j++)
+        g->dup = (char)(f[j].h.name_len == g->h.name_len &&
+                        ieq_n(g->h.name, g->h.name_len, f[j].h.name,
+                              f[j].h.name_len));
+    }
+    if (hc && g->line >= 0) hc->line[g->line].dup = (unsigned char)g->dup;
     count++;
   }
   t = new_headers(L, count);
   kept = count < HEAD_MAX_FIELDS ? count : HEAD_MAX_FIELDS;
   for (i = 0; i < kept; i++) {
-    push_lower(L, f[i].name, f[i].name_len);
-    lua_pushlstring(L, f[i].value, f[i].value_len);
-    if (dup[i])
+    push_part(L, &f[i], uv, 1);
+    push_part(L, &f[i], uv, 2);
+    if (f[i].dup)
       add_header(L, t); /* joins with the earlier value */
     else
       lua_rawset(L, t);
+    if (hc && f[i].line >= 0) hc->line[f[i].line].used = 1;
   }
   if (count > HEAD_MAX_FIELDS) { /* an unusually long head: the rest by lookup */
     pos = 0;
@@ -160,6 +308,7 @@ void lpsk_push_head(lua_State *L, const psk_buf *head, known *k) {
       add_header(L, t);
     }
   }
+  if (hc) hc->busy = 0;
   /* A repeated known header counts as its joined value, as in the table. */
   if (repeated_known) known_from_table(L, t, k);
 }
@@ -191,25 +340,23 @@ static const char *header_str(lua_State *L, int t, const char *name,
 static void known_from_table(lua_State *L, int h, known *k) {
   int i;
   for (i = 0; i < K_N; i++) k->v[i] = header_str(L, h, known_names[i], &k->n[i]);
+  known_numbers(k);
 }
 
-long long lpsk_known_int(const known *k, int i) {
-  long long v;
-  return k->v[i] && psk_parse_uint(k->v[i], k->n[i], &v) == PSK_OK ? v : -1;
-}
+long long lpsk_known_int(const known *k, int i) { return k->num[i]; }
 
 /* Pushes the rate_limit table, or nothing when no X-RateLimit-* header
    holds an integer. Returns how many it pushed. */
 static int push_rate_limit(lua_State *L, const known *k) {
   static const char *const keys[] = {"limit", "remaining", "reset"};
   int i, any = 0;
-  for (i = 0; i < 3; i++) {
-    long long v = lpsk_known_int(k, K_LIMIT + i);
+  for (i = K_LIMIT; i <= K_RESET; i++) {
+    long long v = lpsk_known_int(k, i);
     if (v >= 0) {
       if (!any) lua_createtable(L, 0, 3);
       any = 1;
       lua_pushinteger(L, (lua_Integer)v);
-      lua_setfield(L, -2, keys[i]);
+      lua_setfield(L, -2, keys[i - K_LIMIT]);
     }
   }
   return any;
@@ -280,7 +427,11 @@ static void push_error_text(lua_State *L, long status, const char *body,
 void lpsk_push_result(lua_State *L, long status, int h, const known *k,
                       const char *body, size_t blen, int attempts) {
   int ok = status >= 200 && status < 300;
-  lua_createtable(L, 0, 9);
+  /* Sized for its fields: ok, status, headers, body, attempts, and
+     rate_limit, trace_id and error when present. */
+  lua_createtable(L, 0, 5 + (k->num[K_LIMIT] >= 0 || k->num[K_REMAINING] >= 0 ||
+                             k->num[K_RESET] >= 0) +
+                            (k->v[K_TRACE] != NULL) + !ok);
   lua_pushboolean(L, ok);
   lua_setfield(L, -2, "ok");
   lua_pushinteger(L, (lua_Integer)status);
@@ -290,8 +441,8 @@ void lpsk_push_result(lua_State *L, long status, int h, const known *k,
   lua_pushlstring(L, body, blen);
   lua_setfield(L, -2, "body");
   if (push_rate_limit(L, k)) lua_setfield(L, -2, "rate_limit");
-  if (k->v[K_TRACE]) {
-    lua_pushlstring(L, k->v[K_TRACE], k->n[K_TRACE]);
+  if (k->v[K_TRACE]) { /* the string the headers table holds */
+    lua_getfield(L, h, known_names[K_TRACE]);
     lua_setfield(L, -2, "trace_id");
   }
   if (!ok) {

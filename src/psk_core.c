@@ -222,22 +222,34 @@ int psk_check_time(long long days, psk_err *e) {
 
 int psk_percent_encode(psk_buf *out, const char *s, size_t n) {
   static const char hex[] = "0123456789ABCDEF";
-  size_t i;
-  for (i = 0; i < n; i++) {
-    unsigned char c = (unsigned char)s[i];
+  size_t i = 0;
+  while (i < n) {
+    size_t run = i;
     int st;
-    if (is_alnum(c) || c == '-' || c == '.' || c == '_' || c == '~') {
-      st = psk_buf_append(out, (const char *)&s[i], 1);
-    } else {
+    /* A run of bytes that stay as they are goes in one append. */
+    while (run < n && (is_alnum((unsigned char)s[run]) || s[run] == '-' ||
+                       s[run] == '.' || s[run] == '_' || s[run] == '~'))
+      run++;
+    if (run > i && (st = psk_buf_append(out, s + i, run - i)) != PSK_OK)
+      return st;
+    if (run < n) {
+      unsigned char c = (unsigned char)s[run];
       char esc[3];
       esc[0] = '%';
       esc[1] = hex[c >> 4];
       esc[2] = hex[c & 15];
-      st = psk_buf_append(out, esc, 3);
+      if ((st = psk_buf_append(out, esc, 3)) != PSK_OK) return st;
+      run++;
     }
-    if (st != PSK_OK) return st;
+    i = run;
   }
   return PSK_OK;
+}
+
+size_t psk_url_path_offset(const char *url) {
+  const char *p = strstr(url, "://");
+  const char *slash = p ? strchr(p + 3, '/') : NULL;
+  return slash ? (size_t)(slash - url) : strlen(url);
 }
 
 void psk_config_free(psk_config *c) {
@@ -252,6 +264,7 @@ void psk_config_free(psk_config *c) {
 void psk_request_init(psk_request *r) {
   psk_buf_init(&r->url, PSK_BASE_URL_MAX + 3 * PSK_MESSAGE_ID_MAX + 64);
   psk_buf_init(&r->body, 64);
+  r->target = 0;
   r->phone[0] = '\0';
   r->nheaders = 0;
 }
@@ -272,6 +285,7 @@ int psk_request_build(psk_request *r, const psk_config *c, const char *id,
       (st = psk_percent_encode(&r->url, id, idlen)) != PSK_OK ||
       (st = psk_buf_addstr(&r->url, "/pin")) != PSK_OK)
     return st;
+  r->target = psk_url_path_offset(c->base_url);
   if (pin && time) {
     char body[32];
     snprintf(body, sizeof body, "{\"pin\":true,\"time\":%d}", time);
@@ -281,7 +295,13 @@ int psk_request_build(psk_request *r, const psk_config *c, const char *id,
   }
   if (st != PSK_OK) return st;
   if (!phone) phone = c->phone;
-  snprintf(r->phone, sizeof r->phone, "%s", phone ? phone : "");
+  {
+    /* Normalized phones fit; a longer one is cut, never overrun. */
+    size_t pn = phone ? strlen(phone) : 0;
+    if (pn >= sizeof r->phone) pn = sizeof r->phone - 1;
+    memcpy(r->phone, phone ? phone : "", pn);
+    r->phone[pn] = '\0';
+  }
   r->nheaders = 0;
   r->headers[r->nheaders].name = "Authorization";
   r->headers[r->nheaders++].value = c->auth;
@@ -306,34 +326,39 @@ static int is_tchar(unsigned char c) {
 
 static int is_ows(char c) { return c == ' ' || c == '\t'; }
 
+int psk_header_field(const char *line, size_t n, size_t name_len,
+                     psk_header *h) {
+  const char *v = line + name_len + 1, *ve = line + n;
+  if (ve > v && ve[-1] == '\r') ve--;
+  /* RFC 9110 5.5: a field with a CR (bare, or doubled before the LF) or
+     a NUL in it is invalid; drop it rather than hand the byte on. */
+  if (memchr(v, '\r', (size_t)(ve - v)) || memchr(v, '\0', (size_t)(ve - v)))
+    return 0;
+  while (v < ve && is_ows(*v)) v++;
+  while (ve > v && is_ows(ve[-1])) ve--;
+  h->name = line;
+  h->name_len = name_len;
+  h->value = v;
+  h->value_len = (size_t)(ve - v);
+  return 1;
+}
+
 int psk_header_next(const char *head, size_t len, size_t *pos, psk_header *h) {
   while (*pos < len) {
-    const char *line = head + *pos, *eol, *colon, *v, *ve;
+    const char *line = head + *pos, *eol, *colon;
     size_t n, i;
     eol = memchr(line, '\n', len - *pos);
     n = eol ? (size_t)(eol - line) : len - *pos;
     *pos += eol ? n + 1 : n;
     /* n is 0 for an empty line, which cppcheck rules out. */
     /* cppcheck-suppress knownConditionTrueFalse */
-    if (n && line[n - 1] == '\r') n--;
     if (n == 0 || is_ows(line[0])) continue; /* blank or obs-fold */
-    /* RFC 9110 5.5: a field with a CR (bare, or doubled before the LF) or
-       a NUL in it is invalid; drop it rather than hand the byte on. */
-    if (memchr(line, '\r', n) || memchr(line, '\0', n)) continue;
     colon = memchr(line, ':', n);
     if (!colon || colon == line) continue; /* status line or junk */
     for (i = 0; line + i < colon; i++)
       if (!is_tchar((unsigned char)line[i])) break;
     if (line + i != colon) continue;
-    v = colon + 1;
-    ve = line + n;
-    while (v < ve && is_ows(*v)) v++;
-    while (ve > v && is_ows(ve[-1])) ve--;
-    h->name = line;
-    h->name_len = (size_t)(colon - line);
-    h->value = v;
-    h->value_len = (size_t)(ve - v);
-    return 1;
+    if (psk_header_field(line, n, i, h)) return 1;
   }
   return 0;
 }

@@ -68,6 +68,10 @@ int psk_normalize_base_url(const char *s, size_t n, psk_buf *out, psk_err *e);
 /* Whether a normalized base URL names a loopback host (127.0.0.0/8,
    localhost or [::1]): such a URL never goes through a proxy. */
 int psk_url_loopback(const char *url);
+/* Where the path of an absolute URL ("scheme://authority/path") starts:
+   the offset of the first '/' after "://", or the URL's length when it
+   has no path. */
+size_t psk_url_path_offset(const char *url);
 /* 1, 7 or 30. */
 int psk_check_time(long long days, psk_err *e);
 
@@ -102,6 +106,7 @@ typedef struct psk_hdr {
    into phone[], so the request must not outlive either. */
 typedef struct psk_request {
   psk_buf url;
+  size_t target; /* where url's path starts: the request target sent */
   psk_buf body;
   char phone[PSK_PHONE_MAX + 1]; /* x-phone for this call, "" for none */
   psk_hdr headers[PSK_REQ_HEADERS];
@@ -132,6 +137,11 @@ typedef struct psk_header {
    HTTP tokens, and obs-fold continuation lines (psk_head_unfold joins
    them to their field first). */
 int psk_header_next(const char *head, size_t len, size_t *pos, psk_header *h);
+/* The field of one line (n bytes, no LF) whose name, name_len bytes, is a
+   token followed by ':': 1 with h filled (the value trimmed), or 0 when
+   the line is no field (a CR or NUL in it). psk_header_next ends in it. */
+int psk_header_field(const char *line, size_t n, size_t name_len,
+                     psk_header *h);
 /* Joins obs-fold continuation lines (RFC 9112 5.2: a line starting with SP
    or HTAB) to the field line before them, in place: the fold, with the
    whitespace around it, becomes one space, so "A: 10" + " 20" is "A: 10

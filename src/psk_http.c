@@ -17,7 +17,7 @@ struct psk_transfer {
   psk_http *h;
   CURL *easy;
   struct curl_slist *headers; /* must outlive the transfer */
-  CURLU *url;                 /* parsed once per request, not per transfer */
+  CURLU *url;                 /* the base URL, parsed once per easy handle */
   char headers_phone[PSK_PHONE_MAX + 1]; /* the x-phone it was built for */
   const psk_request *req;     /* borrowed while it is sent */
   psk_reply reply;
@@ -173,7 +173,6 @@ static CURLcode setup_easy(psk_http *h, psk_transfer *t) {
   SET(CURLOPT_TIMEOUT_MS, ms(c->timeout));
   SET(CURLOPT_CONNECTTIMEOUT_MS, ms(c->connect_timeout));
   SET(CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)c->max_body);
-  SET(CURLOPT_PATH_AS_IS, 1L); /* send the URL build_pin shows, byte for byte */
   SET(CURLOPT_POST, 1L);
   SET(CURLOPT_HEADERFUNCTION, on_header);
   SET(CURLOPT_HEADERDATA, t);
@@ -187,7 +186,27 @@ static CURLcode setup_easy(psk_http *h, psk_transfer *t) {
      proxy variable set when the client was made, say so once instead of
      letting libcurl read the environment on every transfer. "" overrides
      the variables. */
-  if (h->no_proxy) SET(CURLOPT_PROXY, "");
+  if (h->no_proxy) {
+    SET(CURLOPT_PROXY, "");
+    SET(CURLOPT_NOPROXY, ""); /* nor no_proxy / NO_PROXY, per transfer */
+  }
+  /* The base URL as a handle of our own, given once: given a URL string,
+     libcurl would parse it into a new handle and print it back on every
+     transfer. Each request then names only its target (prepare). */
+  if (rc == CURLE_OK && !t->url) {
+    /* Kept only once it holds the URL: a set that failed (out of memory)
+       is tried again with the next easy handle. */
+    CURLU *u = curl_url();
+    CURLUcode uc = u ? curl_url_set(u, CURLUPART_URL, c->base_url, 0)
+                     : CURLUE_OUT_OF_MEMORY;
+    if (uc == CURLUE_OK) {
+      t->url = u;
+    } else {
+      curl_url_cleanup(u);
+      rc = uc == CURLUE_OUT_OF_MEMORY ? CURLE_OUT_OF_MEMORY : CURLE_URL_MALFORMAT;
+    }
+  }
+  SET(CURLOPT_CURLU, t->url);
 #undef SET
   return rc;
 }
@@ -368,7 +387,6 @@ nomem:
 static int prepare(psk_http *h, psk_transfer *t, const psk_request *r) {
   CURL *e;
   int fresh = 0, st;
-  CURLUcode uc;
   t->req = r;
   if ((st = forget_after_fork(h)) != PSK_OK) {
     fail_reply(t, PSK_KIND_NETWORK, st == PSK_NOMEM
@@ -403,22 +421,14 @@ static int prepare(psk_http *h, psk_transfer *t, const psk_request *r) {
     fresh = 1;
   }
   if (fresh) curl_easy_setopt(e, CURLOPT_HTTPHEADER, t->headers);
-  /* A URL handle of our own: given a URL string, libcurl would parse it
-     into a new handle and print it back on every transfer. PATH_AS_IS
-     keeps the bytes build_pin shows. */
-  if (!t->url && !(t->url = curl_url())) {
+  /* The request target, the bytes build_pin shows after the base URL's
+     origin (libcurl copies it). The URL handle names the same origin, so
+     connections, TLS and proxy tunnels are the base URL's. */
+  if (curl_easy_setopt(e, CURLOPT_REQUEST_TARGET,
+                       psk_buf_cstr(&r->url) + r->target) != CURLE_OK) {
     fail_reply(t, PSK_KIND_NETWORK, "out of memory");
     return -1;
   }
-  uc = curl_url_set(t->url, CURLUPART_URL, psk_buf_cstr(&r->url),
-                    CURLU_PATH_AS_IS);
-  if (uc != CURLUE_OK) {
-    fail_reply(t, PSK_KIND_NETWORK, uc == CURLUE_OUT_OF_MEMORY
-                                        ? "out of memory"
-                                        : "libcurl refused the URL");
-    return -1;
-  }
-  curl_easy_setopt(e, CURLOPT_CURLU, t->url);
   curl_easy_setopt(e, CURLOPT_POSTFIELDS, psk_buf_cstr(&r->body));
   curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body.len);
   t->resent = 0;

@@ -108,6 +108,13 @@ void psk_budget_learn(psk_budget *b, long long limit, long long remaining,
   }
 }
 
+int psk_pace_fresh(long long date, long long *limit, long long *remaining,
+                   long long *reset) {
+  if (date < 0 || *reset < 0 || *reset >= date - PSK_RESET_STALE) return 1;
+  *limit = *remaining = *reset = -1;
+  return 0;
+}
+
 /* ---------------------------------------------------------------- */
 /* the queue                                                         */
 

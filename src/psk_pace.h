@@ -99,6 +99,19 @@ void psk_shared_init(psk_shared *s);
 size_t psk_shared_encode(const psk_shared *s, char *out);
 int psk_shared_decode(psk_shared *s, const char *text, size_t len);
 
+/* The rate-limit values an answer gives to pacing. A reset more than
+   PSK_RESET_STALE seconds before the answer's own Date (date: epoch
+   seconds, or < 0 when it had none) names a window that had ended long
+   before the answer was sent: a server, or a stand-in, that sends a fixed
+   reset. Such an answer says nothing about the current window, so all
+   three become -1 (an answer without a budget), and nothing is held back
+   by it. The margin leaves room for a server whose Date and reset come
+   from clocks that differ by up to that much. Returns 0 when the values
+   were dropped, else 1. */
+#define PSK_RESET_STALE 60
+int psk_pace_fresh(long long date, long long *limit, long long *remaining,
+                   long long *reset);
+
 /* Server clock = local clock + offset. An answer's Date is the server's
    whole second, floored, taken between the request's sending and the
    answer's reading: offset >= Date - received and < Date + 1 - sent. The

@@ -684,6 +684,15 @@ static void test_loopback(void) {
   CHECK(loopback("http://") == 0);
 }
 
+/* Where the request target starts: the path, sent as it is. */
+static void test_path_offset(void) {
+  CHECK(psk_url_path_offset("https://api.periskope.app/v1") == 25);
+  CHECK(psk_url_path_offset("http://127.0.0.1:9/v1/message/a%40b/pin") == 18);
+  CHECK(psk_url_path_offset("http://[::1]:9/v1") == 14);
+  CHECK(psk_url_path_offset("https://localhost") == 17); /* no path */
+  CHECK(psk_url_path_offset("http://h/") == 8);
+}
+
 static void test_time(void) {
   psk_err e;
   static const long long bad[] = {0,  2,   3,   6,  8,  29, 31, 365, -1, -7,
@@ -847,6 +856,10 @@ static void test_request(void) {
   CHECK(psk_request_build(&r, &c, pid, strlen(id), 1, 0, NULL) == PSK_OK);
   CHECK_STR(psk_buf_cstr(&r.url),
             "https://api.periskope.app/v1/message/"
+            "true_919487126251%40c.us_3EB0F754E67BDF3178E76C680224FF7114E2CB95"
+            "/pin");
+  CHECK_STR(psk_buf_cstr(&r.url) + r.target,
+            "/v1/message/"
             "true_919487126251%40c.us_3EB0F754E67BDF3178E76C680224FF7114E2CB95"
             "/pin");
   CHECK_STR(psk_buf_cstr(&r.body), "{\"pin\":true}");
@@ -1749,6 +1762,51 @@ static void test_random(void) {
   }
 }
 
+/* Answers with the same stale reset on each (the OpenAPI example: limit
+   10, remaining 9, reset 1737542181, while Date says today), settled as a
+   batch settles them, through psk_pace_fresh when fresh is set. Returns
+   how many of 16 takes in a row may start once the first answer came. */
+static int stale_batch(int fresh) {
+  const long long date = 1764600000; /* 2025-12-01, the answer's Date */
+  psk_budget b;
+  int i, round, started = 0;
+  psk_budget_init(&b);
+  CHECK(psk_budget_take(&b, (double)date, 30, 0, 0) == 0); /* learns first */
+  for (round = 0; round < 4; round++) {
+    long long limit = 10, remaining = 9, reset = 1737542181;
+    if (fresh) psk_pace_fresh(date, &limit, &remaining, &reset);
+    /* The answers of the round before come back; then 16 takes. */
+    for (i = 0; i < (round ? started : 1); i++)
+      psk_budget_settle(&b, 1, limit, remaining, reset);
+    for (started = 0; started < 16; started++)
+      if (psk_budget_take(&b, (double)date + round, 30, 0, 0) != 0) break;
+  }
+  return started;
+}
+
+static void test_stale_reset(void) {
+  long long limit = 10, remaining = 9, reset = 1000;
+  /* Up to PSK_RESET_STALE seconds before Date: kept (a server whose
+     clocks differ a little); more: dropped, all three. */
+  CHECK(psk_pace_fresh(1000 + PSK_RESET_STALE, &limit, &remaining, &reset) == 1);
+  CHECK(limit == 10 && remaining == 9 && reset == 1000);
+  CHECK(psk_pace_fresh(1001 + PSK_RESET_STALE, &limit, &remaining, &reset) == 0);
+  CHECK(limit == -1 && remaining == -1 && reset == -1);
+  /* A reset ahead of Date, no Date, or no reset: kept as they are. */
+  limit = 10, remaining = 0, reset = 1002;
+  CHECK(psk_pace_fresh(1000, &limit, &remaining, &reset) == 1);
+  CHECK(limit == 10 && remaining == 0 && reset == 1002);
+  reset = 5;
+  CHECK(psk_pace_fresh(-1, &limit, &remaining, &reset) == 1 && reset == 5);
+  reset = -1;
+  CHECK(psk_pace_fresh(1000, &limit, &remaining, &reset) == 1);
+  CHECK(limit == 10 && remaining == 0 && reset == -1);
+  /* The batch keeps its 16 in flight; taken at their word, such answers
+     would let ten start and then one at a time. */
+  CHECK(stale_batch(1) == 16);
+  CHECK(stale_batch(0) == 1);
+}
+
 static void test_budget(void) {
   psk_budget b;
   psk_clock k = {0, 0, 0};
@@ -2326,6 +2384,7 @@ static const struct {
     {"phone", test_phone},
     {"base_url", test_base_url},
     {"loopback base_url", test_loopback},
+    {"request target", test_path_offset},
     {"time", test_time},
     {"percent-encoding", test_percent_encode},
     {"request", test_request},
@@ -2339,6 +2398,7 @@ static const struct {
     {"backoff", test_backoff},
     {"random", test_random},
     {"pacing budget and clock", test_budget},
+    {"stale X-RateLimit-Reset", test_stale_reset},
     {"pacing operation for every store", test_pace_op},
     {"pacing queue", test_pace_queue},
     {"pacing queue: fair", test_pace_fair},

@@ -13,7 +13,9 @@
 -- Authorization, 400 for a bad x-phone, 404 for another path, 405 for
 -- another method, 400 for a bad Content-Type or body, 429 past the rate
 -- limit (only requests that got this far count), else 204. Every answer
--- carries the X-RateLimit-*, x-periskope-* and Express headers.
+-- carries the X-RateLimit-*, x-periskope-* and Express headers; with the
+-- server option fixed_rate, the X-RateLimit-* values are always the same
+-- (a stand-in replaying the OpenAPI example), whatever the window says.
 --
 -- A scripted behaviour is a table; every field may be left out:
 --   status        answer status (default 204, or 200 when there is a body)
@@ -193,6 +195,11 @@ local function set_common_headers(rate)
   h["Server"] = nil                    -- Express sends none
   h["Access-Control-Allow-Origin"] = "*"
   h["X-Powered-By"] = "Express"
+  local fixed = config().fixed_rate
+  if rate and fixed then
+    -- A stand-in that sends the same values whatever its window says.
+    rate = { limit = fixed.limit, remaining = fixed.remaining, reset = fixed.reset }
+  end
   if rate then
     h["X-RateLimit-Limit"] = tostring(rate.limit)
     h["X-RateLimit-Remaining"] = tostring(rate.remaining)

@@ -12,6 +12,10 @@
 --     retry_after = false,             -- true: rate-limit 429s carry Retry-After
 --     keepalive_timeout = 5,           -- s (fractions too); sent as "Keep-Alive: timeout=N"
 --     latency = 0,                     -- s slept before every answer under /v1/
+--     fixed_rate = nil,                -- { limit =, remaining =, reset = }: the
+--                                      -- X-RateLimit-* of every answer, whatever the
+--                                      -- window says (a stand-in that replays the
+--                                      -- OpenAPI example: 10, 9, 1737542181)
 --     workers = 1, connections = 1024, -- worker_processes, worker_connections
 --     extra_main = nil,                -- nginx.conf text at main level (env ...;)
 --     extra_http = nil,                -- text at the end of http{}
@@ -55,6 +59,7 @@ local OPTIONS = {
   workers = "number", connections = "number", extra_http = "string",
   extra_main = "string", extra_server = "string", lua_path = "string",
   lua_cpath = "string", env = "table", tls = "boolean", reuseport = "boolean",
+  fixed_rate = "table",
 }
 
 local DEFAULTS = {
@@ -208,6 +213,15 @@ local function check_options(opts)
   end
   if not finite(o.latency) or o.latency < 0 then
     error("mock server: option 'latency' must be a number >= 0", 3)
+  end
+  if o.fixed_rate ~= nil then
+    for _, name in ipairs { "limit", "remaining", "reset" } do
+      local v = o.fixed_rate[name]
+      if type(v) ~= "number" or v % 1 ~= 0 or v < 0 then
+        error("mock server: option 'fixed_rate' must hold integers >= 0 named limit,"
+          .. " remaining and reset", 3)
+      end
+    end
   end
   if o.api_key:find("[%c]") then
     error("mock server: option 'api_key' must have no control bytes", 3)
@@ -482,7 +496,7 @@ function M.start(opts)
   if not dir then error("mock server: mktemp failed: " .. out, 2) end
   write_file(dir .. "/mock.json", cjson.encode({
     api_key = o.api_key, rate_limit = o.rate_limit, window = o.window,
-    retry_after = o.retry_after, latency = o.latency,
+    retry_after = o.retry_after, latency = o.latency, fixed_rate = o.fixed_rate,
   }))
   if o.tls then make_certs(dir) end
   local used = ports_in_use()
