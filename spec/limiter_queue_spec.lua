@@ -10,14 +10,9 @@ local util = require "spec.support.util"
 
 local sh, sq = server.sh, server.quote
 
-local function sha256_hex(s)
-  return (server.sh("printf '%s' " .. sq(s) .. " | sha256sum"):match("^(%x+)"))
-end
+local sha256_hex = util.sha256_hex
 
-local function recorder()
-  local events = {}
-  return events, function(ev) events[#events + 1] = ev end
-end
+local recorder = util.recorder
 
 local of_type = util.of_type
 

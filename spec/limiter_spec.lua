@@ -11,9 +11,7 @@ local util = require "spec.support.util"
 
 local sh, sq = server.sh, server.quote
 
-local function sha256_hex(s)
-  return (sh("printf '%s' " .. sq(s) .. " | sha256sum"):match("^(%x+)"))
-end
+local sha256_hex = util.sha256_hex
 
 local function now()
   return tonumber((sh("date +%s.%N")))
@@ -41,11 +39,7 @@ local function fake_dict(fail)
   return d
 end
 
--- Collects the events of a client.
-local function recorder()
-  local events = {}
-  return events, function(ev) events[#events + 1] = ev end
-end
+local recorder = util.recorder
 
 local of_type = util.of_type
 

@@ -15,6 +15,18 @@ util.TIME_SCALE = tonumber(os.getenv("PERISKOPE_TIME_SCALE") or "") or 1
 -- An upper bound of s seconds, as this run allows it.
 function util.within(s) return s * util.TIME_SCALE end
 
+-- Collects the events of a client: the list, and the hook that fills it.
+function util.recorder()
+  local events = {}
+  return events, function(ev) events[#events + 1] = ev end
+end
+
+-- The SHA-256 of s as hex, as the sha256sum command gives it.
+function util.sha256_hex(s)
+  local server = require "spec.support.server"
+  return (server.sh("printf '%s' " .. server.quote(s) .. " | sha256sum"):match("^(%x+)"))
+end
+
 -- A client of srv with the server's key and phone; opts override.
 function util.client(srv, opts)
   local o = {
