@@ -305,11 +305,13 @@ describe("OpenResty", function()
     end)
   end)
 
-  describe("one worker, a server answering after 300 ms", function()
+  -- A second per answer: a blocked worker holds /plain for up to that
+  -- long, far beyond what a loaded machine adds to a free one's answer.
+  describe("one worker, a server answering after 1 s", function()
     local periskope_srv, app
 
     setup(function()
-      periskope_srv = server.start { latency = 0.3, rate_limit = 100000 }
+      periskope_srv = server.start { latency = 1, rate_limit = 100000 }
       app = start_app(periskope_srv, { workers = 1, extra_server = [[
         location = /plain { return 200 "{}"; }
         location = /t/prepared {
@@ -367,7 +369,7 @@ describe("OpenResty", function()
       return m
     end
 
-    it("answers 32 pins at once within 1 s while another location answers at once", function()
+    it("answers 32 pins at once within 2 s while another location answers at once", function()
       periskope_srv:reset()
       assert.equal(204, get(app, "/pin?id=warm").status)   -- the budget learned
       local urls = {}
@@ -375,23 +377,23 @@ describe("OpenResty", function()
       local bodies, times, plain = pins_beside_plain(urls)
       for i, t in ipairs(bodies) do assert.equal(204, t.status, urls[i]) end
       assert.equal(32, #times)
-      assert.truthy(max(times) < util.within(1), "slowest pin " .. max(times) .. " s")
+      assert.truthy(max(times) < util.within(2), "slowest pin " .. max(times) .. " s")
       -- The plain location kept answering at once; its slowest answer (on a
       -- machine this suite keeps busy) stays well under one blocked pin.
       assert.truthy(#plain >= 3, #plain)
       table.sort(plain)
-      assert.truthy(plain[math.ceil(#plain / 2)] < util.within(0.02), "median /plain " .. plain[math.ceil(#plain / 2)])
-      assert.truthy(max(plain) < util.within(0.25), "slowest /plain " .. max(plain) .. " s")
+      assert.truthy(plain[math.ceil(#plain / 2)] < util.within(0.05), "median /plain " .. plain[math.ceil(#plain / 2)])
+      assert.truthy(max(plain) < util.within(0.6), "slowest /plain " .. max(plain) .. " s")
     end)
 
     it("unlike the blocking pin, which holds the worker", function()
       local urls = {}
-      for i = 1, 4 do urls[i] = "/pin/blocking?id=b" .. i end
+      for i = 1, 2 do urls[i] = "/pin/blocking?id=b" .. i end
       local bodies, times, plain = pins_beside_plain(urls)
       for i, t in ipairs(bodies) do assert.equal(204, t.status, urls[i]) end
-      -- One at a time: the last waits for the three before it.
-      assert.truthy(max(times) >= 1.15, "slowest pin " .. max(times) .. " s")
-      assert.truthy(max(plain) >= 0.25, "slowest /plain " .. max(plain) .. " s")
+      -- One at a time: the second waits for the first.
+      assert.truthy(max(times) >= 1.9, "slowest pin " .. max(times) .. " s")
+      assert.truthy(max(plain) >= 0.8, "slowest /plain " .. max(plain) .. " s")
     end)
   end)
 
