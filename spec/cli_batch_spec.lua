@@ -10,11 +10,7 @@ local args_of = cli.args_of
 local function temp_dir() return cli.temp_dir(finally) end
 
 describe("periskope (the command)", function()
-  local srv
-
-  setup(function() srv = server.start { api_key = SENTINEL } end)
-  teardown(function() if srv then srv:stop() end end)
-  before_each(function() srv:reset() end)
+  local srv = cli.command_server { setup = setup, teardown = teardown, before_each = before_each }
 
   describe("Ctrl-C", function()
     it("during a batch exits 130 after the line of every id that got its answer", function()

@@ -8,11 +8,7 @@ local command, run, json_lines, key_file = cli.command, cli.run, cli.json_lines,
 local function temp_dir() return cli.temp_dir(finally) end
 
 describe("periskope (the command)", function()
-  local srv
-
-  setup(function() srv = server.start { api_key = SENTINEL } end)
-  teardown(function() if srv then srv:stop() end end)
-  before_each(function() srv:reset() end)
+  local srv = cli.command_server { setup = setup, teardown = teardown, before_each = before_each }
 
   describe("the API key", function()
     it("is refused on the command line, saying why, before anything is sent", function()

@@ -8,11 +8,7 @@ local BUILD, built_so, read_file, lines = cli.BUILD, cli.built_so, cli.read_file
 local run, json_lines, ids, args_of = cli.run, cli.json_lines, cli.ids, cli.args_of
 local function temp_dir() return cli.temp_dir(finally) end
 describe("periskope (the command)", function()
-  local srv
-
-  setup(function() srv = server.start { api_key = SENTINEL } end)
-  teardown(function() if srv then srv:stop() end end)
-  before_each(function() srv:reset() end)
+  local srv = cli.command_server { setup = setup, teardown = teardown, before_each = before_each }
 
   describe("--help and --version", function()
     it("print the usage on stdout and exit 0", function()

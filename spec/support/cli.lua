@@ -1,4 +1,5 @@
--- Shared by the command's specs (spec/cli_spec.lua, spec/cli_batch_spec.lua):
+-- Shared by the command's specs (spec/cli_spec.lua, spec/cli_key_spec.lua,
+-- spec/cli_batch_spec.lua):
 -- bin/periskope run as a child process with the interpreter of this run
 -- (PERISKOPE_LUA) against the local Periskope server, whose only key is a
 -- sentinel that no output may show.
@@ -146,11 +147,24 @@ local function args_of(...)
   return out
 end
 
+-- The server a command spec file shares: started by its setup, stopped by
+-- its teardown and reset before each test (hooks: busted's setup, teardown
+-- and before_each). What it returns reads through to the started server.
+local function command_server(hooks)
+  local srv, started = {}, nil
+  hooks.setup(function()
+    started = server.start { api_key = SENTINEL }
+    setmetatable(srv, { __index = started })
+  end)
+  hooks.teardown(function() if started then started:stop() end end)
+  hooks.before_each(function() started:reset() end)
+  return srv
+end
 
 return {
   cjson = cjson, periskope = periskope, server = server, util = util, sh = sh, sq = sq,
   SENTINEL = SENTINEL, ROOT = ROOT, BIN = BIN, LUA = LUA, BUILD = BUILD, built_so = built_so,
   read_file = read_file, write_file = write_file, now = now, temp_dir = temp_dir, lines = lines,
   env_words = env_words, command = command, run = run, json_lines = json_lines, key_file = key_file,
-  ids = ids, args_of = args_of,
+  ids = ids, args_of = args_of, command_server = command_server,
 }
