@@ -82,21 +82,34 @@ describe("periskope.limiter.redis's queue #redis", function()
   -- through the Redis limiter, in the background; its pid. Loaded and
   -- connected, it says so (<id>.ready) and pins only once told to
   -- (<id>.go): on a loaded machine a process starts late, its pin not.
-  local function waiter(id)
+  -- One that `dies` kills itself (SIGKILL) at its first wait for a slot,
+  -- once the store has given it a ticket, saying so first (<id>.dying):
+  -- killed from outside, it could be scheduled late enough to have its
+  -- slot already.
+  local function waiter(id, dies)
     local script = dir .. "/" .. id .. ".lua"
     local base = dir .. "/" .. id
     server.write_file(script, ([[
       package.cpath = %q .. ";" .. package.cpath
       local socket = require "socket"
       local periskope = require "periskope"
+      local on_event
+      if %s then
+        on_event = function(ev)
+          if ev.type == "wait" and ev.reason == "rate-limit" then
+            io.open(%q, "w"):close()
+            os.execute("kill -KILL " .. io.open("/proc/self/stat"):read("*l"):match("^%%d+"))
+          end
+        end
+      end
       local c = periskope.new { api_key = %q, phone = "919874532456", base_url = %q,
-        limiter = periskope.limiter.redis { port = %d } }
+        limiter = periskope.limiter.redis { port = %d }, on_event = on_event }
       io.open(%q, "w"):close()
       while not io.open(%q) do socket.sleep(0.002) end
       local res = c:pin { message_id = %q }
       io.stdout:write(res and res.status or "failed")
-    ]]):format(os.getenv("PERISKOPE_CPATH") or "", queue_srv.api_key, queue_srv.base_url, rd.port,
-      base .. ".ready", base .. ".go", id))
+    ]]):format(os.getenv("PERISKOPE_CPATH") or "", tostring(dies == true), base .. ".dying", queue_srv.api_key,
+      queue_srv.base_url, rd.port, base .. ".ready", base .. ".go", id))
     local pid = sh(util.lua_bin() .. " " .. sq(script) .. " >" .. sq(dir .. "/" .. id .. ".out")
       .. " 2>&1 </dev/null & echo $!"):match("%d+")
     pids[#pids + 1] = pid
@@ -110,17 +123,16 @@ describe("periskope.limiter.redis's queue #redis", function()
 
   local function queue() return stored_queue(rd:cli("GET", name())) end
 
-  -- Starts a waiter and, once it is ready, runs before() (if any) and
-  -- lets it pin; waits until it holds a ticket (the store gave one more)
-  -- or has ended (it came when a slot was free). Its pid, and the ticket.
-  local function start_waiter(id, before)
+  -- Starts a waiter and, once it is ready, lets it pin; waits until it
+  -- holds a ticket (the store gave one more) or has ended (it came when a
+  -- slot was free). Its pid.
+  local function start_waiter(id)
     local pid = waiter(id)
     wait_for(id .. " to be ready", 10, function() return server.read_file(dir .. "/" .. id .. ".ready") end)
-    if before then before() end
     local last = queue().last
     server.write_file(dir .. "/" .. id .. ".go", "")
     wait_for(id .. " to wait or end", 10, function() return queue().last > last or not running(pid) end)
-    return pid, queue().last > last and queue().last or nil
+    return pid
   end
 
   local function pinned()
@@ -145,25 +157,33 @@ describe("periskope.limiter.redis's queue #redis", function()
 
   it("a waiter that dies holds its place until its ticket's lease ends, no longer", function()
     local events, hook = recorder()
-    -- 3 s windows: time for a waiter to take its ticket and be killed
-    -- holding it, however loaded the machine.
+    -- 3 s windows: time for a waiter to ask while the window's one slot
+    -- is taken, however loaded the machine.
     local c = util.client(one_per_window(3), { limiter = periskope.limiter.redis { port = rd.port },
       on_event = hook })
-    -- A waiter killed while it holds a ticket (again, should it get a
-    -- slot before it waits or before it is killed).
+    -- A waiter that dies holding its ticket (again, should the window
+    -- turn before it asks: it then finds a slot and pins).
     local lease
     for attempt = 1, 5 do
-      local pid, ticket = start_waiter("dies" .. attempt, function()
-        assert.equal(204, c:pin { message_id = "first" .. attempt }.status)
-      end)
-      sh("kill -KILL " .. pid)
-      wait_for("the waiter's end", 5, function() return not running(pid) end)
-      for _, t in ipairs(queue().tickets) do
-        if t.id == ticket then lease = t["until"] end
+      local id = "dies" .. attempt
+      local pid = waiter(id, true)
+      wait_for(id .. " to be ready", 10, function() return server.read_file(dir .. "/" .. id .. ".ready") end)
+      assert.equal(204, c:pin { message_id = "first" .. attempt }.status)   -- the window's one slot
+      local last = queue().last
+      server.write_file(dir .. "/" .. id .. ".go", "")
+      wait_for(id .. "'s end", 10, function() return not running(pid) end)
+      if server.read_file(dir .. "/" .. id .. ".dying") then
+        assert.equal("", server.read_file(dir .. "/" .. id .. ".out"))   -- it never pinned
+        local q = queue()
+        assert.equal(last + 1, q.last)
+        assert.equal(1, q.n)   -- its ticket, still there
+        assert.equal(last + 1, q.tickets[1].id)
+        lease = q.tickets[1]["until"]
+        break
       end
-      if lease then break end
+      assert.equal("204", server.read_file(dir .. "/" .. id .. ".out"))
     end
-    assert.truthy(lease, "no waiter died holding its ticket in 5 attempts")
+    assert.truthy(lease, "no waiter asked before the window turned in 5 attempts")
     -- Behind the dead ticket, this one waits out its lease, then goes.
     assert.equal(204, c:pin { message_id = "after" }.status)
     local reqs = queue_srv:requests()
