@@ -58,6 +58,10 @@ local function start_app(periskope_srv, workers, http_conf, env)
     env = e,
     extra_http = http_conf,
     extra_server = example("server.conf"),
+    -- The kernel spreads curl's 8 connections over the workers: without
+    -- it, one busy worker's accept can take them all, and one worker
+    -- alone paces itself (the control then draws no 429).
+    reuseport = true,
   }
 end
 
@@ -167,6 +171,7 @@ describe("shared pacing under contention #contention", function()
   it("the same 4 workers without it draw 429s (control)", function()
     local r = dict_run(without_limiter(example("nginx_dict.conf")), CONTROL_IDS)
     report("no limiter, 4 workers", r)
+    assert.is_true(r.connections >= 2, "only " .. r.connections .. " worker(s) pinned")
     assert.is_true((r.stats.statuses[429] or 0) > 0, "no 429 without the shared limiter")
   end)
 
