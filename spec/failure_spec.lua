@@ -83,10 +83,22 @@ describe("Client:pin when no answer comes", function()
   end)
 
   it("does not retry tls or resolve failures", function()
-    local c = util.client(srv, { base_url = "https://127.0.0.1:" .. srv.port .. "/v1", retries = 2 })
-    local res, _, kind = c:pin { message_id = "m" }
-    assert.is_nil(res)
-    assert.equal("tls", kind)
-    c:close()
+    for _, case in ipairs {
+      { "tls", "https://127.0.0.1:" .. srv.port .. "/v1" },
+      { "resolve", "https://" .. ("a"):rep(70) .. ".invalid/v1" },
+    } do
+      local events, hook = util.recorder()
+      -- Roomy timeouts, as above: under valgrind a short one would make
+      -- the TLS case a (retried) timeout.
+      local c = util.client(srv, { base_url = case[2], retries = 2, timeout = 30, connect_timeout = 20,
+        on_event = hook })
+      local res, _, kind = c:pin { message_id = "m" }
+      assert.is_nil(res)
+      assert.equal(case[1], kind)
+      assert.equal(1, #util.of_type(events, "request"), case[1])   -- one attempt, no retry
+      assert.equal(0, #util.of_type(events, "wait"), case[1])
+      c:close()
+    end
+    assert.equal(0, #srv:requests())
   end)
 end)
