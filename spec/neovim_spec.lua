@@ -64,10 +64,12 @@ describe("Neovim", function()
 
   it("pins 8 at once off the main loop, which keeps running; each result as its pin ends", function()
     local m = result.many
-    assert.is_true(result.queue_ms < 100, result.queue_ms .. " ms")
+    -- A pin made on the main loop would hold it for the server's delay,
+    -- 800 ms for the first request; a loaded machine adds well under that.
+    assert.is_true(result.queue_ms < util.within(400), result.queue_ms .. " ms")
     assert.equal(8, #m.done)
     -- A 10 ms timer kept ticking: the loop was never held for long.
-    assert.is_true(m.gap < util.within(100), m.gap .. " ms")
+    assert.is_true(m.gap < util.within(400), m.gap .. " ms")
     assert.is_true(m.ticks >= m.ms / 10 / 2, m.ticks .. " ticks in " .. m.ms .. " ms")
     -- The server held the k-th request to arrive DELAYS[k] seconds.
     local reqs = srv:requests()
