@@ -1,15 +1,18 @@
-#!/usr/bin/env lua
+#!/usr/bin/env lua5.4
 -- Pin (or unpin) one WhatsApp message through Periskope.
 --
 --   PERISKOPE_API_KEY=... PERISKOPE_PHONE=919876543210 \
---     lua examples/pin.lua <message_id> [--unpin] [--time 1|7|30]
+--     examples/pin.lua <message_id> [--unpin] [--time 1|7|30]
 --
+-- Its first line names lua5.4, which `make` builds for (Debian's plain
+-- `lua` is 5.2); with a module built for another Lua, run it with that
+-- one: `luajit examples/pin.lua ...`.
 -- PERISKOPE_BASE_URL points it elsewhere (make demo uses the local server).
 local periskope = require "periskope"
 
 local function usage(msg)
   io.stderr:write(msg and ("pin.lua: " .. msg .. "\n") or "",
-    "usage: lua examples/pin.lua <message_id> [--unpin] [--time 1|7|30]\n")
+    "usage: examples/pin.lua <message_id> [--unpin] [--time 1|7|30]\n")
   os.exit(2)
 end
 

@@ -45,20 +45,30 @@ local function quoted_file(code)
   end
 end
 
--- Runs code as a script; returns stdout, stderr and the exit status.
-local function run(srv, code)
+-- Runs command (shell words) with LUA_CPATH aimed at this run's module and
+-- the server's URL, key and phone in the environment; returns stdout,
+-- stderr and the exit status.
+local function run_command(srv, command)
   local tmp = os.tmpname()
-  server.write_file(tmp .. ".lua", code)
   local cpath = os.getenv("PERISKOPE_CPATH")
   local _, status = sh(table.concat({
     "env -u PERISKOPE_DEBUG -u LUA_CPATH_5_2 -u LUA_CPATH_5_3 -u LUA_CPATH_5_4",
     "LUA_CPATH=" .. sq(((cpath and cpath ~= "") and cpath or ROOT .. "/build/lua5.4/?.so") .. ";;"),
     "PERISKOPE_BASE_URL=" .. sq(srv.base_url), "PERISKOPE_API_KEY=" .. sq(srv.api_key),
     "PERISKOPE_PHONE=" .. util.PHONE,
-    sq(util.lua_bin()), sq(tmp .. ".lua"), ">" .. sq(tmp .. ".out"), "2>" .. sq(tmp .. ".err"),
+    command, "</dev/null >" .. sq(tmp .. ".out"), "2>" .. sq(tmp .. ".err"),
   }, " "))
   local out, err = server.read_file(tmp .. ".out"), server.read_file(tmp .. ".err")
-  for _, f in ipairs { "", ".lua", ".out", ".err" } do os.remove(tmp .. f) end
+  for _, f in ipairs { "", ".out", ".err" } do os.remove(tmp .. f) end
+  return out, err, status
+end
+
+-- Runs code as a script under this run's interpreter.
+local function run(srv, code)
+  local script = os.tmpname() .. ".lua"
+  server.write_file(script, code)
+  local out, err, status = run_command(srv, sq(util.lua_bin()) .. " " .. sq(script))
+  os.remove(script)
   return out, err, status
 end
 
@@ -109,4 +119,37 @@ describe("the Lua in the README and doc/", function()
       end
     end
   end
+end)
+
+describe("examples/pin.lua", function()
+  local srv
+  setup(function() srv = server.start {} end)
+  teardown(function() if srv then srv:stop() end end)
+  before_each(function() srv:reset() end)
+
+  local PIN = ROOT .. "/examples/pin.lua"
+
+  it("runs by its own first line, which names lua5.4, not Debian's lua (5.2)", function()
+    assert.equal("#!/usr/bin/env lua5.4", hosts.read_file(PIN):match("^[^\n]*"))
+    -- As a user runs it when this run's module is the one that line
+    -- loads; else under this run's interpreter, as its comment says.
+    local command = util.lua_bin() == "lua5.4" and sq(PIN) or sq(util.lua_bin()) .. " " .. sq(PIN)
+    local out, err, status = run_command(srv, command .. " m1 --time 7")
+    assert.equal(0, status, err .. out)
+    assert.equal("", err)
+    assert.truthy(out:find("^pinned +m1\nstatus +204\n"), out)
+    out, err, status = run_command(srv, command .. " m1 --unpin")
+    assert.equal(0, status, err .. out)
+    assert.truthy(out:find("^unpinned +m1\n"), out)
+    local reqs = srv:requests()
+    assert.equal(2, #reqs)
+    assert.equal('{"pin":true,"time":7}', reqs[1].body)
+    assert.equal('{"pin":false}', reqs[2].body)
+    -- Misuse is a usage error naming the problem, and sends nothing.
+    out, err, status = run_command(srv, command .. " m1 --time 2")
+    assert.equal(2, status, err .. out)
+    assert.truthy(err:find("time", 1, true), err)
+    assert.truthy(err:find("usage: examples/pin.lua", 1, true), err)
+    assert.equal(2, #srv:requests())
+  end)
 end)
