@@ -124,6 +124,25 @@ describe("client:pin_job", function()
     c:close()
   end)
 
+  it("a hook that closes the client or yields during a step: a clear error, no crash", function()
+    local c
+    c = util.client(srv, { on_event = function(ev) if ev.type == "request" then c:close() end end })
+    local job = c:pin_job { message_id = "m" }
+    assert.equal("send", (job:step()))   -- the hook closed the client meanwhile
+    assert.equal("periskope.Client (closed)", tostring(c))
+    util.raises(function() job:step(204, "HTTP/1.1 204 No Content\r\n\r\n", "") end,
+      "attempt to use a closed client")
+    util.raises(function() c:pin_job { message_id = "n" } end, "attempt to use a closed client")
+    collectgarbage()
+    local y = util.client(srv, { on_event = function() coroutine.yield() end })
+    local co = coroutine.create(function() return y:pin_job({ message_id = "m" }):step() end)
+    local ok, err = coroutine.resume(co)
+    assert.is_false(ok)
+    assert.truthy(tostring(err):find("on_event may not yield", 1, true), err)
+    y:close()
+    assert.equal(0, #srv:requests())
+  end)
+
   it("is over after a step raised; the client pins again at once", function()
     local armed = true
     local c = util.client(srv, { on_event = function(ev)
