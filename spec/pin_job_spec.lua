@@ -204,6 +204,8 @@ describe("periskope.perform", function()
     local r = srv:requests()
     assert.equal(2, #r)
     assert.equal(r[1].connection, r[2].connection)
+    -- The request target is the path, as client:pin sends it, not the URL.
+    assert.equal("POST /v1/message/p/pin HTTP/1.1", r[1].request_line)
     req.ca_file = nil                                  -- the system's CAs: not this server's
     local status, kind, msg = periskope.perform(req)
     assert.is_nil(status)

@@ -76,6 +76,7 @@ describe("Client:pin", function()
       r = r[1]
       assert.equal("POST", r.method)
       assert.equal("/v1/message/true_919487126251%40c.us_3EB0F754E67BDF3178E76C680224FF7114E2CB95/pin", r.uri)
+      assert.equal("POST " .. r.uri .. " HTTP/1.1", r.request_line)   -- origin-form, not the whole URL
       assert.equal("Bearer " .. srv.api_key, r.headers.authorization)
       assert.equal(util.PHONE, r.headers["x-phone"])
       assert.equal("application/json", r.headers["content-type"])

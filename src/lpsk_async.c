@@ -297,18 +297,17 @@ static void too_long(lua_State *L, int st, const char *why) {
   luaL_argerror(L, 1, why);
 }
 
-/* The request's URL at 1 into r->url and its origin (scheme, host and
-   port: what a transport is kept for) into origin: the origin by the
-   rules of base_url (http only to loopback), the rest a path without a
-   query, fragment, space, control or non-ASCII byte. [-0, +0, v] */
+/* The request's URL at 1 into r->url (its path the request target) and
+   its origin (scheme, host and port: what a transport is kept for) into
+   origin: the origin by the rules of base_url (http only to loopback),
+   the rest a path without a query, fragment, space, control or
+   non-ASCII byte. [-0, +0, v] */
 static void req_url(lua_State *L, psk_request *r, psk_buf *origin) {
   size_t n, i, path;
   int st;
   psk_err e;
   const char *url = req_string(L, "url", &n, 0);
-  const char *sep = strstr(url, "://");
-  path = sep ? (size_t)(sep - url) + 3 : n;
-  while (path < n && url[path] != '/') path++;
+  path = psk_url_path_offset(url); /* stops at a NUL, which the walk below refuses */
   if ((st = psk_normalize_base_url(url, path, origin, &e)) != PSK_OK)
     too_long(L, st == PSK_INVALID ? PSK_TOO_LARGE : st,
              lua_pushfstring(L, "field 'url' %s", e.msg));
@@ -320,6 +319,7 @@ static void req_url(lua_State *L, psk_request *r, psk_buf *origin) {
   }
   if ((st = psk_buf_append(&r->url, url, n)) != PSK_OK)
     too_long(L, st, "field 'url' is longer than a pin's URL");
+  r->target = path; /* sent as the request target, as build_pin's is */
 }
 
 /* The transport kept for key in this state's module state, or a new one

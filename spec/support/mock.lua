@@ -117,6 +117,7 @@ local function record()
   local rec = {
     method = ngx.req.get_method(),
     uri = ngx.var.request_uri,         -- raw bytes: %40 stays %40
+    request_line = ngx.var.request,    -- as sent: origin-form or absolute-form
     headers = headers,
     body = read_body(),
     time = ngx.now(),
