@@ -107,9 +107,9 @@ static int lock_is_ours(lua_State *L, int dict, const char *lock,
   return ours;
 }
 
-static int dict_run(lua_State *L, int lim, const char *name, psk_pace_op *op,
-                    double mono_now, char *err, size_t err_cap) {
-  psk_limiter *self = lpace_test(L, lim);
+static int dict_run(lua_State *L, psk_limiter *self, int lim,
+                    const char *name, psk_pace_op *op, double mono_now,
+                    char *err, size_t err_cap) {
   char lock[LPACE_NAME_MAX + 8], token[64];
   double deadline = mono_now + LOCK_WAIT;
   int dict, base, rc = LPACE_OK;
@@ -245,7 +245,7 @@ int lpace_run(lua_State *L, int idx, const char *name, psk_pace_op *op,
   if (!lim || mono_now < lim->resting_until) return LPACE_RESTING;
   rc = lim->kind == LIM_REDIS
            ? redis_run(lim, name, op, mono_now, why, sizeof why)
-           : dict_run(L, psk_absindex(L, idx), name, op, mono_now, why,
+           : dict_run(L, lim, psk_absindex(L, idx), name, op, mono_now, why,
                       sizeof why);
   if (rc == LPACE_OK) return LPACE_OK;
   snprintf(err, err_cap, "periskope: %s", why);

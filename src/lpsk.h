@@ -118,9 +118,6 @@ typedef struct pin_args {
 
 /* "got <number>" or "got <type>", never a string value. [-0, +1, m] */
 const char *lpsk_got(lua_State *L, int i);
-/* Raises for a bad option or field (see lpsk_check.c). [-0, +0, v] */
-int lpsk_bad(lua_State *L, int arg, const char *pfx, const char *what,
-             const char *name, const char *rule, int vi);
 /* Pushes t[name] (raw), or nil when t is 0. [-0, +1, -] */
 int lpsk_get_field(lua_State *L, int t, const char *name);
 /* Reads the options of table t (0: none) into c. [-0, +0, v] */
@@ -245,7 +242,8 @@ int lpsk_job_awaits_reply(const pin_job *j);
 double lpsk_pace_take(lua_State *L, Client *c, int ud, int force,
                       int *shared, long long *ticket);
 double lpsk_pace_nap(const Client *c, double d, int shared);
-/* A wait event (index: pin_many item, or 0). [-0, +0, e] */
+/* A wait event (index: pin_many item, or 0), when the client has a hook
+   or debug output. [-0, +0, e] */
 void lpsk_ev_wait(lua_State *L, Client *c, int ud, double seconds,
                   int reason, int index);
 

@@ -34,8 +34,9 @@ const char *lpsk_got(lua_State *L, int i) {
    (WHAT 'NAME' RULE, got X)"; arg == 0 (the default client, built inside
    another call): "periskope: WHAT 'NAME' RULE". vi: the offending value's
    index, or 0 to leave "got" out. [-0, +0, v] */
-int lpsk_bad(lua_State *L, int arg, const char *pfx, const char *what,
-             const char *name, const char *rule, int vi) {
+static int lpsk_bad(lua_State *L, int arg, const char *pfx,
+                    const char *what, const char *name, const char *rule,
+                    int vi) {
   const char *msg;
   if (vi) {
     vi = psk_absindex(L, vi);

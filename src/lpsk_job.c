@@ -151,6 +151,7 @@ static void ev_failure(lua_State *L, const pin_job *j, int ud,
 
 void lpsk_ev_wait(lua_State *L, Client *c, int ud, double seconds,
                   int reason, int index) {
+  if (!wants_events(c)) return;
   ev_begin(L, "wait", index);
   ev_num(L, "seconds", seconds);
   ev_str(L, "reason", psk_wait_reasons[reason]);
@@ -273,8 +274,7 @@ static double job_pace(lua_State *L, pin_job *j, int ud) {
   }
   if (d > 0 && j->waited + d > j->until + 0.05) {
     j->until = j->waited + d;
-    if (wants_events(c))
-      lpsk_ev_wait(L, c, ud, d, PSK_WAIT_RATE_LIMIT, j->index);
+    lpsk_ev_wait(L, c, ud, d, PSK_WAIT_RATE_LIMIT, j->index);
   }
   nap = lpsk_pace_nap(c, d, j->shared);
   j->waited += nap;
@@ -394,8 +394,7 @@ static int job_answer(lua_State *L, pin_job *j, int ud, const psk_reply *rep,
   next_step next = {0, 0, 0};
   int n = take_reply(L, j, ud, rep, &next);
   if (next.retry && !j->c->closed) {
-    if (wants_events(j->c))
-      lpsk_ev_wait(L, j->c, ud, next.wait, next.reason, j->index);
+    lpsk_ev_wait(L, j->c, ud, next.wait, next.reason, j->index);
     if (!j->c->closed) {
       lua_pop(L, n);
       j->state = J_RETRY;
@@ -501,8 +500,7 @@ pin_job *lpsk_job_new(lua_State *L, Client *c, int arg) {
   /* Created empty, metatable set, then filled (it cannot fail: the id's
      copy lives in the same block), so __gc always finds a job. */
   j = psk_newuserdata(L, sizeof *j + a.idlen + 1);
-  memset(j, 0, sizeof *j);
-  psk_request_init(&j->req);
+  memset(j, 0, sizeof *j); /* what __gc may see before lpsk_job_init */
   psk_setmetatable(L, JOB_MT);
   lpsk_job_init(j, c, &a, 0, (char *)(j + 1));
   lua_remove(L, -2); /* message_id: the job has its own copy */

@@ -217,8 +217,7 @@ static double batch_pace(lua_State *L, batch *b, int ud, double now,
   if (d == 0) return 0;
   if (d > 0 && now + d > b->paced_until + 0.05) {
     b->paced_until = now + d;
-    if (c->hook || c->debug)
-      lpsk_ev_wait(L, c, ud, d, PSK_WAIT_RATE_LIMIT, 0);
+    lpsk_ev_wait(L, c, ud, d, PSK_WAIT_RATE_LIMIT, 0);
   }
   return lpsk_pace_nap(c, d, *shared);
 }
