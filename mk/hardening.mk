@@ -227,10 +227,10 @@ check-luacheck:
 
 HARDEN_OOM_CC ?= gcc
 HARDEN_OOM_BUILD := build/oom
-HARDEN_OOM_FLAGS := -g -O1 -fsanitize=address,undefined -fno-omit-frame-pointer \
-                    -fno-sanitize-recover=all
-HARDEN_OOM_LUA_CFLAGS := $(shell $(PKG_CONFIG) --cflags lua5.4)
-HARDEN_OOM_LUA_LIBS := $(shell $(PKG_CONFIG) --libs lua5.4)
+HARDEN_OOM_FLAGS := $(HARDEN_ASAN_FLAGS)
+# Recursive (=): pkg-config runs only when check-oom builds, not on every make.
+HARDEN_OOM_LUA_CFLAGS = $(shell $(PKG_CONFIG) --cflags lua5.4)
+HARDEN_OOM_LUA_LIBS = $(shell $(PKG_CONFIG) --libs lua5.4)
 HARDEN_OOM_OBJ := $(patsubst src/%.c,$(HARDEN_OOM_BUILD)/%.o,$(SRC))
 HARDEN_OOM_BIN := $(HARDEN_OOM_BUILD)/check_oom
 HARDEN_OOM_WRAP := -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=strdup

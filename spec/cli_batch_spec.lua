@@ -3,7 +3,7 @@
 -- shared through Redis). The rest is spec/cli_spec.lua and
 -- spec/cli_key_spec.lua.
 local cli = require "spec.support.cli"
-local server, sh, sq = cli.server, cli.sh, cli.sq
+local server, util, sh, sq = cli.server, cli.util, cli.sh, cli.sq
 local SENTINEL, read_file, lines = cli.SENTINEL, cli.read_file, cli.lines
 local command, run, json_lines, ids = cli.command, cli.run, cli.json_lines, cli.ids
 local args_of = cli.args_of
@@ -23,26 +23,10 @@ describe("periskope (the command)", function()
       -- In the background (a subshell waits for it and writes its exit
       -- status); once the server has 6 requests, SIGINT, as a terminal's
       -- Ctrl-C sends it.
-      sh("(" .. command(slow, args_of("pin", "--concurrency", "2", ids("c", 20)))
-        .. " >" .. sq(tmp .. ".out") .. " 2>" .. sq(tmp .. ".err") .. " </dev/null & echo $! > " .. sq(tmp .. ".pid")
-        .. "; wait $!; echo $? > " .. sq(tmp .. ".exit") .. ") >/dev/null 2>&1 </dev/null &")
-      local socket = require "socket"
-      local function wait_for(what, deadline, fn)
-        while not fn() do
-          assert(socket.gettime() < deadline, "waited too long for " .. what)
-          socket.sleep(0.01)
-        end
-      end
-      wait_for("the command's pid", socket.gettime() + 10, function()
-        return (read_file(tmp .. ".pid") or ""):match("%d+")
-      end)
-      local pid = read_file(tmp .. ".pid"):match("%d+")
-      wait_for("6 requests", socket.gettime() + 20, function() return slow:stats().requests >= 6 end)
+      local pid = cli.background(command(slow, args_of("pin", "--concurrency", "2", ids("c", 20))), tmp)
+      util.wait_for("6 requests", 20, function() return slow:stats().requests >= 6 end)
       sh("kill -INT " .. pid)
-      wait_for("the command's exit", socket.gettime() + 20, function()
-        return (read_file(tmp .. ".exit") or ""):match("%d+")
-      end)
-      assert.equal("130", read_file(tmp .. ".exit"):match("%d+"))
+      assert.equal("130", cli.background_exit(tmp))
       local printed = lines(read_file(tmp .. ".out"))
       local err = read_file(tmp .. ".err")
       assert.falsy(err:find("SENTINEL", 1, true))

@@ -2,7 +2,7 @@
 -- file or the environment, never in any output. The rest is
 -- spec/cli_spec.lua and spec/cli_batch_spec.lua.
 local cli = require "spec.support.cli"
-local server, sh, sq = cli.server, cli.sh, cli.sq
+local server, util, sh, sq = cli.server, cli.util, cli.sh, cli.sq
 local SENTINEL, read_file, write_file, now = cli.SENTINEL, cli.read_file, cli.write_file, cli.now
 local command, run, json_lines, key_file = cli.command, cli.run, cli.json_lines, cli.key_file
 local function temp_dir() return cli.temp_dir(finally) end
@@ -134,25 +134,13 @@ describe("periskope (the command)", function()
       -- Started in the background (a subshell waits for it and writes its
       -- exit status); once the server has the request (it answers 1.5 s
       -- later), the process's /proc entries are read.
-      sh("(" .. command(slow, { "pin", "--key-file", path, "inflight" }, { env = { PERISKOPE_API_KEY = false } })
-        .. " >" .. sq(tmp .. ".out") .. " 2>&1 </dev/null & echo $! > " .. sq(tmp .. ".pid")
-        .. "; wait $!; echo $? > " .. sq(tmp .. ".exit") .. ") >/dev/null 2>&1 </dev/null &")
-      local socket = require "socket"
-      local function wait_for(what, fn)
-        local deadline = socket.gettime() + 20
-        while not fn() do
-          assert(socket.gettime() < deadline, "waited too long for " .. what)
-          socket.sleep(0.01)
-        end
-      end
-      wait_for("the command's pid", function() return (read_file(tmp .. ".pid") or ""):match("%d+") end)
-      local pid = read_file(tmp .. ".pid"):match("%d+")
-      wait_for("the request", function() return slow:stats().requests >= 1 end)
+      local pid = cli.background(command(slow, { "pin", "--key-file", path, "inflight" },
+        { env = { PERISKOPE_API_KEY = false } }), tmp, true)
+      util.wait_for("the request", 20, function() return slow:stats().requests >= 1 end)
       local cmdline = (read_file("/proc/" .. pid .. "/cmdline") or ""):gsub("%z", " ")
       local environ = (read_file("/proc/" .. pid .. "/environ") or ""):gsub("%z", "\n")
       assert.is_nil(read_file(tmp .. ".exit"), "the pin was over before its answer")
-      wait_for("the command's exit", function() return (read_file(tmp .. ".exit") or ""):match("%d+") end)
-      assert.equal("0", read_file(tmp .. ".exit"):match("%d+"))
+      assert.equal("0", cli.background_exit(tmp))
       assert.truthy(cmdline:find("--key-file " .. path .. " inflight", 1, true), cmdline)
       assert.falsy(cmdline:find("SENTINEL", 1, true), cmdline)
       assert.truthy(environ:find("PERISKOPE_BASE_URL=", 1, true))

@@ -26,9 +26,7 @@ local IDEAL = 20        -- seconds: 100 pins at 10 per 2 s
 local BOUND = 1.25 * IDEAL
 local CONTROL_IDS = 40  -- four windows' worth
 
-local function now()
-  return tonumber((sh("date +%s.%N")))
-end
+local now = server.now
 
 local function example(file)
   return hosts.read_file(hosts.root() .. "/" .. EX .. file)

@@ -12,9 +12,7 @@ local util = require "spec.support.util"
 local list = util.list
 
 -- Seconds since the epoch, to the millisecond (os.time has whole seconds).
-local function now()
-  return tonumber((server.sh("date +%s.%N")))
-end
+local now = server.now
 
 -- Runs body in a fresh interpreter with the module of this run loaded as
 -- p, BASE, KEY and PHONE set for srv, and client(opts) making a client of

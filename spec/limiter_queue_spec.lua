@@ -33,16 +33,7 @@ local function stored_queue(text)
   return q
 end
 
-local socket = require "socket"
-
--- Waits for fn() to be true, at most `seconds`.
-local function wait_for(what, seconds, fn)
-  local deadline = socket.gettime() + util.within(seconds)
-  while not fn() do
-    assert(socket.gettime() < deadline, "waited too long for " .. what)
-    socket.sleep(0.01)
-  end
-end
+local wait_for = util.wait_for
 
 describe("periskope.limiter.redis's queue #redis", function()
   local rd

@@ -13,9 +13,7 @@ local sh, sq = server.sh, server.quote
 
 local sha256_hex = util.sha256_hex
 
-local function now()
-  return tonumber((sh("date +%s.%N")))
-end
+local now = server.now
 
 -- A plain-Lua stand-in for ngx.shared.DICT: get, set, add, delete.
 -- fail: "set" (answers false, "no memory"), "add" (raises), "locked" (the

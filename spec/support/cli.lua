@@ -13,12 +13,7 @@ local sh, sq = server.sh, server.quote
 local SENTINEL = "sk-SENTINEL-c41e08"
 
 -- The checkout, absolute: the command runs as ROOT/bin/periskope.
-local ROOT = (function()
-  local src = debug.getinfo(1, "S").source:match("^@(.*)$") or ""
-  local dir = src:match("^(.*)/spec/support/[^/]*$") or "."
-  if dir:sub(1, 1) ~= "/" then dir = sh("pwd"):match("[^\n]+") .. "/" .. dir end
-  return dir
-end)()
+local ROOT = require("spec.support.hosts").root()
 local BIN = ROOT .. "/bin/periskope"
 local LUA = util.lua_bin()
 
@@ -35,9 +30,7 @@ end
 
 local read_file, write_file = server.read_file, server.write_file
 
-local function now()
-  return tonumber((sh("date +%s.%N")))
-end
+local now = server.now
 
 -- A directory that is removed when the test ends: fin is busted's finally.
 local function temp_dir(fin)
@@ -147,6 +140,23 @@ local function args_of(...)
   return out
 end
 
+-- Runs shell text cmd in the background: stdout into tmp.out, stderr
+-- into tmp.err (or with stdout, when merge), and once it ends its exit
+-- status into tmp.exit (a subshell waits for it). Its pid.
+local function background(cmd, tmp, merge)
+  sh("(" .. cmd .. " >" .. sq(tmp .. ".out") .. (merge and " 2>&1" or " 2>" .. sq(tmp .. ".err"))
+    .. " </dev/null & echo $! > " .. sq(tmp .. ".pid")
+    .. "; wait $!; echo $? > " .. sq(tmp .. ".exit") .. ") >/dev/null 2>&1 </dev/null &")
+  util.wait_for("the command's pid", 10, function() return (read_file(tmp .. ".pid") or ""):match("%d+") end)
+  return read_file(tmp .. ".pid"):match("%d+")
+end
+
+-- The exit status of a command background() started, once it has ended.
+local function background_exit(tmp)
+  util.wait_for("the command's exit", 20, function() return (read_file(tmp .. ".exit") or ""):match("%d+") end)
+  return read_file(tmp .. ".exit"):match("%d+")
+end
+
 -- The server a command spec file shares: started by its setup, stopped by
 -- its teardown and reset before each test (hooks: busted's setup, teardown
 -- and before_each). What it returns reads through to the started server.
@@ -166,5 +176,6 @@ return {
   SENTINEL = SENTINEL, ROOT = ROOT, BIN = BIN, LUA = LUA, BUILD = BUILD, built_so = built_so,
   read_file = read_file, write_file = write_file, now = now, temp_dir = temp_dir, lines = lines,
   env_words = env_words, command = command, run = run, json_lines = json_lines, key_file = key_file,
-  ids = ids, args_of = args_of, command_server = command_server,
+  ids = ids, args_of = args_of, command_server = command_server, background = background,
+  background_exit = background_exit,
 }

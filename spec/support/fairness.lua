@@ -26,9 +26,7 @@ local sh, sq = server.sh, server.quote
 
 local M = {}
 
-local function now()
-  return tonumber((sh("date +%s.%N")))
-end
+local now = server.now
 
 -- The q-quantile of a sorted list (nearest rank).
 function M.quantile(sorted, q)

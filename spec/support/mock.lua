@@ -199,7 +199,7 @@ local function set_common_headers(rate)
   local fixed = config().fixed_rate
   if rate and fixed then
     -- A stand-in that sends the same values whatever its window says.
-    rate = { limit = fixed.limit, remaining = fixed.remaining, reset = fixed.reset }
+    rate = fixed
   end
   if rate then
     h["X-RateLimit-Limit"] = tostring(rate.limit)

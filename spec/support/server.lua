@@ -487,6 +487,12 @@ M.quote = sq
 M.read_file = read_file   -- nil when the file cannot be opened
 M.write_file = write_file
 
+-- The epoch time in seconds, fractions included, as the shell's date
+-- gives it (what the specs compare with the server's record times).
+function M.now()
+  return tonumber((sh("date +%s.%N")))
+end
+
 -- Starts a mock server; see the option list at the top. Raises with nginx's
 -- error log when nginx cannot start.
 function M.start(opts)

@@ -15,6 +15,17 @@ util.TIME_SCALE = tonumber(os.getenv("PERISKOPE_TIME_SCALE") or "") or 1
 -- An upper bound of s seconds, as this run allows it.
 function util.within(s) return s * util.TIME_SCALE end
 
+-- Waits for fn() to be true, checking every 10 ms; raises naming `what`
+-- after util.within(seconds).
+function util.wait_for(what, seconds, fn)
+  local socket = require "socket"
+  local deadline = socket.gettime() + util.within(seconds)
+  while not fn() do
+    assert(socket.gettime() < deadline, "waited too long for " .. what)
+    socket.sleep(0.01)
+  end
+end
+
 -- Collects the events of a client: the list, and the hook that fills it.
 function util.recorder()
   local events = {}
