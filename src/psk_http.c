@@ -42,7 +42,9 @@ struct psk_batch {
 
 struct psk_http {
   CURLSH *share;
+  CURLM *one;        /* the multi handle perform runs on, made on first use */
   pid_t pid;         /* the process that opened the handles */
+  unsigned long forks; /* fork_count when pid was last checked */
   const psk_config *cfg;
   int no_proxy;      /* say "no proxy" to libcurl (see setup_easy) */
   psk_transfer **pool;
@@ -52,11 +54,31 @@ struct psk_http {
 static pthread_once_t global_once = PTHREAD_ONCE_INIT;
 static CURLcode global_rc = CURLE_FAILED_INIT;
 
+/* Bumped in the child of every fork() once the handler is in place
+   (fork_watched): a handle whose count matches was opened in this
+   process, or checked since, without asking getpid() (a system call,
+   about 1 us here) on every pin. */
+static volatile unsigned long fork_count;
+static int fork_watched;
+static void count_fork(void) { fork_count++; }
+
 /* curl_global_init is process-wide and not safe to race: once, here. A
    host that called curl_global_init (or _mem) first keeps its settings:
-   libcurl only counts this call. */
+   libcurl only counts this call. The fork handler goes with this shared
+   object if it is unloaded (glibc unregisters it at dlclose). */
 static void global_init(void) {
   global_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
+  fork_watched = pthread_atfork(NULL, NULL, count_fork) == 0;
+}
+
+/* Whether h's handles were opened by another process (h is in a child
+   of fork), asking getpid() only after a fork (always, if the fork
+   handler could not be set). */
+static int forked(psk_http *h) {
+  if (fork_watched && h->forks == fork_count) return 0;
+  if (h->pid != getpid()) return 1;
+  h->forks = fork_count;
+  return 0;
 }
 
 /* Runs inside libcurl: C memory only. Stops the transfer with `kind`. */
@@ -227,6 +249,7 @@ static int open_share(psk_http *h) {
       CURL_LOCK_DATA_DNS, CURL_LOCK_DATA_SSL_SESSION, CURL_LOCK_DATA_CONNECT};
   size_t i;
   h->pid = getpid();
+  h->forks = fork_count;
   h->share = curl_share_init();
   if (!h->share) return PSK_NOMEM;
   for (i = 0; i < sizeof shared / sizeof shared[0]; i++) {
@@ -280,13 +303,16 @@ psk_http *psk_http_new(const psk_config *c, char *errmsg, size_t errlen) {
 void psk_http_free(psk_http *h) {
   int i;
   if (!h) return;
-  if (h->pid != getpid()) {
+  if (forked(h)) {
     /* A forked child closing a client it inherited: the handles are the
        parent's, so forget them (see forget_after_fork) and free only
        memory that is ours alone. */
     for (i = 0; i < h->npool; i++) h->pool[i]->easy = NULL;
     h->share = NULL;
+    h->one = NULL;
   }
+  /* perform takes its transfer out of it before it returns. */
+  if (h->one) curl_multi_cleanup(h->one);
   for (i = 0; i < h->npool; i++) transfer_free(h->pool[i]);
   free(h->pool);
   if (h->share) curl_share_cleanup(h->share);
@@ -299,7 +325,7 @@ void psk_http_free(psk_http *h) {
    own on next use. */
 static int forget_after_fork(psk_http *h) {
   int i;
-  if (h->pid == getpid()) return PSK_OK;
+  if (!forked(h)) return PSK_OK;
   for (i = 0; i < h->npool; i++) {
     psk_transfer *t = h->pool[i];
     t->easy = NULL;   /* the parent's: forgotten, not cleaned up */
@@ -307,6 +333,7 @@ static int forget_after_fork(psk_http *h) {
     t->batch = NULL;
   }
   h->share = NULL;
+  h->one = NULL;
   return open_share(h);
 }
 
@@ -538,16 +565,41 @@ static void finish(psk_transfer *t, CURLcode rc) {
   }
 }
 
+/* One exchange on t, to its end, on h's own multi handle (made on first
+   use): what curl_easy_perform does, less a system call per pin. It
+   asks libcurl to work before it waits (curl_easy_perform polls its
+   wake-up pipe first), and it waits in curl_multi_wait, which watches
+   only the transfer's sockets. */
+static CURLcode one_run(psk_http *h, psk_transfer *t) {
+  CURLcode rc = CURLE_RECV_ERROR;
+  CURLMcode mc;
+  CURLMsg *m;
+  int running = 1, left;
+  if (!h->one && !(h->one = curl_multi_init())) return CURLE_OUT_OF_MEMORY;
+  if (curl_multi_add_handle(h->one, t->easy) != CURLM_OK)
+    return CURLE_OUT_OF_MEMORY;
+  while ((mc = curl_multi_perform(h->one, &running)) == CURLM_OK && running &&
+         (mc = curl_multi_wait(h->one, NULL, 0, 1000, NULL)) == CURLM_OK)
+    ;
+  while ((m = curl_multi_info_read(h->one, &left)))
+    if (m->msg == CURLMSG_DONE && m->easy_handle == t->easy)
+      rc = m->data.result;
+  if (mc != CURLM_OK)
+    snprintf(t->errbuf, sizeof t->errbuf, "%s", curl_multi_strerror(mc));
+  curl_multi_remove_handle(h->one, t->easy);
+  return rc;
+}
+
 psk_reply *psk_http_perform(psk_http *h, psk_transfer *t,
                             const psk_request *r) {
   CURLcode rc;
   if (prepare(h, t, r) != 0) return &t->reply;
   reset_exchange(t);
-  rc = curl_easy_perform(t->easy);
+  rc = one_run(h, t);
   if (stale_connection(t, rc)) {
     t->resent = 1;
     reset_exchange(t);
-    rc = curl_easy_perform(t->easy);
+    rc = one_run(h, t);
   }
   finish(t, rc);
   return &t->reply;
