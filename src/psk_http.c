@@ -37,6 +37,7 @@ struct psk_batch {
   psk_http *h;
   CURLM *multi;
   pid_t pid;         /* the process that made the multi handle */
+  unsigned long forks; /* fork_count when pid was last checked */
   int running;
 };
 
@@ -71,15 +72,17 @@ static void global_init(void) {
   fork_watched = pthread_atfork(NULL, NULL, count_fork) == 0;
 }
 
-/* Whether h's handles were opened by another process (h is in a child
-   of fork), asking getpid() only after a fork (always, if the fork
-   handler could not be set). */
-static int forked(psk_http *h) {
-  if (fork_watched && h->forks == fork_count) return 0;
-  if (h->pid != getpid()) return 1;
-  h->forks = fork_count;
+/* Whether handles opened by process *pid belong to another process (we
+   are a child of fork), asking getpid() only after a fork (always, if
+   the fork handler could not be set). *forks: fork_count when *pid was
+   last found to be ours. */
+static int other_process(const pid_t *pid, unsigned long *forks) {
+  if (fork_watched && *forks == fork_count) return 0;
+  if (*pid != getpid()) return 1;
+  *forks = fork_count;
   return 0;
 }
+static int forked(psk_http *h) { return other_process(&h->pid, &h->forks); }
 
 /* Runs inside libcurl: C memory only. Stops the transfer with `kind`. */
 static size_t stop(psk_transfer *t, int st) {
@@ -367,7 +370,7 @@ psk_transfer *psk_http_take(psk_http *h) {
 static void batch_remove(psk_transfer *t) {
   psk_batch *b = t->batch;
   if (!b) return;
-  if (b->pid == getpid() && t->easy)
+  if (!other_process(&b->pid, &b->forks) && t->easy)
     curl_multi_remove_handle(b->multi, t->easy);
   b->running--;
   t->batch = NULL;
@@ -610,6 +613,7 @@ psk_batch *psk_batch_new(psk_http *h) {
   if (!b) return NULL;
   b->h = h;
   b->pid = getpid();
+  b->forks = fork_count;
   if (!(b->multi = curl_multi_init())) {
     free(b);
     return NULL;
@@ -624,7 +628,7 @@ void psk_batch_free(psk_batch *b) {
   for (i = 0; i < b->h->npool; i++)
     if (b->h->pool[i]->batch == b) batch_remove(b->h->pool[i]);
   /* In a forked child the multi handle is the parent's: forgotten. */
-  if (b->pid == getpid()) curl_multi_cleanup(b->multi);
+  if (!other_process(&b->pid, &b->forks)) curl_multi_cleanup(b->multi);
   free(b);
 }
 
