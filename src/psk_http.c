@@ -689,6 +689,15 @@ static CURLcode one_run(psk_http *h, psk_transfer *t) {
     snprintf(t->errbuf, sizeof t->errbuf, "%s",
              err ? strerror(err) : curl_multi_strerror(mc));
   curl_multi_remove_handle(o->multi, t->easy);
+  if (mc != CURLM_OK) {
+    /* A failed call can leave the multi handle unfit for the next pin:
+       libcurl 7.88, out of memory while adding a socket to its table,
+       keeps a broken entry that a later transfer on that socket divides
+       by zero on (SIGFPE). A new one is made on next use; the
+       connections stay in the share. */
+    curl_multi_cleanup(o->multi);
+    o->multi = NULL;
+  }
   return rc;
 }
 
