@@ -628,6 +628,63 @@ local function lib_of(key)
   return "other"
 end
 
+-- System calls per pin of the raw loop and periskope (Lua 5.4), counted by
+-- perf's tracepoints over N1 and N2 pins, as instructions are: each costs
+-- about a microsecond on these machines, where a pin's client side is
+-- about 35. Returns { raw = n, periskope = n } or nil.
+local function syscalls(srv, ua)
+  md("System calls per pin, counted by `perf stat -e raw_syscalls:sys_enter` (and"
+    .. " `syscalls:sys_enter_poll`) over the same N1 and N2 pins, without valgrind:")
+  md("")
+  local events = "raw_syscalls:sys_enter,syscalls:sys_enter_poll"
+  local probe, probe_code = "", 1
+  if have("perf") then probe, probe_code = sh("perf stat -x, -e " .. events .. " true 2>&1") end
+  if probe_code ~= 0 or probe:find("not supported", 1, true) or probe:find("not counted", 1, true) then
+    md("skipped: perf with tracepoints unavailable (Debian package linux-perf, run as root)")
+    md("")
+    return nil
+  end
+  local N1, N2 = CFG.cg_n1, CFG.cg_n2
+  local progs = {
+    { name = "raw", label = "raw C loop", cmd = function(n) return CLIENT_ENV
+        .. sq(CFG.raw) .. " " .. sq(srv.base_url) .. " " .. sq(API_KEY) .. " " .. sq(PHONE)
+        .. " " .. sq(ua) .. " 0 " .. n .. " scraw-" end },
+    { name = "periskope", label = "periskope, Lua 5.4", cmd = function(n) return lua_env("lua5.4")
+        .. " lua5.4 bench/seq_periskope.lua " .. sq(srv.base_url) .. " " .. sq(API_KEY)
+        .. " " .. sq(PHONE) .. " 0 " .. n .. " scp-" end },
+  }
+  local res = {}
+  md("| client | system calls per pin | of which poll() |")
+  md("| --- | ---: | ---: |")
+  for _, p in ipairs(progs) do
+    local counts = {}
+    for _, n in ipairs { N1, N2 } do
+      say(("== system calls: %s, %d pins"):format(p.label, n))
+      local r, err = run_client(srv, on_cpu(CFG.client_cpu) .. "perf stat -x, -e " .. events
+        .. " -- " .. p.cmd(n), n)
+      if not r or not r.valid then
+        md(("| %s | FAILED: %s | |"):format(p.label, err or "not every pin got a 204"))
+        md("")
+        return nil
+      end
+      counts[n] = {
+        all = tonumber(r.out:match("\n(%d+),[^,]*,raw_syscalls:sys_enter")),
+        poll = tonumber(r.out:match("\n(%d+),[^,]*,syscalls:sys_enter_poll")),
+      }
+      if not (counts[n].all and counts[n].poll) then
+        md(("| %s | no count in perf's output | |"):format(p.label))
+        md("")
+        return nil
+      end
+    end
+    res[p.name] = (counts[N2].all - counts[N1].all) / (N2 - N1)
+    md(("| %s | %s | %s |"):format(p.label, fmt(res[p.name], 2),
+      fmt((counts[N2].poll - counts[N1].poll) / (N2 - N1), 2)))
+  end
+  md("")
+  return res
+end
+
 local function callgrind(srv, ua)
   md("### 2. Client instructions per pin (callgrind)")
   md("")
@@ -767,7 +824,8 @@ local function callgrind(srv, ua)
     "take_reply", "lpsk_push_head", "read_line", "lpsk_push_result", "push_rate_limit",
     "psk_parse_http_date", "lpsk_pace_take", "psk_budget_take", "pace_settle",
     "psk_budget_settle", "psk_clock_learn", "lua_createtable", "lua_rawset", "lua_setfield",
-    "lua_pushlstring", "curl_easy_perform",
+    "lua_pushlstring", "one_run", "curl_easy_perform", "curl_multi_add_handle",
+    "curl_multi_socket_action", "curl_multi_remove_handle", "singlesocket", "poll",
     "curl_easy_setopt", "curl_slist_append", "curl_slist_free_all", "curl_easy_getinfo",
     "curl_url_set", "curl_url_get", "curl_maprintf", "curl_mvaprintf", "curl_msnprintf",
     "getenv", "curl_getenv", "on_header", "on_body", "luaH_resize", "luaC_step",
@@ -1238,7 +1296,10 @@ local ok_main, err_main = pcall(function()
     seq_tables(rows, lean_rows)
     summary.rows, summary.lean_rows = rows, lean_rows
   end
-  if PARTS.cg then summary.cg = callgrind(srv, ua) end
+  if PARTS.cg then
+    summary.cg = callgrind(srv, ua)
+    summary.syscalls = syscalls(srv, ua)
+  end
   if PARTS.many then summary.many = pin_many() end
   if PARTS.rss then summary.rss = rss(srv) end
   if PARTS.fair then summary.fair = fair() end
