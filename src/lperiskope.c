@@ -250,6 +250,7 @@ static void create_metatables(lua_State *L) {
     lua_setfield(L, -2, "__index");
   }
   lua_rawseti(L, state, STATE_HEADERS_MT);
+  lpsk_result_keys(L, state);
   if (luaL_newmetatable(L, JOB_MT)) psk_setfuncs(L, job_meta, 0);
   lua_pop(L, 1);
   lpsk_async_open(L, state);

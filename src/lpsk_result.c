@@ -345,18 +345,36 @@ static void known_from_table(lua_State *L, int h, known *k) {
 
 long long lpsk_known_int(const known *k, int i) { return k->num[i]; }
 
+static const char *const result_keys[RK_N] = {
+    "ok", "status", "headers", "body", "rate_limit", "trace_id",
+    "error", "attempts", "limit", "remaining", "reset"};
+
+void lpsk_result_keys(lua_State *L, int state) {
+  int i;
+  for (i = 0; i < RK_N; i++) {
+    lua_pushstring(L, result_keys[i]);
+    lua_rawseti(L, state, STATE_KEYS + i);
+  }
+}
+
+/* Pushes field name rk (the module state is upvalue 1); lua_rawset(L,
+   -3) then sets it, once its value is pushed. [-0, +1, -] */
+static void push_key(lua_State *L, int rk) {
+  lua_rawgeti(L, lua_upvalueindex(1), STATE_KEYS + rk);
+}
+
 /* Pushes the rate_limit table, or nothing when no X-RateLimit-* header
    holds an integer. Returns how many it pushed. */
 static int push_rate_limit(lua_State *L, const known *k) {
-  static const char *const keys[] = {"limit", "remaining", "reset"};
   int i, any = 0;
   for (i = K_LIMIT; i <= K_RESET; i++) {
     long long v = lpsk_known_int(k, i);
     if (v >= 0) {
       if (!any) lua_createtable(L, 0, 3);
       any = 1;
+      push_key(L, RK_LIMIT + (i - K_LIMIT));
       lua_pushinteger(L, (lua_Integer)v);
-      lua_setfield(L, -2, keys[i - K_LIMIT]);
+      lua_rawset(L, -3);
     }
   }
   return any;
@@ -432,25 +450,36 @@ void lpsk_push_result(lua_State *L, long status, int h, const known *k,
   lua_createtable(L, 0, 5 + (k->num[K_LIMIT] >= 0 || k->num[K_REMAINING] >= 0 ||
                              k->num[K_RESET] >= 0) +
                             (k->v[K_TRACE] != NULL) + !ok);
+  push_key(L, RK_OK);
   lua_pushboolean(L, ok);
-  lua_setfield(L, -2, "ok");
+  lua_rawset(L, -3);
+  push_key(L, RK_STATUS);
   lua_pushinteger(L, (lua_Integer)status);
-  lua_setfield(L, -2, "status");
+  lua_rawset(L, -3);
+  push_key(L, RK_HEADERS);
   lua_pushvalue(L, h);
-  lua_setfield(L, -2, "headers");
+  lua_rawset(L, -3);
+  push_key(L, RK_BODY);
   lua_pushlstring(L, body, blen);
-  lua_setfield(L, -2, "body");
-  if (push_rate_limit(L, k)) lua_setfield(L, -2, "rate_limit");
+  lua_rawset(L, -3);
+  push_key(L, RK_RATE_LIMIT);
+  if (push_rate_limit(L, k))
+    lua_rawset(L, -3);
+  else
+    lua_pop(L, 1);
   if (k->v[K_TRACE]) { /* the string the headers table holds */
+    push_key(L, RK_TRACE_ID);
     lua_getfield(L, h, known_names[K_TRACE]);
-    lua_setfield(L, -2, "trace_id");
+    lua_rawset(L, -3);
   }
   if (!ok) {
+    push_key(L, RK_ERROR);
     push_error_text(L, status, body, blen);
-    lua_setfield(L, -2, "error");
+    lua_rawset(L, -3);
   }
+  push_key(L, RK_ATTEMPTS);
   lua_pushinteger(L, attempts);
-  lua_setfield(L, -2, "attempts");
+  lua_rawset(L, -3);
 }
 
 /* periskope.read_response(status, headers, body) */
