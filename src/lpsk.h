@@ -34,12 +34,14 @@
    the checks and tables made on every pin. */
 enum { STATE_CLIENT_MT = 1, STATE_HEADERS_MT = 2, STATE_KEYS = 3 };
 
-/* The result table's field names, kept as Lua strings in the module state
-   from STATE_KEYS on (lpsk_result.c): setting a field through them skips
-   lua_setfield's lookup of the C string on every pin. */
+/* The result table's field names (and the trace id header's), kept as Lua
+   strings in the module state from STATE_KEYS on (lpsk_result.c): using
+   them skips lua_setfield's lookup of the C string on every pin. */
 enum {
   RK_OK, RK_STATUS, RK_HEADERS, RK_BODY, RK_RATE_LIMIT, RK_TRACE_ID,
-  RK_ERROR, RK_ATTEMPTS, RK_LIMIT, RK_REMAINING, RK_RESET, RK_N
+  RK_ERROR, RK_ATTEMPTS, RK_LIMIT, RK_REMAINING, RK_RESET,
+  RK_TRACE_HEADER, /* "x-periskope-trace-id", a key of the headers table */
+  RK_N
 };
 void lpsk_result_keys(lua_State *L, int state);
 

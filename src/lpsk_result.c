@@ -347,7 +347,8 @@ long long lpsk_known_int(const known *k, int i) { return k->num[i]; }
 
 static const char *const result_keys[RK_N] = {
     "ok", "status", "headers", "body", "rate_limit", "trace_id",
-    "error", "attempts", "limit", "remaining", "reset"};
+    "error", "attempts", "limit", "remaining", "reset",
+    "x-periskope-trace-id"};
 
 void lpsk_result_keys(lua_State *L, int state) {
   int i;
@@ -469,7 +470,8 @@ void lpsk_push_result(lua_State *L, long status, int h, const known *k,
     lua_pop(L, 1);
   if (k->v[K_TRACE]) { /* the string the headers table holds */
     push_key(L, RK_TRACE_ID);
-    lua_getfield(L, h, known_names[K_TRACE]);
+    push_key(L, RK_TRACE_HEADER);
+    lua_rawget(L, h);
     lua_rawset(L, -3);
   }
   if (!ok) {
