@@ -655,12 +655,12 @@ static CURLcode one_run(psk_http *h, psk_transfer *t) {
   mc = curl_multi_socket_action(o->multi, CURL_SOCKET_TIMEOUT, 0, &running);
   while (mc == CURLM_OK && running) {
     struct pollfd ready[ONE_SOCKETS];
-    int i, n, nready = 0, ms = 1000; /* no timer: look again in a second */
+    int i, n, nready = 0, wait_ms = 1000; /* no timer: look again in a second */
     if (o->deadline >= 0) {
       double wait = o->deadline - psk_time_mono();
-      ms = wait <= 0 ? 0 : wait < 1 ? (int)(wait * 1000) + 1 : 1000;
+      wait_ms = wait <= 0 ? 0 : wait < 1 ? (int)(wait * 1000) + 1 : 1000;
     }
-    n = ms == 0 ? 0 : poll(o->fds, (nfds_t)o->nfds, ms);
+    n = wait_ms == 0 ? 0 : poll(o->fds, (nfds_t)o->nfds, wait_ms);
     if (n < 0 && errno != EINTR) {
       err = errno;
       break;
