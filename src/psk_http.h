@@ -11,8 +11,10 @@
  * connections, DNS and TLS sessions for all its transfers, and a pool of
  * transfers (easy handles) that callers take and give back, so one
  * handshake serves many pins, sequential or concurrent. A sequential
- * exchange runs on a multi handle of its own (perform: one system call
- * per pin fewer than curl_easy_perform). Concurrent
+ * exchange runs on a multi handle of its own, through libcurl's socket
+ * interface (perform: two system calls per pin fewer than
+ * curl_easy_perform; libcurl's socket table for it, about 30 KB, is made
+ * at the first pin). Concurrent
  * transfers run in a psk_batch: a multi handle of their own, so a batch
  * started while another runs (from an on_event hook) never mixes with it.
  */
