@@ -11,7 +11,7 @@
 #   make bench-nonblocking  only the non-blocking part: nginx's worker and
 #                     Neovim's loop while pins wait (about 20 s)
 #   make bench-deps   what the bench uses beyond scripts/setup-debian-dev:
-#                     lua-curl, gnuplot-nox, valgrind (apt-get) and the
+#                     lua-curl, gnuplot-nox, valgrind, linux-perf (apt-get) and the
 #                     Node client (npm ci in bench/node)
 #
 # Settings (environment or make variables): BENCH_PINS, BENCH_WARMUP,
@@ -48,7 +48,7 @@ bench-node:
 	else echo "bench: npm unavailable: the Node client row will be skipped"; fi
 
 bench-deps:
-	apt-get install -y lua-curl gnuplot-nox valgrind
+	apt-get install -y lua-curl gnuplot-nox valgrind linux-perf
 	$(MAKE) --no-print-directory bench-node
 
 bench: bench-build bench-node
