@@ -4,16 +4,15 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include "psk_http.h"
+#include "psk_fork.h"
+#include "psk_one.h"
 #include "psk_time.h"
 
 #include <curl/curl.h>
-#include <errno.h>
-#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 struct psk_transfer {
   psk_http *h;
@@ -38,29 +37,14 @@ struct psk_transfer {
 struct psk_batch {
   psk_http *h;
   CURLM *multi;
-  pid_t pid;         /* the process that made the multi handle */
-  unsigned long forks; /* fork_count when pid was last checked */
+  psk_owner owner;   /* the process that made the multi handle */
   int running;
 };
 
-/* What a sequential exchange waits on: the sockets libcurl names for its
-   one transfer (CURLMOPT_SOCKETFUNCTION) and its timer. At most a few at
-   once: a connection, a second address family while connecting, the
-   resolver's thread. */
-#define ONE_SOCKETS 8
-typedef struct psk_one {
-  CURLM *multi;
-  struct pollfd fds[ONE_SOCKETS];
-  int nfds;
-  double deadline;   /* psk_time_mono() when libcurl wants its timer run;
-                        < 0: no timer */
-} psk_one;
-
 struct psk_http {
   CURLSH *share;
-  psk_one one;       /* the multi handle perform drives, made on first use */
-  pid_t pid;         /* the process that opened the handles */
-  unsigned long forks; /* fork_count when pid was last checked */
+  psk_one one;       /* where perform runs its transfers */
+  psk_owner owner;   /* the process that opened the handles */
   const psk_config *cfg;
   int no_proxy;      /* say "no proxy" to libcurl (see setup_easy) */
   psk_transfer **pool;
@@ -70,34 +54,13 @@ struct psk_http {
 static pthread_once_t global_once = PTHREAD_ONCE_INIT;
 static CURLcode global_rc = CURLE_FAILED_INIT;
 
-/* Bumped in the child of every fork() once the handler is in place
-   (fork_watched): a handle whose count matches was opened in this
-   process, or checked since, without asking getpid() (a system call,
-   about 1 us here) on every pin. */
-static volatile unsigned long fork_count;
-static int fork_watched;
-static void count_fork(void) { fork_count++; }
-
 /* curl_global_init is process-wide and not safe to race: once, here. A
    host that called curl_global_init (or _mem) first keeps its settings:
-   libcurl only counts this call. The fork handler goes with this shared
-   object if it is unloaded (glibc unregisters it at dlclose). */
+   libcurl only counts this call. */
 static void global_init(void) {
   global_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
-  fork_watched = pthread_atfork(NULL, NULL, count_fork) == 0;
 }
 
-/* Whether handles opened by process *pid belong to another process (we
-   are a child of fork), asking getpid() only after a fork (always, if
-   the fork handler could not be set). *forks: fork_count when *pid was
-   last found to be ours. */
-static int other_process(const pid_t *pid, unsigned long *forks) {
-  if (fork_watched && *forks == fork_count) return 0;
-  if (*pid != getpid()) return 1;
-  *forks = fork_count;
-  return 0;
-}
-static int forked(psk_http *h) { return other_process(&h->pid, &h->forks); }
 
 /* Runs inside libcurl: C memory only. Stops the transfer with `kind`. */
 static size_t stop(psk_transfer *t, int st) {
@@ -266,8 +229,7 @@ static int open_share(psk_http *h) {
   static const curl_lock_data shared[] = {
       CURL_LOCK_DATA_DNS, CURL_LOCK_DATA_SSL_SESSION, CURL_LOCK_DATA_CONNECT};
   size_t i;
-  h->pid = getpid();
-  h->forks = fork_count;
+  psk_owner_set(&h->owner);
   h->share = curl_share_init();
   if (!h->share) return PSK_NOMEM;
   for (i = 0; i < sizeof shared / sizeof shared[0]; i++) {
@@ -321,16 +283,15 @@ psk_http *psk_http_new(const psk_config *c, char *errmsg, size_t errlen) {
 void psk_http_free(psk_http *h) {
   int i;
   if (!h) return;
-  if (forked(h)) {
+  if (psk_owner_other(&h->owner)) {
     /* A forked child closing a client it inherited: the handles are the
        parent's, so forget them (see forget_after_fork) and free only
        memory that is ours alone. */
     for (i = 0; i < h->npool; i++) h->pool[i]->easy = NULL;
     h->share = NULL;
-    h->one.multi = NULL;
+    psk_one_forget(&h->one);
   }
-  /* perform takes its transfer out of one.multi before it returns. */
-  if (h->one.multi) curl_multi_cleanup(h->one.multi);
+  psk_one_free(&h->one);
   for (i = 0; i < h->npool; i++) transfer_free(h->pool[i]);
   free(h->pool);
   if (h->share) curl_share_cleanup(h->share);
@@ -343,7 +304,7 @@ void psk_http_free(psk_http *h) {
    own on next use. */
 static int forget_after_fork(psk_http *h) {
   int i;
-  if (!forked(h)) return PSK_OK;
+  if (!psk_owner_other(&h->owner)) return PSK_OK;
   for (i = 0; i < h->npool; i++) {
     psk_transfer *t = h->pool[i];
     t->easy = NULL;   /* the parent's: forgotten, not cleaned up */
@@ -351,8 +312,7 @@ static int forget_after_fork(psk_http *h) {
     t->batch = NULL;
   }
   h->share = NULL;
-  h->one.multi = NULL;
-  h->one.nfds = 0;
+  psk_one_forget(&h->one);
   return open_share(h);
 }
 
@@ -386,7 +346,7 @@ psk_transfer *psk_http_take(psk_http *h) {
 static void batch_remove(psk_transfer *t) {
   psk_batch *b = t->batch;
   if (!b) return;
-  if (!other_process(&b->pid, &b->forks) && t->easy)
+  if (!psk_owner_other(&b->owner) && t->easy)
     curl_multi_remove_handle(b->multi, t->easy);
   b->running--;
   t->batch = NULL;
@@ -584,133 +544,16 @@ static void finish(psk_transfer *t, CURLcode rc) {
   }
 }
 
-/* Runs inside libcurl: C memory only. Keeps the sockets libcurl wants
-   watched for perform's transfer. */
-static int one_socket(CURL *e, curl_socket_t s, int what, void *ud,
-                      void *sockp) {
-  psk_one *o = ud;
-  int i;
-  (void)e;
-  (void)sockp;
-  for (i = 0; i < o->nfds && o->fds[i].fd != s; i++)
-    ;
-  if (what == CURL_POLL_REMOVE) {
-    if (i < o->nfds) o->fds[i] = o->fds[--o->nfds];
-    return 0;
-  }
-  if (i == o->nfds) {
-    /* Never with one transfer; were it so, that socket goes unwatched and
-       the transfer ends by its timeout (-1 would make the multi handle
-       unusable for every later pin). */
-    if (o->nfds == ONE_SOCKETS) return 0;
-    o->fds[o->nfds++].fd = s;
-  }
-  o->fds[i].events = (short)(((what & CURL_POLL_IN) ? POLLIN : 0) |
-                             ((what & CURL_POLL_OUT) ? POLLOUT : 0));
-  return 0;
-}
-
-/* Runs inside libcurl: C memory only. */
-static int one_timer(CURLM *m, long ms, void *ud) {
-  psk_one *o = ud;
-  (void)m;
-  o->deadline = ms < 0 ? -1 : psk_time_mono() + (double)ms / 1000;
-  return 0;
-}
-
-/* perform's multi handle, made on first use: CURLE_OK or why not. */
-static CURLcode one_open(psk_one *o) {
-  if (o->multi) return CURLE_OK;
-  if (!(o->multi = curl_multi_init())) return CURLE_OUT_OF_MEMORY;
-  o->nfds = 0;
-  o->deadline = -1;
-  if (curl_multi_setopt(o->multi, CURLMOPT_SOCKETFUNCTION, one_socket) ||
-      curl_multi_setopt(o->multi, CURLMOPT_SOCKETDATA, o) ||
-      curl_multi_setopt(o->multi, CURLMOPT_TIMERFUNCTION, one_timer) ||
-      curl_multi_setopt(o->multi, CURLMOPT_TIMERDATA, o)) {
-    curl_multi_cleanup(o->multi);
-    o->multi = NULL;
-    return CURLE_FAILED_INIT;
-  }
-  return CURLE_OK;
-}
-
-/* One exchange on t, to its end, through libcurl's socket interface on
-   h's own multi handle: the process sleeps in poll() on the sockets
-   libcurl names, and each wake-up tells libcurl which socket is ready,
-   so it reads without polling that socket again. curl_easy_perform
-   polls its wake-up pipe before it starts and each socket once more
-   before it reads: two more system calls per pin (about 1 us each
-   here). */
-static CURLcode one_run(psk_http *h, psk_transfer *t) {
-  psk_one *o = &h->one;
-  CURLcode rc = one_open(o);
-  CURLMcode mc;
-  CURLMsg *m;
-  int running = 1, left, err = 0;
-  if (rc != CURLE_OK) return rc;
-  if (curl_multi_add_handle(o->multi, t->easy) != CURLM_OK)
-    return CURLE_OUT_OF_MEMORY;
-  /* Adding set the timer to fire at once: that starts the transfer. */
-  mc = curl_multi_socket_action(o->multi, CURL_SOCKET_TIMEOUT, 0, &running);
-  while (mc == CURLM_OK && running) {
-    struct pollfd ready[ONE_SOCKETS];
-    int i, n, nready = 0, wait_ms = 1000; /* no timer: look again in a second */
-    if (o->deadline >= 0) {
-      double wait = o->deadline - psk_time_mono();
-      wait_ms = wait <= 0 ? 0 : wait < 1 ? (int)(wait * 1000) + 1 : 1000;
-    }
-    n = wait_ms == 0 ? 0 : poll(o->fds, (nfds_t)o->nfds, wait_ms);
-    if (n < 0 && errno != EINTR) {
-      err = errno;
-      break;
-    }
-    if (n <= 0) { /* the timer (or a signal): libcurl checks its times */
-      mc = curl_multi_socket_action(o->multi, CURL_SOCKET_TIMEOUT, 0,
-                                    &running);
-      continue;
-    }
-    /* libcurl may change the set while it acts: act on a copy. */
-    for (i = 0; i < o->nfds; i++)
-      if (o->fds[i].revents) ready[nready++] = o->fds[i];
-    for (i = 0; i < nready && mc == CURLM_OK && running; i++) {
-      short ev = ready[i].revents;
-      int bits = ((ev & (POLLIN | POLLHUP)) ? CURL_CSELECT_IN : 0) |
-                 ((ev & POLLOUT) ? CURL_CSELECT_OUT : 0) |
-                 ((ev & (POLLERR | POLLNVAL)) ? CURL_CSELECT_ERR : 0);
-      mc = curl_multi_socket_action(o->multi, ready[i].fd, bits, &running);
-    }
-  }
-  rc = CURLE_RECV_ERROR;
-  while ((m = curl_multi_info_read(o->multi, &left)))
-    if (m->msg == CURLMSG_DONE && m->easy_handle == t->easy)
-      rc = m->data.result;
-  if (rc == CURLE_RECV_ERROR && running)
-    snprintf(t->errbuf, sizeof t->errbuf, "%s",
-             err ? strerror(err) : curl_multi_strerror(mc));
-  curl_multi_remove_handle(o->multi, t->easy);
-  if (mc != CURLM_OK) {
-    /* A failed call can leave the multi handle unfit for the next pin:
-       libcurl 7.88, out of memory while adding a socket to its table,
-       keeps a broken entry that a later transfer on that socket divides
-       by zero on (SIGFPE). A new one is made on next use; the
-       connections stay in the share. */
-    curl_multi_cleanup(o->multi);
-    o->multi = NULL;
-  }
-  return rc;
-}
-
 psk_reply *psk_http_perform(psk_http *h, psk_transfer *t,
                             const psk_request *r) {
   CURLcode rc;
   if (prepare(h, t, r) != 0) return &t->reply;
   reset_exchange(t);
-  rc = one_run(h, t);
+  rc = psk_one_run(&h->one, t->easy, t->errbuf);
   if (stale_connection(t, rc)) {
     t->resent = 1;
     reset_exchange(t);
-    rc = one_run(h, t);
+    rc = psk_one_run(&h->one, t->easy, t->errbuf);
   }
   finish(t, rc);
   return &t->reply;
@@ -720,8 +563,7 @@ psk_batch *psk_batch_new(psk_http *h) {
   psk_batch *b = calloc(1, sizeof *b);
   if (!b) return NULL;
   b->h = h;
-  b->pid = getpid();
-  b->forks = fork_count;
+  psk_owner_set(&b->owner);
   if (!(b->multi = curl_multi_init())) {
     free(b);
     return NULL;
@@ -736,7 +578,7 @@ void psk_batch_free(psk_batch *b) {
   for (i = 0; i < b->h->npool; i++)
     if (b->h->pool[i]->batch == b) batch_remove(b->h->pool[i]);
   /* In a forked child the multi handle is the parent's: forgotten. */
-  if (!other_process(&b->pid, &b->forks)) curl_multi_cleanup(b->multi);
+  if (!psk_owner_other(&b->owner)) curl_multi_cleanup(b->multi);
   free(b);
 }
 

@@ -3,20 +3,20 @@
  * answer (status, head, body) or why none came (a PSK_KIND_* and a message).
  *
  * No lua.h here: callbacks touch C memory only, so no Lua error can be
- * raised while libcurl is on the C stack. curl.h stays inside psk_http.c,
- * so the binding sees only these opaque handles.
+ * raised while libcurl is on the C stack. curl.h stays inside the
+ * transport (psk_http.c, psk_one.[ch]), so the binding sees only these
+ * opaque handles.
  *
  * One psk_http per client, used by one thread at a time (so the share
  * handle needs no lock callbacks). It owns a share handle that pools
  * connections, DNS and TLS sessions for all its transfers, and a pool of
  * transfers (easy handles) that callers take and give back, so one
  * handshake serves many pins, sequential or concurrent. A sequential
- * exchange runs on a multi handle of its own, through libcurl's socket
- * interface (perform: two system calls per pin fewer than
- * curl_easy_perform; libcurl's socket table for it, about 30 KB, is made
- * at the first pin). Concurrent
- * transfers run in a psk_batch: a multi handle of their own, so a batch
- * started while another runs (from an on_event hook) never mixes with it.
+ * exchange runs on a multi handle of its own through libcurl's socket
+ * interface (psk_one.h). Concurrent transfers run in a psk_batch: a
+ * multi handle of their own, so a batch started while another runs (from
+ * an on_event hook) never mixes with it. After fork() (psk_fork.h) a
+ * child forgets the parent's handles and opens its own.
  */
 #ifndef PSK_HTTP_H
 #define PSK_HTTP_H

@@ -6,6 +6,8 @@
 
 #ifdef PSK_HAVE_HIREDIS
 
+#include "psk_fork.h"
+
 #include <hiredis/hiredis.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -28,7 +30,7 @@ static const char CAS_SCRIPT[] =
 
 struct psk_redis {
   redisContext *ctx;
-  pid_t pid;          /* the process that opened ctx */
+  psk_owner owner;    /* the process that opened ctx */
   char sha[41];       /* CAS_SCRIPT's SHA-1, as SCRIPT LOAD answered */
   char *host;
   char *password;
@@ -138,7 +140,7 @@ static int connect_now(psk_redis *r, char *err, size_t err_cap) {
     disconnect(r);
     return -1;
   }
-  r->pid = getpid();
+  psk_owner_set(&r->owner);
   if (redisSetTimeout(r->ctx, tv_of(r->timeout)) != REDIS_OK) {
     snprintf(err, err_cap, "redis %s:%d: cannot set the timeout", r->host,
              r->port);
@@ -264,7 +266,7 @@ int psk_redis_cas(psk_redis *r, const char *name, const char *expected,
                   size_t *cur_len, char *err, size_t err_cap) {
   sigpipe_guard g;
   int result;
-  if (r->ctx && r->pid != getpid()) disconnect(r); /* the parent's */
+  if (r->ctx && psk_owner_other(&r->owner)) disconnect(r); /* the parent's */
   sigpipe_hold(&g);
   result = cas(r, name, expected, desired, ttl_ms, cur, cur_cap, cur_len,
                err, err_cap);
