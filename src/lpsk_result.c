@@ -364,21 +364,26 @@ static void push_key(lua_State *L, int rk) {
   lua_rawgeti(L, lua_upvalueindex(1), STATE_KEYS + rk);
 }
 
-/* Pushes the rate_limit table, or nothing when no X-RateLimit-* header
-   holds an integer. Returns how many it pushed. */
-static int push_rate_limit(lua_State *L, const known *k) {
-  int i, any = 0;
+/* Whether an X-RateLimit-* header holds an integer: the result then has
+   a rate_limit table. */
+static int has_rate_limit(const known *k) {
+  return k->num[K_LIMIT] >= 0 || k->num[K_REMAINING] >= 0 ||
+         k->num[K_RESET] >= 0;
+}
+
+/* Pushes the rate_limit table of the X-RateLimit-* headers that hold an
+   integer (has_rate_limit). [-0, +1, m] */
+static void push_rate_limit(lua_State *L, const known *k) {
+  int i;
+  lua_createtable(L, 0, 3);
   for (i = K_LIMIT; i <= K_RESET; i++) {
     long long v = lpsk_known_int(k, i);
     if (v >= 0) {
-      if (!any) lua_createtable(L, 0, 3);
-      any = 1;
       push_key(L, RK_LIMIT + (i - K_LIMIT));
       lua_pushinteger(L, (lua_Integer)v);
       lua_rawset(L, -3);
     }
   }
-  return any;
 }
 
 /* Pushes the error text of a non-2xx answer: the JSON body's "message" (or
@@ -448,9 +453,7 @@ void lpsk_push_result(lua_State *L, long status, int h, const known *k,
   int ok = status >= 200 && status < 300;
   /* Sized for its fields: ok, status, headers, body, attempts, and
      rate_limit, trace_id and error when present. */
-  lua_createtable(L, 0, 5 + (k->num[K_LIMIT] >= 0 || k->num[K_REMAINING] >= 0 ||
-                             k->num[K_RESET] >= 0) +
-                            (k->v[K_TRACE] != NULL) + !ok);
+  lua_createtable(L, 0, 5 + has_rate_limit(k) + (k->v[K_TRACE] != NULL) + !ok);
   push_key(L, RK_OK);
   lua_pushboolean(L, ok);
   lua_rawset(L, -3);
@@ -463,11 +466,11 @@ void lpsk_push_result(lua_State *L, long status, int h, const known *k,
   push_key(L, RK_BODY);
   lua_pushlstring(L, body, blen);
   lua_rawset(L, -3);
-  push_key(L, RK_RATE_LIMIT);
-  if (push_rate_limit(L, k))
+  if (has_rate_limit(k)) {
+    push_key(L, RK_RATE_LIMIT);
+    push_rate_limit(L, k);
     lua_rawset(L, -3);
-  else
-    lua_pop(L, 1);
+  }
   if (k->v[K_TRACE]) { /* the string the headers table holds */
     push_key(L, RK_TRACE_ID);
     push_key(L, RK_TRACE_HEADER);
