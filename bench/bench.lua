@@ -628,6 +628,18 @@ local function lib_of(key)
   return "other"
 end
 
+-- The sequential clients of part 2 (instructions, system calls): n pins
+-- with message ids <id><i>, no warm-up. `through` (valgrind, say) goes
+-- between the environment and the program, and ends with a space.
+local function raw_cmd(srv, ua, n, id, through)
+  return CLIENT_ENV .. through .. sq(CFG.raw) .. " " .. sq(srv.base_url) .. " " .. sq(API_KEY)
+    .. " " .. sq(PHONE) .. " " .. sq(ua) .. " 0 " .. n .. " " .. id
+end
+local function periskope_cmd(srv, n, id, through, hook)
+  return lua_env("lua5.4") .. through .. "lua5.4 bench/seq_periskope.lua " .. sq(srv.base_url)
+    .. " " .. sq(API_KEY) .. " " .. sq(PHONE) .. " 0 " .. n .. " " .. id .. (hook and " hook" or "")
+end
+
 -- System calls per pin of the raw loop and periskope (Lua 5.4), counted by
 -- perf's tracepoints over N1 and N2 pins, as instructions are: each costs
 -- about a microsecond on these machines, where a pin's client side is
@@ -646,12 +658,10 @@ local function syscalls(srv, ua)
   end
   local N1, N2 = CFG.cg_n1, CFG.cg_n2
   local progs = {
-    { name = "raw", label = "raw C loop", cmd = function(n) return CLIENT_ENV
-        .. sq(CFG.raw) .. " " .. sq(srv.base_url) .. " " .. sq(API_KEY) .. " " .. sq(PHONE)
-        .. " " .. sq(ua) .. " 0 " .. n .. " scraw-" end },
-    { name = "periskope", label = "periskope, Lua 5.4", cmd = function(n) return lua_env("lua5.4")
-        .. " lua5.4 bench/seq_periskope.lua " .. sq(srv.base_url) .. " " .. sq(API_KEY)
-        .. " " .. sq(PHONE) .. " 0 " .. n .. " scp-" end },
+    { name = "raw", label = "raw C loop",
+      cmd = function(n) return raw_cmd(srv, ua, n, "scraw-", "") end },
+    { name = "periskope", label = "periskope, Lua 5.4",
+      cmd = function(n) return periskope_cmd(srv, n, "scp-", "") end },
   }
   local res = {}
   md("| client | system calls per pin | of which poll() |")
@@ -698,24 +708,19 @@ local function callgrind(srv, ua)
   local function vg(name, n)
     return CFG.dir .. "/cg-" .. name .. "-" .. n .. ".out"
   end
+  local function under_valgrind(name, n)
+    return ld .. on_cpu(CFG.client_cpu) .. "valgrind --tool=callgrind --callgrind-out-file="
+      .. sq(vg(name, n) .. ".run") .. " "
+  end
   local progs = {
-    { name = "raw", label = "raw C loop", prefix = "cgraw-",
-      cmd = function(n) return CLIENT_ENV .. ld .. on_cpu(CFG.client_cpu)
-        .. "valgrind --tool=callgrind --callgrind-out-file=" .. sq(vg("raw", n) .. ".run") .. " "
-        .. sq(CFG.raw) .. " " .. sq(srv.base_url) .. " " .. sq(API_KEY) .. " " .. sq(PHONE)
-        .. " " .. sq(ua) .. " 0 " .. n .. " cgraw-" end },
-    { name = "periskope", label = "periskope, Lua 5.4", prefix = "cgp-",
-      cmd = function(n) return lua_env("lua5.4") .. ld .. on_cpu(CFG.client_cpu)
-        .. "valgrind --tool=callgrind --callgrind-out-file=" .. sq(vg("periskope", n) .. ".run")
-        .. " lua5.4 bench/seq_periskope.lua " .. sq(srv.base_url) .. " " .. sq(API_KEY)
-        .. " " .. sq(PHONE) .. " 0 " .. n .. " cgp-" end },
+    { name = "raw", label = "raw C loop",
+      cmd = function(n) return raw_cmd(srv, ua, n, "cgraw-", under_valgrind("raw", n)) end },
+    { name = "periskope", label = "periskope, Lua 5.4",
+      cmd = function(n) return periskope_cmd(srv, n, "cgp-", under_valgrind("periskope", n)) end },
     -- The same with an on_event hook that does nothing: what events cost
     -- when they are asked for. Without a hook no event table is built.
-    { name = "hook", label = "periskope, Lua 5.4, on_event set (empty function)", prefix = "cgh-",
-      cmd = function(n) return lua_env("lua5.4") .. ld .. on_cpu(CFG.client_cpu)
-        .. "valgrind --tool=callgrind --callgrind-out-file=" .. sq(vg("hook", n) .. ".run")
-        .. " lua5.4 bench/seq_periskope.lua " .. sq(srv.base_url) .. " " .. sq(API_KEY)
-        .. " " .. sq(PHONE) .. " 0 " .. n .. " cgh- hook" end },
+    { name = "hook", label = "periskope, Lua 5.4, on_event set (empty function)",
+      cmd = function(n) return periskope_cmd(srv, n, "cgh-", under_valgrind("hook", n), true) end },
   }
   local res = {}
   for _, p in ipairs(progs) do
