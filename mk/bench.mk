@@ -53,7 +53,7 @@ bench-deps:
 
 bench: bench-build bench-node
 	BENCH_RAW=$(BENCH_RAW) BENCH_RAW_MULTI=$(BENCH_RAW_MULTI) BENCH_DIR=$(BENCH_DIR) lua5.4 bench/bench.lua
-	lua5.4 bench/nonblocking.lua
+	$(if $(BENCH_PARTS),@echo "bench: BENCH_PARTS given: bench/nonblocking.lua not run (make bench-nonblocking runs it)",lua5.4 bench/nonblocking.lua)
 
 # Pinning without blocking the host (OpenResty's worker, Neovim's loop):
 # bench/nonblocking.lua, results in bench/nonblocking.md.
