@@ -9,7 +9,7 @@
  * including absent (-1) and absurd ones.
  *
  * A sixth opcode runs the shared stores' operation (psk_pace_apply_text)
- * on the budget's text, seeded with the budget itself; a seventh and
+ * on the budget's text, seeded with the budget itself, with a circuit; a seventh and
  * eighth take in queue order (psk_pace_apply) as one of four waiters,
  * each holding the ticket its last take gave it.
  *
@@ -38,6 +38,10 @@ static int same(const psk_shared *sa, const psk_shared *sb) {
          a->reset == b->reset && a->prev == b->prev && a->limit == b->limit &&
          a->cap == b->cap && a->taken == b->taken &&
          a->inflight == b->inflight && fabs(a->lease - b->lease) < 0.0006 &&
+         a->reset_date == b->reset_date &&
+         sa->circuit.fails == sb->circuit.fails &&
+         fabs(sa->circuit.open_until - sb->circuit.open_until) < 0.0006 &&
+         fabs(sa->circuit.probe_until - sb->circuit.probe_until) < 0.0006 &&
          sa->queue.last == sb->queue.last && sa->queue.n == sb->queue.n &&
          memcmp(sa->queue.id, sb->queue.id,
                 (size_t)sa->queue.n * sizeof sa->queue.id[0]) == 0 &&
@@ -147,7 +151,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     case 2:
     case 3:
       psk_budget_settle(b, p[0] % 8 == 2, header_value(p[5], p[6]),
-                        header_value(p[7], p[8]), header_value(p[9], p[10]));
+                        header_value(p[7], p[8]), header_value(p[9], p[10]), -1);
       FUZZ_CHECK(b->inflight == (inflight > 0 ? inflight - 1 : 0));
       break;
     case 6:
@@ -215,15 +219,32 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       op.limit = header_value(p[7], p[8]);
       op.remaining = header_value(p[9], p[10]);
       op.reset = header_value(p[11], p[6]);
+      op.date = header_value(p[8], p[11]);
       op.ticket = tickets[p[6] % 4];
+      /* The circuit: a threshold of 0 to 3, a cooldown of 0 to 15 s. */
+      op.failures = p[9] % 4;
+      op.cooldown = (double)(p[10] % 16);
+      op.unanswered = !op.answered && (p[5] & 0x20);
+      op.was_probe = (p[5] >> 6) & 1;
       psk_pace_apply_text(p[5] & 0x10 ? "" : text, p[5] & 0x10 ? 0 : tn, &op,
                           out);
       FUZZ_CHECK(strlen(out) < PSK_BUDGET_TEXT);
       FUZZ_CHECK(psk_shared_decode(&sh, out, strlen(out)) == 0);
       if (!op.settle) {
         FUZZ_CHECK(isfinite(op.delay));
-        if (op.force) FUZZ_CHECK(op.delay == 0);
+        /* Refused by an open circuit (forced or not): a wait until its
+           cooldown or its probe's lease ends; else a forced take goes. */
+        if (op.refused)
+          FUZZ_CHECK(op.open && op.failures > 0 && op.delay > 0 &&
+                     !op.is_probe);
+        else if (op.force)
+          FUZZ_CHECK(op.delay == 0);
+        if (op.is_probe) FUZZ_CHECK(op.delay == 0 && op.open);
+      } else if (op.answered) {
+        FUZZ_CHECK(!op.open && op.fails == 0); /* an answer closes it */
       }
+      FUZZ_CHECK(sh.circuit.fails >= 0 && sh.circuit.open_until >= 0 &&
+                 sh.circuit.probe_until >= 0);
       break;
     }
     default: {

@@ -256,8 +256,9 @@ static void check_plan(const psk_outcome *o, int attempt, double now,
   FUZZ_CHECK((isfinite(wait) || wait == HUGE_VAL) && wait >= 0);
   FUZZ_CHECK(reason >= PSK_WAIT_RETRY_AFTER && reason <= PSK_WAIT_BACKOFF);
   FUZZ_CHECK(psk_wait_reasons[reason] != NULL);
-  /* The order the README gives: Retry-After, reset, backoff; a Date
-     that parses is the server's now. */
+  /* The order the README gives: Retry-After, reset (within the horizon
+     after the server's now), backoff; a Date that parses is the server's
+     now. */
   if (o->date && psk_parse_http_date(o->date, o->date_len, &v) == PSK_OK)
     server_now = (double)v;
   if (o->retry_after && psk_parse_retry_after(o->retry_after,
@@ -267,7 +268,8 @@ static void check_plan(const psk_outcome *o, int attempt, double now,
     FUZZ_CHECK(reason == PSK_WAIT_RETRY_AFTER && wait == ra);
   } else if (o->reset &&
              psk_parse_uint(o->reset, o->reset_len, &v) == PSK_OK &&
-             (double)v > server_now) {
+             (double)v > server_now &&
+             (double)v <= server_now + PSK_RESET_HORIZON) {
     FUZZ_CHECK(reason == PSK_WAIT_RATE_LIMIT);
     FUZZ_CHECK(wait > 0 && wait == (double)v - server_now);
   } else {

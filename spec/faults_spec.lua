@@ -350,14 +350,18 @@ describe("faults", function()
       end
     end)
 
-    it("in X-RateLimit-Reset, far in the future, return the 429 at once", function()
-      local t0 = os.time()
-      local res, _, _, reqs = run({ { status = 429, rate_headers = false,
-        headers = { ["X-RateLimit-Reset"] = "9007199254740991" } } }, { retries = 2 })
-      assert.equal(429, res.status)
-      assert.equal(1, res.attempts)
-      assert.equal(1, #reqs)
-      assert.truthy(os.time() - t0 <= 2)
+    it("in X-RateLimit-Reset, past the hour after Date or in milliseconds, count as absent: the backoff", function()
+      for _, far in ipairs { "9007199254740991", tostring((os.time() + 3700) * 1000),
+                             tostring(os.time() + 3700) } do
+        local res, _, _, reqs, events = run({ { status = 429, rate_headers = false,
+          headers = { ["X-RateLimit-Reset"] = far } } }, { retries = 2 })
+        assert.equal(204, res.status, far)
+        assert.equal(2, res.attempts)
+        assert.equal(2, #reqs)
+        local wait = of_type(events, "wait")[1]
+        assert.equal("backoff", wait.reason, far)
+        assert.truthy(wait.seconds < 1, wait.seconds)
+      end
     end)
   end)
 

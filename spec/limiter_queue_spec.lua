@@ -16,17 +16,17 @@ local recorder = util.recorder
 
 local of_type = util.of_type
 
--- The queue part of a stored budget's text (see psk_budget_encode): the
+-- The queue part of a stored budget's text (see psk_shared_encode): the
 -- last ticket given, and the waiting tickets, lowest first, each { id,
 -- until } (its lease's end, server epoch seconds).
 local function stored_queue(text)
   local words = {}
   for w in (text or ""):gmatch("%S+") do words[#words + 1] = w end
-  assert(words[1] == "p2", "not a budget: " .. tostring(text))
-  local q = { last = tonumber(words[11]), n = tonumber(words[12]), tickets = {} }
-  local base, id = tonumber(words[13]), nil
+  assert(words[1] == "p3", "not a budget: " .. tostring(text))
+  local q = { last = tonumber(words[15]), n = tonumber(words[16]), tickets = {} }
+  local base, id = tonumber(words[17]), nil
   for i = 1, q.n do
-    local gap, off = words[13 + i]:match("^(%d+):(%d+)$")
+    local gap, off = words[17 + i]:match("^(%d+):(%d+)$")
     id = i == 1 and q.last - tonumber(gap) or id + tonumber(gap)
     q.tickets[i] = { id = id, ["until"] = (base + tonumber(off)) / 10 }
   end

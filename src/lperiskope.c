@@ -92,7 +92,7 @@ static Client *new_client(lua_State *L, int t, int arg) {
   }
   dbg = getenv("PERISKOPE_DEBUG");
   c->debug = !c->hook && dbg && strcmp(dbg, "1") == 0;
-  psk_budget_init(&c->budget);
+  psk_shared_init(&c->own);
   c->rng = (uint64_t)(uintptr_t)c ^ ((uint64_t)(psk_time_wall() * 1e6) << 1);
   if (!c->rng) c->rng = 0x9E3779B97F4A7C15ULL;
 

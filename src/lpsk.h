@@ -8,6 +8,9 @@
  *                  sent (misuse raises, naming the field)
  *   lpsk_result.c  requests and answers as Lua tables: build_pin's
  *                  request, result tables, headers, read_response
+ *   lpsk_pace.c    every pacing decision (pin, pin_many, jobs; the
+ *                  client's own budget or a shared store), the circuit
+ *                  breaker and its events
  *   lpsk_job.c     the pin job: one pin as a state machine (pacing,
  *                  events, retries), whoever does its I/O
  *   lpsk_pin.c     the drivers: pin (blocking), pin_many (a batch), and
@@ -87,8 +90,18 @@ typedef struct Client {
   struct pin_job *job; /* the blocking pin's job, kept between pins, with
                           room for its message id (lpsk_pin.c) */
   uint64_t rng;        /* backoff jitter */
-  psk_budget budget;   /* pacing in the client (and the fallback) */
+  psk_shared own;      /* pacing and circuit in the client (and the
+                          fallback of a shared store); its queue unused */
   psk_clock clock;     /* the server's clock, from Date */
+  int failures;        /* circuit option: opens after this many requests
+                          in a row got no answer; 0: no circuit */
+  double cooldown;     /* ... for this many seconds */
+  int circuit_open;    /* the circuit as the last event announced it */
+  unsigned long fail_seq; /* requests that got no answer, ever: a waiter
+                             that sees it move knows the answer it waited
+                             for will not come (lpsk_pace.c) */
+  int fail_kind;       /* the last of them: its kind and message */
+  char fail_msg[512];
   int limited;         /* a shared limiter is set (in the uservalue table) */
   long long unsettled; /* shared slots whose end the store has not heard */
   char lim_name[LPACE_NAME_MAX]; /* the budget's name in its store */
@@ -197,6 +210,18 @@ enum {
    driver, a transfer of the client's pool; lpsk_job_release frees them.
    It borrows its client, which the driver keeps alive (and anchored) for
    as long as it steps the job. */
+/* A waiter for a pacing slot: a job's next attempt, or a batch's next
+   item (lpsk_pace.c). Zeroed when a wait begins. */
+typedef struct pace_waiter {
+  double waited;      /* seconds napped so far in this wait */
+  double until;       /* waited + the wait last announced (one event per
+                         wait) */
+  long long ticket;   /* its place in the shared store's queue (0: none) */
+  unsigned long fail_seen; /* the client's fail_seq when it began to wait
+                              for an answer in flight */
+  int awaiting;       /* it waits for an answer in flight */
+} pace_waiter;
+
 typedef struct pin_job {
   Client *c;
   int state;         /* private to lpsk_job.c */
@@ -206,21 +231,26 @@ typedef struct pin_job {
   psk_request req;   /* the request, built on the first send */
   int built;         /* req is built */
   int attempt;       /* requests made so far */
+  int tries;         /* outcomes so far: requests, and failures taken from
+                        a request it waited for (the retries' budget) */
   int index;         /* pin_many item (1-based), 0 for pin */
   int batch;         /* a batch paces it: step takes no slot itself */
   int nested;        /* started while another call ran on the client */
   int slot;          /* holds a pacing slot whose end is not settled */
   int shared;        /* ... and it came from the shared store */
-  long long ticket;  /* its place in the shared store's queue while it
-                        waits for a slot (0: none) */
-  double waited;     /* pacing: seconds waited for this attempt's slot */
-  double until;      /* pacing: end of the last wait announced */
+  int probe;         /* ... and it is the circuit's probe */
+  pace_waiter w;     /* its wait for a slot (a batch's wait for its own) */
+  int kept;          /* a registry reference to the outcome a retry waits
+                        to better (0: none) */
+  int kept_n;        /* ... and how many values it holds */
   double not_before; /* batch: monotonic time its retry may start */
   int running;       /* batch: its request is in flight */
   int nout;          /* JOB_DONE: values pushed */
   psk_transfer *t;   /* blocking driver: taken from the client's pool */
   const psk_reply *fed; /* job:step: the reply handed to the next step */
   int keep;          /* job:step: the step asked for more (send, wait) */
+  int stepping;      /* job:step: a step of it runs (a hook may not step
+                        it again) */
 } pin_job;
 
 /* Makes j a fresh job of client c for arguments a (index: pin_many item,
@@ -231,8 +261,8 @@ int lpsk_job_init(pin_job *j, Client *c, const pin_args *a, int index,
                   char *idbuf);
 /* Frees what j owns, gives its transfer back and ends a pacing slot it
    still holds (a raise came between the slot and its answer) as
-   unanswered; idempotent, never raises. */
-void lpsk_job_release(pin_job *j);
+   unanswered; drops the outcome it kept; idempotent, never raises. */
+void lpsk_job_release(lua_State *L, pin_job *j);
 /* Advances j. rep: the reply to its last JOB_SEND, else NULL. The client
    userdata is at stack index ud (its hook and limiter live there).
    Emits the events and runs the pacing of this step. [-0, +(0|nout), e] */
@@ -245,22 +275,85 @@ int lpsk_job_gc(lua_State *L); /* PinJob __gc and __close */
 /* Whether j's next step takes the reply to the request it sent. */
 int lpsk_job_awaits_reply(const pin_job *j);
 
-/* Pacing for a batch, which schedules its own requests: a slot (0: go,
-   counted; > 0 seconds to the reset; < 0 ask again shortly), and how long
-   to nap before asking again. *ticket: the waiter's place in a shared
-   store's queue, carried from one ask of a wait to the next (0 to begin
-   a wait; 0 again once a slot is taken). */
-double lpsk_pace_take(lua_State *L, Client *c, int ud, int force,
-                      int *shared, long long *ticket);
-double lpsk_pace_nap(const Client *c, double d, int shared);
+/* A job that was not sent: its waiter was refused (the rate limit spent
+   past max_retry_wait, the circuit open; why says so) or the request it
+   waited for got no answer (why holds that failure, which becomes its
+   own). Emits the failure event; returns JOB_DONE (the outcome pushed:
+   a refusal ends the call with the outcome a retry waited to better, if
+   any) or JOB_WAIT (a retry, after *wait seconds). [-0, +(0|nout), e] */
+int lpsk_job_unsent(lua_State *L, pin_job *j, int ud, int how,
+                    const psk_reply *why, double *wait);
+
 /* A wait event (index: pin_many item, or 0), when the client has a hook
    or debug output. [-0, +0, e] */
 void lpsk_ev_wait(lua_State *L, Client *c, int ud, double seconds,
                   int reason, int index);
+/* Hands the event table on top to on_event (or the debug line) and pops
+   it. [-1, +0, e] */
+void lpsk_emit(lua_State *L, Client *c, int ud);
+/* Starts an event table of type `type` (index: pin_many item, or 0).
+   [-0, +1, m] */
+void lpsk_ev_begin(lua_State *L, const char *type, int index);
+/* Whether the client has a hook or debug output. */
+int lpsk_wants_events(const Client *c);
+
+/* ---------------------------------------------------------------- */
+/* pacing (lpsk_pace.c)                                              */
+
+/* What lpsk_pace_ask decides for a waiter. */
+enum {
+  PACE_GO,      /* a slot is taken: send now */
+  PACE_WAIT,    /* nap the seconds given, then ask again */
+  PACE_REFUSED, /* send nothing: the rate limit is spent past
+                   max_retry_wait, or the circuit is open */
+  PACE_SHARE    /* the answer it waited for will not come: that request's
+                   failure is its own */
+};
+
+/* Where a slot came from. */
+typedef struct pace_slot {
+  int shared; /* the shared store gave it */
+  int probe;  /* it is the circuit's probe */
+} pace_slot;
+
+/* The one pacing decision, for every waiter: a job (pin, job:step) or a
+   batch (pin_many). lone: nothing of the waiter's own call is in flight,
+   so nothing of its own will teach the budget (a batch with no transfer
+   running); nested: it started in a hook of another call on the same
+   client, whose answer cannot come before the hook returns. The rules,
+   in order:
+     - the circuit is open: PACE_REFUSED (kind "unavailable");
+     - a slot is free: PACE_GO;
+     - only an answer in flight can tell: PACE_SHARE if a request of this
+       client got no answer since the waiter began waiting for one; else
+       go anyway when nested, when lone on the client's own budget, or
+       when waiting longer would pass max_retry_wait; else PACE_WAIT a
+       short poll;
+     - the budget is spent until its reset: PACE_REFUSED (kind
+       "rate_limited", nothing sent) when this wait would pass
+       max_retry_wait; else PACE_WAIT (one wait event per wait).
+   PACE_REFUSED and PACE_SHARE fill why (status 0, kind, message).
+   [-0, +0, e] */
+int lpsk_pace_ask(lua_State *L, Client *c, int ud, pace_waiter *w, int lone,
+                  int nested, int index, double *nap, pace_slot *slot,
+                  psk_reply *why);
+/* A request that had a slot ended: with an answer (k: its headers, date
+   its Date or -1) or without (k NULL, rep its failure). Teaches the
+   budget, the clock's owner and the circuit (its events), and records a
+   failure for the waiters of lpsk_pace_ask. [-0, +0, e] */
+void lpsk_pace_settle(lua_State *L, Client *c, int ud, int shared, int probe,
+                      const known *k, long long date, const psk_reply *rep);
+/* A waiter that stops waiting gives its place in the store's queue back
+   (a store that fails lets the ticket's lease end it), and is zeroed.
+   [-0, +0, e] */
+void lpsk_pace_leave(lua_State *L, Client *c, int ud, pace_waiter *w);
 
 /* ---------------------------------------------------------------- */
 /* the drivers (lpsk_pin.c)                                          */
 
+/* Sleeps s seconds, letting the host act on a signal that wakes it (see
+   lpsk_pin.c). [-0, +0, e] */
+void lpsk_sleep(lua_State *L, double s);
 int lpsk_client_pin(lua_State *L);      /* Client:pin */
 int lpsk_client_pin_many(lua_State *L); /* Client:pin_many */
 int lpsk_mod_pin(lua_State *L);         /* periskope.pin */

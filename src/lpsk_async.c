@@ -142,7 +142,7 @@ static int step_body(lua_State *L) {
 static void step_release(lua_State *L, int obj) {
   pin_job *j = lua_touserdata(L, obj);
   if (!j->keep) {
-    lpsk_job_release(j);
+    lpsk_job_release(L, j);
     j->c = NULL; /* over: a later step says so */
   }
   j->keep = 0;
@@ -157,7 +157,7 @@ static int job_step(lua_State *L) {
     return luaL_error(L, "periskope: this pin job is over (it was done, "
                          "or a step raised)");
   if (j->c->closed) {
-    lpsk_job_release(j);
+    lpsk_job_release(L, j);
     j->c = NULL;
     return luaL_error(L, "periskope: attempt to use a closed client");
   }

@@ -112,7 +112,7 @@ static void set_owned(lua_State *L, char **slot, const char *s, size_t n) {
 static const char *const option_names[] = {
     "api_key",        "phone",    "base_url", "timeout",    "connect_timeout",
     "retries",        "max_body", "ca_file",  "user_agent", "max_retry_wait",
-    "on_event",       "limiter",  NULL};
+    "on_event",       "limiter",  "circuit",  NULL};
 
 /* A string option from t, else from the environment variable env (empty
    counts as unset). Leaves the value on the stack while the caller uses
@@ -140,13 +140,14 @@ static const char *opt_string(lua_State *L, int t, int arg, const char *name,
   return NULL;
 }
 
-/* A number option in (lo, hi] (or [lo, hi] when lo_ok); integral when
-   integral is set. [-0, +0, v] */
-static double opt_number(lua_State *L, int t, int arg, const char *name,
-                         double def, double lo, int lo_ok, double hi,
-                         int integral, const char *rule) {
+/* A number option t[key] in (lo, hi] (or [lo, hi] when lo_ok); integral
+   when integral is set; errors name it `name`. [-0, +0, v] */
+static double opt_number_as(lua_State *L, int t, int arg, const char *key,
+                            const char *name, double def, double lo,
+                            int lo_ok, double hi, int integral,
+                            const char *rule) {
   double v;
-  int ty = lpsk_get_field(L, t, name);
+  int ty = lpsk_get_field(L, t, key);
   if (ty == LUA_TNIL) {
     lua_pop(L, 1);
     return def;
@@ -163,6 +164,48 @@ static double opt_number(lua_State *L, int t, int arg, const char *name,
     bad(L, arg, "option", name, rule, -1);
   lua_pop(L, 1);
   return v;
+}
+
+#define opt_number(L, t, arg, name, ...) \
+  opt_number_as(L, t, arg, name, name, __VA_ARGS__)
+
+static const char *const circuit_fields[] = {"failures", "cooldown", NULL};
+
+#define CIRCUIT_RULE                                                        \
+  "must be false, or a table { failures = 1 to 1000, cooldown = seconds > " \
+  "0 and <= 86400 }"
+
+/* The circuit option of table t (0: none) into c: nil or true, the
+   defaults; false, none; a table, its fields over the defaults.
+   [-0, +0, v] */
+static void read_circuit(lua_State *L, Client *c, int t, int arg) {
+  int ty = lpsk_get_field(L, t, "circuit"), v = lua_gettop(L);
+  c->failures = 5;
+  c->cooldown = 10;
+  if (ty == LUA_TBOOLEAN && !lua_toboolean(L, v)) c->failures = 0;
+  if (ty == LUA_TTABLE) {
+    lua_pushnil(L);
+    while (lua_next(L, v)) {
+      lua_pop(L, 1);
+      if (lua_type(L, -1) != LUA_TSTRING ||
+          list_index(lua_tostring(L, -1), circuit_fields) < 0)
+        lpsk_bad(L, arg, "", "option", "circuit",
+                 lua_type(L, -1) == LUA_TSTRING
+                     ? lua_pushfstring(L, "has an unknown field '%s' (%s)",
+                                       lua_tostring(L, -1), CIRCUIT_RULE)
+                     : CIRCUIT_RULE,
+                 0);
+    }
+    c->failures =
+        (int)opt_number_as(L, v, arg, "failures", "circuit.failures", 5, 1, 1,
+                           1000, 1, "must be an integer from 1 to 1000");
+    c->cooldown = opt_number_as(
+        L, v, arg, "cooldown", "circuit.cooldown", 10, 0, 0, 86400, 0,
+        "must be a number of seconds > 0 and <= 86400");
+  } else if (ty != LUA_TNIL && ty != LUA_TBOOLEAN) {
+    bad(L, arg, "option", "circuit", CIRCUIT_RULE, v);
+  }
+  lua_pop(L, 1);
 }
 
 /* Reads every option of table t (0: none) into c->cfg, with environment
@@ -276,6 +319,8 @@ void lpsk_read_options(lua_State *L, Client *c, int t, int arg,
       lua_type(L, -1) != LUA_TFUNCTION)
     bad(L, arg, "option", "on_event", "must be a function", -1);
   lua_pop(L, 1);
+
+  read_circuit(L, c, t, arg);
 
   if (lpsk_get_field(L, t, "limiter") != LUA_TNIL && !lpace_test(L, -1))
     bad(L, arg, "option", "limiter",

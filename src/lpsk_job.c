@@ -20,10 +20,6 @@
 #include "lpsk.h"
 #include "psk_time.h"
 
-/* Seconds between asks while only another process's answer can open the
-   shared budget. */
-#define PACE_POLL 0.05
-
 enum {
   J_PACE,  /* wants a slot for its next attempt */
   J_SENT,  /* its request is out: the next step takes the reply */
@@ -67,7 +63,7 @@ static int is_yield_error(lua_State *L) {
    it. Runs between transfers only. An error raised by the hook propagates
    unchanged (the driver cleans up on its way out), except a refused yield,
    which says what was refused. [-1, +0, e] */
-static void emit(lua_State *L, Client *c, int ud) {
+void lpsk_emit(lua_State *L, Client *c, int ud) {
   int ev = lua_gettop(L);
   if (c->hook) {
     psk_getuvtable(L, ud);
@@ -87,7 +83,7 @@ static void emit(lua_State *L, Client *c, int ud) {
   lua_settop(L, ev - 1);
 }
 
-static void ev_begin(lua_State *L, const char *type, int index) {
+void lpsk_ev_begin(lua_State *L, const char *type, int index) {
   lua_createtable(L, 0, 6);
   lua_pushstring(L, type);
   lua_setfield(L, -2, "type");
@@ -112,24 +108,24 @@ static void ev_str(lua_State *L, const char *k, const char *v) {
   lua_setfield(L, -2, k);
 }
 
-static int wants_events(const Client *c) { return c->hook || c->debug; }
+int lpsk_wants_events(const Client *c) { return c->hook || c->debug; }
 
 static void ev_request(lua_State *L, const pin_job *j, int ud) {
   const psk_request *r = &j->req;
-  ev_begin(L, "request", j->index);
+  lpsk_ev_begin(L, "request", j->index);
   ev_int(L, "attempt", j->attempt);
   ev_str(L, "method", "POST");
   lua_pushlstring(L, psk_buf_cstr(&r->url), r->url.len);
   lua_setfield(L, -2, "url");
   lpsk_push_request_headers(L, r, 1);
   lua_setfield(L, -2, "headers");
-  emit(L, j->c, ud);
+  lpsk_emit(L, j->c, ud);
 }
 
 /* With the result table on top. */
 static void ev_response(lua_State *L, const pin_job *j, int ud,
                         const psk_reply *rep) {
-  ev_begin(L, "response", j->index);
+  lpsk_ev_begin(L, "response", j->index);
   ev_int(L, "attempt", j->attempt);
   ev_int(L, "status", rep->status);
   ev_num(L, "elapsed", rep->elapsed);
@@ -137,148 +133,25 @@ static void ev_response(lua_State *L, const pin_job *j, int ud,
   lua_setfield(L, -2, "trace_id");
   lua_getfield(L, -2, "rate_limit");
   lua_setfield(L, -2, "rate_limit");
-  emit(L, j->c, ud);
+  lpsk_emit(L, j->c, ud);
 }
 
 static void ev_failure(lua_State *L, const pin_job *j, int ud,
                        const psk_reply *rep) {
-  ev_begin(L, "failure", j->index);
+  lpsk_ev_begin(L, "failure", j->index);
   ev_int(L, "attempt", j->attempt);
   ev_str(L, "kind", psk_kind_names[rep->kind]);
   ev_str(L, "message", rep->message);
-  emit(L, j->c, ud);
+  lpsk_emit(L, j->c, ud);
 }
 
 void lpsk_ev_wait(lua_State *L, Client *c, int ud, double seconds,
                   int reason, int index) {
-  if (!wants_events(c)) return;
-  ev_begin(L, "wait", index);
+  if (!lpsk_wants_events(c)) return;
+  lpsk_ev_begin(L, "wait", index);
   ev_num(L, "seconds", seconds);
   ev_str(L, "reason", psk_wait_reasons[reason]);
-  emit(L, c, ud);
-}
-
-/* ---------------------------------------------------------------- */
-/* pacing                                                            */
-
-/* Runs op in the client's shared store, if it has one: 1 when done there;
-   0 to pace in the client instead (the store failed: a limiter event; or
-   it is resting after a recent failure). */
-static int pace_shared(lua_State *L, Client *c, int ud, psk_pace_op *op) {
-  char err[320];
-  int rc;
-  if (!c->limited) return 0;
-  op->unsettled = c->unsettled;
-  psk_getuvtable(L, ud);
-  lua_getfield(L, -1, "limiter");
-  rc = lpace_run(L, -1, c->lim_name, op, psk_time_mono(), err, sizeof err);
-  lua_pop(L, 2);
-  if (rc == LPACE_OK) {
-    c->unsettled = 0;
-    return 1;
-  }
-  if (rc == LPACE_FAILED && wants_events(c)) {
-    ev_begin(L, "limiter", 0);
-    ev_str(L, "error", err);
-    emit(L, c, ud);
-  }
-  return 0;
-}
-
-double lpsk_pace_take(lua_State *L, Client *c, int ud, int force,
-                      int *shared, long long *ticket) {
-  psk_pace_op op;
-  double d;
-  memset(&op, 0, sizeof op);
-  /* The budget is on the server's clock: the epoch clock, offset. */
-  op.now = psk_clock_server(&c->clock, psk_time_wall());
-  op.lease = c->cfg.timeout + c->cfg.connect_timeout;
-  op.force = force;
-  op.probe = psk_clock_probe(&c->clock);
-  op.seed = &c->budget;
-  op.ticket = *ticket;
-  *shared = pace_shared(L, c, ud, &op);
-  if (*shared) {
-    *ticket = op.ticket;
-    return op.delay;
-  }
-  /* Paced alone (the store failed, or rests): the ticket keeps the
-     waiter's place for when the store answers again, unless the wait
-     ends here. */
-  d = psk_budget_take(&c->budget, op.now, op.lease, force, op.probe);
-  if (d == 0) *ticket = 0;
-  return d;
-}
-
-/* A request ended (answered: with the rate-limit values of k, and date,
-   its Date or -1). The client's own budget always learns, so a fallback
-   starts informed; the budget that gave the slot settles it. A shared
-   settle that fails is owed: the next operation that reaches the store
-   brings it. */
-static void pace_settle(lua_State *L, Client *c, int ud, int shared,
-                        const known *k, long long date) {
-  long long limit = -1, remaining = -1, reset = -1;
-  if (k) {
-    limit = lpsk_known_int(k, K_LIMIT);
-    remaining = lpsk_known_int(k, K_REMAINING);
-    reset = lpsk_known_int(k, K_RESET);
-    psk_pace_fresh(date, &limit, &remaining, &reset); /* a stale reset: none */
-  }
-  if (!shared) {
-    psk_budget_settle(&c->budget, k != NULL, limit, remaining, reset);
-  } else {
-    psk_pace_op op;
-    if (k) psk_budget_learn(&c->budget, limit, remaining, reset);
-    memset(&op, 0, sizeof op);
-    op.settle = 1;
-    op.answered = k != NULL;
-    op.limit = limit;
-    op.remaining = remaining;
-    op.reset = reset;
-    if (!pace_shared(L, c, ud, &op)) c->unsettled++;
-  }
-}
-
-/* How long to sleep before asking for a slot again, after an answer d of
-   lpsk_pace_take. A shared budget may open before our clock says: a
-   process with a better clock starts the new window. So from the earliest
-   the reset can be (our clock's uncertainty before it), ask every
-   PACE_POLL. */
-double lpsk_pace_nap(const Client *c, double d, int shared) {
-  double unc;
-  if (d < 0) return PACE_POLL;
-  if (!shared) return d;
-  unc = c->clock.known ? c->clock.upper - c->clock.offset : 1;
-  if (unc > 1) unc = 1;
-  if (d - unc > PACE_POLL) return d - unc;
-  return d < PACE_POLL ? d : PACE_POLL;
-}
-
-/* A slot for j's next attempt, for a job its driver paces by waiting: 0
-   when it is taken, else the seconds to wait before the next step. As
-   long as max_retry_wait allows in all; past that the request starts
-   anyway (its answer then says how long). A job nested in a hook of the
-   same client starts when only an answer in flight could tell: that
-   answer may be the suspended caller's, which cannot come before the
-   hook returns. One wait event per wait. */
-static double job_pace(lua_State *L, pin_job *j, int ud) {
-  Client *c = j->c;
-  double nap, d = lpsk_pace_take(L, c, ud, 0, &j->shared, &j->ticket);
-  if (d < 0 && j->nested)
-    d = lpsk_pace_take(L, c, ud, 1, &j->shared, &j->ticket);
-  if (d != 0 && j->waited + (d > 0 ? d : PACE_POLL) > c->cfg.max_retry_wait)
-    d = lpsk_pace_take(L, c, ud, 1, &j->shared, &j->ticket);
-  if (d == 0) {
-    j->slot = 1;
-    return 0;
-  }
-  if (d > 0 && j->waited + d > j->until + 0.05) {
-    j->until = j->waited + d;
-    lpsk_ev_wait(L, c, ud, d, PSK_WAIT_RATE_LIMIT, j->index);
-  }
-  nap = lpsk_pace_nap(c, d, j->shared);
-  j->waited += nap;
-  return nap;
+  lpsk_emit(L, c, ud);
 }
 
 /* ---------------------------------------------------------------- */
@@ -320,7 +193,8 @@ static void push_failure(lua_State *L, const psk_reply *rep) {
 
 /* Whether to retry after this outcome (k: an answer's headers, or NULL
    for a failure), and after how long: the retry plan, within the
-   client's retries and max_retry_wait. */
+   client's retries and max_retry_wait. No retry while the circuit is
+   open: it would not be sent. */
 static void plan_retry(const pin_job *j, const psk_reply *rep, const known *k,
                        next_step *next) {
   Client *c = j->c;
@@ -336,8 +210,8 @@ static void plan_retry(const pin_job *j, const psk_reply *rep, const known *k,
     o.date = k->v[K_DATE];
     o.date_len = k->n[K_DATE];
   }
-  next->retry = j->attempt <= c->cfg.retries &&
-                psk_retry_plan(&o, j->attempt, psk_time_wall(),
+  next->retry = j->tries <= c->cfg.retries && !c->circuit_open &&
+                psk_retry_plan(&o, j->tries, psk_time_wall(),
                                psk_random(&c->rng), &next->wait,
                                &next->reason) &&
                 next->wait <= c->cfg.max_retry_wait;
@@ -362,48 +236,111 @@ static long long learn_clock(Client *c, const psk_reply *rep, const known *k) {
   return date;
 }
 
-/* The one path every finished request takes, in pin and pin_many: pushes
-   the outcome (returns how many values), decides whether to retry,
-   teaches the clock and the pacer, then emits the response or failure
-   event. Everything read from rep is read before the first call into
-   Lua that may run a hook. */
+/* The one path every outcome takes, in pin, pin_many and job:step:
+   pushes it (returns how many values), decides whether to retry, teaches
+   the clock and the pacer (sent: the request had a slot), then emits the
+   response or failure event. Everything read from rep is read before the
+   first call into Lua that may run a hook. */
 static int take_reply(lua_State *L, pin_job *j, int ud, const psk_reply *rep,
-                      next_step *next) {
+                      int sent, next_step *next) {
   known k;
+  j->tries++;
   if (rep->status) {
     push_answer(L, j, ud, rep, &k);
     plan_retry(j, rep, &k, next);
-    pace_settle(L, j->c, ud, j->shared, &k, learn_clock(j->c, rep, &k));
+    lpsk_pace_settle(L, j->c, ud, j->shared, j->probe, &k,
+                     learn_clock(j->c, rep, &k), rep);
     j->slot = 0; /* after: a raise in its limiter event leaves it owed */
-    if (wants_events(j->c)) ev_response(L, j, ud, rep);
+    if (lpsk_wants_events(j->c)) ev_response(L, j, ud, rep);
     return 1;
   }
   push_failure(L, rep);
   plan_retry(j, rep, NULL, next);
-  pace_settle(L, j->c, ud, j->shared, NULL, -1);
-  j->slot = 0;
-  if (wants_events(j->c)) ev_failure(L, j, ud, rep);
+  if (sent) {
+    lpsk_pace_settle(L, j->c, ud, j->shared, j->probe, NULL, -1, rep);
+    j->slot = 0;
+  }
+  if (lpsk_wants_events(j->c)) ev_failure(L, j, ud, rep);
   return 3;
 }
 
-/* The step after a send: the outcome, then a retry to wait for, or done.
+/* Drops the outcome j kept while a retry waited. */
+static void drop_kept(lua_State *L, pin_job *j) {
+  if (j->kept > 0) luaL_unref(L, LUA_REGISTRYINDEX, j->kept);
+  j->kept = 0;
+  j->kept_n = 0;
+}
+
+/* Keeps the n values on top (an outcome) in the registry, popping them:
+   a retry that is then refused ends the call with them. [-n, +0, m] */
+static void keep_outcome(lua_State *L, pin_job *j, int n) {
+  int i;
+  drop_kept(L, j);
+  lua_createtable(L, n, 0);
+  for (i = n; i >= 1; i--) {
+    lua_insert(L, -2); /* the table under the value */
+    lua_rawseti(L, -2, i);
+  }
+  j->kept = luaL_ref(L, LUA_REGISTRYINDEX);
+  j->kept_n = n;
+}
+
+/* Pushes the kept outcome; returns how many values. [-0, +n, m] */
+static int push_kept(lua_State *L, pin_job *j) {
+  int i, n = j->kept_n;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, j->kept);
+  for (i = 1; i <= n; i++) lua_rawgeti(L, -i, i);
+  lua_remove(L, -(n + 1));
+  drop_kept(L, j);
+  return n;
+}
+
+/* After an outcome (its n values on top): a retry to wait for, or done.
    A client closed by a hook meanwhile makes no retry: the outcome in
    hand is the call's. */
-static int job_answer(lua_State *L, pin_job *j, int ud, const psk_reply *rep,
-                      double *wait) {
-  next_step next = {0, 0, 0};
-  int n = take_reply(L, j, ud, rep, &next);
-  if (next.retry && !j->c->closed) {
-    lpsk_ev_wait(L, j->c, ud, next.wait, next.reason, j->index);
+static int job_next(lua_State *L, pin_job *j, int ud, int n,
+                    const next_step *next, double *wait) {
+  drop_kept(L, j);
+  if (next->retry && !j->c->closed) {
+    lpsk_ev_wait(L, j->c, ud, next->wait, next->reason, j->index);
     if (!j->c->closed) {
-      lua_pop(L, n);
+      keep_outcome(L, j, n);
       j->state = J_RETRY;
-      *wait = next.wait;
+      *wait = next->wait;
       return JOB_WAIT;
     }
   }
   j->state = J_DONE;
   j->nout = n;
+  return JOB_DONE;
+}
+
+/* The step after a send: the answer or failure it got. */
+static int job_answer(lua_State *L, pin_job *j, int ud, const psk_reply *rep,
+                      double *wait) {
+  next_step next = {0, 0, 0};
+  int n = take_reply(L, j, ud, rep, 1, &next);
+  return job_next(L, j, ud, n, &next, wait);
+}
+
+int lpsk_job_unsent(lua_State *L, pin_job *j, int ud, int how,
+                    const psk_reply *why, double *wait) {
+  *wait = 0;
+  if (how == PACE_SHARE) {
+    next_step next = {0, 0, 0};
+    int n = take_reply(L, j, ud, why, 0, &next);
+    return job_next(L, j, ud, n, &next, wait);
+  }
+  /* Refused: nothing sent. The call ends with the outcome a retry waited
+     to better, or with the refusal when it had none. */
+  if (lpsk_wants_events(j->c)) ev_failure(L, j, ud, why);
+  j->state = J_DONE;
+  if (j->kept > 0) {
+    j->nout = push_kept(L, j);
+  } else {
+    push_failure(L, why);
+    j->nout = 3;
+  }
   return JOB_DONE;
 }
 
@@ -430,14 +367,30 @@ int lpsk_job_step(lua_State *L, pin_job *j, int ud, const psk_reply *rep,
     return job_answer(L, j, ud, rep, wait);
   case J_RETRY:
     j->state = J_PACE;
-    j->waited = j->until = 0;
+    memset(&j->w, 0, sizeof j->w);
     break;
   case J_PACE:
     break;
   default:
     return luaL_error(L, "periskope: a finished pin job was stepped");
   }
-  if (!j->batch && (*wait = job_pace(L, j, ud)) > 0) return JOB_WAIT;
+  if (!j->batch) {
+    pace_slot slot;
+    psk_reply why;
+    switch (lpsk_pace_ask(L, j->c, ud, &j->w, 0, j->nested, j->index, wait,
+                          &slot, &why)) {
+    case PACE_WAIT:
+      return JOB_WAIT;
+    case PACE_REFUSED:
+      return lpsk_job_unsent(L, j, ud, PACE_REFUSED, &why, wait);
+    case PACE_SHARE:
+      return lpsk_job_unsent(L, j, ud, PACE_SHARE, &why, wait);
+    default:
+      j->slot = 1;
+      j->shared = slot.shared;
+      j->probe = slot.probe;
+    }
+  }
   if (!j->built) {
     if (j->c->spare.url.data && !j->req.url.data)
       swap_buffers(&j->req, &j->c->spare);
@@ -446,7 +399,7 @@ int lpsk_job_step(lua_State *L, pin_job *j, int ud, const psk_reply *rep,
   }
   j->attempt++;
   j->state = J_SENT;
-  if (wants_events(j->c)) ev_request(L, j, ud);
+  if (lpsk_wants_events(j->c)) ev_request(L, j, ud);
   return JOB_SEND;
 }
 
@@ -466,18 +419,22 @@ int lpsk_job_init(pin_job *j, Client *c, const pin_args *a, int index,
   return 0;
 }
 
-void lpsk_job_release(pin_job *j) {
+void lpsk_job_release(lua_State *L, pin_job *j) {
   /* A slot taken for a request that never got its answer to the pacer
-     (a hook raised at its request event, the batch stopped): unanswered.
-     A shared one is owed to the store, which the next operation that
-     reaches it settles; the store is not called from here. */
+     (a hook raised at its request event, the batch stopped): unanswered,
+     and no verdict for the circuit. A shared one is owed to the store,
+     which the next operation that reaches it settles; the store is not
+     called from here. */
   if (j->slot && j->c) {
-    if (j->shared)
+    if (j->shared) {
       j->c->unsettled++;
-    else
-      psk_budget_settle(&j->c->budget, 0, -1, -1, -1);
+    } else {
+      psk_budget_settle(&j->c->own.budget, 0, -1, -1, -1, -1);
+      if (j->probe) j->c->own.circuit.probe_until = 0;
+    }
   }
   j->slot = 0;
+  drop_kept(L, j);
   /* A client is released only when no call runs on it, and a job holds
      a transfer only while its call runs: the pool is still there. */
   if (j->t && j->c && j->c->http) psk_http_give(j->c->http, j->t);
@@ -510,6 +467,6 @@ pin_job *lpsk_job_new(lua_State *L, Client *c, int arg) {
 int lpsk_job_awaits_reply(const pin_job *j) { return j->state == J_SENT; }
 
 int lpsk_job_gc(lua_State *L) {
-  lpsk_job_release(luaL_checkudata(L, 1, JOB_MT));
+  lpsk_job_release(L, luaL_checkudata(L, 1, JOB_MT));
   return 0;
 }

@@ -40,6 +40,24 @@ int lpsk_run_busy(lua_State *L, Client *c, int ud, int obj, const char *name,
   return lua_gettop(L) - base;
 }
 
+/* Does nothing: called only for the hooks a call runs. */
+static int checkpoint(lua_State *L) {
+  (void)L;
+  return 0;
+}
+
+/* Sleeps s seconds. A signal that wakes it first gets a call into Lua
+   at once, so that the host may act on it (lua.c's Ctrl-C handler sets a
+   hook that raises "interrupted!" at the next call); then the rest of
+   the sleep. s = 0: only that call. [-0, +0, e] */
+void lpsk_sleep(lua_State *L, double s) {
+  double end = psk_time_mono() + s;
+  do {
+    lua_pushcfunction(L, checkpoint);
+    lua_call(L, 0, 0);
+  } while (psk_time_nap(end - psk_time_mono()) != 0);
+}
+
 /* ---------------------------------------------------------------- */
 /* pin                                                               */
 
@@ -58,7 +76,7 @@ static int pin_body(lua_State *L) {
       rep = psk_http_perform(c->http, j->t, &j->req);
       break;
     case JOB_WAIT:
-      psk_time_sleep(wait);
+      lpsk_sleep(L, wait);
       rep = NULL;
       break;
     default:
@@ -68,7 +86,7 @@ static int pin_body(lua_State *L) {
 }
 
 static void pin_release(lua_State *L, int obj) {
-  lpsk_job_release(lua_touserdata(L, obj));
+  lpsk_job_release(L, lua_touserdata(L, obj));
 }
 
 /* pin on client c (userdata at ud) with the arguments at arg. A pin on
@@ -126,14 +144,13 @@ typedef struct batch {
   int done;           /* items finished */
   int first;          /* items before it are all finished */
   int nested;         /* started while another call ran on the client */
-  double paced_until; /* monotonic end of the last pacing wait announced */
-  long long ticket;   /* its place in the shared store's queue (0: none) */
+  pace_waiter w;      /* its wait for a slot for its next request */
   psk_transfer *slot_t[PSK_MAX_CONCURRENCY];
   pin_job *slot_job[PSK_MAX_CONCURRENCY]; /* running there, or NULL */
   pin_job jobs[1];    /* n of them (at least one, for the array) */
 } batch;
 
-static void batch_release(batch *b) {
+static void batch_release(lua_State *L, batch *b) {
   int i;
   psk_batch_free(b->net); /* its transfers out of the multi, then it */
   b->net = NULL;
@@ -142,16 +159,16 @@ static void batch_release(batch *b) {
     b->slot_t[i] = NULL;
     b->slot_job[i] = NULL;
   }
-  for (i = 0; i < b->n; i++) lpsk_job_release(&b->jobs[i]);
+  for (i = 0; i < b->n; i++) lpsk_job_release(L, &b->jobs[i]);
 }
 
 int lpsk_batch_gc(lua_State *L) {
-  batch_release(luaL_checkudata(L, 1, BATCH_MT));
+  batch_release(L, luaL_checkudata(L, 1, BATCH_MT));
   return 0;
 }
 
 static void many_release(lua_State *L, int obj) {
-  batch_release(lua_touserdata(L, obj));
+  batch_release(L, lua_touserdata(L, obj));
 }
 
 /* Pushes a batch for the list at arg, every item checked first (one bad
@@ -202,26 +219,6 @@ static pin_job *next_ready(batch *b, double now, double *timeout) {
   return NULL;
 }
 
-/* A slot of the rate-limit budget for the batch's next request: 0 go
-   (counted), else how long to nap before asking again. With nothing of
-   its own running, nothing would teach it, so one request goes to learn;
-   a nested batch does so even on a shared budget, whose answers in flight
-   may be the suspended caller's. One wait event per wait. */
-static double batch_pace(lua_State *L, batch *b, int ud, double now,
-                         int *shared) {
-  Client *c = b->c;
-  int running = psk_batch_running(b->net);
-  double d = lpsk_pace_take(L, c, ud, 0, shared, &b->ticket);
-  if (d < 0 && running == 0 && (!*shared || b->nested))
-    d = lpsk_pace_take(L, c, ud, 1, shared, &b->ticket);
-  if (d == 0) return 0;
-  if (d > 0 && now + d > b->paced_until + 0.05) {
-    b->paced_until = now + d;
-    lpsk_ev_wait(L, c, ud, d, PSK_WAIT_RATE_LIMIT, 0);
-  }
-  return lpsk_pace_nap(c, d, *shared);
-}
-
 /* Stores the outcome on top (a result table; or nil, message, kind,
    which becomes { ok = false, error, kind, attempts }) as item j's result
    in the table at res, and pops it. */
@@ -242,6 +239,25 @@ static void store_result(lua_State *L, const pin_job *j, int res) {
   lua_rawseti(L, res, j->index);
 }
 
+/* Item j is done, its outcome on top: stored as its result. */
+static void item_done(lua_State *L, batch *b, pin_job *j, int res) {
+  store_result(L, j, res);
+  b->done++;
+  lpsk_job_release(L, j); /* its request and id: the result has what counts */
+}
+
+/* Item j was not sent (lpsk_pace_ask's PACE_REFUSED or PACE_SHARE, with
+   why): a retry to start later, or its result. */
+static void item_unsent(lua_State *L, batch *b, int ud, pin_job *j, int how,
+                        const psk_reply *why, int res) {
+  double wait;
+  if (lpsk_job_unsent(L, j, ud, how, why, &wait) == JOB_WAIT) {
+    j->not_before = psk_time_mono() + wait;
+    return;
+  }
+  item_done(L, b, j, res);
+}
+
 /* Takes the reply of finished transfer t for the job in its slot: a
    retry to start later, or the item's result. */
 static void finish_item(lua_State *L, batch *b, int ud, psk_transfer *t,
@@ -255,9 +271,7 @@ static void finish_item(lua_State *L, batch *b, int ud, psk_transfer *t,
     j->not_before = psk_time_mono() + wait;
     return;
   }
-  store_result(L, j, res);
-  b->done++;
-  lpsk_job_release(j); /* its request and id: the result has what counts */
+  item_done(L, b, j, res);
 }
 
 /* Starts job j in a free slot: its request event, then the transfer. */
@@ -280,22 +294,48 @@ static void start_item(lua_State *L, batch *b, int ud, pin_job *j,
     finish_item(L, b, ud, t, res);
 }
 
-/* Starts what may start: a free slot, a ready item, budget left. Returns
-   how long to wait for answers before looking again. */
+/* The request the batch's ready items waited for got no answer: as many
+   of them as would have started share its failure (why). */
+static void share_failure(lua_State *L, batch *b, int ud, const psk_reply *why,
+                          int res) {
+  int n = b->conc - psk_batch_running(b->net);
+  while (n-- > 0) {
+    double ignored = 1;
+    pin_job *j = next_ready(b, psk_time_mono(), &ignored);
+    if (!j) break;
+    item_unsent(L, b, ud, j, PACE_SHARE, why, res);
+    check_open(L, b);
+  }
+}
+
+/* Starts what may start: a free slot, a ready item, budget left. With
+   nothing of its own running, nothing would teach the batch its budget,
+   so it goes (lpsk_pace_ask's lone waiter). Returns how long to wait for
+   answers before looking again. */
 static double start_ready(lua_State *L, batch *b, int ud, int res) {
   double timeout = 1;
   while (psk_batch_running(b->net) < b->conc) {
-    double now = psk_time_mono(), nap;
-    int shared;
-    pin_job *j = next_ready(b, now, &timeout);
+    double nap;
+    pace_slot slot;
+    psk_reply why;
+    pin_job *j = next_ready(b, psk_time_mono(), &timeout);
     if (!j) break;
-    if ((nap = batch_pace(L, b, ud, now, &shared)) != 0) {
-      if (nap < timeout) timeout = nap;
+    switch (lpsk_pace_ask(L, b->c, ud, &b->w, psk_batch_running(b->net) == 0,
+                          b->nested, 0, &nap, &slot, &why)) {
+    case PACE_WAIT:
+      return nap < timeout ? nap : timeout;
+    case PACE_REFUSED:
+      item_unsent(L, b, ud, j, PACE_REFUSED, &why, res);
       break;
+    case PACE_SHARE:
+      share_failure(L, b, ud, &why, res);
+      break;
+    default:
+      j->slot = 1; /* the job owns the slot from here: released, it ends */
+      j->shared = slot.shared;
+      j->probe = slot.probe;
+      start_item(L, b, ud, j, res);
     }
-    j->slot = 1; /* the job owns the slot from here: released, it ends */
-    j->shared = shared;
-    start_item(L, b, ud, j, res);
     check_open(L, b);
   }
   return timeout;
@@ -315,7 +355,9 @@ static int many_body(lua_State *L) {
     check_open(L, b);
     timeout = start_ready(L, b, 1, res);
     if (b->done >= b->n) break;
-    for (t = psk_batch_wait(b->net, timeout); t; t = psk_batch_wait(b->net, 0)) {
+    t = psk_batch_wait(b->net, timeout);
+    if (!t) lpsk_sleep(L, 0); /* a signal meanwhile: the host may act */
+    for (; t; t = psk_batch_wait(b->net, 0)) {
       finish_item(L, b, 1, t, res);
       if (b->done < b->n) check_open(L, b);
     }

@@ -9,9 +9,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-const char *const psk_kind_names[] = {"none",    "timeout", "connect",
-                                      "resolve", "tls",     "network",
-                                      "too_large"};
+const char *const psk_kind_names[] = {
+    "none",      "timeout",      "connect",     "resolve",
+    "tls",       "network",      "too_large",   "rate_limited",
+    "unavailable", "closed",     "cancelled"};
 
 const char *const psk_wait_reasons[] = {"retry-after", "rate-limit",
                                         "backoff"};
@@ -595,6 +596,10 @@ int psk_kind_retryable(int kind) {
          kind == PSK_KIND_NETWORK;
 }
 
+int psk_kind_unanswered(int kind) {
+  return psk_kind_retryable(kind) || kind == PSK_KIND_RESOLVE;
+}
+
 double psk_backoff(int attempt, double jitter) {
   double base = 0.5;
   int k;
@@ -622,7 +627,8 @@ int psk_retry_plan(const psk_outcome *o, int attempt, double local_now,
     }
   }
   if (o->reset && psk_parse_uint(o->reset, o->reset_len, &v) == PSK_OK &&
-      (double)v > server_now) {
+      (double)v > server_now &&
+      (double)v <= server_now + PSK_RESET_HORIZON) {
     *wait = (double)v - server_now;
     *reason = PSK_WAIT_RATE_LIMIT;
     return 1;

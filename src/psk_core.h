@@ -27,13 +27,22 @@
 #define PSK_PHONE_MAX 64 /* normalized x-phone value, without the NUL */
 #define PSK_HEADERS_MAX (256 * 1024) /* response head bytes kept */
 #define PSK_MAX_SAFE_INT 9007199254740991LL /* 2^53 - 1: exact in a double */
+/* Seconds after an answer's Date beyond which its X-RateLimit-Reset is
+   not believed (Periskope sets it about 2 s after Date; a reset in
+   milliseconds lands some 1.7e12 s out): such a reset counts as absent,
+   for retries and for pacing alike. */
+#define PSK_RESET_HORIZON 3600
 
 /* What a failed check says: "must be ..." (what is accepted). */
 typedef struct psk_err {
   char msg[192];
 } psk_err;
 
-/* Why a request got no answer. Index into psk_kind_names. */
+/* Why a call got no answer. Index into psk_kind_names. The kinds up to
+   PSK_KIND_TOO_LARGE are what an exchange can end in; the others are
+   decided without one: nothing was sent on purpose (the rate limit is
+   spent past max_retry_wait, the circuit is open), or an asynchronous
+   driver ended the call (its client closed, the caller cancelled). */
 enum {
   PSK_KIND_NONE = 0,
   PSK_KIND_TIMEOUT,
@@ -41,8 +50,13 @@ enum {
   PSK_KIND_RESOLVE,
   PSK_KIND_TLS,
   PSK_KIND_NETWORK,
-  PSK_KIND_TOO_LARGE
+  PSK_KIND_TOO_LARGE,
+  PSK_KIND_RATE_LIMITED,
+  PSK_KIND_UNAVAILABLE,
+  PSK_KIND_CLOSED,
+  PSK_KIND_CANCELLED
 };
+#define PSK_KIND_EXCHANGE_LAST PSK_KIND_TOO_LARGE
 extern const char *const psk_kind_names[]; /* "timeout", "connect", ... */
 
 /* Why a retry waits. Index into psk_wait_reasons. */
@@ -168,6 +182,9 @@ int psk_parse_retry_after(const char *s, size_t n, double server_now,
 int psk_status_retryable(long status);
 /* timeout, connect, network. */
 int psk_kind_retryable(int kind);
+/* timeout, connect, network, resolve: the server gave no sign of life
+   (what the circuit breaker counts). */
+int psk_kind_unanswered(int kind);
 
 /* The response headers a retry decision reads; NULL when absent. */
 typedef struct psk_outcome {
@@ -183,7 +200,8 @@ typedef struct psk_outcome {
 
 /* Whether the outcome is retryable and, if so, the wait before the retry
    (seconds, >= 0; HUGE_VAL for a Retry-After too large to represent) and
-   its reason (PSK_WAIT_*). attempt counts the requests
+   its reason (PSK_WAIT_*). An X-RateLimit-Reset more than
+   PSK_RESET_HORIZON after the answer's Date counts as absent. attempt counts the requests
    made so far (1 after the first); jitter is uniform in [0, 1); local_now
    is the local epoch time, used when the response has no usable Date.
    Budgets (retries, max_retry_wait) are the caller's. */

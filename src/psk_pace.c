@@ -23,6 +23,7 @@ void psk_shared_init(psk_shared *s) {
   psk_budget_init(&s->budget);
   s->queue.last = 0;
   s->queue.n = 0;
+  memset(&s->circuit, 0, sizeof s->circuit);
 }
 
 /* psk_budget_take, for a taker with `ahead` queued waiters before it: as
@@ -31,6 +32,13 @@ static double budget_take(psk_budget *b, double now, double lease, int force,
                           double probe, long long ahead) {
   /* Requests whose process never settled them stop counting. */
   if (b->inflight > 0 && now > b->lease) b->inflight = 0;
+  /* A reset beyond belief (a store written before the plausibility rule,
+     or a clock stepped back an hour) is forgotten rather than waited for:
+     with the window spent, one request then finds out. */
+  if (b->reset && (double)b->reset - now > PSK_RESET_HORIZON) {
+    b->reset = 0;
+    b->reset_date = 0;
+  }
   if (b->learned && !b->unlimited && b->reset && now >= (double)b->reset) {
     /* The window is over: a fresh one, which the requests still in flight
        may land in. Its end is learned from its first answer. */
@@ -68,13 +76,13 @@ double psk_budget_take(psk_budget *b, double now, double lease, int force,
 }
 
 void psk_budget_settle(psk_budget *b, int answered, long long limit,
-                       long long remaining, long long reset) {
+                       long long remaining, long long reset, long long date) {
   if (b->inflight > 0) b->inflight--;
-  if (answered) psk_budget_learn(b, limit, remaining, reset);
+  if (answered) psk_budget_learn(b, limit, remaining, reset, date);
 }
 
 void psk_budget_learn(psk_budget *b, long long limit, long long remaining,
-                      long long reset) {
+                      long long reset, long long date) {
   b->learned = 1;
   if (remaining < 0 || reset < 0) {
     /* No budget in this answer (a proxy's 502, say): unlimited only if
@@ -85,14 +93,24 @@ void psk_budget_learn(psk_budget *b, long long limit, long long remaining,
   }
   if (limit >= 0) b->limit = limit;
   b->unlimited = 0;
+  if (b->reset && reset < b->reset && date >= 0 && date >= b->reset_date &&
+      reset > date) {
+    /* A nearer reset, still ahead, from an answer no older than the one
+       that set the held reset: the held one was wrong (a far value sent
+       once). The window ends at the nearer one; what it counted stays. */
+    b->reset = reset;
+    b->reset_date = date;
+  }
   /* An answer from an earlier window. */
   if (reset < b->reset || (!b->reset && reset <= b->prev)) return;
+  if (reset == b->reset && date > b->reset_date) b->reset_date = date;
   if (reset > b->reset) {
     /* A new window. After a rollover seen here, taken already counts the
        requests started in it; a window that opened unseen (another
        clock ran ahead) counts what is still in flight. */
     if (b->reset) b->taken = b->inflight;
     b->reset = reset;
+    b->reset_date = date > 0 ? date : 0;
     b->cap = limit >= 0 ? limit : b->taken + remaining;
   }
   if (limit >= 0) {
@@ -108,9 +126,11 @@ void psk_budget_learn(psk_budget *b, long long limit, long long remaining,
   }
 }
 
-int psk_pace_fresh(long long date, long long *limit, long long *remaining,
-                   long long *reset) {
-  if (date < 0 || *reset < 0 || *reset >= date - PSK_RESET_STALE) return 1;
+int psk_pace_plausible(long long date, long long *limit,
+                       long long *remaining, long long *reset) {
+  if (date < 0 || *reset < 0 ||
+      (*reset >= date - PSK_RESET_STALE && *reset <= date + PSK_RESET_HORIZON))
+    return 1;
   *limit = *remaining = *reset = -1;
   return 0;
 }
@@ -215,7 +235,7 @@ static int put(char *out, size_t *len, const char *fmt, long long v) {
   return 1;
 }
 
-/* "p2 <budget> <last ticket> <n>", then when n > 0 the lowest lease
+/* "p3 <budget> <circuit> <last ticket> <n>", then when n > 0 the lowest lease
    (tenths of a second) and per ticket, lowest first, "<gap>:<lease less
    the lowest>": the first gap from the last ticket given, then from the
    ticket before. A queue of recent waiters is a few bytes a ticket. */
@@ -224,10 +244,13 @@ size_t psk_shared_encode(const psk_shared *s, char *out) {
   const psk_queue *q = &s->queue;
   long long base = 0;
   size_t len;
+  const psk_circuit *c = &s->circuit;
   int i, n = snprintf(out, PSK_BUDGET_TEXT,
-                      "p2 %d %d %lld %lld %lld %lld %lld %lld %.3f",
+                      "p3 %d %d %lld %lld %lld %lld %lld %lld %.3f %lld %lld "
+                      "%.3f %.3f",
                       b->learned, b->unlimited, b->prev, b->reset, b->limit,
-                      b->cap, b->taken, b->inflight, b->lease);
+                      b->cap, b->taken, b->inflight, b->lease, b->reset_date,
+                      c->fails, c->open_until, c->probe_until);
   if (n <= 0 || n >= PSK_BUDGET_TEXT) return 0;
   len = (size_t)n;
   if (!put(out, &len, " %lld", q->last) || !put(out, &len, " %lld", q->n))
@@ -285,43 +308,116 @@ static int read_queue(const char *p, psk_queue *q) {
   return *p == '\0' ? 0 : -1;
 }
 
+/* " <seconds>" (a time, as encode writes it) at *p; advances past it. */
+static int read_time(const char **p, double *v) {
+  char *end;
+  if (**p != ' ') return -1;
+  errno = 0;
+  *v = strtod(*p + 1, &end);
+  if (end == *p + 1 || errno || !(*v >= 0 && *v < 1e12)) return -1;
+  *p = end;
+  return 0;
+}
+
 int psk_shared_decode(psk_shared *s, const char *text, size_t len) {
-  char buf[PSK_BUDGET_TEXT], *end;
+  char buf[PSK_BUDGET_TEXT];
   const char *p = buf + 2;
   long long learned, unlimited;
   psk_budget *b = &s->budget;
+  psk_circuit *c = &s->circuit;
+  int version;
   psk_shared_init(s);
-  if (len < 2 || len >= sizeof buf ||
-      (memcmp(text, "p1", 2) != 0 && memcmp(text, "p2", 2) != 0))
+  if (len < 2 || len >= sizeof buf || text[0] != 'p' || text[1] < '1' ||
+      text[1] > '3')
     return -1;
+  version = text[1] - '0';
   memcpy(buf, text, len);
   buf[len] = '\0';
   if (read_int(&p, &learned) || read_int(&p, &unlimited) ||
       read_int(&p, &b->prev) || read_int(&p, &b->reset) ||
       read_int(&p, &b->limit) || read_int(&p, &b->cap) ||
-      read_int(&p, &b->taken) || read_int(&p, &b->inflight) || *p != ' ')
+      read_int(&p, &b->taken) || read_int(&p, &b->inflight) ||
+      read_time(&p, &b->lease))
     goto bad;
-  errno = 0;
-  b->lease = strtod(p + 1, &end);
-  if (end == p + 1 || errno) goto bad;
   if ((learned != 0 && learned != 1) || (unlimited != 0 && unlimited != 1) ||
       !in_range(b->prev, 0, PSK_PACE_MAX) ||
       !in_range(b->reset, 0, PSK_PACE_MAX) ||
       !in_range(b->limit, -1, PSK_PACE_MAX) ||
       !in_range(b->cap, 0, PSK_PACE_MAX) ||
       !in_range(b->taken, 0, PSK_PACE_MAX) ||
-      !in_range(b->inflight, 0, PSK_PACE_MAX) ||
-      !(b->lease >= 0 && b->lease < 1e12))
+      !in_range(b->inflight, 0, PSK_PACE_MAX))
+    goto bad;
+  /* "p3": the reset's Date and the circuit. */
+  if (version == 3 &&
+      (read_int(&p, &b->reset_date) || read_int(&p, &c->fails) ||
+       read_time(&p, &c->open_until) || read_time(&p, &c->probe_until) ||
+       !in_range(b->reset_date, 0, PSK_PACE_MAX) ||
+       !in_range(c->fails, 0, PSK_PACE_MAX)))
     goto bad;
   /* "p1": the text of the version before the queue, no one waiting. */
-  if (buf[1] == '2' ? read_queue(end, &s->queue) != 0 : *end != '\0')
-    goto bad;
+  if (version == 1 ? *p != '\0' : read_queue(p, &s->queue) != 0) goto bad;
   b->learned = (int)learned;
   b->unlimited = (int)unlimited;
   return 0;
 bad:
   psk_shared_init(s);
   return -1;
+}
+
+/* ---------------------------------------------------------------- */
+/* the circuit                                                       */
+
+/* Whether a take may go on to the budget: no while the circuit is open
+   (op->delay: until its cooldown ends) or while its probe is out; the
+   first take after the cooldown is the probe. A caller without a circuit
+   of its own (failures 0) is not held by another's. */
+static int circuit_pass(psk_circuit *c, psk_pace_op *op) {
+  op->refused = 0;
+  op->is_probe = 0;
+  if (c->open_until <= 0 || op->failures <= 0) return 1;
+  if (op->now < c->open_until) {
+    op->refused = 1;
+    op->delay = c->open_until - op->now;
+    return 0;
+  }
+  if (c->probe_until > op->now) {
+    op->refused = 1;
+    op->delay = c->probe_until - op->now;
+    return 0;
+  }
+  op->is_probe = 1;
+  return 1;
+}
+
+/* A slot was taken (or not) by a take that passed: a probe's is held for
+   its lease. */
+static void circuit_taken(psk_circuit *c, psk_pace_op *op) {
+  if (!op->is_probe) return;
+  if (op->delay != 0) {
+    op->is_probe = 0; /* it waits for the budget: not out yet */
+    return;
+  }
+  c->probe_until = op->now + (op->lease > 0 ? op->lease : 1);
+}
+
+/* A request ended: no answer counts one more failure in a row (and opens
+   the circuit at the caller's threshold, or again after a failed probe);
+   an answer closes it. A failure that does not count (TLS, too large)
+   leaves the count, and frees the probe's turn. */
+static void circuit_settle(psk_circuit *c, const psk_pace_op *op) {
+  if (op->unanswered) {
+    if (c->fails < PSK_PACE_MAX) c->fails++;
+    if (op->was_probe ||
+        (op->failures > 0 && c->open_until <= 0 && c->fails >= op->failures))
+      c->open_until = op->now + op->cooldown;
+    if (op->was_probe) c->probe_until = 0;
+  } else if (op->answered) {
+    c->fails = 0;
+    c->open_until = 0;
+    c->probe_until = 0;
+  } else if (op->was_probe) {
+    c->probe_until = 0;
+  }
 }
 
 /* ---------------------------------------------------------------- */
@@ -339,10 +435,32 @@ void psk_pace_apply(psk_shared *s, psk_pace_op *op) {
     b->lease = lease;
   }
   b->inflight -= op->unsettled < b->inflight ? op->unsettled : b->inflight;
-  if (op->settle)
-    psk_budget_settle(b, op->answered, op->limit, op->remaining, op->reset);
-  else
-    queue_take(s, op);
+  if (op->leave) {
+    queue_leave(&s->queue, op->ticket);
+    op->ticket = 0;
+  } else if (op->settle) {
+    psk_budget_settle(b, op->answered, op->limit, op->remaining, op->reset,
+                      op->date);
+    circuit_settle(&s->circuit, op);
+  } else if (circuit_pass(&s->circuit, op)) {
+    if (op->local) {
+      op->delay = budget_take(b, op->now, op->lease, op->force, op->probe,
+                              0);
+      op->ticket = 0;
+    } else {
+      queue_take(s, op);
+    }
+    circuit_taken(&s->circuit, op);
+  }
+  op->open = s->circuit.open_until > 0;
+  op->fails = s->circuit.fails;
+}
+
+void psk_pace_learn(psk_shared *s, const psk_pace_op *op) {
+  if (op->answered)
+    psk_budget_learn(&s->budget, op->limit, op->remaining, op->reset,
+                     op->date);
+  circuit_settle(&s->circuit, op);
 }
 
 void psk_pace_apply_text(const char *cur, size_t len, psk_pace_op *op,

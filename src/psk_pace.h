@@ -16,6 +16,8 @@
 
 #include <stddef.h>
 
+#include "psk_core.h" /* PSK_RESET_HORIZON */
+
 typedef struct psk_budget {
   int learned;        /* an answer has come: the rest means something */
   int unlimited;      /* the server sends no rate-limit headers */
@@ -26,6 +28,8 @@ typedef struct psk_budget {
   long long taken;    /* requests counted against this window */
   long long inflight; /* requests started and not yet settled */
   double lease;       /* server time after which in-flight ones are void */
+  long long reset_date; /* the Date of the answer that set reset (epoch
+                           seconds on the server's clock); 0: unknown */
 } psk_budget;
 
 void psk_budget_init(psk_budget *b);
@@ -41,20 +45,27 @@ void psk_budget_init(psk_budget *b);
    > 0 and this would be the window's last slot, the slot is held until
    `probe` before the window's last whole second, if that comes within
    PSK_PROBE_HOLD s: its answer's Date then halves the uncertainty, and
-   the window is no less used. */
+   the window is no less used. A reset more than PSK_RESET_HORIZON after
+   `now` (a store written by a process that believed it) is forgotten
+   first: the budget then waits for no reset it cannot believe. */
 #define PSK_PROBE_HOLD 1.5
 double psk_budget_take(psk_budget *b, double now, double lease, int force,
                        double probe);
 
 /* A request that took a slot has ended. answered: a response came, with
    its X-RateLimit-Limit, -Remaining and -Reset (each -1 when absent or not
-   an integer). Answers may come out of order and from other processes. */
+   an integer) and its Date (epoch seconds, or -1). Answers may come out
+   of order and from other processes: a reset earlier than the one held
+   is an earlier window's, unless the answer's Date is no earlier than the
+   Date that brought the held one and the reset is still ahead of it --
+   then the held reset was wrong (a far one a server sent once), and the
+   nearer one replaces it. */
 void psk_budget_settle(psk_budget *b, int answered, long long limit,
-                       long long remaining, long long reset);
+                       long long remaining, long long reset, long long date);
 /* An answer's rate-limit values, for a budget that did not count the
    request (a process's own budget while a shared store paces it). */
 void psk_budget_learn(psk_budget *b, long long limit, long long remaining,
-                      long long reset);
+                      long long reset, long long date);
 
 /* The processes waiting for a slot of a shared budget, in the order they
    began to wait. A waiter holds a ticket: a number the store gives in
@@ -80,37 +91,54 @@ typedef struct psk_queue {
                                      after which the ticket is void */
 } psk_queue;
 
-/* What a shared store keeps: the budget, and the queue of its waiters. */
+/* The circuit breaker: requests that got no answer, one after another.
+   After `failures` of them (the caller's setting) it opens: nothing is
+   sent for `cooldown` seconds; then one request goes as a probe, and any
+   answer closes it again, while no answer opens it for another cooldown.
+   Times are on the server's clock, like the budget's. */
+typedef struct psk_circuit {
+  long long fails;    /* consecutive requests without an answer */
+  double open_until;  /* when the cooldown ends; 0: closed */
+  double probe_until; /* a probe is out until then (its lease); 0: none */
+} psk_circuit;
+
+/* What a store keeps: the budget, the queue of its waiters and the
+   circuit. A client keeps one of its own too (no queue: see local). */
 typedef struct psk_shared {
   psk_budget budget;
   psk_queue queue;
+  psk_circuit circuit;
 } psk_shared;
 
 /* A fresh budget, no one waiting. */
 void psk_shared_init(psk_shared *s);
 
-/* The budget and its queue as text for a shared store (at most
-   PSK_BUDGET_TEXT bytes with the NUL: room for a full queue of the
-   largest numbers decode accepts), and back. decode also reads the text
-   of the version before the queue ("p1": no one waiting); it returns 0
-   on success; on text it does not recognise it returns -1 and leaves a
-   fresh budget. */
+/* The budget, its circuit and its queue as text for a shared store (at
+   most PSK_BUDGET_TEXT bytes with the NUL: room for a full queue of the
+   largest numbers decode accepts), and back. decode also reads the texts
+   of earlier versions ("p1": no one waiting; "p2": no circuit); it
+   returns 0 on success; on text it does not recognise it returns -1 and
+   leaves a fresh budget. */
 #define PSK_BUDGET_TEXT 4608
 size_t psk_shared_encode(const psk_shared *s, char *out);
 int psk_shared_decode(psk_shared *s, const char *text, size_t len);
 
-/* The rate-limit values an answer gives to pacing. A reset more than
-   PSK_RESET_STALE seconds before the answer's own Date (date: epoch
-   seconds, or < 0 when it had none) names a window that had ended long
-   before the answer was sent: a server, or a stand-in, that sends a fixed
-   reset. Such an answer says nothing about the current window, so all
+/* The rate-limit values an answer gives to pacing, checked for
+   plausibility against the answer's own Date (date: epoch seconds; when
+   the answer had none, the caller's estimate of the server's time now).
+   A reset more than PSK_RESET_STALE seconds before it names a window that
+   had ended long before the answer was sent: a server, or a stand-in,
+   that sends a fixed reset. A reset more than PSK_RESET_HORIZON after it
+   is no window Periskope keeps (it sets the reset about 2 s after its
+   Date): a reset in milliseconds, or a far value sent once. Either way
+   the answer says nothing believable about the current window, so all
    three become -1 (an answer without a budget), and nothing is held back
-   by it. The margin leaves room for a server whose Date and reset come
-   from clocks that differ by up to that much. Returns 0 when the values
-   were dropped, else 1. */
+   by it. The stale margin leaves room for a server whose Date and reset
+   come from clocks that differ by up to that much. Returns 0 when the
+   values were dropped, else 1. */
 #define PSK_RESET_STALE 60
-int psk_pace_fresh(long long date, long long *limit, long long *remaining,
-                   long long *reset);
+int psk_pace_plausible(long long date, long long *limit, long long *remaining,
+                       long long *reset);
 
 /* Server clock = local clock + offset. An answer's Date is the server's
    whole second, floored, taken between the request's sending and the
@@ -137,7 +165,8 @@ double psk_clock_probe(const psk_clock *k);
    psk_budget_take and _settle directly: it has one waiter at a time. */
 typedef struct psk_pace_op {
   int settle;    /* 0: take a slot; 1: a request ended */
-  double now;    /* take: server time */
+  int local;     /* the client's own state: no queue, no tickets */
+  double now;    /* server time */
   double lease;  /* take: seconds a slot counts as in flight at most */
   int force;     /* take: count it even past the budget */
   double probe;  /* take: psk_clock_probe of the taker's clock */
@@ -146,20 +175,42 @@ typedef struct psk_pace_op {
   long long unsettled;    /* earlier slots of this process that ended
                              while the store could not be told */
   int answered;  /* settle: a response came, with these (-1: absent) */
-  long long limit, remaining, reset;
-  double delay;  /* take: the answer (see psk_budget_take) */
+  long long limit, remaining, reset, date;
+  int unanswered; /* settle: no answer, of a kind that counts against the
+                     circuit (connect, timeout, network, resolve) */
+  int was_probe;  /* settle: the request was the circuit's probe */
+  int failures;   /* the caller's circuit: opens after this many
+                     unanswered requests in a row; 0: no circuit */
+  double cooldown; /* ... and stays open this long (seconds) */
+  double delay;  /* take: the answer (see psk_budget_take); when refused,
+                    the seconds until the circuit may let a probe go */
   long long ticket; /* take: in, the taker's ticket from an earlier ask of
                        the same wait (0: none); out, its ticket while it
                        waits (0: it took a slot, or the queue is full) */
+  int leave;     /* take: only give the ticket back (the waiter stops
+                    waiting: refused, or its call ended) */
+  int refused;   /* take, out: the circuit is open: send nothing */
+  int is_probe;  /* take, out: the slot taken is the circuit's probe */
+  int open;      /* out: the circuit is open (or probing) after the op */
+  long long fails; /* out: unanswered requests in a row after the op */
 } psk_pace_op;
 
 /* Runs op on s: seeds a budget that has learned nothing from op->seed
    (its queue stays), counts the unsettled slots out, then takes or
-   settles. A take is served in queue order (psk_queue): it may take a
-   slot only if fewer tickets than free slots are ahead of it; otherwise
-   it waits, with a ticket (given on its first ask, renewed on later
-   ones). A forced take goes at once and leaves the queue. */
+   settles. A take first passes the circuit (an open one refuses it; the
+   first take after the cooldown is the probe, and the others are refused
+   while it is out); then it is served in queue order (psk_queue): it may
+   take a slot only if fewer tickets than free slots are ahead of it;
+   otherwise it waits, with a ticket (given on its first ask, renewed on
+   later ones). A forced take skips the budget, not the circuit, and
+   leaves the queue. A local op (a client's own state) takes with no
+   queue. A settle teaches the budget and the circuit. */
 void psk_pace_apply(psk_shared *s, psk_pace_op *op);
+/* A settle op's answer (or its absence) for state that did not give the
+   request its slot (a client's own state, while a store paced it): the
+   budget learns the answer's values and the circuit its outcome; nothing
+   in flight changes. */
+void psk_pace_learn(psk_shared *s, const psk_pace_op *op);
 /* The same on a stored text budget cur (len bytes; "" or text it does
    not recognise: a fresh budget); the new text goes to out ("" when it
    cannot be encoded). */

@@ -17,5 +17,9 @@ double psk_time_mono(void);
 double psk_time_wall(void);
 /* Sleeps s seconds, resuming after signals (s <= 0 or NaN: not at all). */
 void psk_time_sleep(double s);
+/* Sleeps up to s seconds: 0 when it slept them all, -1 when a signal
+   woke it first (the caller may look at what the signal asked for, and
+   sleep the rest). */
+int psk_time_nap(double s);
 
 #endif

@@ -1764,7 +1764,7 @@ static void test_random(void) {
 
 /* Answers with the same stale reset on each (the OpenAPI example: limit
    10, remaining 9, reset 1737542181, while Date says today), settled as a
-   batch settles them, through psk_pace_fresh when fresh is set. Returns
+   batch settles them, through psk_pace_plausible when fresh is set. Returns
    how many of 16 takes in a row may start once the first answer came. */
 static int stale_batch(int fresh) {
   const long long date = 1764600000; /* 2025-12-01, the answer's Date */
@@ -1774,10 +1774,10 @@ static int stale_batch(int fresh) {
   CHECK(psk_budget_take(&b, (double)date, 30, 0, 0) == 0); /* learns first */
   for (round = 0; round < 4; round++) {
     long long limit = 10, remaining = 9, reset = 1737542181;
-    if (fresh) psk_pace_fresh(date, &limit, &remaining, &reset);
+    if (fresh) psk_pace_plausible(date, &limit, &remaining, &reset);
     /* The answers of the round before come back; then 16 takes. */
     for (i = 0; i < (round ? started : 1); i++)
-      psk_budget_settle(&b, 1, limit, remaining, reset);
+      psk_budget_settle(&b, 1, limit, remaining, reset, -1);
     for (started = 0; started < 16; started++)
       if (psk_budget_take(&b, (double)date + round, 30, 0, 0) != 0) break;
   }
@@ -1788,23 +1788,174 @@ static void test_stale_reset(void) {
   long long limit = 10, remaining = 9, reset = 1000;
   /* Up to PSK_RESET_STALE seconds before Date: kept (a server whose
      clocks differ a little); more: dropped, all three. */
-  CHECK(psk_pace_fresh(1000 + PSK_RESET_STALE, &limit, &remaining, &reset) == 1);
+  CHECK(psk_pace_plausible(1000 + PSK_RESET_STALE, &limit, &remaining, &reset) == 1);
   CHECK(limit == 10 && remaining == 9 && reset == 1000);
-  CHECK(psk_pace_fresh(1001 + PSK_RESET_STALE, &limit, &remaining, &reset) == 0);
+  CHECK(psk_pace_plausible(1001 + PSK_RESET_STALE, &limit, &remaining, &reset) == 0);
   CHECK(limit == -1 && remaining == -1 && reset == -1);
   /* A reset ahead of Date, no Date, or no reset: kept as they are. */
   limit = 10, remaining = 0, reset = 1002;
-  CHECK(psk_pace_fresh(1000, &limit, &remaining, &reset) == 1);
+  CHECK(psk_pace_plausible(1000, &limit, &remaining, &reset) == 1);
   CHECK(limit == 10 && remaining == 0 && reset == 1002);
   reset = 5;
-  CHECK(psk_pace_fresh(-1, &limit, &remaining, &reset) == 1 && reset == 5);
+  CHECK(psk_pace_plausible(-1, &limit, &remaining, &reset) == 1 && reset == 5);
   reset = -1;
-  CHECK(psk_pace_fresh(1000, &limit, &remaining, &reset) == 1);
+  CHECK(psk_pace_plausible(1000, &limit, &remaining, &reset) == 1);
   CHECK(limit == 10 && remaining == 0 && reset == -1);
   /* The batch keeps its 16 in flight; taken at their word, such answers
      would let ten start and then one at a time. */
   CHECK(stale_batch(1) == 16);
   CHECK(stale_batch(0) == 1);
+}
+
+/* Values no window Periskope keeps: a reset an hour or more past the
+   answer's Date (a far value, or milliseconds) is dropped like a stale
+   one; a nearer reset from a later answer replaces a far one; a store's
+   reset past the horizon is forgotten at the next take; a retry waits no
+   such reset out. */
+static void test_implausible_reset(void) {
+  long long limit = 2, remaining = 0, reset = 1000 + PSK_RESET_HORIZON;
+  psk_budget b;
+  psk_outcome o;
+  double wait;
+  int reason;
+  char ms[32];
+  /* Up to the horizon: kept; past it, or in milliseconds: dropped. */
+  CHECK(psk_pace_plausible(1000, &limit, &remaining, &reset) == 1 &&
+        reset == 1000 + PSK_RESET_HORIZON);
+  reset = 1001 + PSK_RESET_HORIZON;
+  CHECK(psk_pace_plausible(1000, &limit, &remaining, &reset) == 0);
+  CHECK(limit == -1 && remaining == -1 && reset == -1);
+  limit = 2, remaining = 0, reset = 1764600000123LL;
+  CHECK(psk_pace_plausible(1764600000, &limit, &remaining, &reset) == 0);
+
+  /* A far reset, then answers with the real one: the nearer replaces it
+     and the window opens there, not an hour later. */
+  psk_budget_init(&b);
+  CHECK(psk_budget_take(&b, 1000, 30, 0, 0) == 0);
+  psk_budget_settle(&b, 1, 2, 0, 1000 + 3000, 1000);
+  CHECK(psk_budget_take(&b, 1001, 30, 0, 0) > 2990);
+  psk_budget_learn(&b, 2, 0, 1004, 1002); /* a later answer, reset ahead */
+  CHECK(b.reset == 1004 && b.reset_date == 1002);
+  {
+    double d = psk_budget_take(&b, 1002, 30, 0, 0);
+    CHECK(d > 1.99 && d < 2.01);
+  }
+  CHECK(psk_budget_take(&b, 1004, 30, 0, 0) == 0); /* the window rolled */
+  /* An answer of an earlier window (older Date), late: changes nothing. */
+  psk_budget_init(&b);
+  CHECK(psk_budget_take(&b, 1000, 30, 0, 0) == 0);
+  psk_budget_settle(&b, 1, 10, 9, 1062, 1060);
+  psk_budget_learn(&b, 10, 0, 1060, 1059);
+  CHECK(b.reset == 1062 && b.reset_date == 1060);
+  /* Nor a reset that had passed when the answer was made. */
+  psk_budget_learn(&b, 10, 0, 1060, 1061);
+  CHECK(b.reset == 1062);
+  /* A budget holding a reset past the horizon (a store written by an
+     older version) forgets it: one request finds out. */
+  psk_budget_init(&b);
+  b.learned = 1;
+  b.limit = b.cap = b.taken = 2;
+  b.reset = 1000 + PSK_RESET_HORIZON + 10;
+  CHECK(psk_budget_take(&b, 1000, 30, 0, 0) == 0 && b.reset == 0);
+  CHECK(psk_budget_take(&b, 1000, 30, 0, 0) < 0); /* its answer will tell */
+
+  /* A 429 whose reset is in milliseconds: backoff, not 1.7e12 s. */
+  memset(&o, 0, sizeof o);
+  o.status = 429;
+  snprintf(ms, sizeof ms, "%lld", 1764600002000LL);
+  o.reset = ms;
+  o.reset_len = strlen(ms);
+  o.date = "Mon, 01 Dec 2025 14:40:00 GMT";
+  o.date_len = strlen(o.date);
+  CHECK(psk_retry_plan(&o, 1, 1764600000, 0, &wait, &reason) == 1);
+  CHECK(reason == PSK_WAIT_BACKOFF && wait < 1);
+}
+
+/* The circuit: opens after `failures` unanswered requests in a row,
+   refuses until the cooldown ends, lets one probe go, and closes at any
+   answer; a failed probe opens it again. Off (failures 0): never holds. */
+static void circuit_op(psk_shared *s, psk_pace_op *op, int settle,
+                       double now, int answered, int unanswered,
+                       int was_probe) {
+  memset(op, 0, sizeof *op);
+  op->local = 1;
+  op->settle = settle;
+  op->now = now;
+  op->lease = 10;
+  op->failures = 3;
+  op->cooldown = 5;
+  op->answered = answered;
+  op->unanswered = unanswered;
+  op->was_probe = was_probe;
+  op->limit = op->remaining = op->reset = op->date = -1;
+  psk_pace_apply(s, op);
+}
+
+static void test_circuit(void) {
+  psk_shared s;
+  psk_pace_op op;
+  char text[PSK_BUDGET_TEXT];
+  psk_shared d;
+  int i;
+  psk_shared_init(&s);
+  circuit_op(&s, &op, 0, 1000, 0, 0, 0);
+  CHECK(op.delay == 0 && !op.refused && !op.is_probe);
+  circuit_op(&s, &op, 1, 1000, 1, 0, 0); /* answered: learns, unlimited */
+  for (i = 0; i < 3; i++) {
+    circuit_op(&s, &op, 0, 1001, 0, 0, 0);
+    CHECK(op.delay == 0 && !op.refused);
+  }
+  circuit_op(&s, &op, 1, 1002, 0, 1, 0);
+  circuit_op(&s, &op, 1, 1002, 0, 1, 0);
+  CHECK(!op.open && op.fails == 2);
+  circuit_op(&s, &op, 1, 1002, 0, 1, 0);
+  CHECK(op.open && op.fails == 3 && s.circuit.open_until == 1007);
+  /* Open: refused, saying how long. */
+  circuit_op(&s, &op, 0, 1003, 0, 0, 0);
+  CHECK(op.refused && op.delay == 4 && op.open);
+  /* A caller without a circuit is not held by it. */
+  memset(&op, 0, sizeof op);
+  op.local = 1;
+  op.now = 1003;
+  op.lease = 10;
+  psk_pace_apply(&s, &op);
+  CHECK(!op.refused && op.delay == 0);
+  circuit_op(&s, &op, 1, 1003, 1, 0, 0); /* its answer closes it */
+  CHECK(!op.open && op.fails == 0);
+  for (i = 0; i < 3; i++) circuit_op(&s, &op, 1, 1004, 0, 1, 0);
+  CHECK(op.open && s.circuit.open_until == 1009);
+  /* After the cooldown: one probe; the rest refused while it is out. */
+  circuit_op(&s, &op, 0, 1009, 0, 0, 0);
+  CHECK(!op.refused && op.is_probe && op.delay == 0);
+  circuit_op(&s, &op, 0, 1009.5, 0, 0, 0);
+  CHECK(op.refused && op.delay > 9 && op.delay <= 10);
+  /* The circuit survives a store's text. */
+  CHECK(psk_shared_encode(&s, text) > 0);
+  CHECK(psk_shared_decode(&d, text, strlen(text)) == 0);
+  CHECK(d.circuit.fails == s.circuit.fails &&
+        d.circuit.open_until == s.circuit.open_until &&
+        d.circuit.probe_until == s.circuit.probe_until);
+  /* The probe fails: open again for a cooldown. */
+  circuit_op(&s, &op, 1, 1010, 0, 1, 1);
+  CHECK(op.open && s.circuit.open_until == 1015 && s.circuit.probe_until == 0);
+  circuit_op(&s, &op, 0, 1015, 0, 0, 0);
+  CHECK(op.is_probe && !op.refused);
+  /* A failure that does not count (TLS) frees the probe's turn. */
+  circuit_op(&s, &op, 1, 1015, 0, 0, 1);
+  CHECK(op.open && s.circuit.probe_until == 0);
+  circuit_op(&s, &op, 0, 1015, 0, 0, 0);
+  CHECK(op.is_probe);
+  /* Its answer closes it. */
+  circuit_op(&s, &op, 1, 1016, 1, 0, 1);
+  CHECK(!op.open && op.fails == 0);
+  circuit_op(&s, &op, 0, 1016, 0, 0, 0);
+  CHECK(!op.refused && op.delay == 0 && !op.is_probe);
+  /* Texts of earlier versions still read, with a closed circuit. */
+  CHECK(psk_shared_decode(&d, "p2 1 0 0 0 3 3 0 0 0 6 0", 24) == 0 &&
+        d.circuit.open_until == 0 && d.budget.reset_date == 0);
+  CHECK(psk_shared_decode(&d, "p3 1 0 0 0 3 3 0 0 0 7 -1 0 0 6 0", 34) == -1);
+  CHECK(psk_shared_decode(&d, "p3 1 0 0 0 3 3 0 0 0 7 2 5 0 6 0", 32) == 0 &&
+        d.circuit.fails == 2 && d.circuit.open_until == 5);
 }
 
 static void test_budget(void) {
@@ -1817,7 +1968,7 @@ static void test_budget(void) {
   CHECK(psk_budget_take(&b, 1500, 30, 0, 0) == 0);
   CHECK(psk_budget_take(&b, 1500, 30, 0, 0) < 0);
   /* Its answer: 10 per window, 9 left, the window ends at 1502. */
-  psk_budget_settle(&b, 1, 10, 9, 1502);
+  psk_budget_settle(&b, 1, 10, 9, 1502, -1);
   CHECK(b.taken == 1 && b.cap == 10 && b.inflight == 0);
   for (i = 0; i < 9; i++) CHECK(psk_budget_take(&b, 1500, 30, 0, 0) == 0);
   CHECK(b.taken == 10 && b.inflight == 9);
@@ -1827,30 +1978,30 @@ static void test_budget(void) {
   CHECK(psk_budget_take(&b, 1501.5, 30, 0, 0) > 0.49);
   CHECK(b.taken == 10); /* a refused take counts nothing */
   /* Answers in any order: the server's count never lowers ours. */
-  psk_budget_settle(&b, 1, 10, 5, 1502);
-  psk_budget_settle(&b, 1, 10, 8, 1502);
+  psk_budget_settle(&b, 1, 10, 5, 1502, -1);
+  psk_budget_settle(&b, 1, 10, 8, 1502, -1);
   CHECK(b.taken == 10 && b.inflight == 7);
   /* The window ends with 3 still in flight: they may land in the next. */
-  for (i = 0; i < 4; i++) psk_budget_settle(&b, 1, 10, 0, 1502);
+  for (i = 0; i < 4; i++) psk_budget_settle(&b, 1, 10, 0, 1502, -1);
   CHECK(b.inflight == 3);
   CHECK(psk_budget_take(&b, 1502, 30, 0, 0) == 0);
   CHECK(b.reset == 0 && b.taken == 4 && b.inflight == 4);
   /* An answer from the old window changes nothing; the new one's first
      answer gives its end. Other processes' requests show in remaining. */
-  psk_budget_settle(&b, 1, 10, 0, 1502);
+  psk_budget_settle(&b, 1, 10, 0, 1502, -1);
   CHECK(b.reset == 0 && b.taken == 4);
-  psk_budget_settle(&b, 1, 10, 4, 1504);
+  psk_budget_settle(&b, 1, 10, 4, 1504, -1);
   CHECK(b.reset == 1504 && b.taken == 6 && b.inflight == 2);
   /* A window that opened unseen (another clock ran ahead): what is in
      flight may count in it, and its answer says the rest. */
-  psk_budget_settle(&b, 1, 10, 7, 1506);
+  psk_budget_settle(&b, 1, 10, 7, 1506, -1);
   CHECK(b.reset == 1506 && b.taken == 3 && b.inflight == 1);
   /* A request that never answered (network failure) frees its slot in
      flight but stays counted. */
-  psk_budget_settle(&b, 0, -1, -1, -1);
+  psk_budget_settle(&b, 0, -1, -1, -1, -1);
   CHECK(b.inflight == 0 && b.taken == 3);
   /* force: past the budget on purpose, still counted. */
-  psk_budget_settle(&b, 1, 10, 0, 1506);
+  psk_budget_settle(&b, 1, 10, 0, 1506, -1);
   CHECK(psk_budget_take(&b, 1505, 30, 0, 0) > 0);
   CHECK(psk_budget_take(&b, 1505, 30, 1, 0) == 0 && b.taken == 11);
   /* A process that died in flight: after its lease its slot is void. */
@@ -1860,36 +2011,36 @@ static void test_budget(void) {
      was shown does not make the budget unlimited. */
   psk_budget_init(&b);
   CHECK(psk_budget_take(&b, 1000, 30, 0, 0) == 0);
-  psk_budget_settle(&b, 1, 2, 1, 1002);
+  psk_budget_settle(&b, 1, 2, 1, 1002, -1);
   CHECK(psk_budget_take(&b, 1002.5, 30, 0, 0) == 0); /* rolled over */
-  psk_budget_settle(&b, 1, -1, -1, -1);
+  psk_budget_settle(&b, 1, -1, -1, -1, -1);
   CHECK(!b.unlimited);
   CHECK(psk_budget_take(&b, 1002.5, 30, 0, 0) == 0);
   CHECK(psk_budget_take(&b, 1002.5, 30, 0, 0) < 0);
   /* psk_budget_learn: the values, without ending a request here. */
   b.inflight = 1;
-  psk_budget_learn(&b, 2, 0, 1004);
+  psk_budget_learn(&b, 2, 0, 1004, -1);
   CHECK(b.inflight == 1 && b.reset == 1004 && b.taken == 2);
   /* A server without rate-limit headers: unlimited. */
   psk_budget_init(&b);
   CHECK(psk_budget_take(&b, 1000, 30, 0, 0) == 0);
-  psk_budget_settle(&b, 1, -1, -1, -1);
+  psk_budget_settle(&b, 1, -1, -1, -1, -1);
   for (i = 0; i < 100; i++) CHECK(psk_budget_take(&b, 1000, 30, 0, 0) == 0);
   /* Remaining without a limit: what remains less what is in flight. */
   psk_budget_init(&b);
   CHECK(psk_budget_take(&b, 1000, 30, 0, 0) == 0);
-  psk_budget_settle(&b, 1, -1, 3, 1002);
+  psk_budget_settle(&b, 1, -1, 3, 1002, -1);
   CHECK(psk_budget_take(&b, 1000, 30, 0, 0) == 0);
   CHECK(psk_budget_take(&b, 1000, 30, 0, 0) == 0);
-  psk_budget_settle(&b, 1, -1, 1, 1002); /* the other one still flies */
+  psk_budget_settle(&b, 1, -1, 1, 1002, -1); /* the other one still flies */
   CHECK(psk_budget_take(&b, 1000, 30, 0, 0) > 1.99);
-  psk_budget_settle(&b, 1, -1, 0, 1002);
+  psk_budget_settle(&b, 1, -1, 0, 1002, -1);
   /* ...and at the reset, with no limit ever shown, learn again. */
   CHECK(psk_budget_take(&b, 1002, 30, 0, 0) == 0);
   CHECK(psk_budget_take(&b, 1002, 30, 0, 0) < 0);
   /* Limit 0 and nothing in flight: one request finds out, no busy loop. */
   psk_budget_init(&b);
-  psk_budget_settle(&b, 1, 0, 0, 1001);
+  psk_budget_settle(&b, 1, 0, 0, 1001, -1);
   CHECK(psk_budget_take(&b, 1000.5, 30, 0, 0) > 0.49);
   CHECK(psk_budget_take(&b, 1001.5, 30, 0, 0) == 0);
   CHECK(psk_budget_take(&b, 1001.5, 30, 0, 0) < 0);
@@ -1897,7 +2048,7 @@ static void test_budget(void) {
   /* Text round trip, and text that is not a budget. */
   psk_budget_init(&b);
   psk_budget_take(&b, 1000.25, 30, 0, 0);
-  psk_budget_settle(&b, 1, 10, 9, 1002);
+  psk_budget_settle(&b, 1, 10, 9, 1002, -1);
   psk_budget_take(&b, 1000.5, 30, 0, 0);
   {
     psk_shared w, d;
@@ -1948,7 +2099,7 @@ static void test_budget(void) {
      the window's last whole second, when that is near... */
   psk_budget_init(&b);
   CHECK(psk_budget_take(&b, 1000.1, 30, 0, 0.25) == 0);
-  psk_budget_settle(&b, 1, 3, 2, 1002);
+  psk_budget_settle(&b, 1, 3, 2, 1002, -1);
   CHECK(psk_budget_take(&b, 1000.1, 30, 0, 0.25) == 0);
   {
     double d = psk_budget_take(&b, 1000.1, 30, 0, 0.25);
@@ -1958,15 +2109,15 @@ static void test_budget(void) {
   /* ...never when it is far, past, or the clock is sure enough. */
   psk_budget_init(&b);
   CHECK(psk_budget_take(&b, 1000.1, 30, 0, 0) == 0);
-  psk_budget_settle(&b, 1, 2, 1, 1060);
+  psk_budget_settle(&b, 1, 2, 1, 1060, -1);
   CHECK(psk_budget_take(&b, 1000.1, 30, 0, 0.25) == 0);
   psk_budget_init(&b);
   CHECK(psk_budget_take(&b, 1001.5, 30, 0, 0) == 0);
-  psk_budget_settle(&b, 1, 2, 1, 1002);
+  psk_budget_settle(&b, 1, 2, 1, 1002, -1);
   CHECK(psk_budget_take(&b, 1001.5, 30, 0, 0.25) == 0);
   psk_budget_init(&b);
   CHECK(psk_budget_take(&b, 1000.1, 30, 0, 0) == 0);
-  psk_budget_settle(&b, 1, 2, 1, 1002);
+  psk_budget_settle(&b, 1, 2, 1, 1002, -1);
   CHECK(psk_budget_take(&b, 1000.1, 30, 0, 0) == 0);
 }
 
@@ -1982,7 +2133,7 @@ static void test_pace_op(void) {
      its own count of requests in flight. */
   psk_budget_init(&seed);
   psk_budget_take(&seed, 1000, 30, 0, 0);
-  psk_budget_settle(&seed, 1, 10, 9, 1002);
+  psk_budget_settle(&seed, 1, 10, 9, 1002, -1);
   psk_shared_init(&b);
   b.budget.inflight = 2;
   b.budget.lease = 1030;
@@ -2399,6 +2550,8 @@ static const struct {
     {"random", test_random},
     {"pacing budget and clock", test_budget},
     {"stale X-RateLimit-Reset", test_stale_reset},
+    {"implausible X-RateLimit-Reset", test_implausible_reset},
+    {"circuit breaker", test_circuit},
     {"pacing operation for every store", test_pace_op},
     {"pacing queue", test_pace_queue},
     {"pacing queue: fair", test_pace_fair},

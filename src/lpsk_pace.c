@@ -1,0 +1,240 @@
+/*
+ * lpsk_pace.c: every pacing decision of the binding, written once for
+ * every caller -- pin, pin_many's batches and jobs stepped from Lua -- and
+ * every budget: the client's own, or a shared store (an nginx dictionary,
+ * Redis) with the client's own as its fallback. The budget arithmetic
+ * itself is psk_pace's (no Lua); what lives here is the policy: when to
+ * wait, when to go anyway, when to send nothing; the circuit breaker's
+ * events; and the record of requests that got no answer, which lets the
+ * waiters of such a request fail with it instead of one timeout each.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "lpsk.h"
+#include "psk_time.h"
+
+/* Seconds between asks while only an answer in flight (ours or another
+   process's) can open the budget. */
+#define PACE_POLL 0.05
+
+/* ---------------------------------------------------------------- */
+/* the stores                                                        */
+
+/* Runs op in the client's shared store, if it has one: 1 when done
+   there; 0 to pace in the client instead (the store failed: a limiter
+   event; or it rests after a recent failure). */
+static int pace_store(lua_State *L, Client *c, int ud, psk_pace_op *op) {
+  char err[320];
+  int rc;
+  if (!c->limited) return 0;
+  op->unsettled = c->unsettled;
+  psk_getuvtable(L, ud);
+  lua_getfield(L, -1, "limiter");
+  rc = lpace_run(L, -1, c->lim_name, op, psk_time_mono(), err, sizeof err);
+  lua_pop(L, 2);
+  if (rc == LPACE_OK) {
+    c->unsettled = 0;
+    return 1;
+  }
+  if (rc == LPACE_FAILED && lpsk_wants_events(c)) {
+    lpsk_ev_begin(L, "limiter", 0);
+    lua_pushstring(L, err);
+    lua_setfield(L, -2, "error");
+    lpsk_emit(L, c, ud);
+  }
+  return 0;
+}
+
+/* The circuit as op left it, announced when it differs from what the
+   client last announced. [-0, +0, e] */
+static void circuit_news(lua_State *L, Client *c, int ud,
+                         const psk_pace_op *op) {
+  if (!c->failures || op->open == c->circuit_open) return;
+  c->circuit_open = op->open;
+  if (!lpsk_wants_events(c)) return;
+  lpsk_ev_begin(L, "circuit", 0);
+  lua_pushstring(L, op->open ? "open" : "closed");
+  lua_setfield(L, -2, "state");
+  lua_pushinteger(L, (lua_Integer)op->fails);
+  lua_setfield(L, -2, "failures");
+  lpsk_emit(L, c, ud);
+}
+
+/* The fields every op of this client starts with. */
+static void op_init(Client *c, psk_pace_op *op) {
+  memset(op, 0, sizeof *op);
+  /* The budget is on the server's clock: the epoch clock, offset. */
+  op->now = psk_clock_server(&c->clock, psk_time_wall());
+  op->lease = c->cfg.timeout + c->cfg.connect_timeout;
+  op->failures = c->failures;
+  op->cooldown = c->cooldown;
+  op->seed = &c->own.budget;
+}
+
+/* Takes a slot for waiter w: fills op (delay, refused, is_probe); *shared
+   says which budget answered. Paced alone (the store failed, or rests),
+   the ticket keeps the waiter's place for when the store answers again,
+   unless the wait ends here. */
+static void take(lua_State *L, Client *c, int ud, pace_waiter *w, int force,
+                 int *shared, psk_pace_op *op) {
+  op_init(c, op);
+  op->force = force;
+  op->probe = psk_clock_probe(&c->clock);
+  op->ticket = w->ticket;
+  *shared = pace_store(L, c, ud, op);
+  if (*shared) {
+    w->ticket = op->ticket;
+  } else {
+    long long ticket = w->ticket;
+    op->local = 1;
+    psk_pace_apply(&c->own, op);
+    w->ticket = op->delay == 0 && !op->refused ? 0 : ticket;
+  }
+  circuit_news(L, c, ud, op);
+}
+
+/* How long to sleep before asking for a slot again, after an answer d of
+   take. A shared budget may open before our clock says: a process with a
+   better clock starts the new window. So from the earliest the reset can
+   be (our clock's uncertainty before it), ask every PACE_POLL. */
+static double nap_for(const Client *c, double d, int shared) {
+  double unc;
+  if (d < 0) return PACE_POLL;
+  if (!shared) return d;
+  unc = c->clock.known ? c->clock.upper - c->clock.offset : 1;
+  if (unc > 1) unc = 1;
+  if (d - unc > PACE_POLL) return d - unc;
+  return d < PACE_POLL ? d : PACE_POLL;
+}
+
+void lpsk_pace_leave(lua_State *L, Client *c, int ud, pace_waiter *w) {
+  psk_pace_op op;
+  char err[320];
+  if (w->ticket && c->limited && !c->closed) {
+    op_init(c, &op);
+    op.leave = 1;
+    op.ticket = w->ticket;
+    psk_getuvtable(L, ud);
+    lua_getfield(L, -1, "limiter");
+    lpace_run(L, -1, c->lim_name, &op, psk_time_mono(), err, sizeof err);
+    lua_pop(L, 2);
+  }
+  memset(w, 0, sizeof *w);
+}
+
+/* ---------------------------------------------------------------- */
+/* the decision                                                      */
+
+static void refuse(psk_reply *why, int kind, const char *fmt, double a,
+                   double b) {
+  memset(why, 0, sizeof *why);
+  why->kind = kind;
+  snprintf(why->message, sizeof why->message, fmt, a, b);
+}
+
+int lpsk_pace_ask(lua_State *L, Client *c, int ud, pace_waiter *w, int lone,
+                  int nested, int index, double *nap, pace_slot *slot,
+                  psk_reply *why) {
+  double max = c->cfg.max_retry_wait, d;
+  psk_pace_op op;
+  int shared;
+  *nap = 0;
+  take(L, c, ud, w, 0, &shared, &op);
+  d = op.delay;
+  if (!op.refused && d < 0) {
+    if (w->awaiting && w->fail_seen != c->fail_seq) {
+      /* The answer it waited for will not come: that failure is its own,
+         now, rather than a timeout of its own after it. */
+      memset(why, 0, sizeof *why);
+      why->kind = c->fail_kind;
+      snprintf(why->message, sizeof why->message,
+               "periskope: not sent: the request it waited for got no "
+               "answer (%.400s)",
+               strncmp(c->fail_msg, "periskope: ", 11) == 0 ? c->fail_msg + 11
+                                                          : c->fail_msg);
+      lpsk_pace_leave(L, c, ud, w);
+      return PACE_SHARE;
+    }
+    if (nested || (lone && !shared) || w->waited + PACE_POLL > max) {
+      take(L, c, ud, w, 1, &shared, &op);
+      d = op.delay;
+    } else if (!w->awaiting) {
+      w->awaiting = 1;
+      w->fail_seen = c->fail_seq;
+    }
+  }
+  if (op.refused) {
+    refuse(why, PSK_KIND_UNAVAILABLE,
+           "periskope: not sent: the circuit is open after %.0f requests in "
+           "a row got no answer; the next may go in %.1f s",
+           (double)op.fails, op.delay);
+    lpsk_pace_leave(L, c, ud, w);
+    return PACE_REFUSED;
+  }
+  if (d == 0) {
+    slot->shared = shared;
+    slot->probe = op.is_probe;
+    memset(w, 0, sizeof *w); /* the ticket left the queue with the slot */
+    return PACE_GO;
+  }
+  if (d > 0 && w->waited + d > max) {
+    refuse(why, PSK_KIND_RATE_LIMITED,
+           "periskope: not sent: the rate limit is spent until its window "
+           "resets in %.1f s, later than max_retry_wait (%g s) allows",
+           d, max);
+    lpsk_pace_leave(L, c, ud, w);
+    return PACE_REFUSED;
+  }
+  if (d > 0 && w->waited + d > w->until + 0.05) {
+    w->until = w->waited + d;
+    lpsk_ev_wait(L, c, ud, d, PSK_WAIT_RATE_LIMIT, index);
+  }
+  *nap = nap_for(c, d, shared);
+  w->waited += *nap;
+  return PACE_WAIT;
+}
+
+/* ---------------------------------------------------------------- */
+/* the end of a request                                              */
+
+void lpsk_pace_settle(lua_State *L, Client *c, int ud, int shared, int probe,
+                      const known *k, long long date, const psk_reply *rep) {
+  psk_pace_op op;
+  op_init(c, &op);
+  op.seed = NULL;
+  op.settle = 1;
+  op.answered = k != NULL;
+  op.was_probe = probe;
+  op.limit = op.remaining = op.reset = op.date = -1;
+  if (k) {
+    /* Checked against the answer's Date, or the server's time now. */
+    long long when = date >= 0 ? date : (long long)op.now;
+    op.limit = lpsk_known_int(k, K_LIMIT);
+    op.remaining = lpsk_known_int(k, K_REMAINING);
+    op.reset = lpsk_known_int(k, K_RESET);
+    op.date = when;
+    psk_pace_plausible(when, &op.limit, &op.remaining, &op.reset);
+  } else if (rep && rep->kind != PSK_KIND_TOO_LARGE) {
+    /* No answer: the waiters of lpsk_pace_ask learn it. */
+    op.unanswered = psk_kind_unanswered(rep->kind);
+    c->fail_seq++;
+    c->fail_kind = rep->kind;
+    snprintf(c->fail_msg, sizeof c->fail_msg, "%s", rep->message);
+  }
+  if (!shared) {
+    op.local = 1;
+    psk_pace_apply(&c->own, &op);
+  } else {
+    /* The client's own state always learns, so a fallback starts
+       informed; a shared settle that fails is owed: the next operation
+       that reaches the store brings it. */
+    psk_pace_learn(&c->own, &op);
+    if (!pace_store(L, c, ud, &op)) {
+      c->unsettled++;
+      op.open = c->own.circuit.open_until > 0;
+      op.fails = c->own.circuit.fails;
+    }
+  }
+  circuit_news(L, c, ud, &op);
+}
