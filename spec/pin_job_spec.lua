@@ -100,7 +100,7 @@ describe("client:pin_job", function()
     local c = util.client(srv, { retries = 1 })
     local job = c:pin_job { message_id = "m" }
     assert.equal("send", (job:step()))
-    local action, wait = job:step(nil, "timeout", "periskope: timed out somewhere", 1.5)
+    local action, wait = job:step(nil, "periskope: timed out somewhere", "timeout", 1.5)
     assert.equal("wait", action)
     assert.is_true(wait >= 0.5)                       -- the backoff
     assert.equal("send", (job:step()))
@@ -118,7 +118,12 @@ describe("client:pin_job", function()
     assert.equal("send", (job:step()))
     util.raises(function() job:step() end, "job:step expects the answer")
     util.raises(function() job:step(99, "") end, "must be the HTTP status (100 to 599)")
-    util.raises(function() job:step(nil, "gone", "x") end, "must be a kind of failure")
+    util.raises(function() job:step(nil, "x", "gone") end,
+      "bad argument #4 to 'step' (the failure's kind must be one of timeout")
+    util.raises(function() job:step(nil, "timeout") end,
+      "bad argument #4 to 'step' (the failure's kind must be one of")
+    util.raises(function() job:step(nil, 5, "timeout") end,
+      "bad argument #3 to 'step' (the failure's message must be a string, got 5)")
     assert.equal("done", (job:step(204, "HTTP/1.1 204 No Content\r\n\r\n", "")))
     util.raises(function() job:step() end, "periskope: this pin job is over")
     c:close()
@@ -207,7 +212,7 @@ describe("periskope.perform", function()
     -- The request target is the path, as client:pin sends it, not the URL.
     assert.equal("POST /v1/message/p/pin HTTP/1.1", r[1].request_line)
     req.ca_file = nil                                  -- the system's CAs: not this server's
-    local status, kind, msg = periskope.perform(req)
+    local status, msg, kind = periskope.perform(req)
     assert.is_nil(status)
     assert.equal("tls", kind)
     assert.truthy(msg:find("periskope: POST https://localhost:", 1, true), msg)
@@ -220,7 +225,8 @@ describe("periskope.perform", function()
       "field 'url' must have a plain path")
     util.raises(function() periskope.perform(request { headers = { "x-phone: 1\r\nEvil: 1" } }) end,
       "field 'headers' must hold no control bytes")
-    util.raises(function() periskope.perform(request { timeout = -1 }) end, "field 'timeout' must be a number > 0")
+    util.raises(function() periskope.perform(request { timeout = -1 }) end,
+      "bad argument #1 to 'perform' (field 'timeout' must be a number of seconds > 0 and <= 86400, got -1)")
     util.raises(function() periskope.perform(request { headers = "x" }) end, "field 'headers' must be an array")
     assert.equal(0, #srv:requests())
   end)

@@ -251,6 +251,8 @@ typedef struct pin_job {
   int keep;          /* job:step: the step asked for more (send, wait) */
   int stepping;      /* job:step: a step of it runs (a hook may not step
                         it again) */
+  int cancelled;     /* job:cancel was called (during a step: it ends when
+                        the step returns) */
 } pin_job;
 
 /* Makes j a fresh job of client c for arguments a (index: pin_many item,

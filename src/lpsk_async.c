@@ -46,41 +46,88 @@ int lpsk_client_pin_job(lua_State *L) {
   return 1;
 }
 
+/* Raises "bad argument #arg to 'fn' (msg)" naming the function itself:
+   called from another Lua state (a thread of nginx's pool) or through a
+   method, Lua's own luaL_argerror may only find '?'. [-0, +0, v] */
+static int arg_error(lua_State *L, int arg, const char *fn, const char *msg) {
+  return luaL_error(L, "bad argument #%d to '%s' (%s)", arg, fn, msg);
+}
+
+/* Fills rep with a too_large failure for an answer fed past its caps. */
+static void fed_too_large(psk_reply *rep, const pin_job *j, const char *what) {
+  rep->status = 0;
+  rep->kind = PSK_KIND_TOO_LARGE;
+  snprintf(rep->message, sizeof rep->message,
+           "periskope: POST %.200s: response too large (%s)",
+           psk_buf_cstr(&j->req.url), what);
+}
+
 /* The reply to a "send", from the arguments of job:step at 2..5:
-   status, head, body, elapsed -- or nil, kind, message, elapsed. The
-   strings stay on the stack while rep points into them. [-0, +0, v] */
-static void read_reply(lua_State *L, psk_reply *rep) {
+   status, head, body, elapsed -- or nil, message, kind, elapsed (the
+   order pin returns a failure in). The strings stay on the stack while
+   rep points into them. What a custom driver feeds is capped as the
+   module's own transports cap what they read: a head over 256 KiB or a
+   body over max_body is a too_large failure. [-0, +0, v] */
+static void read_reply(lua_State *L, const pin_job *j, psk_reply *rep) {
   memset(rep, 0, sizeof *rep);
-  rep->elapsed = luaL_optnumber(L, 5, 0);
+  if (!lua_isnoneornil(L, 5) && lua_type(L, 5) != LUA_TNUMBER)
+    arg_error(L, 5, "step",
+              lua_pushfstring(L, "elapsed must be a number of seconds, %s",
+                              lpsk_got(L, 5)));
+  rep->elapsed = lua_isnoneornil(L, 5) ? 0 : (double)lua_tonumber(L, 5);
   if (lua_isnil(L, 2)) {
-    const char *kind = luaL_checkstring(L, 3);
-    const char *msg = luaL_checkstring(L, 4);
+    const char *msg = lua_type(L, 3) == LUA_TSTRING ? lua_tostring(L, 3) : NULL;
+    const char *kind = lua_type(L, 4) == LUA_TSTRING ? lua_tostring(L, 4) : "";
     int k;
-    for (k = PSK_KIND_NONE + 1; k <= PSK_KIND_TOO_LARGE; k++)
+    for (k = PSK_KIND_NONE + 1; k <= PSK_KIND_EXCHANGE_LAST; k++)
       if (strcmp(kind, psk_kind_names[k]) == 0) break;
-    if (k > PSK_KIND_TOO_LARGE)
-      luaL_argerror(L, 3,
-                    "must be a kind of failure: timeout, connect, resolve, "
-                    "tls, network or too_large");
+    if (!msg)
+      arg_error(L, 3, "step",
+                lua_pushfstring(L, "the failure's message must be a string, "
+                                   "%s",
+                                lpsk_got(L, 3)));
+    if (k > PSK_KIND_EXCHANGE_LAST)
+      arg_error(L, 4, "step",
+                "the failure's kind must be one of timeout, connect, "
+                "resolve, tls, network or too_large");
     rep->kind = k;
-    strncpy(rep->message, msg, sizeof rep->message - 1);
+    snprintf(rep->message, sizeof rep->message, "%s", msg);
   } else {
     long long status = 0;
     size_t n;
     if (!psk_tointegral(L, 2, &status) || status < 100 || status > 599)
-      luaL_argerror(L, 2,
-                    lua_pushfstring(L,
-                                    "must be the HTTP status (100 to 599), "
-                                    "or nil when no answer came, %s",
-                                    lpsk_got(L, 2)));
+      arg_error(L, 2, "step",
+                lua_pushfstring(L,
+                                "must be the HTTP status (100 to 599), or nil "
+                                "when no answer came, %s",
+                                lpsk_got(L, 2)));
+    if (lua_type(L, 3) != LUA_TSTRING)
+      arg_error(L, 3, "step",
+                lua_pushfstring(L, "the head must be a string, %s",
+                                lpsk_got(L, 3)));
+    if (!lua_isnoneornil(L, 4) && lua_type(L, 4) != LUA_TSTRING)
+      arg_error(L, 4, "step",
+                lua_pushfstring(L, "the body must be a string, %s",
+                                lpsk_got(L, 4)));
     rep->status = (long)status;
     /* Read-only views of the Lua strings: nothing appends to them. */
-    rep->head.data = (char *)luaL_checklstring(L, 3, &n);
+    rep->head.data = (char *)lua_tolstring(L, 3, &n);
     rep->head.len = rep->head.cap = n;
     rep->head.size = n + 1;
-    rep->body.data = (char *)luaL_optlstring(L, 4, "", &n);
+    if (n > PSK_HEADERS_MAX) {
+      fed_too_large(rep, j, "a head over 256 KiB");
+      return;
+    }
+    rep->body.data = (char *)(lua_isnoneornil(L, 4) ? "" : lua_tolstring(L, 4, &n));
+    if (lua_isnoneornil(L, 4)) n = 0;
     rep->body.len = rep->body.cap = n;
     rep->body.size = n + 1;
+    if (n > j->c->cfg.max_body) {
+      char what[64];
+      snprintf(what, sizeof what, "a body over max_body, %lu bytes",
+               (unsigned long)j->c->cfg.max_body);
+      fed_too_large(rep, j, what);
+    }
   }
 }
 
@@ -116,11 +163,26 @@ static void push_send(lua_State *L, const pin_job *j) {
   }
 }
 
-/* Under lpsk_run_busy: 1 the client, 2 the job (its reply in j->fed). */
+/* Pushes "done", nil, message, "cancelled". [-0, +4, m] */
+static int push_cancelled(lua_State *L) {
+  lua_pushliteral(L, "done");
+  lua_pushnil(L);
+  lua_pushliteral(L, "periskope: cancelled: the pin job was cancelled");
+  lua_pushstring(L, psk_kind_names[PSK_KIND_CANCELLED]);
+  return 4;
+}
+
+/* Under lpsk_run_busy: 1 the client, 2 the job (its reply in j->fed). A
+   job cancelled by a hook during this step ends here. */
 static int step_body(lua_State *L) {
   pin_job *j = lua_touserdata(L, 2);
   double wait;
-  switch (lpsk_job_step(L, j, 1, j->fed, &wait)) {
+  int action = lpsk_job_step(L, j, 1, j->fed, &wait);
+  if (j->cancelled) {
+    lua_settop(L, 2);
+    return push_cancelled(L);
+  }
+  switch (action) {
   case JOB_SEND:
     j->keep = 1;
     lua_pushliteral(L, "send");
@@ -138,10 +200,20 @@ static int step_body(lua_State *L) {
   }
 }
 
-/* After a step: a job that is done, or whose step raised, is over. */
+/* Ends job j: what it holds is released, and a later step says it is
+   over. */
+static void job_end(lua_State *L, pin_job *j, int ud) {
+  if (j->c && !j->c->closed) lpsk_pace_leave(L, j->c, ud, &j->w);
+  lpsk_job_release(L, j);
+  j->c = NULL;
+}
+
+/* After a step: a job that is done, cancelled, or whose step raised, is
+   over. */
 static void step_release(lua_State *L, int obj) {
   pin_job *j = lua_touserdata(L, obj);
-  if (!j->keep) {
+  j->stepping = 0;
+  if (!j->keep || j->cancelled) {
     lpsk_job_release(L, j);
     j->c = NULL; /* over: a later step says so */
   }
@@ -149,13 +221,26 @@ static void step_release(lua_State *L, int obj) {
   j->fed = NULL;
 }
 
-/* job:step([status, head, body, elapsed | nil, kind, message, elapsed]) */
+/* The PinJob at 1, for method fn. [-0, +0, v] */
+static pin_job *check_job(lua_State *L, const char *fn) {
+  pin_job *j = psk_testudata(L, 1, JOB_MT);
+  if (!j)
+    arg_error(L, 1, fn,
+              lua_pushfstring(L, "periskope.PinJob expected, got %s",
+                              luaL_typename(L, 1)));
+  return j;
+}
+
+/* job:step([status, head, body, elapsed | nil, message, kind, elapsed]) */
 static int job_step(lua_State *L) {
-  pin_job *j = luaL_checkudata(L, 1, JOB_MT);
+  pin_job *j = check_job(L, "step");
   psk_reply rep;
+  if (j->stepping)
+    return luaL_error(L, "periskope: job:step: this job is running (a hook "
+                         "of its own step may not step it again)");
   if (!j->c)
     return luaL_error(L, "periskope: this pin job is over (it was done, "
-                         "or a step raised)");
+                         "cancelled, or a step raised)");
   if (j->c->closed) {
     lpsk_job_release(L, j);
     j->c = NULL;
@@ -165,17 +250,36 @@ static int job_step(lua_State *L) {
     if (lua_isnone(L, 2))
       return luaL_error(L, "periskope: job:step expects the answer to the "
                            "request it asked to send (status, head, body, "
-                           "elapsed; or nil, kind, message)");
+                           "elapsed; or nil, message, kind, elapsed)");
     lua_settop(L, 5);
-    read_reply(L, &rep); /* points into the strings at 3 and 4 */
+    read_reply(L, j, &rep); /* points into the strings at 3 and 4 */
     j->fed = &rep;
   } else if (!lua_isnone(L, 2)) {
-    return luaL_argerror(L, 2, "no answer is awaited: call job:step() "
-                               "without arguments after a wait");
+    return arg_error(L, 2, "step", "no answer is awaited: call job:step() "
+                                   "without arguments after a wait");
   }
   psk_getuvtable(L, 1);
   lua_getfield(L, -1, "client");
+  j->stepping = 1; /* step_release clears it, whatever way the step ends */
   return lpsk_run_busy(L, j->c, lua_gettop(L), 1, "step_body", step_release);
+}
+
+/* job:cancel(): ends the job between steps -- its request in flight is
+   dropped, its slot given back -- and returns true; a later step raises.
+   From a hook of its own step: that step returns "done", nil, message,
+   "cancelled". A job that is over: nothing to do. */
+static int job_cancel(lua_State *L) {
+  pin_job *j = check_job(L, "cancel");
+  if (j->stepping) {
+    j->cancelled = 1;
+  } else if (j->c) {
+    j->cancelled = 1;
+    psk_getuvtable(L, 1);
+    lua_getfield(L, -1, "client");
+    job_end(L, j, lua_gettop(L));
+  }
+  lua_pushboolean(L, 1);
+  return 1;
 }
 
 /* ---------------------------------------------------------------- */
@@ -198,19 +302,55 @@ static int transport_gc(lua_State *L) {
   return 0;
 }
 
-/* A number field of the request at 1 in (0, hi]; def when absent. */
+/* Raises for field name of perform's request, with its value at vi (0:
+   leave "got" out; numbers are echoed, strings never). [-0, +0, v] */
+static int req_bad(lua_State *L, const char *name, const char *rule, int vi) {
+  return arg_error(L, 1, "perform",
+                   vi ? lua_pushfstring(L, "field '%s' %s, %s", name, rule,
+                                        lpsk_got(L, vi))
+                      : lua_pushfstring(L, "field '%s' %s", name, rule));
+}
+
+static const char *const request_fields[] = {
+    "method",  "url",     "headers",  "body", "timeout", "connect_timeout",
+    "max_body", "ca_file", NULL};
+
+/* Raises on a field of the request at 1 that is not one a "send" holds. */
+static void req_fields(lua_State *L) {
+  lua_pushnil(L);
+  while (lua_next(L, 1)) {
+    int i, listed = 0;
+    lua_pop(L, 1);
+    if (lua_type(L, -1) == LUA_TSTRING)
+      for (i = 0; request_fields[i]; i++)
+        if (strcmp(lua_tostring(L, -1), request_fields[i]) == 0) listed = 1;
+    if (!listed)
+      arg_error(L, 1, "perform",
+                lua_type(L, -1) == LUA_TSTRING
+                    ? lua_pushfstring(L, "unknown field '%s' (a request holds "
+                                         "method, url, headers, body, "
+                                         "timeout, connect_timeout, "
+                                         "max_body and ca_file)",
+                                      lua_tostring(L, -1))
+                    : lua_pushfstring(L, "field names must be strings, %s",
+                                      lpsk_got(L, -1)));
+  }
+}
+
+/* A number field of the request at 1 in (lo, hi] ([lo, hi] when lo_ok;
+   whole when integral), rule saying so; def when absent. */
 static double req_number(lua_State *L, const char *name, double def,
-                         double hi) {
+                         double lo, int lo_ok, double hi, int integral,
+                         const char *rule) {
   double v = def;
   lua_getfield(L, 1, name);
   if (!lua_isnil(L, -1)) {
-    if (lua_type(L, -1) != LUA_TNUMBER || !(lua_tonumber(L, -1) > 0) ||
-        lua_tonumber(L, -1) > hi)
-      luaL_argerror(L, 1,
-                    lua_pushfstring(L, "field '%s' must be a number > 0 and "
-                                       "<= %f, %s",
-                                    name, hi, lpsk_got(L, -1)));
+    long long iv;
+    if (lua_type(L, -1) != LUA_TNUMBER) req_bad(L, name, rule, -1);
     v = (double)lua_tonumber(L, -1);
+    if (!(lo_ok ? v >= lo : v > lo) || !(v <= hi) ||
+        (integral && !psk_tointegral(L, -1, &iv)))
+      req_bad(L, name, rule, -1);
   }
   lua_pop(L, 1);
   return v;
@@ -225,61 +365,91 @@ static const char *req_string(lua_State *L, const char *name, size_t *n,
   if (lua_type(L, -1) == LUA_TSTRING)
     s = lua_tolstring(L, -1, n);
   else if (!(optional && lua_isnil(L, -1)))
-    luaL_argerror(L, 1,
-                  lua_pushfstring(L, "field '%s' must be a string, %s", name,
-                                  lpsk_got(L, -1)));
+    req_bad(L, name, "must be a string", -1);
   lua_pop(L, 1);
   return s;
 }
 
-/* The header lines of the request at 1 into r, split into names and
-   values kept in a Lua-owned block pushed on the stack; *key gets the
-   SHA-256 of every line but x-phone (with the options, what a transport
-   is kept for), x-phone goes to r->phone. [-0, +1, v] */
+/* Whether a header name is x-phone, in any case. */
+static int is_x_phone(const char *name) {
+  static const char want[] = "x-phone";
+  size_t i;
+  for (i = 0; i < sizeof want; i++) {
+    char c = name[i];
+    if (c >= 'A' && c <= 'Z') c = (char)(c + 32);
+    if (c != want[i]) return 0;
+  }
+  return 1;
+}
+
+/* The longest header line a pin sends: "Authorization: Bearer " and the
+   longest key. */
+#define REQ_LINE_MAX (PSK_API_KEY_MAX + 64)
+
+/* The header lines of the request at 1 into r, checked as build_pin
+   makes them (a token, a colon, a value without control bytes; x-phone
+   a phone as the phone option normalizes it; at most as many and as long
+   as a pin's), split into names and values kept in a Lua-owned block
+   pushed on the stack. Every line but x-phone goes to keytext (with the
+   options, what a transport is kept for); x-phone goes to r->phone.
+   [-0, +1, v] */
 static void req_headers(lua_State *L, psk_request *r, psk_buf *keytext) {
   size_t total = 0, used = 0;
   int i, n;
   char *block;
   lua_getfield(L, 1, "headers");
   if (!lua_istable(L, -1))
-    luaL_argerror(L, 1, "field 'headers' must be an array of \"Name: value\" "
-                        "strings");
+    req_bad(L, "headers", "must be an array of \"Name: value\" strings", -1);
   n = (int)psk_rawlen(L, -1);
   if (n > PSK_REQ_HEADERS)
-    luaL_argerror(L, 1, "field 'headers' holds more lines than a pin sends");
+    req_bad(L, "headers", "holds more lines than a pin sends (5)", 0);
   for (i = 1; i <= n; i++) {
     size_t len;
     lua_rawgeti(L, -1, i);
     if (lua_type(L, -1) != LUA_TSTRING)
-      luaL_argerror(L, 1, "field 'headers' must hold strings");
+      req_bad(L, "headers", "must hold strings", -1);
     lua_tolstring(L, -1, &len);
+    if (len > REQ_LINE_MAX)
+      req_bad(L, "headers", "holds a line longer than a pin's", 0);
     total += len + 1;
     lua_pop(L, 1);
   }
   block = psk_newuserdata(L, total ? total : 1);
   lua_insert(L, -2); /* block below the headers table */
   r->nheaders = 0;
+  r->phone[0] = '\0';
   for (i = 1; i <= n; i++) {
     size_t len, k;
     const char *line, *colon;
     char *copy = block + used;
+    psk_header h;
+    size_t pos = 0;
     lua_rawgeti(L, -1, i);
     line = lua_tolstring(L, -1, &len);
     colon = memchr(line, ':', len);
     for (k = 0; k < len; k++)
       if ((unsigned char)line[k] < 0x20 || line[k] == 0x7f)
-        luaL_argerror(L, 1, "field 'headers' must hold no control bytes");
-    if (!colon || colon == line)
-      luaL_argerror(L, 1, "field 'headers' must hold \"Name: value\" lines");
+        req_bad(L, "headers", "must hold no control bytes", 0);
+    /* A field as a response's head would read it: a token, a colon. */
+    if (!colon || !psk_header_next(line, len, &pos, &h) ||
+        h.name_len != (size_t)(colon - line))
+      req_bad(L, "headers", "must hold \"Name: value\" lines", 0);
     memcpy(copy, line, len);
     copy[len] = '\0';
     copy[colon - line] = '\0';
     r->headers[r->nheaders].name = copy;
-    k = (size_t)(colon - line) + 1;
-    while (k < len && copy[k] == ' ') k++;
-    r->headers[r->nheaders].value = copy + k;
-    if (strcmp(copy, "x-phone") == 0) {
-      snprintf(r->phone, sizeof r->phone, "%s", copy + k);
+    r->headers[r->nheaders].value = copy + (h.value - line);
+    copy[(h.value - line) + h.value_len] = '\0';
+    if (is_x_phone(copy)) {
+      char phone[PSK_PHONE_MAX + 1];
+      psk_err e;
+      if (psk_normalize_phone(h.value, h.value_len, phone, &e) != PSK_OK ||
+          strlen(phone) != h.value_len)
+        req_bad(L, "headers",
+                "x-phone must be a phone as the phone option sends it "
+                "(7 to 15 digits, or phone-<letters and digits>)",
+                0);
+      memcpy(r->phone, phone, h.value_len + 1);
     } else if (psk_buf_append(keytext, line, len) != PSK_OK ||
                psk_buf_append(keytext, "\n", 1) != PSK_OK) {
       luaL_error(L, "periskope: out of memory");
@@ -292,9 +462,10 @@ static void req_headers(lua_State *L, psk_request *r, psk_buf *keytext) {
 }
 
 /* Raises for a buffer that refused an append: out of memory, or why. */
-static void too_long(lua_State *L, int st, const char *why) {
+static void too_long(lua_State *L, int st, const char *name,
+                     const char *why) {
   if (st == PSK_NOMEM) luaL_error(L, "periskope: out of memory");
-  luaL_argerror(L, 1, why);
+  req_bad(L, name, why, 0);
 }
 
 /* The request's URL at 1 into r->url (its path the request target) and
@@ -309,16 +480,15 @@ static void req_url(lua_State *L, psk_request *r, psk_buf *origin) {
   const char *url = req_string(L, "url", &n, 0);
   path = psk_url_path_offset(url); /* stops at a NUL, which the walk below refuses */
   if ((st = psk_normalize_base_url(url, path, origin, &e)) != PSK_OK)
-    too_long(L, st == PSK_INVALID ? PSK_TOO_LARGE : st,
-             lua_pushfstring(L, "field 'url' %s", e.msg));
+    too_long(L, st == PSK_INVALID ? PSK_TOO_LARGE : st, "url", e.msg);
   for (i = path; i < n; i++) {
     unsigned char c = (unsigned char)url[i];
     if (c <= 0x20 || c >= 0x7f || c == '?' || c == '#' || c == '\\')
-      luaL_argerror(L, 1, "field 'url' must have a plain path (no query, "
-                          "fragment, space or control byte)");
+      req_bad(L, "url", "must have a plain path (no query, fragment, space "
+                        "or control byte)", 0);
   }
   if ((st = psk_buf_append(&r->url, url, n)) != PSK_OK)
-    too_long(L, st, "field 'url' is longer than a pin's URL");
+    too_long(L, st, "url", "is longer than a pin's URL");
   r->target = path; /* sent as the request target, as build_pin's is */
 }
 
@@ -391,7 +561,7 @@ static int perform_state_gc(lua_State *L) {
 }
 
 /* periskope.perform(request) -> status, head, body, elapsed
-                                | nil, kind, message, elapsed */
+                                | nil, message, kind, elapsed */
 int lpsk_mod_perform(lua_State *L) {
   perform_state *p;
   transport *tr;
@@ -401,8 +571,12 @@ int lpsk_mod_perform(lua_State *L) {
   double max_body;
   char key[65];
   int st;
-  luaL_checktype(L, 1, LUA_TTABLE);
+  if (!lua_istable(L, 1))
+    arg_error(L, 1, "perform",
+              lua_pushfstring(L, "a request table expected, got %s",
+                              luaL_typename(L, 1)));
   lua_settop(L, 1);
+  req_fields(L);
   /* Created empty, metatable set, then filled: __gc always finds it
      consistent. */
   p = psk_newuserdata(L, sizeof *p);
@@ -412,13 +586,24 @@ int lpsk_mod_perform(lua_State *L) {
   psk_buf_init(&p->key, 64 * 1024);
   psk_setmetatable(L, PERFORM_MT);
 
+  lua_getfield(L, 1, "method");
+  if (!lua_isnil(L, -1) && !(lua_type(L, -1) == LUA_TSTRING &&
+                             strcmp(lua_tostring(L, -1), "POST") == 0))
+    req_bad(L, "method", "must be \"POST\"", 0);
+  lua_pop(L, 1);
   req_url(L, &p->req, &p->origin);
   body = req_string(L, "body", &blen, 1);
   if (body && (st = psk_buf_append(&p->req.body, body, blen)) != PSK_OK)
-    too_long(L, st, "field 'body' is longer than a pin's body");
-  p->cfg.timeout = req_number(L, "timeout", 30, 86400);
-  p->cfg.connect_timeout = req_number(L, "connect_timeout", 10, 86400);
-  max_body = req_number(L, "max_body", 1048576, 1073741824.0);
+    too_long(L, st, "body", "is longer than a pin's body");
+  p->cfg.timeout =
+      req_number(L, "timeout", 30, 0, 0, 86400, 0,
+                 "must be a number of seconds > 0 and <= 86400");
+  p->cfg.connect_timeout =
+      req_number(L, "connect_timeout", 10, 0, 0, 86400, 0,
+                 "must be a number of seconds > 0 and <= 86400");
+  max_body = req_number(L, "max_body", 1048576, 0, 1, 1073741824.0, 1,
+                        "must be an integer number of bytes from 0 to "
+                        "1073741824");
   p->cfg.max_body = (size_t)max_body;
   ca = req_string(L, "ca_file", &calen, 1);
   req_headers(L, &p->req, &p->key); /* pushes the headers' block */
@@ -448,8 +633,8 @@ int lpsk_mod_perform(lua_State *L) {
     lua_pushlstring(L, psk_buf_cstr(&rep->body), rep->body.len);
   } else {
     lua_pushnil(L);
-    lua_pushstring(L, psk_kind_names[rep->kind]);
     lua_pushstring(L, rep->message);
+    lua_pushstring(L, psk_kind_names[rep->kind]);
   }
   lua_pushnumber(L, (lua_Number)rep->elapsed);
   psk_http_give(tr->http, tr->held);
@@ -461,7 +646,8 @@ int lpsk_mod_perform(lua_State *L) {
 /* registration                                                      */
 
 void lpsk_async_open(lua_State *L, int state) {
-  static const luaL_Reg job_methods[] = {{"step", job_step}, {NULL, NULL}};
+  static const luaL_Reg job_methods[] = {
+      {"step", job_step}, {"cancel", job_cancel}, {NULL, NULL}};
   lua_pushvalue(L, state);
   lua_pushcclosure(L, step_body, 1);
   lua_setfield(L, state, "step_body");

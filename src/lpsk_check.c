@@ -24,7 +24,10 @@ static int list_index(const char *s, const char *const names[]) {
 const char *lpsk_got(lua_State *L, int i) {
   if (lua_type(L, i) == LUA_TNUMBER) {
     char num[64];
-    snprintf(num, sizeof num, "%.14g", (double)lua_tonumber(L, i));
+    double v = (double)lua_tonumber(L, i);
+    /* As short as shows the value: 7 + 2^-50 is not "7". */
+    snprintf(num, sizeof num, "%.14g", v);
+    if (strtod(num, NULL) != v) snprintf(num, sizeof num, "%.17g", v);
     return lua_pushfstring(L, "got %s", num);
   }
   return lua_pushfstring(L, "got %s", luaL_typename(L, i));

@@ -245,21 +245,22 @@ static int take_reply(lua_State *L, pin_job *j, int ud, const psk_reply *rep,
                       int sent, next_step *next) {
   known k;
   j->tries++;
+  /* The pacer first: the circuit it may open takes the retry away. */
   if (rep->status) {
     push_answer(L, j, ud, rep, &k);
-    plan_retry(j, rep, &k, next);
     lpsk_pace_settle(L, j->c, ud, j->shared, j->probe, &k,
                      learn_clock(j->c, rep, &k), rep);
     j->slot = 0; /* after: a raise in its limiter event leaves it owed */
+    plan_retry(j, rep, &k, next);
     if (lpsk_wants_events(j->c)) ev_response(L, j, ud, rep);
     return 1;
   }
   push_failure(L, rep);
-  plan_retry(j, rep, NULL, next);
   if (sent) {
     lpsk_pace_settle(L, j->c, ud, j->shared, j->probe, NULL, -1, rep);
     j->slot = 0;
   }
+  plan_retry(j, rep, NULL, next);
   if (lpsk_wants_events(j->c)) ev_failure(L, j, ud, rep);
   return 3;
 }

@@ -140,22 +140,22 @@ int lpsk_pace_ask(lua_State *L, Client *c, int ud, pace_waiter *w, int lone,
   psk_pace_op op;
   int shared;
   *nap = 0;
+  if (w->awaiting && w->fail_seen != c->fail_seq) {
+    /* The answer it waited for will not come: that failure is its own,
+       now, rather than a timeout of its own after it. */
+    memset(why, 0, sizeof *why);
+    why->kind = c->fail_kind;
+    snprintf(why->message, sizeof why->message,
+             "periskope: not sent: the request it waited for got no answer "
+             "(%.400s)",
+             strncmp(c->fail_msg, "periskope: ", 11) == 0 ? c->fail_msg + 11
+                                                        : c->fail_msg);
+    lpsk_pace_leave(L, c, ud, w);
+    return PACE_SHARE;
+  }
   take(L, c, ud, w, 0, &shared, &op);
   d = op.delay;
   if (!op.refused && d < 0) {
-    if (w->awaiting && w->fail_seen != c->fail_seq) {
-      /* The answer it waited for will not come: that failure is its own,
-         now, rather than a timeout of its own after it. */
-      memset(why, 0, sizeof *why);
-      why->kind = c->fail_kind;
-      snprintf(why->message, sizeof why->message,
-               "periskope: not sent: the request it waited for got no "
-               "answer (%.400s)",
-               strncmp(c->fail_msg, "periskope: ", 11) == 0 ? c->fail_msg + 11
-                                                          : c->fail_msg);
-      lpsk_pace_leave(L, c, ud, w);
-      return PACE_SHARE;
-    }
     if (nested || (lone && !shared) || w->waited + PACE_POLL > max) {
       take(L, c, ud, w, 1, &shared, &op);
       d = op.delay;

@@ -68,20 +68,60 @@ static void push_lower(lua_State *L, const char *s, size_t n) {
 }
 
 /* With a lower-cased name and a value on top of the stack, stores them in
-   the headers table at t, joining repeated names with ", " as HTTP allows.
-   [-2, +0, m] */
-static void add_header(lua_State *L, int t) {
+   the headers table at t. A repeated name's values gather in parts (a
+   table made at the first repeat, in that stack slot: name -> array of
+   values) and join_parts joins each name's once, with ", " as HTTP
+   allows: joining at every repeat would copy the growing value again
+   each time, quadratic in a head of many repeats. [-2, +0, m] */
+static void add_header(lua_State *L, int t, int parts) {
   lua_pushvalue(L, -2);
-  lua_rawget(L, t);
-  if (lua_type(L, -1) == LUA_TSTRING) {
-    lua_insert(L, -2);        /* name, old, value */
-    lua_pushliteral(L, ", ");
-    lua_insert(L, -2);        /* name, old, ", ", value */
-    lua_concat(L, 3);
-  } else {
+  lua_rawget(L, t); /* name value old */
+  if (lua_isnil(L, -1)) {
     lua_pop(L, 1);
+    lua_rawset(L, t);
+    return;
   }
-  lua_rawset(L, t);
+  if (lua_isnil(L, parts)) {
+    lua_newtable(L);
+    lua_replace(L, parts);
+  }
+  lua_pushvalue(L, -3);
+  lua_rawget(L, parts); /* name value old list */
+  if (lua_isnil(L, -1)) {
+    lua_pop(L, 1);
+    lua_createtable(L, 4, 0);
+    lua_insert(L, -2);
+    lua_rawseti(L, -2, 1); /* name value list: { old } */
+    lua_pushvalue(L, -3);
+    lua_pushvalue(L, -2);
+    lua_rawset(L, parts);
+  } else {
+    lua_remove(L, -2); /* name value list */
+  }
+  lua_insert(L, -2); /* name list value */
+  lua_rawseti(L, -2, (int)psk_rawlen(L, -2) + 1);
+  lua_pop(L, 2);
+}
+
+/* Sets each repeated name of parts (see add_header) to its values
+   joined with ", ". [-0, +0, m] */
+static void join_parts(lua_State *L, int t, int parts) {
+  if (lua_isnil(L, parts)) return;
+  lua_pushnil(L);
+  while (lua_next(L, parts)) { /* name list */
+    int list = lua_gettop(L), i, n = (int)psk_rawlen(L, list);
+    luaL_Buffer b;
+    lua_pushvalue(L, list - 1); /* name list name */
+    luaL_buffinit(L, &b);
+    for (i = 1; i <= n; i++) {
+      if (i > 1) luaL_addlstring(&b, ", ", 2);
+      lua_rawgeti(L, list, i);
+      luaL_addvalue(&b);
+    }
+    luaL_pushresult(&b); /* name list name joined */
+    lua_rawset(L, t);
+    lua_pop(L, 1); /* the name stays for lua_next */
+  }
 }
 
 /* Pushes an empty headers table, sized for n names, with the
@@ -258,7 +298,7 @@ void lpsk_push_head(lua_State *L, const psk_buf *head, known *k,
   head_field f[HEAD_MAX_FIELDS];
   psk_header h;
   size_t pos = 0;
-  int count = 0, kept, i, j, t, line, same = 1, repeated_known = 0;
+  int count = 0, kept, i, j, t, parts, line, same = 1, repeated_known = 0;
   if (hc && hc->busy) hc = NULL;
   if (hc) hc->busy = 1;
   memset(k, 0, sizeof *k);
@@ -289,12 +329,14 @@ void lpsk_push_head(lua_State *L, const psk_buf *head, known *k,
     count++;
   }
   t = new_headers(L, count);
+  lua_pushnil(L); /* parts: made at the first repeated name */
+  parts = lua_gettop(L);
   kept = count < HEAD_MAX_FIELDS ? count : HEAD_MAX_FIELDS;
   for (i = 0; i < kept; i++) {
     push_part(L, &f[i], uv, 1);
     push_part(L, &f[i], uv, 2);
     if (f[i].dup)
-      add_header(L, t); /* joins with the earlier value */
+      add_header(L, t, parts); /* joined with the earlier value below */
     else
       lua_rawset(L, t);
     if (hc && f[i].line >= 0) hc->line[f[i].line].used = 1;
@@ -305,9 +347,11 @@ void lpsk_push_head(lua_State *L, const psk_buf *head, known *k,
       if (i < kept) continue;
       push_lower(L, h.name, h.name_len);
       lua_pushlstring(L, h.value, h.value_len);
-      add_header(L, t);
+      add_header(L, t, parts);
     }
   }
+  join_parts(L, t, parts);
+  lua_settop(L, t);
   if (hc) hc->busy = 0;
   /* A repeated known header counts as its joined value, as in the table. */
   if (repeated_known) known_from_table(L, t, k);
@@ -493,7 +537,7 @@ int lpsk_read_response(lua_State *L) {
   long long status;
   size_t blen = 0;
   const char *body;
-  int h;
+  int h, parts;
   if (!psk_tointegral(L, 1, &status) || status < 100 || status > 599)
     return luaL_argerror(
         L, 1, lua_pushfstring(L, "status must be an integer from 100 to 599, %s",
@@ -501,6 +545,8 @@ int lpsk_read_response(lua_State *L) {
   if (!lua_isnoneornil(L, 2)) luaL_checktype(L, 2, LUA_TTABLE);
   body = luaL_optlstring(L, 3, "", &blen);
   h = new_headers(L, 0);
+  lua_pushnil(L); /* parts (see add_header) */
+  parts = lua_gettop(L);
   if (lua_istable(L, 2)) {
     lua_pushnil(L);
     while (lua_next(L, 2)) {
@@ -520,14 +566,14 @@ int lpsk_read_response(lua_State *L) {
           push_lower(L, k, n);
           lua_insert(L, -2);
           lua_tostring(L, -1); /* a number becomes its string */
-          add_header(L, h);
+          add_header(L, h, parts);
         }
       } else if (lua_type(L, v) == LUA_TSTRING ||
                  lua_type(L, v) == LUA_TNUMBER) {
         push_lower(L, k, n);
         lua_pushvalue(L, v);
         lua_tostring(L, -1);
-        add_header(L, h);
+        add_header(L, h, parts);
       } else {
         return luaL_argerror(
             L, 2,
@@ -539,6 +585,8 @@ int lpsk_read_response(lua_State *L) {
       lua_settop(L, v - 1); /* keep the key for lua_next */
     }
   }
+  join_parts(L, h, parts);
+  lua_settop(L, h);
   known_from_table(L, h, &kh);
   lpsk_push_result(L, (long)status, h, &kh, body, blen, 1);
   return 1;

@@ -18,6 +18,7 @@ struct psk_transfer {
   psk_http *h;
   CURL *easy;
   struct curl_slist *headers; /* must outlive the transfer */
+  int headers_set;            /* headers is built (NULL for none) */
   CURLU *url;                 /* the base URL, parsed once per easy handle */
   char headers_phone[PSK_PHONE_MAX + 1]; /* the x-phone it was built for */
   const psk_request *req;     /* borrowed while it is sent */
@@ -309,6 +310,7 @@ static int forget_after_fork(psk_http *h) {
     psk_transfer *t = h->pool[i];
     t->easy = NULL;   /* the parent's: forgotten, not cleaned up */
     t->headers = NULL;
+    t->headers_set = 0;
     t->batch = NULL;
   }
   h->share = NULL;
@@ -370,7 +372,9 @@ static void fail_reply(psk_transfer *t, int kind, const char *what) {
   snprintf(t->reply.message, sizeof t->reply.message, "periskope: %s", what);
 }
 
-static struct curl_slist *header_list(const psk_request *r) {
+/* The request's header lines as libcurl's list: 0, or -1 when out of
+   memory. No lines: an empty list (NULL). */
+static int header_list(const psk_request *r, struct curl_slist **out) {
   struct curl_slist *list = NULL, *next;
   char line[PSK_API_KEY_MAX + PSK_USER_AGENT_MAX + 64];
   int i;
@@ -382,10 +386,12 @@ static struct curl_slist *header_list(const psk_request *r) {
   }
   /* No "Expect:" line: libcurl asks for 100-continue only for bodies over
      1 MiB, and a pin's body is at most 22 bytes. */
-  return list;
+  *out = list;
+  return 0;
 nomem:
   curl_slist_free_all(list);
-  return NULL;
+  *out = NULL;
+  return -1;
 }
 
 /* Makes t ready to send r: handles (after fork too), header list,
@@ -417,12 +423,14 @@ static int prepare(psk_http *h, psk_transfer *t, const psk_request *r) {
   e = t->easy;
   /* Only x-phone varies between a client's requests: the header list is
      rebuilt when it changes, not for every pin. */
-  if (!t->headers || strcmp(t->headers_phone, r->phone) != 0) {
+  if (!t->headers_set || strcmp(t->headers_phone, r->phone) != 0) {
     curl_slist_free_all(t->headers);
-    if (!(t->headers = header_list(r))) {
+    t->headers_set = 0;
+    if (header_list(r, &t->headers) != 0) {
       fail_reply(t, PSK_KIND_NETWORK, "out of memory");
       return -1;
     }
+    t->headers_set = 1;
     memcpy(t->headers_phone, r->phone, sizeof t->headers_phone);
     fresh = 1;
   }

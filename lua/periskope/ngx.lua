@@ -68,8 +68,8 @@ local function exchange(req)
     end
     -- The pool is there but could not run it (no Lua VM free, say): no
     -- answer came, and the job may retry it as a network failure.
-    return nil, "network", "periskope: POST " .. req.url .. ": the thread pool could not run the request: "
-      .. why, 0
+    return nil, "periskope: POST " .. req.url .. ": the thread pool could not run the request: "
+      .. why, "network", 0
   end
   return r[2], r[3], r[4], r[5]
 end
