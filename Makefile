@@ -7,6 +7,7 @@
 #   make test-contention      shared pacing: many nginx workers and processes, one budget
 #   make test-nohiredis       the specs against a build without hiredis (HIREDIS=no)
 #   make check-core           the pure C core's own tests, under ASan/UBSan
+#   make check-redis          the Redis store's exchange, sans-I/O, under ASan/UBSan
 #   make check-valgrind       1,000 pins under valgrind memcheck
 #   make demo                 pin through the bundled local Periskope server
 #   make install              the module into $(LUA_CMOD), the command into $(BINDIR),
@@ -73,7 +74,7 @@ LDFLAGS_SO := -shared $(LDFLAGS) $(EXTRA_LDFLAGS)
 
 # A LuaRocks build (it passes LUA_INCDIR) keeps apart from make's own.
 BUILD := build/$(if $(LUA_INCDIR),rock-$(notdir $(LUA_INCDIR)),$(LUA))$(PERISKOPE_BUILD_SUFFIX)
-CORE_SRC := src/psk_buf.c src/psk_core.c src/psk_pace.c src/psk_time.c
+CORE_SRC := src/psk_buf.c src/psk_core.c src/psk_pace.c src/psk_resp.c src/psk_time.c
 SRC := $(CORE_SRC) src/psk_fork.c src/psk_one.c src/psk_http.c src/psk_redis.c src/lpace.c \
        src/lpsk_check.c src/lpsk_result.c src/lpsk_pace.c src/lpsk_job.c src/lpsk_pin.c \
        src/lpsk_async.c src/lperiskope.c
@@ -145,7 +146,7 @@ $(LUAS:%=test-all-%): test-all-%:
 	  rc=$$?; echo "== $*"; cat build/test-all-$*.log; exit $$rc
 
 # The pure core and buffer, without Lua or libcurl, under the sanitizers.
-build/check-core: test/check_core.c $(CORE_SRC) src/psk_core.h src/psk_buf.h src/psk_pace.h src/psk_time.h
+build/check-core: test/check_core.c $(CORE_SRC) src/psk_core.h src/psk_buf.h src/psk_pace.h src/psk_resp.h src/psk_time.h
 	mkdir -p build
 	$(CC) -std=c99 -g -O1 $(WARN) -fsanitize=address,undefined \
 	  -fno-sanitize-recover=all -Isrc test/check_core.c $(CORE_SRC) -lm -o $@
@@ -169,6 +170,20 @@ demo: $(SO)
 test-nohiredis:
 	$(MAKE) --no-print-directory HIREDIS=no test \
 	  BUSTED_ARGS="--exclude-tags=redis,contention $(BUSTED_ARGS)"
+
+# The Redis store's exchange (psk_redis_x) fed canned replies, no server:
+# test/check_redis.c, with hiredis, under ASan/UBSan. It needs hiredis.
+REDIS_TEST_SRC := src/psk_redis.c src/psk_resp.c src/psk_fork.c src/psk_time.c
+.PHONY: check-redis
+build/check-redis: test/check_redis.c $(REDIS_TEST_SRC) src/psk_redis.h src/psk_resp.h src/psk_fork.h src/psk_time.h src/psk_pace.h
+	@test "$(HAVE_HIREDIS)" = yes || { echo "check-redis: pkg-config finds no hiredis: install libhiredis-dev"; exit 1; }
+	mkdir -p build
+	$(CC) -std=c99 -g -O1 $(WARN) -fsanitize=address,undefined \
+	  -fno-sanitize-recover=all -Isrc $(HIREDIS_CFLAGS) test/check_redis.c $(REDIS_TEST_SRC) \
+	  $(HIREDIS_LIBS) -lm -o $@
+
+check-redis: build/check-redis
+	./build/check-redis
 
 # ---------------------------------------------------------------- install
 # The module, its Lua modules for the non-blocking hosts (periskope.ngx,

@@ -70,7 +70,7 @@ function limiters.redis(options) end
 ---@field password? string Sent with AUTH; never shown.
 ---@field db? integer Selected with SELECT, default 0.
 ---@field prefix? string 1-64 bytes, default "periskope:".
----@field timeout? number Seconds to connect and per command, > 0 and <= 60, default 1.
+---@field timeout? number Seconds one store operation may take in all, connect included, > 0 and <= 60, default 1.
 
 ---@class periskope.Options
 ---@field api_key? string Sent as `Authorization: Bearer <api_key>`; default PERISKOPE_API_KEY.

@@ -28,7 +28,7 @@
 
 FUZZ_CC ?= clang
 FUZZ_SECONDS ?= 20
-FUZZ_HARNESSES := request headers retry pace
+FUZZ_HARNESSES := request headers retry pace resp
 FUZZ_DIR := build/fuzz
 FUZZ_BINS := $(FUZZ_HARNESSES:%=$(FUZZ_DIR)/fuzz_%)
 # -fno-sanitize-recover: a UBSan finding must stop the run and save the
@@ -44,10 +44,11 @@ FUZZ_MAX_LEN_request := 8192
 FUZZ_MAX_LEN_headers := 4096
 FUZZ_MAX_LEN_retry := 512
 FUZZ_MAX_LEN_pace := 1024
+FUZZ_MAX_LEN_resp := 1024
 
 fuzz-build: $(FUZZ_BINS)
 
-$(FUZZ_DIR)/fuzz_%: fuzz/fuzz_%.c fuzz/fuzz.h $(FUZZ_CORE_SRC) src/psk_core.h src/psk_buf.h src/psk_pace.h
+$(FUZZ_DIR)/fuzz_%: fuzz/fuzz_%.c fuzz/fuzz.h $(FUZZ_CORE_SRC) src/psk_core.h src/psk_buf.h src/psk_pace.h src/psk_resp.h
 	@mkdir -p $(FUZZ_DIR)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) $< $(FUZZ_CORE_SRC) -o $@
 

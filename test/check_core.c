@@ -3,7 +3,8 @@
  * libcurl: the core (psk_core: validation, the request, header, date and
  * Retry-After parsing, the retry plan), the bounded buffer (psk_buf), the
  * pacing budget, its store operation and the server clock (psk_pace), and
- * the clocks (psk_time). Run under ASan/UBSan by `make check-core`.
+ * the clocks (psk_time) and the size checks on Redis's replies
+ * (psk_resp). Run under ASan/UBSan by `make check-core`.
  * Expectations come from shared/API.md (the contract) and the header
  * comments, not from the implementation.
  *
@@ -21,6 +22,7 @@
 #include "psk_buf.h"
 #include "psk_core.h"
 #include "psk_pace.h"
+#include "psk_resp.h"
 #include "psk_time.h"
 
 /* ---- the checker ---- */
@@ -2459,6 +2461,182 @@ static void test_pace_fair(void) {
   }
 }
 
+/* ---- psk_resp ---- */
+
+/* The Redis store's limits (psk_redis.c): arrays of at most 2 scalars,
+   strings of at most 4608 bytes, lines of at most 1024. */
+static const psk_resp_limits RESP_LIMITS = {4608, 2, 1, 1024};
+
+/* Feeds n bytes, waiting for `waited` replies, in one piece and then
+   one byte at a time; both must agree. The status; *done the replies
+   seen. */
+static int resp_run(const char *in, size_t n, unsigned long waited,
+                    unsigned long *done) {
+  psk_resp_scan whole, bytes;
+  char *copy = xdup(in, n);
+  int st_whole, st_bytes = PSK_RESP_OK;
+  size_t i;
+  psk_resp_init(&whole, &RESP_LIMITS);
+  psk_resp_wait(&whole, waited);
+  st_whole = psk_resp_feed(&whole, copy, n);
+  psk_resp_init(&bytes, &RESP_LIMITS);
+  psk_resp_wait(&bytes, waited);
+  for (i = 0; i < n && st_bytes == PSK_RESP_OK; i++) {
+    char *one = xdup(copy + i, 1);
+    st_bytes = psk_resp_feed(&bytes, one, 1);
+    free(one);
+  }
+  CHECK(st_whole == st_bytes);
+  CHECK(whole.done == bytes.done);
+  free(copy);
+  if (done) *done = whole.done;
+  return st_whole;
+}
+
+static void test_resp(void) {
+  static const struct {
+    const char *in;
+    size_t n;
+    unsigned long waited, done;
+  } good[] = {
+      {S("+OK\r\n"), 1, 1},
+      {S("-ERR wrong number of arguments\r\n"), 1, 1},
+      {S(":0\r\n"), 1, 1},
+      {S(":-42\r\n"), 1, 1},
+      {S("$40\r\nfa58d8ae174349690353dfffa7a0ddf920264a09\r\n"), 1, 1},
+      {S("$0\r\n\r\n"), 1, 1},
+      {S("$-1\r\n"), 1, 1},
+      {S("*-1\r\n"), 1, 1},
+      {S("*0\r\n"), 1, 1},
+      {S("*1\r\n:1\r\n"), 1, 1},
+      {S("*2\r\n:0\r\n$5\r\np2 1\n\r\n"), 1, 1},
+      {S("*2\r\n:0\r\n$-1\r\n"), 1, 1},
+      {S("$2\r\n\r\n\r\n"), 1, 1},  /* CRLF inside a string is its bytes */
+      {S("+OK\r\n+OK\r\n$40\r\nfa58d8ae174349690353dfffa7a0ddf920264a09\r\n*1\r\n:1\r\n"), 4, 4},
+      /* Part of a reply: accepted, not yet done. */
+      {S("*2\r\n:0\r\n"), 1, 0},
+      {S("$5\r\nab"), 1, 0},
+      {S("+OK\r"), 1, 0},
+      {S("*2"), 1, 0},
+      {S(""), 0, 0},
+  };
+  static const struct {
+    const char *in;
+    size_t n;
+    unsigned long waited;
+    int status;
+  } bad[] = {
+      /* Refused at the header's digits, before its CRLF. */
+      {S("*2000000000\r\n"), 1, PSK_RESP_TOO_LARGE},
+      {S("*3"), 1, PSK_RESP_TOO_LARGE},
+      {S("$2000000000\r\n"), 1, PSK_RESP_TOO_LARGE},
+      {S("$4609"), 1, PSK_RESP_TOO_LARGE},
+      {S("$99999999999999999999999999999"), 1, PSK_RESP_TOO_LARGE},
+      {S("*00000000000000000000000000003"), 1, PSK_RESP_TOO_LARGE},
+      {S("*1\r\n*1\r\n:1\r\n"), 1, PSK_RESP_TOO_LARGE}, /* nested */
+      {S("*2\r\n:0\r\n*1\r\n"), 1, PSK_RESP_TOO_LARGE},
+      /* Not RESP2. */
+      {S("?\r\n"), 1, PSK_RESP_BAD},
+      {S("%1\r\n"), 1, PSK_RESP_BAD},  /* RESP3: not asked for */
+      {S("\0"), 1, PSK_RESP_BAD},
+      {S("+OK\n"), 1, PSK_RESP_BAD},
+      {S("+OK\rX"), 1, PSK_RESP_BAD},
+      {S("$3\r\nabcX"), 1, PSK_RESP_BAD},
+      {S("$3\r\nabc\rX"), 1, PSK_RESP_BAD},
+      {S("$-2\r\n"), 1, PSK_RESP_BAD},
+      {S("$-0\r\n"), 1, PSK_RESP_BAD},
+      {S("*-\r\n"), 1, PSK_RESP_BAD},
+      {S("$\r\n"), 1, PSK_RESP_BAD},
+      {S("$1a\r\n"), 1, PSK_RESP_BAD},
+      {S("$1-\r\n"), 1, PSK_RESP_BAD},
+      {S("$ 1\r\n"), 1, PSK_RESP_BAD},
+      /* More than was asked for. */
+      {S("+OK\r\n+OK\r\n"), 1, PSK_RESP_EXTRA},
+      {S("+OK\r\n"), 0, PSK_RESP_EXTRA},
+      {S("*1\r\n:1\r\n:1\r\n"), 1, PSK_RESP_EXTRA},
+  };
+  size_t i;
+  for (i = 0; i < sizeof good / sizeof good[0]; i++) {
+    unsigned long done = 99;
+    CHECKI(resp_run(good[i].in, good[i].n, good[i].waited, &done) ==
+               PSK_RESP_OK, i);
+    CHECKI(done == good[i].done, i);
+  }
+  for (i = 0; i < sizeof bad / sizeof bad[0]; i++)
+    CHECKI(resp_run(bad[i].in, bad[i].n, bad[i].waited, NULL) ==
+               bad[i].status, i);
+
+  /* The limits themselves: a string of 4608 bytes and a line of 1024
+     pass; one byte more is refused before the rest arrives. */
+  {
+    size_t n = 4608;
+    char *in = malloc(n + 16), *line = filled('e', 1025);
+    psk_resp_scan s;
+    int len = snprintf(in, 16, "$%zu\r\n", n);
+    memset(in + len, 'x', n);
+    memcpy(in + len + n, "\r\n", 2);
+    CHECK(resp_run(in, (size_t)len + n + 2, 1, NULL) == PSK_RESP_OK);
+    line[0] = '-';
+    CHECK(resp_run(line, 1025, 1, NULL) == PSK_RESP_OK); /* 1024 after '-' */
+    psk_resp_init(&s, &RESP_LIMITS);
+    psk_resp_wait(&s, 1);
+    CHECK(psk_resp_feed(&s, line, 1025) == PSK_RESP_OK);
+    CHECK(psk_resp_feed(&s, "e", 1) == PSK_RESP_TOO_LARGE);
+    CHECK(s.why != NULL && strstr(s.why, "line") != NULL);
+    free(line);
+    free(in);
+  }
+
+  /* An error stays: later bytes, even good ones, get it again. */
+  {
+    psk_resp_scan s;
+    psk_resp_init(&s, &RESP_LIMITS);
+    psk_resp_wait(&s, 2);
+    CHECK(psk_resp_feed(&s, S("*2000000000")) == PSK_RESP_TOO_LARGE);
+    CHECK(s.why != NULL && strstr(s.why, "array") != NULL);
+    CHECK(psk_resp_feed(&s, S("+OK\r\n")) == PSK_RESP_TOO_LARGE);
+    CHECK(s.done == 0);
+  }
+
+  /* Replies waited for as commands go: one more after the first. */
+  {
+    psk_resp_scan s;
+    psk_resp_init(&s, &RESP_LIMITS);
+    psk_resp_wait(&s, 1);
+    CHECK(psk_resp_feed(&s, S("-NOSCRIPT No matching script.\r\n")) == PSK_RESP_OK);
+    CHECK(s.done == 1);
+    psk_resp_wait(&s, 2);
+    CHECK(psk_resp_feed(&s, S("$40\r\nfa58d8ae174349690353dfffa7a0ddf920264a09\r\n*1\r\n")) ==
+          PSK_RESP_OK);
+    CHECK(s.done == 2);
+    CHECK(psk_resp_feed(&s, S(":1\r\n")) == PSK_RESP_OK);
+    CHECK(s.done == 3);
+    CHECK(psk_resp_feed(&s, S("+")) == PSK_RESP_EXTRA);
+  }
+
+  /* Depth and limits out of range are clamped: a depth of 0 takes no
+     array at all, one above PSK_RESP_DEPTH takes PSK_RESP_DEPTH. */
+  {
+    psk_resp_limits flat = {16, 4, 0, 64}, deep = {16, 4, 99, 64};
+    psk_resp_scan s;
+    int d;
+    psk_resp_init(&s, &flat);
+    psk_resp_wait(&s, 1);
+    CHECK(psk_resp_feed(&s, S("*1\r\n")) == PSK_RESP_TOO_LARGE);
+    psk_resp_init(&s, &deep);
+    psk_resp_wait(&s, 1);
+    for (d = 0; d < PSK_RESP_DEPTH; d++)
+      CHECKI(psk_resp_feed(&s, S("*1\r\n")) == PSK_RESP_OK, d);
+    CHECK(psk_resp_feed(&s, S("*1\r\n")) == PSK_RESP_TOO_LARGE);
+    psk_resp_init(&s, &deep);
+    psk_resp_wait(&s, 1);
+    for (d = 0; d < PSK_RESP_DEPTH; d++)
+      CHECKI(psk_resp_feed(&s, S("*1\r\n")) == PSK_RESP_OK, d);
+    CHECK(psk_resp_feed(&s, S(":7\r\n")) == PSK_RESP_OK);
+    CHECK(s.done == 1 && s.depth == 0);
+  }
+}
+
 /* psk_time: the monotonic clock moves by what a sleep lasts, whatever
    the wall clock does; the wall clock is the epoch. */
 static void test_clocks(void) {
@@ -2557,6 +2735,7 @@ static const struct {
     {"pacing queue: fair", test_pace_fair},
     {"clocks", test_clocks},
     {"SHA-256 and budget names", test_sha256},
+    {"Redis reply sizes", test_resp},
 };
 
 int main(void) {

@@ -10,6 +10,13 @@
 --   r:restart()          -- stopped and started again on the same port: empty
 --   r:stop()             -- idempotent
 --   redis.with(opts, function(r) ... end)  -- always stops
+--
+--   local s = redis.stand_in{ mode = "proxy", upstream = r.port, trickle = 0.5 }
+--   s.port, s.pid
+--   s:accepted()         -- connections it has accepted so far
+--   s:stop()             -- idempotent
+--   A Redis with faults (spec/support/redis_stand_in.lua says which), run
+--   by lua5.4 with LuaSocket whatever Lua runs the specs.
 
 local server = require "spec.support.server"
 
@@ -125,6 +132,76 @@ function M.start(opts)
   end
   sh("rm -rf " .. sq(dir))
   error("redis: could not start redis-server\n" .. (log or ""), 2)
+end
+
+local StandIn = {}
+StandIn.__index = StandIn
+
+local STAND_IN_OPTIONS = { "upstream", "trickle", "delay", "blackhole", "stream", "lifetime" }
+
+-- The checkout's spec/support, where the stand-in's script is.
+local function support_dir()
+  local src = debug.getinfo(1, "S").source
+  return src:match("^@(.*)/[^/]*$") or "."
+end
+
+function M.stand_in(opts)
+  local out, code = sh("mktemp -d \"${TMPDIR:-/tmp}/periskope-stand-in.XXXXXX\"")
+  local dir = code == 0 and out:match("[^\n]+")
+  if not dir then error("redis stand-in: mktemp failed: " .. out, 2) end
+  local words = { "lua5.4", sq(support_dir() .. "/redis_stand_in.lua"), sq(opts.mode) }
+  for _, name in ipairs(STAND_IN_OPTIONS) do
+    if opts[name] then
+      words[#words + 1] = "--" .. name
+      words[#words + 1] = ("%.17g"):format(opts[name])
+    end
+  end
+  local log = dir .. "/out"
+  out = sh(table.concat(words, " ") .. " >" .. sq(log) .. " 2>&1 </dev/null & echo $!")
+  local s = setmetatable({ dir = dir, log = log, pid = tonumber(out:match("%d+")) }, StandIn)
+  local socket = require "socket"
+  local deadline = socket.gettime() + 10
+  while true do
+    local text = server.read_file(log) or ""
+    s.port = tonumber(text:match("^(%d+)\n"))
+    if s.port then break end
+    if socket.gettime() > deadline then
+      s:stop()
+      error("redis stand-in did not start: " .. text, 2)
+    end
+    socket.sleep(0.01)
+  end
+  -- Should the spec process die, the stand-in goes with it.
+  os.execute(table.concat({
+    "(lua=$PPID",
+    " while kill -0 $lua 2>/dev/null && [ -d " .. sq(dir) .. " ]; do sleep 1; done",
+    " kill -KILL " .. s.pid .. "; rm -rf " .. sq(dir),
+    ") >/dev/null 2>&1 </dev/null &",
+  }, "\n"))
+  return s
+end
+
+function StandIn:accepted()
+  local n = 0
+  for _ in (server.read_file(self.log) or ""):gmatch("accepted\n") do n = n + 1 end
+  return n
+end
+
+function StandIn:stop()
+  if self.stopped then return end
+  self.stopped = true
+  if self.pid then
+    sh(table.concat({
+      "pid=" .. self.pid,
+      "kill -TERM $pid 2>/dev/null",
+      "i=0",
+      "while kill -0 $pid 2>/dev/null && [ \"$(cut -d' ' -f3 /proc/$pid/stat 2>/dev/null)\" != Z ]; do",
+      "  if [ $i -ge 200 ]; then kill -KILL $pid 2>/dev/null; fi",
+      "  sleep 0.025; i=$((i+1))",
+      "done",
+    }, "\n"))
+  end
+  sh("rm -rf " .. sq(self.dir))
 end
 
 function M.with(opts, fn)
