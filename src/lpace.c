@@ -30,14 +30,12 @@ enum { LIM_DICT = 1, LIM_REDIS = 2 };
 #define STATE_TTL 3600      /* seconds an idle budget is kept */
 #define LOCK_TTL 3.0        /* seconds: a dead holder's lock expires */
 #define LOCK_WAIT 1.0       /* seconds to wait for the lock */
-#define CAS_TRIES 32        /* compare-and-set rounds at least, and as many
-                               more as the store's timeout allows */
 #define REST 1.0            /* seconds a store that failed is left alone */
 
 typedef struct psk_limiter {
   int kind;
   psk_redis *redis;                  /* LIM_REDIS */
-  double timeout;                    /* LIM_REDIS: seconds per command */
+  double timeout;                    /* LIM_REDIS: seconds per operation */
   char where[96];                    /* for messages: "redis host:port" */
   char prefix[LPACE_PREFIX_MAX + 1];
   char cache_name[LPACE_NAME_MAX];   /* the last budget seen in Redis */
@@ -198,7 +196,7 @@ static int redis_done(psk_limiter *lim, const char *name, psk_pace_op *op,
    change the budget many times a second: a change must win a round of
    compare-and-set against them, and one that keeps losing (its process
    is slow to be scheduled) keeps trying for as long as the store's
-   timeout allows. An ask that changes nothing needs no round of its own:
+   timeout allows: one deadline for every round of the operation. An ask that changes nothing needs no round of its own:
    the value a lost round returns is the store's, read atomically, and
    what the operation made of it stands. */
 static int redis_run(psk_limiter *lim, const char *name, psk_pace_op *op,
@@ -218,7 +216,7 @@ static int redis_run(psk_limiter *lim, const char *name, psk_pace_op *op,
     psk_pace_apply_text(expected, strlen(expected), &attempt, desired);
     if (tries > 1 && strcmp(desired, expected) == 0)
       return redis_done(lim, name, op, &attempt, expected);
-    rc = psk_redis_cas(lim->redis, name, expected, desired,
+    rc = psk_redis_cas(lim->redis, deadline, name, expected, desired,
                        (long)STATE_TTL * 1000, expected, sizeof expected, &len,
                        err, err_cap);
     if (rc == PSK_REDIS_SET)
@@ -228,7 +226,7 @@ static int redis_run(psk_limiter *lim, const char *name, psk_pace_op *op,
       return LPACE_FAILED;
     }
     /* Another process went first: expected now holds its value. */
-    if (tries >= CAS_TRIES && psk_time_mono() > deadline) break;
+    if (psk_time_mono() > deadline) break;
   }
   snprintf(err, err_cap, "%s: budget kept changing (%d tries in %.1f s)",
            lim->where, tries, psk_time_mono() - mono_now);
@@ -249,7 +247,8 @@ int lpace_run(lua_State *L, int idx, const char *name, psk_pace_op *op,
                       sizeof why);
   if (rc == LPACE_OK) return LPACE_OK;
   snprintf(err, err_cap, "periskope: %s", why);
-  lim->resting_until = mono_now + REST;
+  /* From the failure's end: an operation may have taken its timeout. */
+  lim->resting_until = psk_time_mono() + REST;
   return LPACE_FAILED;
 }
 

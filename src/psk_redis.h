@@ -117,8 +117,10 @@ int psk_redis_x_reusable(const psk_redis_x *x);
 /* The blocking driver                                               */
 
 /* psk_redis_x over a connection of r's own, opened on first use and kept
-   while it stays in step: one call waits at most r's timeout in all,
-   whatever the store sends, connect included (a non-blocking connect;
+   while it stays in step: one call waits until `deadline` at most
+   (psk_time_mono(); the caller's, so that several calls of one store
+   operation share r's timeout), whatever the store sends, connect
+   included (a non-blocking connect;
    a host name is resolved by getaddrinfo first, which the timeout does
    not bound: a numeric address, like the default 127.0.0.1, is not looked
    up). After a failure the connection is closed; the next call opens a
@@ -129,7 +131,8 @@ int psk_redis_x_reusable(const psk_redis_x *x);
    `desired` (kept ttl_ms) and returns PSK_REDIS_SET; else copies the
    stored value into cur (cur_cap bytes, NUL-terminated; *cur_len its
    length) and returns PSK_REDIS_CHANGED. */
-int psk_redis_cas(psk_redis *r, const char *name, const char *expected,
+int psk_redis_cas(psk_redis *r, double deadline, const char *name,
+                  const char *expected,
                   const char *desired, long ttl_ms, char *cur, size_t cur_cap,
                   size_t *cur_len, char *err, size_t err_cap);
 
