@@ -265,6 +265,21 @@ describe("a server's values and outages", function()
       c:close()
     end)
 
+    it("counts the calls that took a failure from a request they waited for", function()
+      local events, hook = util.recorder()
+      local c = util.client(srv, { timeout = 0.3, retries = 0, circuit = { failures = 4, cooldown = 5 },
+        on_event = hook })
+      srv:script(hangs(4))
+      local res = c:pin_many(list(4), { concurrency = 4 })
+      for i = 1, 4 do assert.equal("timeout", res[i].kind) end
+      local circuit = of_type(events, "circuit")
+      assert.equal(1, #circuit)
+      assert.same({ "open", 4 }, { circuit[1].state, circuit[1].failures })
+      assert.equal("unavailable", select(3, c:pin { message_id = "x" }))
+      assert.equal(1, #srv:requests())
+      c:close()
+    end)
+
     it("opens again when the probe gets no answer", function()
       local c = util.client(srv, { timeout = 0.3, retries = 0, circuit = { failures = 1, cooldown = 0.5 } })
       srv:script(hangs(2))

@@ -339,12 +339,16 @@ typedef struct pace_slot {
 int lpsk_pace_ask(lua_State *L, Client *c, int ud, pace_waiter *w, int lone,
                   int nested, int index, double *nap, pace_slot *slot,
                   psk_reply *why);
-/* A request that had a slot ended: with an answer (k: its headers, date
-   its Date or -1) or without (k NULL, rep its failure). Teaches the
-   budget, the clock's owner and the circuit (its events), and records a
-   failure for the waiters of lpsk_pace_ask. [-0, +0, e] */
-void lpsk_pace_settle(lua_State *L, Client *c, int ud, int shared, int probe,
-                      const known *k, long long date, const psk_reply *rep);
+/* A call's outcome: with an answer (k: its headers, date its Date or
+   -1) or without (k NULL, rep its failure). slot: it was a request that
+   had a slot (shared: from the store; probe: the circuit's probe), which
+   ends; else a failure taken from a request it waited for, which only
+   the circuit counts. Teaches the budget and the circuit (its events),
+   and records a request's failure for the waiters of lpsk_pace_ask.
+   [-0, +0, e] */
+void lpsk_pace_settle(lua_State *L, Client *c, int ud, int slot, int shared,
+                      int probe, const known *k, long long date,
+                      const psk_reply *rep);
 /* A waiter that stops waiting gives its place in the store's queue back
    (a store that fails lets the ticket's lease end it), and is zeroed.
    [-0, +0, e] */

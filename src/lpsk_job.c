@@ -248,7 +248,7 @@ static int take_reply(lua_State *L, pin_job *j, int ud, const psk_reply *rep,
   /* The pacer first: the circuit it may open takes the retry away. */
   if (rep->status) {
     push_answer(L, j, ud, rep, &k);
-    lpsk_pace_settle(L, j->c, ud, j->shared, j->probe, &k,
+    lpsk_pace_settle(L, j->c, ud, 1, j->shared, j->probe, &k,
                      learn_clock(j->c, rep, &k), rep);
     j->slot = 0; /* after: a raise in its limiter event leaves it owed */
     plan_retry(j, rep, &k, next);
@@ -256,10 +256,9 @@ static int take_reply(lua_State *L, pin_job *j, int ud, const psk_reply *rep,
     return 1;
   }
   push_failure(L, rep);
-  if (sent) {
-    lpsk_pace_settle(L, j->c, ud, j->shared, j->probe, NULL, -1, rep);
-    j->slot = 0;
-  }
+  lpsk_pace_settle(L, j->c, ud, sent, sent ? j->shared : j->c->limited,
+                   sent && j->probe, NULL, -1, rep);
+  j->slot = 0;
   plan_retry(j, rep, NULL, next);
   if (lpsk_wants_events(j->c)) ev_failure(L, j, ud, rep);
   return 3;

@@ -198,12 +198,14 @@ int lpsk_pace_ask(lua_State *L, Client *c, int ud, pace_waiter *w, int lone,
 /* ---------------------------------------------------------------- */
 /* the end of a request                                              */
 
-void lpsk_pace_settle(lua_State *L, Client *c, int ud, int shared, int probe,
-                      const known *k, long long date, const psk_reply *rep) {
+void lpsk_pace_settle(lua_State *L, Client *c, int ud, int slot, int shared,
+                      int probe, const known *k, long long date,
+                      const psk_reply *rep) {
   psk_pace_op op;
   op_init(c, &op);
   op.seed = NULL;
   op.settle = 1;
+  op.noslot = !slot;
   op.answered = k != NULL;
   op.was_probe = probe;
   op.limit = op.remaining = op.reset = op.date = -1;
@@ -216,11 +218,13 @@ void lpsk_pace_settle(lua_State *L, Client *c, int ud, int shared, int probe,
     op.date = when;
     psk_pace_plausible(when, &op.limit, &op.remaining, &op.reset);
   } else if (rep && rep->kind != PSK_KIND_TOO_LARGE) {
-    /* No answer: the waiters of lpsk_pace_ask learn it. */
     op.unanswered = psk_kind_unanswered(rep->kind);
-    c->fail_seq++;
-    c->fail_kind = rep->kind;
-    snprintf(c->fail_msg, sizeof c->fail_msg, "%s", rep->message);
+    if (slot) {
+      /* A request got no answer: its waiters (lpsk_pace_ask) learn it. */
+      c->fail_seq++;
+      c->fail_kind = rep->kind;
+      snprintf(c->fail_msg, sizeof c->fail_msg, "%s", rep->message);
+    }
   }
   if (!shared) {
     op.local = 1;
@@ -231,7 +235,7 @@ void lpsk_pace_settle(lua_State *L, Client *c, int ud, int shared, int probe,
        that reaches the store brings it. */
     psk_pace_learn(&c->own, &op);
     if (!pace_store(L, c, ud, &op)) {
-      c->unsettled++;
+      if (slot) c->unsettled++;
       op.open = c->own.circuit.open_until > 0;
       op.fails = c->own.circuit.fails;
     }

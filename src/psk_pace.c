@@ -439,8 +439,9 @@ void psk_pace_apply(psk_shared *s, psk_pace_op *op) {
     queue_leave(&s->queue, op->ticket);
     op->ticket = 0;
   } else if (op->settle) {
-    psk_budget_settle(b, op->answered, op->limit, op->remaining, op->reset,
-                      op->date);
+    if (!op->noslot)
+      psk_budget_settle(b, op->answered, op->limit, op->remaining, op->reset,
+                        op->date);
     circuit_settle(&s->circuit, op);
   } else if (circuit_pass(&s->circuit, op)) {
     if (op->local) {

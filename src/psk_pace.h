@@ -179,6 +179,8 @@ typedef struct psk_pace_op {
   int unanswered; /* settle: no answer, of a kind that counts against the
                      circuit (connect, timeout, network, resolve) */
   int was_probe;  /* settle: the request was the circuit's probe */
+  int noslot;     /* settle: a call that had no slot (it took the failure
+                     of a request it waited for): only the circuit learns */
   int failures;   /* the caller's circuit: opens after this many
                      unanswered requests in a row; 0: no circuit */
   double cooldown; /* ... and stays open this long (seconds) */
