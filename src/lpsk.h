@@ -194,6 +194,14 @@ int lpsk_build_pin(lua_State *L);     /* Client:build_pin */
 /* ---------------------------------------------------------------- */
 /* the pin job (lpsk_job.c)                                          */
 
+/* How a PinJob's exchanges run (client:pin_job's io option). */
+enum {
+  JOB_IO_SEND,  /* "send": the request as plain values, for another thread
+                   (periskope.perform) */
+  JOB_IO_WATCH  /* "watch": libcurl here, its sockets behind one
+                   descriptor the caller's event loop watches */
+};
+
 /* What lpsk_job_step asks of its driver. */
 enum {
   JOB_SEND, /* the job's request (req) is ready: send it, then step again
@@ -253,6 +261,8 @@ typedef struct pin_job {
                         it again) */
   int cancelled;     /* job:cancel was called (during a step: it ends when
                         the step returns) */
+  int io;            /* job:step: how its exchanges run (JOB_IO_*) */
+  psk_watch *watch;  /* JOB_IO_WATCH: the descriptor its loop watches */
 } pin_job;
 
 /* Makes j a fresh job of client c for arguments a (index: pin_many item,

@@ -35,14 +35,60 @@
 /* client:pin_job(args): a job of this client, its arguments checked now
    (raises as pin does, before anything is acquired). The job keeps its
    client alive (its uservalue). */
+static const char *const io_names[] = {"send", "watch", NULL};
+
+/* pin_job's options table at arg (none or nil: defaults): the io mode.
+   [-0, +0, v] */
+static int check_job_options(lua_State *L, int arg) {
+  int io = JOB_IO_SEND;
+  if (lua_isnoneornil(L, arg)) return io;
+  luaL_checktype(L, arg, LUA_TTABLE);
+  lua_pushnil(L);
+  while (lua_next(L, arg)) {
+    lua_pop(L, 1);
+    if (lua_type(L, -1) != LUA_TSTRING || strcmp(lua_tostring(L, -1), "io"))
+      luaL_argerror(L, arg,
+                    lua_type(L, -1) == LUA_TSTRING
+                        ? lua_pushfstring(L, "unknown option '%s' (io)",
+                                          lua_tostring(L, -1))
+                        : "option names must be strings");
+  }
+  lua_getfield(L, arg, "io");
+  if (!lua_isnil(L, -1)) {
+    int i;
+    for (i = 0; io_names[i]; i++)
+      if (lua_type(L, -1) == LUA_TSTRING &&
+          strcmp(lua_tostring(L, -1), io_names[i]) == 0)
+        break;
+    if (!io_names[i])
+      luaL_argerror(L, arg, lua_pushfstring(L, "option 'io' must be \"send\" "
+                                               "or \"watch\", %s",
+                                            lpsk_got(L, -1)));
+    io = i;
+  }
+  lua_pop(L, 1);
+  return io;
+}
+
+/* client:pin_job(args[, options]): a job of this client, its arguments
+   checked now (raises as pin does, before anything is acquired). The job
+   keeps its client alive (its uservalue). */
 int lpsk_client_pin_job(lua_State *L) {
   Client *c = lpsk_checkclient(L);
-  pin_job *j = lpsk_job_new(L, c, 2);
+  int io = check_job_options(L, 3);
+  pin_job *j;
+  lua_settop(L, 2);
+  j = lpsk_job_new(L, c, 2);
   lua_createtable(L, 0, 1);
   lua_pushvalue(L, 1);
   lua_setfield(L, -2, "client");
   psk_setuvtable(L, -2);
   j->nested = c->busy > 0;
+  j->io = io;
+  if (io == JOB_IO_WATCH && !(j->watch = psk_watch_new()))
+    return luaL_error(L, "periskope: pin_job: no watch could be made (out of "
+                         "file descriptors or memory; io = \"watch\" needs "
+                         "Linux's epoll)");
   return 1;
 }
 
@@ -172,12 +218,46 @@ static int push_cancelled(lua_State *L) {
   return 4;
 }
 
+/* Pushes "watch", fd, "r", seconds (nil: no time limit): what the loop
+   watches before the next step. [-0, +4, m] */
+static int push_watch(lua_State *L, pin_job *j) {
+  double wait = psk_watch_wait(j->watch);
+  j->keep = 1;
+  lua_pushliteral(L, "watch");
+  lua_pushinteger(L, psk_watch_fd(j->watch));
+  lua_pushliteral(L, "r");
+  if (wait >= 0)
+    lua_pushnumber(L, (lua_Number)wait);
+  else
+    lua_pushnil(L);
+  return 4;
+}
+
 /* Under lpsk_run_busy: 1 the client, 2 the job (its reply in j->fed). A
-   job cancelled by a hook during this step ends here. */
+   job cancelled by a hook during this step ends here. A watched job
+   acts on what is ready first; a request it starts that ends at once (it
+   could not start) is answered in the same step. */
 static int step_body(lua_State *L) {
+  Client *c = lua_touserdata(L, 1);
   pin_job *j = lua_touserdata(L, 2);
+  const psk_reply *rep = j->fed;
   double wait;
-  int action = lpsk_job_step(L, j, 1, j->fed, &wait);
+  int action;
+  for (;;) {
+    if (j->io == JOB_IO_WATCH && lpsk_job_awaits_reply(j) && !rep &&
+        !(rep = psk_http_watch_step(c->http, j->t)))
+      return push_watch(L, j);
+    action = lpsk_job_step(L, j, 1, rep, &wait);
+    rep = NULL;
+    if (j->cancelled || action != JOB_SEND || j->io != JOB_IO_WATCH) break;
+    if (c->closed)
+      return luaL_error(L, "periskope: attempt to use a closed client");
+    if (!j->t && !(j->t = psk_http_take(c->http)))
+      return luaL_error(L, "periskope: out of memory");
+    if (psk_http_watch_start(c->http, j->t, j->watch, &j->req) == 0)
+      return push_watch(L, j);
+    rep = psk_transfer_reply(j->t); /* its failure: the next answer */
+  }
   if (j->cancelled) {
     lua_settop(L, 2);
     return push_cancelled(L);
@@ -246,7 +326,12 @@ static int job_step(lua_State *L) {
     j->c = NULL;
     return luaL_error(L, "periskope: attempt to use a closed client");
   }
-  if (lpsk_job_awaits_reply(j)) {
+  if (j->io == JOB_IO_WATCH) {
+    if (!lua_isnone(L, 2))
+      return arg_error(L, 2, "step", "a watched job takes no answer: call "
+                                     "job:step() when its descriptor is "
+                                     "ready or its time is up");
+  } else if (lpsk_job_awaits_reply(j)) {
     if (lua_isnone(L, 2))
       return luaL_error(L, "periskope: job:step expects the answer to the "
                            "request it asked to send (status, head, body, "

@@ -439,6 +439,9 @@ void lpsk_job_release(lua_State *L, pin_job *j) {
      a transfer only while its call runs: the pool is still there. */
   if (j->t && j->c && j->c->http) psk_http_give(j->c->http, j->t);
   j->t = NULL;
+  /* Its driver stopped watching it: a step said anything but "watch". */
+  psk_watch_free(j->watch);
+  j->watch = NULL;
   /* Buffers go back to an open client with none (a closed one is, or
      will be, released: they are freed here). */
   if (j->c && !j->c->closed && !j->c->spare.url.data && j->req.url.data)

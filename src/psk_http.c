@@ -24,6 +24,7 @@ struct psk_transfer {
   const psk_request *req;     /* borrowed while it is sent */
   psk_reply reply;
   psk_batch *batch;  /* the batch running it, or NULL */
+  psk_watch *watch;  /* the outside loop's watch running it, or NULL */
   int tag;
   int held;          /* taken from the pool and not given back */
   int resent;        /* already sent again after a stale connection */
@@ -217,6 +218,9 @@ static CURLcode setup_easy(psk_http *h, psk_transfer *t) {
 
 static void transfer_free(psk_transfer *t) {
   if (!t) return;
+  /* A loop may be watching it: woken, it steps and learns why. */
+  psk_watch_drop(t->watch, 1);
+  t->watch = NULL;
   if (t->easy) curl_easy_cleanup(t->easy);
   curl_slist_free_all(t->headers);
   if (t->url) curl_url_cleanup(t->url);
@@ -288,7 +292,11 @@ void psk_http_free(psk_http *h) {
     /* A forked child closing a client it inherited: the handles are the
        parent's, so forget them (see forget_after_fork) and free only
        memory that is ours alone. */
-    for (i = 0; i < h->npool; i++) h->pool[i]->easy = NULL;
+    for (i = 0; i < h->npool; i++) {
+      h->pool[i]->easy = NULL;
+      psk_watch_forget(h->pool[i]->watch);
+      h->pool[i]->watch = NULL;
+    }
     h->share = NULL;
     psk_one_forget(&h->one);
   }
@@ -311,6 +319,8 @@ static int forget_after_fork(psk_http *h) {
     t->easy = NULL;   /* the parent's: forgotten, not cleaned up */
     t->headers = NULL;
     t->headers_set = 0;
+    psk_watch_forget(t->watch);
+    t->watch = NULL;
     t->batch = NULL;
   }
   h->share = NULL;
@@ -358,6 +368,8 @@ void psk_http_give(psk_http *h, psk_transfer *t) {
   (void)h;
   if (!t) return;
   batch_remove(t);
+  psk_watch_drop(t->watch, 0);
+  t->watch = NULL;
   t->req = NULL;
   t->held = 0;
 }
@@ -563,6 +575,34 @@ psk_reply *psk_http_perform(psk_http *h, psk_transfer *t,
     reset_exchange(t);
     rc = psk_one_run(&h->one, t->easy, t->errbuf);
   }
+  finish(t, rc);
+  return &t->reply;
+}
+
+int psk_http_watch_start(psk_http *h, psk_transfer *t, psk_watch *w,
+                         const psk_request *r) {
+  CURLcode rc;
+  if (prepare(h, t, r) != 0) return -1;
+  reset_exchange(t);
+  if ((rc = psk_watch_start(w, t->easy)) != CURLE_OK) {
+    finish(t, rc);
+    return -1;
+  }
+  t->watch = w;
+  return 0;
+}
+
+psk_reply *psk_http_watch_step(psk_http *h, psk_transfer *t) {
+  CURLcode rc;
+  (void)h;
+  if (!t->watch) return &t->reply; /* ended already */
+  if (!psk_watch_act(t->watch, &rc, t->errbuf)) return NULL;
+  if (stale_connection(t, rc)) {
+    t->resent = 1;
+    reset_exchange(t);
+    if ((rc = psk_watch_start(t->watch, t->easy)) == CURLE_OK) return NULL;
+  }
+  t->watch = NULL;
   finish(t, rc);
   return &t->reply;
 }

@@ -23,6 +23,22 @@
 
 #include "psk_core.h"
 
+/* An exchange driven by an outside event loop: libcurl's sockets in an
+   epoll set whose one descriptor the loop watches (see psk_one.h). */
+typedef struct psk_watch psk_watch;
+/* A watch with no transfer; NULL when out of descriptors or memory (or
+   not on Linux). */
+psk_watch *psk_watch_new(void);
+/* Takes its transfer out (if any), cleans up its multi handle, closes
+   the descriptors. NULL is fine. */
+void psk_watch_free(psk_watch *w);
+/* The descriptor the loop watches for reading: the same for the watch's
+   life. */
+int psk_watch_fd(const psk_watch *w);
+/* Seconds until libcurl wants to act on its own (a timeout, a retry of
+   a connect), or -1 for no such time. */
+double psk_watch_wait(const psk_watch *w);
+
 #define PSK_MAX_CONCURRENCY 64 /* transfers one batch may run at once */
 
 typedef struct psk_http psk_http;
@@ -67,6 +83,17 @@ int psk_transfer_tag(const psk_transfer *t);
    reply. */
 psk_reply *psk_http_perform(psk_http *h, psk_transfer *t,
                             const psk_request *r);
+
+/* An exchange an outside event loop drives (psk_watch, psk_one.h): r
+   is started on t through w, which the caller owns and keeps for as long
+   as a loop may watch its descriptor. 0, or -1 with t's reply holding
+   the failure (nothing runs then). */
+int psk_http_watch_start(psk_http *h, psk_transfer *t, psk_watch *w,
+                         const psk_request *r);
+/* Acts on what is ready: t's reply once the exchange ended (the same
+   stale-connection rule as perform: a resend starts inside), else NULL:
+   watch again. */
+psk_reply *psk_http_watch_step(psk_http *h, psk_transfer *t);
 
 /* A set of concurrent transfers over h's share; NULL when out of memory. */
 psk_batch *psk_batch_new(psk_http *h);

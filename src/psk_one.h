@@ -17,6 +17,8 @@
 #include <curl/curl.h>
 #include <poll.h>
 
+#include "psk_http.h" /* psk_watch, and its curl-free functions */
+
 /* At most a few sockets at once for one transfer: a connection, a second
    address family while connecting, the resolver's thread. */
 #define PSK_ONE_SOCKETS 8
@@ -37,5 +39,32 @@ CURLcode psk_one_run(psk_one *o, CURL *easy, char *errbuf);
 void psk_one_free(psk_one *o);
 /* After fork: the multi handle is the parent's, forgotten, not cleaned. */
 void psk_one_forget(psk_one *o);
+
+/* ---------------------------------------------------------------- */
+/* One transfer driven by an outside event loop                      */
+
+/* The same socket interface, for a host whose loop must not block (luv,
+   Neovim, cqueues): libcurl's sockets go into an epoll set of the
+   watch's own, and the loop watches that one descriptor for reading,
+   with libcurl's timer as its timeout; when either fires, psk_watch_act
+   lets libcurl act on what is ready, without waiting. The descriptor
+   stays the same for the watch's life, whatever sockets libcurl opens
+   and closes, so the loop never polls a closed or reused one; an eventfd
+   in the set lets psk_watch_drop make it readable from outside (the
+   transfer's client was closed: the loop must step to learn it). Linux
+   only (epoll); elsewhere psk_watch_new fails. psk_watch_new, _free,
+   _fd and _wait are declared in psk_http.h, for the binding.
+
+   Starts easy on w (no other transfer on it): CURLE_OK, or why not. */
+CURLcode psk_watch_start(psk_watch *w, CURL *easy);
+/* Acts on what is ready, and on the timer when it is due: 1 when the
+   transfer ended (*rc its result; errbuf says why when the watch itself
+   failed; the transfer is then out of w), else 0. */
+int psk_watch_act(psk_watch *w, CURLcode *rc, char *errbuf);
+/* Takes the transfer out (it was freed, or is given up) and makes the
+   descriptor readable, so that a loop watching it steps once more. */
+void psk_watch_drop(psk_watch *w, int wake);
+/* After fork: the parent's multi handle, forgotten. */
+void psk_watch_forget(psk_watch *w);
 
 #endif

@@ -1,16 +1,24 @@
 -- periskope.uv: pin from Neovim (or any host with luv) without blocking its
--- loop. Everything pin does -- argument checks, pacing, retries and their
--- waits, events -- runs on the loop's thread; only the HTTP exchange runs
--- on a thread of libuv's pool (uv.new_work), through libcurl, and waits
--- are uv timers.
+-- loop and without a thread. The pin job runs on the loop's thread: its
+-- HTTP exchange is libcurl's, whose sockets sit behind one descriptor
+-- that a uv poll handle watches (client:pin_job's io = "watch"), and its
+-- waits are uv timers. No thread of libuv's pool is taken, so pins never
+-- hold back the host's own file work, and any number run at once.
 --
 --   local puv = require "periskope.uv"
---   puv.pin(client_or_options, { message_id = id, time = 7 }, function(res, err, kind) ... end)
+--   local handle = puv.pin(client_or_options, { message_id = id, time = 7 },
+--     function(res, err, kind) ... end)
+--   handle:cancel()      -- the callback then gets nil, message, "cancelled"
 --   -- or, inside a coroutine, without a callback:
 --   local res, err, kind = puv.pin(client_or_options, args)
 --
--- In Neovim the callback and on_event run on the main loop (scheduled with
--- vim.schedule), where every vim.api function may be called.
+-- The callback is called exactly once: with what client:pin returns, or
+-- nil, message, kind where kind is also "closed" (the client was closed
+-- while the pin was in flight), "cancelled", or "error" (on_event raised:
+-- its error is the message). In Neovim the steps, on_event and the
+-- callback run on the main loop (vim.schedule), where every vim.api
+-- function may be called, and pins in flight are cancelled when Neovim
+-- exits (VimLeavePre).
 
 -- luacheck: globals vim
 local periskope = require "periskope"
@@ -19,114 +27,183 @@ local unpack = table.unpack or unpack   -- luacheck: ignore 143
 
 local M = {}
 
+local WATCH = { io = "watch" }
+
 -- What the coroutine is resumed with when on_event raised: it raises again.
 local RAISED = {}
 
+local nvim = type(vim) == "table" and type(vim.schedule) == "function"
+
 local function get_uv()
-  if type(vim) == "table" then return vim.uv or vim.loop end
+  if nvim then return vim.uv or vim.loop end
   return require "luv"
 end
 
--- Runs the callback where the host allows anything: Neovim's main loop
--- outside libuv's callbacks; elsewhere at once.
-local function later(fn)
-  if type(vim) == "table" and vim.schedule then return vim.schedule(fn) end
-  return fn()
+-- Runs fn soon, never inside the caller's own call and never raising into
+-- luv: in Neovim on the main loop (vim.schedule: every vim.api function
+-- may be called, and Neovim reports an error of fn); elsewhere from a 0 ms
+-- timer, an error of fn written to stderr (a raise in a luv callback would
+-- end the process).
+local function later(uv, fn)
+  if nvim then return vim.schedule(fn) end
+  local t = uv.new_timer()
+  t:start(0, 0, function()
+    t:close()
+    local ok, err = pcall(fn)
+    if not ok then io.stderr:write("periskope.uv: ", tostring(err), "\n") end
+  end)
 end
 
--- Runs on a thread of libuv's pool, in a Lua state of its own: it sees no
--- upvalue, only what was passed (nil, booleans, numbers, strings), so it
--- loads periskope itself with the caller's cpath and rebuilds the request.
-local function work(cpath, url, headers, body, timeout, connect_timeout, max_body, ca_file)
-  package.cpath = cpath
-  local p = require "periskope"
-  local list = {}
-  for line in headers:gmatch("[^\n]+") do list[#list + 1] = line end
-  return p.perform { url = url, headers = list, body = body, timeout = timeout,
-    connect_timeout = connect_timeout, max_body = max_body, ca_file = ca_file }
+-- Pins in flight, cancelled when Neovim exits.
+local active = setmetatable({}, { __mode = "k" })
+local exit_hooked = false
+
+local function hook_exit()
+  if exit_hooked or not nvim or not vim.api.nvim_create_autocmd then return end
+  exit_hooked = true
+  vim.api.nvim_create_autocmd("VimLeavePre", {
+    callback = function()
+      for handle in pairs(active) do handle:cancel() end
+    end,
+  })
+end
+
+-- The text client:pin raises for the same arguments: pin_job's errors name
+-- pin_job, or '?' when called through pcall.
+local function as_pin(err)
+  if type(err) ~= "string" then return err end
+  return (err:gsub("^bad argument #%d+ to '[^']*'", "bad argument #1 to 'pin'"))
+end
+
+local function failure_kind(err)
+  if type(err) == "string" and err:find("attempt to use a closed client", 1, true) then
+    return "closed"
+  end
+  return "error"
 end
 
 -- Pins with client (a periskope client, or a table of options for a client
 -- made for this pin and closed after it) and calls callback(res, err, kind)
--- once, as client:pin would return. Raises at once for bad arguments or
--- options, as client:pin does. An error raised later by on_event is raised
--- on the loop (Neovim reports it) and the callback is not called. Without
--- a callback, from inside a coroutine, it yields until the pin is done and
--- returns its results.
+-- once. Raises at once, as client:pin does, for bad arguments or options.
+-- Returns a handle whose cancel() ends the pin (a second cancel, or one
+-- after the end, does nothing). Without a callback, from inside a
+-- coroutine, it yields until the pin is done and returns its results.
 function M.pin(client, args, callback)
   local uv = get_uv()
   local own = false
-  if type(client) == "table" then
+  if type(client) == "table" and getmetatable(client) == nil then
     client = periskope.new(client)
     own = true
   end
-  local job = client:pin_job(args)
   local co
   if callback == nil then
     co = coroutine.running()
     if not co or (coroutine.isyieldable and not coroutine.isyieldable()) then
+      if own then client:close() end
       error("periskope: periskope.uv.pin needs a callback, or a coroutine to resume", 2)
     end
   elseif type(callback) ~= "function" then
+    if own then client:close() end
     error("bad argument #3 to 'pin' (a function expected, got " .. type(callback) .. ")", 2)
   end
-
-  local function finish(...)
+  local made, job = pcall(client.pin_job, client, args, WATCH)
+  if not made then
     if own then client:close() end
-    if co then
-      local ok, err = coroutine.resume(co, ...)
-      if not ok then error(err, 0) end
+    error(as_pin(job), 0)
+  end
+
+  local handle = {}
+  local poll, poll_fd, timer, done, first = nil, nil, uv.new_timer(), false, true
+  local inside = true   -- still inside this call to pin
+  local result          -- coroutine mode: the results, when they came inside
+
+  local function quiet()
+    if poll then poll:stop() end
+    timer:stop()
+  end
+
+  -- The end, once: handles closed, then the client (when it is ours), then
+  -- the caller told.
+  local function finish(...)
+    if done then return end
+    done = true
+    active[handle] = nil
+    quiet()
+    if poll then poll:close() end
+    timer:close()
+    if own then client:close() end
+    local r = { n = select("#", ...), ... }
+    if co and inside then
+      result = r            -- returned by pin itself, below
+    elseif co then
+      later(uv, function()
+        local ok, err = coroutine.resume(co, unpack(r, 1, r.n))
+        if not ok then error(err, 0) end
+      end)
     else
-      callback(...)
+      later(uv, function() callback(unpack(r, 1, r.n)) end)
     end
   end
 
-  local drive
-  local function handle(action, a, b, c)
-    if action == "send" then
-      local w = uv.new_work(work, function(...)
-        local r = { n = select("#", ...), ... }
-        later(function() drive(unpack(r, 1, r.n)) end)
-      end)
-      w:queue(package.cpath, a.url, table.concat(a.headers, "\n"), a.body, a.timeout,
-        a.connect_timeout, a.max_body, a.ca_file)
+  local step
+  local function ready()
+    quiet()
+    if nvim then vim.schedule(step) else step() end
+  end
+
+  step = function()
+    if done then return end
+    quiet()
+    local ok, action, a, b, c = pcall(job.step, job)
+    if not ok then
+      if first and co then
+        -- Out of pin itself, at once: the caller's own call raises.
+        done = true
+        active[handle] = nil
+        if poll then poll:close() end
+        timer:close()
+        if own then client:close() end
+        error(action, 0)
+      end
+      if co then return finish(RAISED, action) end
+      return finish(nil, action, failure_kind(action))
+    end
+    first = false
+    if action == "watch" then
+      if poll_fd ~= a then
+        if poll then poll:close() end
+        poll, poll_fd = uv.new_poll(a), a
+      end
+      poll:start("r", ready)
+      if c then timer:start(math.max(1, math.ceil(c * 1000)), 0, ready) end
     elseif action == "wait" then
-      local t = uv.new_timer()
-      t:start(math.floor(a * 1000 + 0.5), 0, function()
-        t:close()
-        later(function() drive() end)
-      end)
+      timer:start(math.max(0, math.floor(a * 1000 + 0.5)), 0, ready)
     else
       finish(a, b, c)
     end
   end
 
-  local first = true
-  drive = function(...)
-    local ok, action, a, b, c = pcall(job.step, job, ...)
-    if not ok then
-      if own then client:close() end
-      -- on_event raised: out of pin itself the first time; later in the
-      -- coroutine, or else on the loop (which reports it).
-      if co and not first then
-        local resumed, err = coroutine.resume(co, RAISED, action)
-        if not resumed then error(err, 0) end
-        return
-      end
-      error(action, 0)
-    end
-    first = false
-    return handle(action, a, b, c)
+  function handle.cancel()
+    if done then return false end
+    job:cancel()
+    finish(nil, "periskope: cancelled: the pin was cancelled", "cancelled")
+    return true
   end
 
-  drive()
+  active[handle] = true
+  hook_exit()
+  step()
+  inside = false
   if co then
-    local r = { n = 0 }
-    local function keep(...) r = { n = select("#", ...), ... } end
-    keep(coroutine.yield())
+    local r = result
+    if not r then
+      local function keep(...) r = { n = select("#", ...), ... } end
+      keep(coroutine.yield())
+    end
     if r[1] == RAISED then error(r[2], 0) end
     return unpack(r, 1, r.n)
   end
+  return handle
 end
 
 return M
