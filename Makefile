@@ -178,7 +178,7 @@ test-nohiredis:
 # not on any package.path: a periskope.lua there would hide the C module
 # from require).
 LUA_LMOD ?= $(PREFIX)/share/lua/$(LUA_VERSION_DIR)
-LUA_MODULES := periskope/ngx.lua periskope/uv.lua
+LUA_MODULES := periskope/ngx.lua periskope/uv.lua periskope/nvim.lua
 MANDIR ?= $(PREFIX)/share/man
 METADIR ?= $(PREFIX)/share/periskope/meta
 # The module directory the command searches first; empty, none (LuaRocks,
