@@ -24,19 +24,24 @@ describe("the Neovim plugin, from a fresh clone", function()
   local unbuilt, built, nokey, build_log, build_code
   local sent = {}   -- how many requests the server had after each run
 
-  -- Runs the driver in a clean nvim; env: variable -> value (false: unset).
-  local function run_nvim(env)
-    local out = tmp .. "/out.json"
-    os.remove(out)
+  -- The start of a shell command that runs nvim in tmp with the
+  -- variables of env (name -> value) and none of the user's: no
+  -- PERISKOPE_*, Lua paths or Neovim configuration, XDG directories in tmp.
+  local function clean(env)
     local words = { "cd", sq(tmp), "&& env -u PERISKOPE_API_KEY -u PERISKOPE_PHONE -u PERISKOPE_BASE_URL",
-      "-u PERISKOPE_DEBUG", "-u LUA_PATH -u LUA_CPATH -u VIMINIT -u NVIM -u NVIM_LISTEN_ADDRESS",
-      "PERISKOPE_PLUGIN_OUT=" .. sq(out) }
+      "-u PERISKOPE_DEBUG -u LUA_PATH -u LUA_CPATH -u VIMINIT -u NVIM -u NVIM_LISTEN_ADDRESS" }
     for _, d in ipairs { "CONFIG", "DATA", "CACHE", "STATE" } do
       words[#words + 1] = "XDG_" .. d .. "_HOME=" .. sq(tmp .. "/xdg/" .. d:lower())
     end
-    for k, v in pairs(env) do
-      if v then words[#words + 1] = k .. "=" .. sq(v) end
-    end
+    for k, v in pairs(env) do words[#words + 1] = k .. "=" .. sq(v) end
+    return table.concat(words, " ")
+  end
+
+  -- Runs the driver in a clean nvim with the variables of env.
+  local function run_nvim(env)
+    local out = tmp .. "/out.json"
+    os.remove(out)
+    local words = { clean(env), "PERISKOPE_PLUGIN_OUT=" .. sq(out) }
     -- timeout: a hung nvim must not outlive the spec. Only the clone and
     -- Neovim's runtime (:checkhealth, :help) on 'runtimepath'.
     words[#words + 1] = "timeout 60 nvim --headless -u NONE -i NONE -n"
@@ -69,7 +74,7 @@ describe("the Neovim plugin, from a fresh clone", function()
 
     -- The build step as lazy.nvim runs it: build.lua sourced in Neovim,
     -- whose working directory is not the plugin's.
-    build_log, build_code = sh("cd " .. sq(tmp) .. " && timeout 120 nvim --headless -u NONE -i NONE -n -c "
+    build_log, build_code = sh(clean {} .. " timeout 120 nvim --headless -u NONE -i NONE -n -c "
       .. sq("lua local ok, e = pcall(dofile, " .. ("%q"):format(clone .. "/build.lua")
         .. ") if not ok then io.stderr:write(tostring(e), '\\n') vim.cmd('cquit 3') end")
       .. " -c 'qa!' </dev/null 2>&1")
@@ -83,7 +88,7 @@ describe("the Neovim plugin, from a fresh clone", function()
 
   teardown(function()
     if srv then srv:stop() end
-    if tmp and tmp:match("^/tmp/") then sh("rm -rf " .. sq(tmp)) end
+    if tmp and tmp:match("/tmp%.%w+$") then sh("rm -rf " .. sq(tmp)) end
   end)
 
   it("is not built by the clone: the commands exist, and say what to run", function()
