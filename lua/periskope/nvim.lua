@@ -105,7 +105,7 @@ local function command(args)
     elseif res then
       notify(("periskope: %s: %d %s"):format(id, res.status, res.error), vim.log.levels.ERROR)
     else
-      notify(("%s (%s)"):format(e, kind), vim.log.levels.ERROR)
+      notify(("%s (%s)"):format(tostring(e), tostring(kind)), vim.log.levels.ERROR)
     end
   end)
   if not ok then notify(reason(err), vim.log.levels.ERROR) end
