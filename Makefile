@@ -12,6 +12,7 @@
 #   make demo                 pin through the bundled local Periskope server
 #   make install              the module into $(LUA_CMOD), the command into $(BINDIR),
 #                             its man page, the LuaLS annotations; make uninstall
+#   make nvim                 the checkout as a Neovim plugin: lua/periskope.so, doc/tags
 
 LUA ?= lua5.4
 PKG_CONFIG ?= pkg-config
@@ -192,7 +193,7 @@ check-redis: build/check-redis
 # not on any package.path: a periskope.lua there would hide the C module
 # from require).
 LUA_LMOD ?= $(PREFIX)/share/lua/$(LUA_VERSION_DIR)
-LUA_MODULES := periskope/ngx.lua periskope/uv.lua
+LUA_MODULES := periskope/ngx.lua periskope/uv.lua periskope/nvim.lua
 MANDIR ?= $(PREFIX)/share/man
 METADIR ?= $(PREFIX)/share/periskope/meta
 # The module directory the command searches first; empty, none (LuaRocks,
@@ -217,6 +218,30 @@ uninstall:
 	  $(LUA_MODULES:%="$(DESTDIR)$(LUA_LMOD)/%")
 	rmdir "$(DESTDIR)$(METADIR)" "$(DESTDIR)$(PREFIX)/share/periskope" \
 	  "$(DESTDIR)$(LUA_LMOD)/periskope" 2>/dev/null || true
+# ----------------------------------------------------------------
+
+# ---------------------------------------------------------------- Neovim plugin
+# make nvim: the build step of the checkout as a Neovim plugin (plugin
+# managers run it; lazy.nvim through build.lua). The module built for
+# LuaJIT goes to lua/periskope.so, where Neovim's loader looks on
+# 'runtimepath' (lua/<name>.so), through a rename, so that a Neovim that
+# has the old one loaded keeps its mapping; when nvim is there, doc/tags is
+# made for :help periskope (plugin managers make it too). Git ignores both.
+NVIM ?= nvim
+NVIM_BUILD := build/luajit$(PERISKOPE_BUILD_SUFFIX)
+
+.PHONY: nvim
+nvim:
+	@$(PKG_CONFIG) --exists luajit || { echo "make nvim: pkg-config finds no luajit:" \
+	  "install libluajit2-5.1-dev (Debian) or your system's LuaJIT headers" >&2; exit 1; }
+	@$(MAKE) --no-print-directory LUA=luajit all
+	cp $(NVIM_BUILD)/periskope.so lua/periskope.so.tmp && mv -f lua/periskope.so.tmp lua/periskope.so
+	@if command -v $(NVIM) >/dev/null 2>&1; then \
+	  echo "$(NVIM) --headless -u NONE -c 'helptags doc'"; \
+	  $(NVIM) --headless -u NONE -i NONE -n -c \
+	    'lua local ok, e = pcall(vim.cmd, "helptags $(CURDIR)/doc") if not ok then io.stderr:write(e, "\n") os.exit(1) end' \
+	    -c 'qa!' </dev/null || exit 1; \
+	else echo "make nvim: no $(NVIM) here: doc/tags not made (:helptags ALL in Neovim makes it)"; fi
 # ----------------------------------------------------------------
 
 # ---------------------------------------------------------------- release
@@ -247,6 +272,7 @@ dist:
 
 clean:
 	rm -rf build
+	rm -f lua/periskope.so doc/tags
 
 # Further targets (fuzzing, sanitizers, static checks, benchmark) live in mk/.
 -include mk/*.mk

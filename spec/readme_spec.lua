@@ -14,7 +14,7 @@ local ROOT = hosts.root()
 -- The example files quoted in the docs, and the spec that runs each.
 local QUOTED = {
   ["examples/openresty/pin_handlers.lua"] = "spec/openresty_spec.lua",
-  ["examples/neovim/periskope_pin.lua"] = "spec/neovim_spec.lua",
+  ["examples/neovim/lazy.lua"] = "spec/neovim_plugin_spec.lua",
   ["examples/shared/batch.lua"] = "spec/contention_spec.lua",
 }
 

@@ -1,12 +1,12 @@
 -- Runs inside `nvim --headless` for spec/neovim_spec.lua (`-c "luafile ..."`):
--- pins through examples/neovim/periskope_pin.lua (periskope.uv) and plainly,
--- then writes what happened as JSON to $PERISKOPE_NVIM_OUT. Neovim 0.7 has
+-- pins through the plugin's module, periskope.nvim (periskope.uv), and
+-- plainly, then writes what happened as JSON to $PERISKOPE_NVIM_OUT. Neovim 0.7 has
 -- no `-l`, and a headless nvim's stdout is its UI channel: a file is the
 -- sure way out.
 --
 -- Environment: PERISKOPE_NVIM_CPATH (the LuaJIT build), PERISKOPE_NVIM_PATH
--- (the checkout's lua/?.lua), PERISKOPE_NVIM_OUT, PERISKOPE_NVIM_EXAMPLE
--- (the example's path), and the options, which the driver passes to setup:
+-- (the checkout's lua/?.lua), PERISKOPE_NVIM_OUT, and the options, which
+-- the driver passes to setup:
 -- PERISKOPE_NVIM_KEY, PERISKOPE_NVIM_BASE_URL. PERISKOPE_API_KEY and
 -- PERISKOPE_BASE_URL are unset: the options must come from setup.
 
@@ -25,7 +25,7 @@ local function ms_since(t0) return (uv.hrtime() - t0) / 1e6 end
 local ok, err = pcall(function()
   package.cpath = os.getenv("PERISKOPE_NVIM_CPATH") .. ";" .. package.cpath
   package.path = os.getenv("PERISKOPE_NVIM_PATH") .. ";" .. package.path
-  local example = dofile(os.getenv("PERISKOPE_NVIM_EXAMPLE"))
+  local example = require "periskope.nvim"
 
   -- Events reach on_event on the main loop, where vim.api may be called.
   local events = {}
