@@ -122,7 +122,7 @@ describe("Neovim", function()
     assert.equal(3, #notes)
     assert.equal("periskope: pinned cmd-1", notes[1].msg)
     assert.equal("periskope: unpinned cmd-2", notes[2].msg)
-    assert.equal("bad argument #1 to 'pin_job' (field 'message_id' must not be '.' or '..')", notes[3].msg)
+    assert.equal("bad argument #1 to 'pin' (field 'message_id' must not be '.' or '..')", notes[3].msg)
     assert.equal(result.error_level, notes[3].level)
     local r = srv:requests()
     assert.equal(13, #r)                            -- the refused id sent nothing
