@@ -350,21 +350,37 @@ static int job_step(lua_State *L) {
 }
 
 /* job:cancel(): ends the job between steps -- its request in flight is
-   dropped, its slot given back -- and returns true; a later step raises.
-   From a hook of its own step: that step returns "done", nil, message,
-   "cancelled". A job that is over: nothing to do. */
+   dropped, its slot given back -- and closes it (job:close); returns
+   true, and a later step raises. From a hook of its own step: that step
+   returns "done", nil, message, "cancelled" (its descriptor then closes
+   with job:close or the collector). A job that is over: it is closed. */
 static int job_cancel(lua_State *L) {
   pin_job *j = check_job(L, "cancel");
   if (j->stepping) {
     j->cancelled = 1;
-  } else if (j->c) {
-    j->cancelled = 1;
-    psk_getuvtable(L, 1);
-    lua_getfield(L, -1, "client");
-    job_end(L, j, lua_gettop(L));
+  } else {
+    if (j->c) {
+      j->cancelled = 1;
+      psk_getuvtable(L, 1);
+      lua_getfield(L, -1, "client");
+      job_end(L, j, lua_gettop(L));
+    }
+    psk_watch_free(j->watch);
+    j->watch = NULL;
   }
   lua_pushboolean(L, 1);
   return 1;
+}
+
+/* job:close(): closes the descriptor a watched job kept for its loop
+   (once the loop no longer watches it; the collector does it too), and
+   ends the job as cancel does if it is not over. Returns true. */
+static int job_close(lua_State *L) {
+  pin_job *j = check_job(L, "close");
+  if (j->stepping)
+    return luaL_error(L, "periskope: job:close: this job is running (a hook "
+                         "of its own step may cancel it instead)");
+  return job_cancel(L);
 }
 
 /* ---------------------------------------------------------------- */
@@ -732,7 +748,8 @@ int lpsk_mod_perform(lua_State *L) {
 
 void lpsk_async_open(lua_State *L, int state) {
   static const luaL_Reg job_methods[] = {
-      {"step", job_step}, {"cancel", job_cancel}, {NULL, NULL}};
+      {"step", job_step}, {"cancel", job_cancel}, {"close", job_close},
+      {NULL, NULL}};
   lua_pushvalue(L, state);
   lua_pushcclosure(L, step_body, 1);
   lua_setfield(L, state, "step_body");

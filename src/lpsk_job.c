@@ -439,9 +439,8 @@ void lpsk_job_release(lua_State *L, pin_job *j) {
      a transfer only while its call runs: the pool is still there. */
   if (j->t && j->c && j->c->http) psk_http_give(j->c->http, j->t);
   j->t = NULL;
-  /* Its driver stopped watching it: a step said anything but "watch". */
-  psk_watch_free(j->watch);
-  j->watch = NULL;
+  /* The watch stays: its descriptor may still be in its loop's poll set
+     (job:close and the collector close it). */
   /* Buffers go back to an open client with none (a closed one is, or
      will be, released: they are freed here). */
   if (j->c && !j->c->closed && !j->c->spare.url.data && j->req.url.data)
@@ -470,6 +469,9 @@ pin_job *lpsk_job_new(lua_State *L, Client *c, int arg) {
 int lpsk_job_awaits_reply(const pin_job *j) { return j->state == J_SENT; }
 
 int lpsk_job_gc(lua_State *L) {
-  lpsk_job_release(L, luaL_checkudata(L, 1, JOB_MT));
+  pin_job *j = luaL_checkudata(L, 1, JOB_MT);
+  lpsk_job_release(L, j);
+  psk_watch_free(j->watch);
+  j->watch = NULL;
   return 0;
 }

@@ -131,6 +131,7 @@ function M.pin(client, args, callback)
     quiet()
     if poll then poll:close() end
     timer:close()
+    job:close()           -- its descriptor: no longer watched
     if own then client:close() end
     local r = { n = select("#", ...), ... }
     if co and inside then
@@ -162,6 +163,7 @@ function M.pin(client, args, callback)
         active[handle] = nil
         if poll then poll:close() end
         timer:close()
+        job:close()
         if own then client:close() end
         error(action, 0)
       end
