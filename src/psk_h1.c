@@ -6,18 +6,26 @@
  * Where libcurl 7.88 (the other transport) is laxer than RFC 9112, this
  * reader takes the RFC's side and fails with PSK_KIND_NETWORK, as libcurl
  * does for the malformed answers it does refuse: a status line in lower
- * case or without SP after the code, a Content-Length with bytes after
- * its digits or differing values (libcurl keeps the last), bytes other
- * than OWS and ';' after a chunk size, a bare CR in a chunk line, more
- * than one transfer coding. It agrees with libcurl on the rest: a NUL in
- * a head, a line without ':' or a fold with no field before it (refused);
- * a bare CR inside a header line (kept: psk_header_next drops the field);
- * a 101 never asked for (final, body up to the close); trailers (kept in
- * the head after its blank line, CRLF-ended). Two small differences in
- * where a limit falls: a line over PSK_H1_LINE_MAX is too large here, in
- * a trailer or chunk line too (libcurl: a network error past 64 KiB of
- * trailers, no limit on chunk extensions), and the blank line that ends
- * the trailers counts toward PSK_HEADERS_MAX while it is read.
+ * case, without SP after the code, or saying "HTTP/2" on an HTTP/1.1
+ * connection; a Content-Length with bytes after its digits, differing
+ * values (libcurl keeps the last) or an obs-fold (libcurl ignores it);
+ * bytes other than OWS and ';' after a chunk size, a bare CR in a chunk
+ * line; a Transfer-Encoding other than one chunked (libcurl decodes gzip,
+ * reads "identity" or an empty one to the close, and "chunked, chunked" as
+ * chunked). A chunk size beyond what max_body leaves is too large at once,
+ * before its data (libcurl: once the data overflows). It agrees with
+ * libcurl on the rest (a differential run over a few dozen answers, valid
+ * and hostile, found the same status, head and body, or the same failure
+ * kind): a NUL in a head, a line without ':' or a fold with no field
+ * before it (refused); a bare CR inside a header line (kept:
+ * psk_header_next drops the field); a 101 never asked for (final, body up
+ * to the close); trailers (kept in the head after its blank line,
+ * CRLF-ended); chunk sizes past 2^63 - 1 (out of range). Two small
+ * differences in where a limit falls: a line of PSK_H1_LINE_MAX bytes is
+ * too large here in a trailer or a chunk line too (libcurl: a network
+ * error past 64 KiB of trailers, no limit on chunk extensions), and the
+ * blank line that ends the trailers counts toward PSK_HEADERS_MAX while it
+ * is read.
  */
 #include "psk_h1.h"
 
@@ -434,7 +442,7 @@ static int line_end(psk_h1 *r) {
    first byte that breaks a rule decides, however the bytes were split. */
 static int line_bytes(psk_h1 *r, const char *p, size_t n, size_t *k) {
   const char *lf = memchr(p, '\n', n);
-  size_t line_room = PSK_H1_LINE_MAX - r->line_len;
+  size_t line_room = PSK_H1_LINE_MAX - 1 - r->line_len;
   size_t head_room = PSK_HEADERS_MAX - r->head_total;
   size_t room = line_room < head_room ? line_room : head_room, take;
   *k = lf ? (size_t)(lf - p) + 1 : n;
@@ -461,16 +469,19 @@ static int line_bytes(psk_h1 *r, const char *p, size_t n, size_t *k) {
 /* Bytes of the chunk framing, one at a time (a few per chunk). */
 static int chunk_byte(psk_h1 *r, char c) {
   if (r->state != S_DATA_CR && r->state != S_DATA_LF &&
-      ++r->line_len > PSK_H1_LINE_MAX)
+      ++r->line_len >= PSK_H1_LINE_MAX)
     return too_large(r, LINE_TOO_LARGE);
   if (r->state == S_CHUNK_SIZE) {
     int v = hex_value(c);
     if (v >= 0) {
-      /* Leading zeros are free; a 17th significant digit would
-         overflow 64 bits. */
+      /* Leading zeros are free; a size past 2^63 - 1 is out of range
+         (as for libcurl, whose sizes are signed 64-bit): checked before
+         the 17th significant digit could overflow. */
       if ((r->left || v) && ++r->digits > 16)
         return bad(r, "chunk size out of range");
       r->left = r->left << 4 | (uint64_t)v;
+      if (r->left > (uint64_t)INT64_MAX)
+        return bad(r, "chunk size out of range");
       return PSK_H1_MORE;
     }
     if (r->line_len == 1) return bad(r, "malformed chunk size");

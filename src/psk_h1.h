@@ -22,8 +22,9 @@
 #include "psk_buf.h"
 #include "psk_core.h"
 
-/* The longest line of a head, trailer or chunk size, its line end
-   included: libcurl's CURL_MAX_HTTP_HEADER (100 KiB). */
+/* A line of a head, a trailer or a chunk size must be shorter, its line
+   end included: libcurl's CURL_MAX_HTTP_HEADER (100 KiB), a buffer that
+   holds the line and a NUL. */
 #define PSK_H1_LINE_MAX (100 * 1024)
 
 /* ---- the request ---- */
@@ -123,10 +124,11 @@ void psk_h1_free(psk_h1 *r);
      after its blank line, one CRLF-ended line each, as libcurl gives
      them; Content-Length values repeated must agree; with neither, the
      body runs to the close (psk_h1_eof);
-   - too large (PSK_KIND_TOO_LARGE): a line over PSK_H1_LINE_MAX; the
-     heads of one answer (1xx and trailers included) over PSK_HEADERS_MAX;
-     a Content-Length or a chunk size beyond what max_body leaves, said
-     before its bytes are read; a body to the close past max_body;
+   - too large (PSK_KIND_TOO_LARGE): a line of PSK_H1_LINE_MAX bytes or
+     more; the heads of one answer (1xx and trailers included) over
+     PSK_HEADERS_MAX; a Content-Length or a chunk size beyond what
+     max_body leaves, said before its bytes are read; a body to the close
+     past max_body;
    - anything else malformed is PSK_KIND_NETWORK, as is memory running
      out (msg "out of memory"). */
 int psk_h1_feed(psk_h1 *r, const char *p, size_t n, size_t *used);

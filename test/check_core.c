@@ -3100,10 +3100,17 @@ static void test_h1_chunked(void) {
       h1_case_run(&c, __LINE__);
     }
   }
-  /* 16 significant digits fit: only max_body refuses them. */
-  H1(RESP("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\n"),
+  /* Up to 2^63 - 1 a size is in range, and only max_body refuses it;
+     past it, out of range (libcurl's sizes are signed 64-bit). */
+  H1(RESP("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n7fffffffffffffff\r\n"),
      .st = PSK_H1_FAIL, .status = 200, .kind = PSK_KIND_TOO_LARGE,
      .msg = "body over max_body");
+  H1(RESP("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n8000000000000000\r\n"),
+     .st = PSK_H1_FAIL, .status = 200, .kind = PSK_KIND_NETWORK,
+     .msg = "chunk size out of range");
+  H1(RESP("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\n"),
+     .st = PSK_H1_FAIL, .status = 200, .kind = PSK_KIND_NETWORK,
+     .msg = "chunk size out of range");
   /* The total over max_body: said at the chunk size that passes it,
      before its data. */
   H1(RESP("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -3294,27 +3301,28 @@ static void test_h1_limits(void) {
   c.resp = resp;
   c.splits = -1;
 
-  /* A line of 100 KiB, its CRLF included, is fine. */
+  /* A line shorter than 100 KiB, its CRLF included, is fine. */
   memcpy(resp, status, sl);
   memcpy(resp + sl, "X: ", 3);
-  memset(resp + sl + 3, 'v', PSK_H1_LINE_MAX - 5);
-  memcpy(resp + sl + PSK_H1_LINE_MAX - 2, "\r\n\r\n", 4);
-  c.n = sl + PSK_H1_LINE_MAX + 2;
+  memset(resp + sl + 3, 'v', PSK_H1_LINE_MAX - 6);
+  memcpy(resp + sl + PSK_H1_LINE_MAX - 3, "\r\n\r\n", 4);
+  c.n = sl + PSK_H1_LINE_MAX + 1;
   c.st = PSK_H1_DONE;
   c.status = 204;
   c.keepalive = 1;
   h1_case_run(&c, __LINE__);
-  /* One byte more is too large, said at that byte: here its LF. */
-  memset(resp + sl + 3, 'v', PSK_H1_LINE_MAX - 4);
-  memcpy(resp + sl + PSK_H1_LINE_MAX - 1, "\r\n\r\n", 4);
-  c.n = sl + PSK_H1_LINE_MAX + 3;
+  /* 100 KiB is too large (as libcurl, whose buffer holds the line and a
+     NUL), said at the byte that reaches it: here its LF. */
+  memset(resp + sl + 3, 'v', PSK_H1_LINE_MAX - 5);
+  memcpy(resp + sl + PSK_H1_LINE_MAX - 2, "\r\n\r\n", 4);
+  c.n = sl + PSK_H1_LINE_MAX + 2;
   c.st = PSK_H1_FAIL;
   c.kind = PSK_KIND_TOO_LARGE;
   c.msg = "response too large (a line over 100 KiB)";
   h1_case_run(&c, __LINE__);
-  /* A longer line, cut just past the limit: too large before its end. */
+  /* A longer line, cut at the limit: too large before its end. */
   memset(resp + sl + 3, 'v', PSK_H1_LINE_MAX);
-  c.n = sl + PSK_H1_LINE_MAX + 1;
+  c.n = sl + PSK_H1_LINE_MAX;
   h1_case_run(&c, __LINE__);
   c.n--; /* one byte less: still within, so MORE */
   c.st = PSK_H1_MORE;
@@ -3322,27 +3330,30 @@ static void test_h1_limits(void) {
   /* A long status line. */
   memcpy(resp, "HTTP/1.1 200 ", 13);
   memset(resp + 13, 'r', PSK_H1_LINE_MAX);
-  c.n = PSK_H1_LINE_MAX + 1;
+  c.n = PSK_H1_LINE_MAX;
   c.st = PSK_H1_FAIL;
   c.status = 0;
   h1_case_run(&c, __LINE__);
-  /* A chunk-size line: 100 KiB of extension is fine, a byte more not. */
+  /* A chunk-size line: a byte short of 100 KiB is fine, 100 KiB not. */
   memcpy(resp, chunked, cl);
   memcpy(resp + cl, "1;", 2);
   memset(resp + cl + 2, 'e', PSK_H1_LINE_MAX);
-  memcpy(resp + cl + PSK_H1_LINE_MAX - 2, "\r\n", 2);
-  c.n = cl + PSK_H1_LINE_MAX;
+  memcpy(resp + cl + PSK_H1_LINE_MAX - 3, "\r\n", 2);
+  c.n = cl + PSK_H1_LINE_MAX - 1;
   c.st = PSK_H1_MORE;
   c.status = 200;
   h1_case_run(&c, __LINE__);
   memset(resp + cl + 2, 'e', PSK_H1_LINE_MAX);
-  c.n = cl + PSK_H1_LINE_MAX + 1;
+  c.n = cl + PSK_H1_LINE_MAX;
   c.st = PSK_H1_FAIL;
   h1_case_run(&c, __LINE__);
   /* A trailer line. */
   memcpy(resp + cl, "0\r\nT: ", 6);
   memset(resp + cl + 6, 't', PSK_H1_LINE_MAX);
-  c.n = cl + 3 + PSK_H1_LINE_MAX + 1;
+  c.n = cl + 3 + PSK_H1_LINE_MAX;
+  h1_case_run(&c, __LINE__);
+  c.n--;
+  c.st = PSK_H1_MORE;
   h1_case_run(&c, __LINE__);
   free(resp);
 
