@@ -28,7 +28,7 @@
 
 FUZZ_CC ?= clang
 FUZZ_SECONDS ?= 20
-FUZZ_HARNESSES := request headers retry pace
+FUZZ_HARNESSES := request headers retry pace h1
 FUZZ_DIR := build/fuzz
 FUZZ_BINS := $(FUZZ_HARNESSES:%=$(FUZZ_DIR)/fuzz_%)
 # -fno-sanitize-recover: a UBSan finding must stop the run and save the
@@ -39,15 +39,17 @@ FUZZ_CFLAGS := -std=c99 -g -O1 $(WARN) -fsanitize=fuzzer,address,undefined \
 # core) may be given to check a proposed fix.
 FUZZ_CORE_SRC ?= $(CORE_SRC)
 # Longest input per harness: room for a 4 KiB key and a 2 KiB base URL;
-# a head of many lines; a few header values.
+# a head of many lines; a few header values; an answer of many lines
+# (fuzz_h1 inflates runs of a byte to reach its 100 KiB and 256 KiB caps).
 FUZZ_MAX_LEN_request := 8192
 FUZZ_MAX_LEN_headers := 4096
 FUZZ_MAX_LEN_retry := 512
 FUZZ_MAX_LEN_pace := 1024
+FUZZ_MAX_LEN_h1 := 4096
 
 fuzz-build: $(FUZZ_BINS)
 
-$(FUZZ_DIR)/fuzz_%: fuzz/fuzz_%.c fuzz/fuzz.h $(FUZZ_CORE_SRC) src/psk_core.h src/psk_buf.h src/psk_pace.h
+$(FUZZ_DIR)/fuzz_%: fuzz/fuzz_%.c fuzz/fuzz.h $(FUZZ_CORE_SRC) src/psk_core.h src/psk_buf.h src/psk_h1.h src/psk_pace.h
 	@mkdir -p $(FUZZ_DIR)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) $< $(FUZZ_CORE_SRC) -o $@
 

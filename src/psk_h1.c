@@ -449,8 +449,9 @@ static int line_bytes(psk_h1 *r, const char *p, size_t n, size_t *k) {
   take = *k < room ? *k : room;
   if (r->state == S_STATUS && r->line_len < 5) {
     /* Refused from its first bytes: not HTTP (0.9, TLS, garbage). */
+    static const char http[] = "HTTP/";
     size_t m = 5 - r->line_len < take ? 5 - r->line_len : take;
-    if (memcmp(p, "HTTP/" + r->line_len, m) != 0)
+    if (memcmp(p, http + r->line_len, m) != 0)
       return bad(r, "malformed status line");
   }
   if (memchr(p, '\0', take)) return bad(r, "NUL byte in the response head");
