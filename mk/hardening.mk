@@ -222,7 +222,8 @@ check-luacheck:
 # ---------------------------------------------------------------- allocation failure
 # test/check_oom.c: every allocation of a pin, pin_many, build_pin,
 # read_response, the options and both limiters fails in turn (Lua's,
-# libcurl's and the module's own), under ASan with its leak check on. The
+# libcurl's and the module's own), and of the core's HTTP/1.1 reader and
+# request framer (C scenarios), under ASan with its leak check on. The
 # module's objects are linked into the driver, built against Lua 5.4
 # whatever LUA is; the driver runs under the local Periskope server and
 # starts its own redis-server.
@@ -243,7 +244,7 @@ $(HARDEN_OOM_BUILD)/%.o: src/%.c src/*.h
 	  $(CURL_CFLAGS) $(HIREDIS_CFLAGS) -c $< -o $@
 
 $(HARDEN_OOM_BIN): test/check_oom.c $(HARDEN_OOM_OBJ)
-	$(HARDEN_OOM_CC) -std=c99 $(WARN) $(HARDEN_OOM_FLAGS) $(HARDEN_OOM_LUA_CFLAGS) \
+	$(HARDEN_OOM_CC) -std=c99 $(WARN) $(HARDEN_OOM_FLAGS) -Isrc $(HARDEN_OOM_LUA_CFLAGS) \
 	  $(CURL_CFLAGS) $(HIREDIS_CFLAGS) test/check_oom.c $(HARDEN_OOM_OBJ) \
 	  $(HARDEN_OOM_WRAP) $(HARDEN_OOM_LUA_LIBS) $(CURL_LIBS) $(HIREDIS_LIBS) -lm -o $@
 
