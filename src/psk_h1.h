@@ -51,9 +51,10 @@ int psk_h1_host(psk_buf *out, const char *url);
 
    The target is psk_buf_cstr(&r->url) + r->target; host (host_len bytes)
    is psk_h1_host's. PSK_OK, PSK_NOMEM, PSK_TOO_LARGE (out's cap), or
-   PSK_INVALID, sending nothing, when the host, target, a header name or
-   a value holds a CR, LF or NUL: the validators keep them out, and this
-   is the last place that could put one on the wire. */
+   PSK_INVALID, out left empty, when the host, the target, a header name
+   or a value holds a CR, LF or NUL, the target a space, or the host or
+   target is empty: the validators keep such bytes out, and this is the
+   last place that could put one on the wire. */
 int psk_h1_request(psk_buf *out, const psk_request *r, const char *host,
                    size_t host_len);
 
