@@ -75,7 +75,7 @@ LDFLAGS_SO := -shared $(LDFLAGS) $(EXTRA_LDFLAGS)
 
 # A LuaRocks build (it passes LUA_INCDIR) keeps apart from make's own.
 BUILD := build/$(if $(LUA_INCDIR),rock-$(notdir $(LUA_INCDIR)),$(LUA))$(PERISKOPE_BUILD_SUFFIX)
-CORE_SRC := src/psk_buf.c src/psk_core.c src/psk_pace.c src/psk_resp.c src/psk_time.c
+CORE_SRC := src/psk_buf.c src/psk_core.c src/psk_h1.c src/psk_pace.c src/psk_resp.c src/psk_time.c
 SRC := $(CORE_SRC) src/psk_fork.c src/psk_one.c src/psk_http.c src/psk_redis.c src/lpace.c \
        src/lpsk_check.c src/lpsk_result.c src/lpsk_pace.c src/lpsk_job.c src/lpsk_pin.c \
        src/lpsk_async.c src/lperiskope.c
@@ -147,7 +147,7 @@ $(LUAS:%=test-all-%): test-all-%:
 	  rc=$$?; echo "== $*"; cat build/test-all-$*.log; exit $$rc
 
 # The pure core and buffer, without Lua or libcurl, under the sanitizers.
-build/check-core: test/check_core.c $(CORE_SRC) src/psk_core.h src/psk_buf.h src/psk_pace.h src/psk_resp.h src/psk_time.h
+build/check-core: test/check_core.c $(CORE_SRC) src/psk_core.h src/psk_buf.h src/psk_h1.h src/psk_pace.h src/psk_resp.h src/psk_time.h
 	mkdir -p build
 	$(CC) -std=c99 -g -O1 $(WARN) -fsanitize=address,undefined \
 	  -fno-sanitize-recover=all -Isrc test/check_core.c $(CORE_SRC) -lm -o $@

@@ -28,7 +28,7 @@
 
 FUZZ_CC ?= clang
 FUZZ_SECONDS ?= 20
-FUZZ_HARNESSES := request headers retry pace resp
+FUZZ_HARNESSES := request headers retry pace resp h1
 FUZZ_DIR := build/fuzz
 FUZZ_BINS := $(FUZZ_HARNESSES:%=$(FUZZ_DIR)/fuzz_%)
 # -fno-sanitize-recover: a UBSan finding must stop the run and save the
@@ -39,16 +39,18 @@ FUZZ_CFLAGS := -std=c99 -g -O1 $(WARN) -fsanitize=fuzzer,address,undefined \
 # core) may be given to check a proposed fix.
 FUZZ_CORE_SRC ?= $(CORE_SRC)
 # Longest input per harness: room for a 4 KiB key and a 2 KiB base URL;
-# a head of many lines; a few header values.
+# a head of many lines; a few header values; an answer of many lines
+# (fuzz_h1 inflates runs of a byte to reach its 100 KiB and 256 KiB caps).
 FUZZ_MAX_LEN_request := 8192
 FUZZ_MAX_LEN_headers := 4096
 FUZZ_MAX_LEN_retry := 512
 FUZZ_MAX_LEN_pace := 1024
 FUZZ_MAX_LEN_resp := 1024
+FUZZ_MAX_LEN_h1 := 4096
 
 fuzz-build: $(FUZZ_BINS)
 
-$(FUZZ_DIR)/fuzz_%: fuzz/fuzz_%.c fuzz/fuzz.h $(FUZZ_CORE_SRC) src/psk_core.h src/psk_buf.h src/psk_pace.h src/psk_resp.h
+$(FUZZ_DIR)/fuzz_%: fuzz/fuzz_%.c fuzz/fuzz.h $(FUZZ_CORE_SRC) src/psk_core.h src/psk_buf.h src/psk_h1.h src/psk_pace.h src/psk_resp.h
 	@mkdir -p $(FUZZ_DIR)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) $< $(FUZZ_CORE_SRC) -o $@
 
@@ -221,7 +223,8 @@ check-luacheck:
 # ---------------------------------------------------------------- allocation failure
 # test/check_oom.c: every allocation of a pin, pin_many, build_pin,
 # read_response, the options and both limiters fails in turn (Lua's,
-# libcurl's and the module's own), under ASan with its leak check on. The
+# libcurl's and the module's own), and of the core's HTTP/1.1 reader and
+# request framer (C scenarios), under ASan with its leak check on. The
 # module's objects are linked into the driver, built against Lua 5.4
 # whatever LUA is; the driver runs under the local Periskope server and
 # starts its own redis-server.
@@ -242,7 +245,7 @@ $(HARDEN_OOM_BUILD)/%.o: src/%.c src/*.h
 	  $(CURL_CFLAGS) $(HIREDIS_CFLAGS) -c $< -o $@
 
 $(HARDEN_OOM_BIN): test/check_oom.c $(HARDEN_OOM_OBJ)
-	$(HARDEN_OOM_CC) -std=c99 $(WARN) $(HARDEN_OOM_FLAGS) $(HARDEN_OOM_LUA_CFLAGS) \
+	$(HARDEN_OOM_CC) -std=c99 $(WARN) $(HARDEN_OOM_FLAGS) -Isrc $(HARDEN_OOM_LUA_CFLAGS) \
 	  $(CURL_CFLAGS) $(HIREDIS_CFLAGS) test/check_oom.c $(HARDEN_OOM_OBJ) \
 	  $(HARDEN_OOM_WRAP) $(HARDEN_OOM_LUA_LIBS) $(CURL_LIBS) $(HIREDIS_LIBS) -lm -o $@
 

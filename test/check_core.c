@@ -1,7 +1,8 @@
 /*
  * check_core: tests of the pure C parts of periskope, without Lua or
  * libcurl: the core (psk_core: validation, the request, header, date and
- * Retry-After parsing, the retry plan), the bounded buffer (psk_buf), the
+ * Retry-After parsing, the retry plan), the HTTP/1.1 request framer and
+ * response reader (psk_h1), the bounded buffer (psk_buf), the
  * pacing budget, its store operation and the server clock (psk_pace), and
  * the clocks (psk_time) and the size checks on Redis's replies
  * (psk_resp). Run under ASan/UBSan by `make check-core`.
@@ -21,6 +22,7 @@
 
 #include "psk_buf.h"
 #include "psk_core.h"
+#include "psk_h1.h"
 #include "psk_pace.h"
 #include "psk_resp.h"
 #include "psk_time.h"
@@ -2702,6 +2704,1049 @@ static void test_sha256(void) {
   CHECK(psk_budget_name("periskope:", "abc", name, 74) == 0);
 }
 
+/* ---- psk_h1: the request's bytes ---- */
+
+static void host_is(const char *url, int want_st, const char *want, int line) {
+  psk_buf out;
+  int st;
+  psk_buf_init(&out, 4096);
+  st = psk_h1_host(&out, url);
+  check_(st == want_st, __FILE__, line, "psk_h1_host status", -1);
+  if (want) check_str_(psk_buf_cstr(&out), want, __FILE__, line, url);
+  psk_buf_free(&out);
+}
+
+#define HOST(url, want) host_is((url), PSK_OK, (want), __LINE__)
+#define HOST_BAD(url) host_is((url), PSK_INVALID, "", __LINE__)
+
+static void test_h1_request(void) {
+  psk_config c;
+  psk_request r;
+  psk_buf out, host;
+  int i;
+
+  /* Host: as libcurl 7.88 sends it (the port without leading zeros, the
+     scheme's default one left out, the host's case kept). */
+  HOST("https://api.periskope.app/v1", "api.periskope.app");
+  HOST("https://api.periskope.app:443/v1", "api.periskope.app");
+  HOST("https://api.periskope.app:8443", "api.periskope.app:8443");
+  HOST("http://127.0.0.1:80", "127.0.0.1");
+  HOST("http://127.0.0.1:0080/x", "127.0.0.1");
+  HOST("http://127.0.0.1:08080/x", "127.0.0.1:8080");
+  HOST("http://127.0.0.1:443", "127.0.0.1:443");
+  HOST("https://h:80", "h:80");
+  HOST("http://LocalHost:38949", "LocalHost:38949");
+  HOST("HTTP://localhost", "localhost");
+  HOST("http://[::1]:8080/v1", "[::1]:8080");
+  HOST("http://[::1]/v1", "[::1]");
+  HOST("https://[::1]:443", "[::1]");
+  HOST_BAD("ftp://h");
+  HOST_BAD("http://");
+  HOST_BAD("http:///x");
+  HOST_BAD("http://:80");
+  HOST_BAD("http://h:");
+  HOST_BAD("http://h:0");
+  HOST_BAD("http://h:65536");
+  HOST_BAD("http://h:80x");
+  HOST_BAD("http://[::1");
+  HOST_BAD("h");
+
+  memset(&c, 0, sizeof c);
+  c.auth = (char *)"Bearer k";
+  c.phone = (char *)"919874532456";
+  c.base_url = (char *)"http://127.0.0.1:45925/v1";
+  c.user_agent = (char *)"periskope-lua/0.1.0 libcurl/7.88.1 Lua/5.4";
+  c.max_body = 1048576;
+  psk_request_init(&r);
+  psk_buf_init(&out, 1 << 20);
+  psk_buf_init(&host, 4096);
+
+  /* The bytes libcurl sent for this pin, as a server recorded them. */
+  CHECK(psk_request_build(&r, &c, S("a@b"), 1, 7, NULL) == PSK_OK);
+  CHECK(psk_h1_host(&host, c.base_url) == PSK_OK);
+  CHECK(psk_h1_request(&out, &r, host.data, host.len) == PSK_OK);
+  CHECK(out.len == strlen(psk_buf_cstr(&out)));
+  CHECK_STR(psk_buf_cstr(&out),
+            "POST /v1/message/a%40b/pin HTTP/1.1\r\n"
+            "Host: 127.0.0.1:45925\r\n"
+            "Authorization: Bearer k\r\n"
+            "x-phone: 919874532456\r\n"
+            "Content-Type: application/json\r\n"
+            "Accept: application/json\r\n"
+            "User-Agent: periskope-lua/0.1.0 libcurl/7.88.1 Lua/5.4\r\n"
+            "Content-Length: 21\r\n"
+            "\r\n"
+            "{\"pin\":true,\"time\":7}");
+
+  /* No phone: no x-phone line; an unpin; a base URL without a path. */
+  c.phone = NULL;
+  c.base_url = (char *)"https://api.periskope.app";
+  CHECK(psk_request_build(&r, &c, S("m 1"), 0, 0, NULL) == PSK_OK);
+  CHECK(psk_h1_host(&host, c.base_url) == PSK_OK);
+  CHECK(psk_h1_request(&out, &r, host.data, host.len) == PSK_OK);
+  CHECK_STR(psk_buf_cstr(&out),
+            "POST /message/m%201/pin HTTP/1.1\r\n"
+            "Host: api.periskope.app\r\n"
+            "Authorization: Bearer k\r\n"
+            "Content-Type: application/json\r\n"
+            "Accept: application/json\r\n"
+            "User-Agent: periskope-lua/0.1.0 libcurl/7.88.1 Lua/5.4\r\n"
+            "Content-Length: 13\r\n"
+            "\r\n"
+            "{\"pin\":false}");
+
+  /* A per-call phone id; out is cleared first, never appended to. */
+  CHECK(psk_request_build(&r, &c, S("x"), 1, 30, "phone-abc") == PSK_OK);
+  CHECK(psk_h1_request(&out, &r, host.data, host.len) == PSK_OK);
+  CHECK(strncmp(psk_buf_cstr(&out), "POST /message/x/pin HTTP/1.1\r\n", 30) == 0);
+  CHECK(strstr(psk_buf_cstr(&out), "\r\nx-phone: phone-abc\r\n") != NULL);
+  CHECK(out.len > 26 && strcmp(psk_buf_cstr(&out) + out.len - 26,
+                               "\r\n\r\n{\"pin\":true,\"time\":30}") == 0);
+
+  /* Nothing that would split a line reaches the bytes: a CR, LF or NUL in
+     a value, a name, the host or the target; a space in the target. */
+  {
+    static const char *const values[] = {"a\r\nX: y", "a\n", "a\rb"};
+    const char *auth = c.auth;
+    for (i = 0; i < 3; i++) {
+      r.headers[0].value = values[i];
+      CHECKI(psk_h1_request(&out, &r, host.data, host.len) == PSK_INVALID, i);
+      CHECKI(out.len == 0, i);
+    }
+    r.headers[0].value = auth;
+    r.headers[1].name = "X\r\nY";
+    CHECK(psk_h1_request(&out, &r, host.data, host.len) == PSK_INVALID);
+    r.headers[1].name = "x-phone";
+    CHECK(psk_h1_request(&out, &r, "h\r\nX: y", 7) == PSK_INVALID);
+    CHECK(psk_h1_request(&out, &r, "h\0", 2) == PSK_INVALID);
+    CHECK(psk_h1_request(&out, &r, "h", 0) == PSK_INVALID);
+    CHECK(psk_h1_request(&out, &r, S("h")) == PSK_OK);
+    CHECK(psk_request_build(&r, &c, S("x"), 1, 0, NULL) == PSK_OK);
+    r.url.data[r.target + 1] = ' ';
+    CHECK(psk_h1_request(&out, &r, S("h")) == PSK_INVALID);
+    r.url.data[r.target + 1] = '\n';
+    CHECK(psk_h1_request(&out, &r, S("h")) == PSK_INVALID);
+    r.target = r.url.len; /* no target at all */
+    CHECK(psk_h1_request(&out, &r, S("h")) == PSK_INVALID);
+  }
+
+  /* out's cap is kept. */
+  {
+    psk_buf small;
+    psk_buf_init(&small, 40);
+    CHECK(psk_request_build(&r, &c, S("x"), 1, 0, NULL) == PSK_OK);
+    CHECK(psk_h1_request(&small, &r, S("h")) == PSK_TOO_LARGE);
+    psk_buf_free(&small);
+  }
+
+  psk_buf_free(&host);
+  psk_buf_free(&out);
+  psk_request_free(&r);
+}
+
+/* ---- psk_h1: reading a response ---- */
+
+/* What a reader made of a whole input. */
+typedef struct h1_res {
+  int st; /* DONE, FAIL, or MORE when the bytes ended first */
+  long status;
+  int kind;
+  char msg[128];
+  char *head, *body;
+  size_t head_len, body_len;
+  int keepalive;
+  uint64_t extra, received;
+} h1_res;
+
+static void h1_res_free(h1_res *o) {
+  free(o->head);
+  free(o->body);
+  o->head = o->body = NULL;
+}
+
+/* How h1_run cuts the input into pieces. */
+enum {
+  CUT_WHOLE,  /* one piece */
+  CUT_BYTES,  /* one byte each */
+  CUT_AT,     /* two: [0, at) and the rest */
+  CUT_AT_3,   /* [0, at), then pieces of 3 */
+  CUT_HOST    /* as a host does: psk_h1_want bytes when it says, else 7 */
+};
+
+/* Feeds resp (n bytes) to a fresh reader in pieces, every piece an
+   exact-length heap copy, all the pieces even after DONE or FAIL; then,
+   when eof, the close. Checks feed's contract on the way; whole: resp
+   holds a whole response and a tail, so psk_h1_want never asks past its
+   end. */
+static void h1_run(const char *resp, size_t n, size_t max_body, int eof,
+                   int cut, size_t at, int whole, h1_res *o, int line) {
+  psk_h1 r;
+  size_t off = 0;
+  int st = PSK_H1_MORE, ended = 0;
+  psk_h1_init(&r, max_body);
+  while (off < n || (off == 0 && n == 0)) {
+    size_t len = n - off, used = 12345;
+    char *piece;
+    int s;
+    if (cut == CUT_BYTES) len = 1;
+    if ((cut == CUT_AT || cut == CUT_AT_3) && off < at) len = at - off;
+    else if (cut == CUT_AT_3) len = 3;
+    if (cut == CUT_HOST) len = psk_h1_want(&r) ? psk_h1_want(&r) : 7;
+    if (len > n - off) len = n - off;
+    piece = xdup(resp + off, len);
+    s = psk_h1_feed(&r, piece, len, &used);
+    free(piece);
+    if (ended) {
+      /* DONE and FAIL are final: nothing more is taken. */
+      check_(s == st && used == 0, __FILE__, line, "final stays final", -1);
+    } else if (s == PSK_H1_MORE) {
+      check_(used == len, __FILE__, line, "MORE takes every byte", -1);
+      if (whole)
+        check_(psk_h1_want(&r) <= n - off - len, __FILE__, line,
+               "want within the response", -1);
+    } else {
+      check_(used <= len, __FILE__, line, "used within the piece", -1);
+      check_(s == PSK_H1_DONE || s == PSK_H1_FAIL, __FILE__, line,
+             "feed says MORE, DONE or FAIL", -1);
+      ended = 1;
+    }
+    st = s;
+    check_(r.body.len <= max_body, __FILE__, line, "body within max_body", -1);
+    check_(r.head.len <= PSK_HEADERS_MAX, __FILE__, line, "head within cap", -1);
+    check_(!r.head.data || r.head.data[r.head.len] == '\0', __FILE__, line,
+           "head NUL-terminated", -1);
+    off += len;
+    if (n == 0) break;
+  }
+  if (eof) {
+    int s = psk_h1_eof(&r);
+    check_(st == PSK_H1_MORE || s == st, __FILE__, line, "eof after the end", -1);
+    st = s;
+    check_(psk_h1_eof(&r) == st, __FILE__, line, "eof twice", -1);
+  }
+  memset(o, 0, sizeof *o);
+  o->st = st;
+  o->status = r.status;
+  o->kind = r.kind;
+  snprintf(o->msg, sizeof o->msg, "%s", r.msg);
+  o->head = xdup(psk_buf_cstr(&r.head), r.head.len);
+  o->head_len = r.head.len;
+  o->body = xdup(psk_buf_cstr(&r.body), r.body.len);
+  o->body_len = r.body.len;
+  o->keepalive = psk_h1_keepalive(&r);
+  o->extra = r.extra;
+  o->received = r.received;
+  if (st == PSK_H1_FAIL)
+    check_(r.kind == PSK_KIND_NETWORK || r.kind == PSK_KIND_TOO_LARGE,
+           __FILE__, line, "a failure has a kind", -1);
+  if (st != PSK_H1_DONE)
+    check_(!o->keepalive, __FILE__, line, "no keep-alive unless DONE", -1);
+  psk_h1_free(&r);
+  psk_h1_free(&r); /* twice is safe */
+}
+
+/* Whether two runs over the same input agree: the outcome, and all of
+   the answer when there is one (a failure may have kept more or less of
+   the bytes before it). */
+static int h1_same(const h1_res *a, const h1_res *b) {
+  if (a->st != b->st || a->status != b->status || a->kind != b->kind ||
+      strcmp(a->msg, b->msg) != 0)
+    return 0;
+  if (a->st != PSK_H1_DONE) return 1;
+  return a->head_len == b->head_len && a->body_len == b->body_len &&
+         memcmp(a->head, b->head, a->head_len) == 0 &&
+         memcmp(a->body, b->body, a->body_len) == 0 &&
+         a->keepalive == b->keepalive && a->extra == b->extra &&
+         a->received == b->received;
+}
+
+/* One case: the input, and what must come of it. */
+typedef struct h1_case {
+  const char *resp;
+  size_t n;
+  size_t max_body;  /* 0: 1 MiB, unless zero_max */
+  int zero_max;
+  int eof;          /* the peer closes after the bytes */
+  int st;
+  long status;
+  int kind;         /* when FAIL */
+  const char *msg;  /* when FAIL: a part of the message */
+  const char *head; /* when DONE; NULL: resp up to its blank line */
+  size_t head_len;
+  const char *body; /* when DONE */
+  size_t body_len;
+  int keepalive;
+  uint64_t extra;
+  int splits;       /* 0: every split offset; -1: whole, bytes and host only */
+} h1_case;
+
+#define RESP(lit) .resp = lit, .n = sizeof(lit) - 1
+#define HEAD(lit) .head = lit, .head_len = sizeof(lit) - 1
+#define BODY(lit) .body = lit, .body_len = sizeof(lit) - 1
+
+/* Runs c cut every way, checks the expectations on the whole-input run
+   and that every other run agrees with it. */
+static void h1_case_run(const h1_case *c, int line) {
+  size_t max_body = c->max_body ? c->max_body : (c->zero_max ? 0 : 1048576);
+  int whole = c->st == PSK_H1_DONE && !c->eof;
+  h1_res w, o;
+  size_t at;
+  int cut, bad = 0;
+  h1_run(c->resp, c->n, max_body, c->eof, CUT_WHOLE, 0, whole, &w, line);
+  check_(w.st == c->st, __FILE__, line, "outcome", -1);
+  if (w.st != c->st)
+    fprintf(stderr, "    got %d (%s), want %d\n", w.st, w.msg, c->st);
+  if (c->st != PSK_H1_MORE)
+    check_(w.status == c->status, __FILE__, line, "status", -1);
+  if (c->st == PSK_H1_FAIL) {
+    check_(w.kind == c->kind, __FILE__, line, "kind", -1);
+    if (c->msg && !strstr(w.msg, c->msg)) {
+      check_(0, __FILE__, line, "message", -1);
+      fprintf(stderr, "    got: \"%s\"\n    want a part: \"%s\"\n", w.msg,
+              c->msg);
+    }
+  } else {
+    check_(w.msg[0] == '\0' && w.kind == PSK_KIND_NONE, __FILE__, line,
+           "no failure", -1);
+  }
+  if (c->st == PSK_H1_DONE) {
+    const char *head = c->head;
+    size_t hl = c->head_len;
+    if (!head) {
+      const char *end = strstr(c->resp, "\r\n\r\n");
+      head = c->resp;
+      hl = end ? (size_t)(end - c->resp) + 4 : 0;
+    }
+    if (w.head_len != hl || memcmp(w.head, head, hl) != 0) {
+      check_(0, __FILE__, line, "head", -1);
+      fprintf(stderr, "    got:  \"%.*s\"\n    want: \"%.*s\"\n",
+              (int)w.head_len, w.head, (int)hl, head);
+    }
+    if (w.body_len != c->body_len ||
+        (c->body_len && memcmp(w.body, c->body, c->body_len) != 0)) {
+      check_(0, __FILE__, line, "body", -1);
+      fprintf(stderr, "    got:  \"%.*s\"\n", (int)w.body_len, w.body);
+    }
+    check_(w.keepalive == c->keepalive, __FILE__, line, "keep-alive", -1);
+    check_(w.extra == c->extra, __FILE__, line, "extra bytes", -1);
+    check_(w.received + w.extra == c->n, __FILE__, line,
+           "received + extra", -1);
+  }
+  for (cut = CUT_BYTES; cut <= CUT_HOST && !bad; cut++) {
+    size_t last = 1;
+    if (cut == CUT_AT || cut == CUT_AT_3) {
+      if (c->splits < 0) continue;
+      last = c->n;
+    }
+    for (at = 1; at < last + (cut != CUT_AT && cut != CUT_AT_3) && !bad; at++) {
+      h1_run(c->resp, c->n, max_body, c->eof, cut, at, whole, &o, line);
+      if (!h1_same(&w, &o)) {
+        bad = 1;
+        check_(0, __FILE__, line, "the same outcome however the bytes come",
+               (long long)(cut * 1000000 + at));
+        fprintf(stderr, "    whole: %d %ld \"%s\"; cut %d at %lu: %d %ld \"%s\"\n",
+                w.st, w.status, w.msg, cut, (unsigned long)at, o.st, o.status,
+                o.msg);
+      }
+      h1_res_free(&o);
+    }
+  }
+  h1_res_free(&w);
+}
+
+#define H1(...)                                   \
+  do {                                            \
+    const h1_case c_ = {__VA_ARGS__};             \
+    h1_case_run(&c_, __LINE__);                   \
+  } while (0)
+
+/* The answer Periskope gives a pin: the OpenAPI description's 204, with
+   the headers of its example, as the local server sends them. */
+#define PERISKOPE_204                                                   \
+  "HTTP/1.1 204 No Content\r\n"                                         \
+  "X-Powered-By: Express\r\n"                                           \
+  "Access-Control-Allow-Origin: *\r\n"                                  \
+  "X-RateLimit-Limit: 10\r\n"                                           \
+  "X-RateLimit-Remaining: 9\r\n"                                        \
+  "X-RateLimit-Reset: 1737542181\r\n"                                   \
+  "x-periskope-org-id: 2997dd64-89bf-48d3-9a22-b314fca017e5\r\n"        \
+  "x-periskope-phone-id: phone-bqzvyibhmwkaergr\r\n"                    \
+  "x-periskope-trace-id: b77a8810-d8ac-11ef-8033-3b03afb6e098\r\n"      \
+  "Date: Wed, 22 Jan 2025 10:36:19 GMT\r\n"                             \
+  "Connection: keep-alive\r\n"                                          \
+  "Keep-Alive: timeout=5\r\n"                                           \
+  "\r\n"
+
+static void test_h1_answers(void) {
+  /* Periskope's 204: no body, the connection kept. */
+  H1(RESP(PERISKOPE_204), .st = PSK_H1_DONE, .status = 204, .keepalive = 1);
+  /* The head is what the header walk reads for the result table. */
+  {
+    h1_res o;
+    char *fields;
+    h1_run(S(PERISKOPE_204), 1048576, 0, CUT_BYTES, 0, 1, &o, __LINE__);
+    fields = walk(o.head, o.head_len, NULL);
+    CHECK(strstr(fields, "|X-RateLimit-Remaining=9|X-RateLimit-Reset=1737542181|"));
+    CHECK(strstr(fields, "|x-periskope-trace-id=b77a8810-d8ac-11ef-8033-3b03afb6e098|"));
+    free(fields);
+    h1_res_free(&o);
+  }
+  /* nginx's (the local server's) form of it. */
+  H1(RESP("HTTP/1.1 204 No Content\r\n"
+          "Server: openresty\r\n"
+          "Date: Wed, 22 Jan 2025 10:36:19 GMT\r\n"
+          "Connection: keep-alive\r\n"
+          "X-RateLimit-Limit: 10\r\n"
+          "X-RateLimit-Remaining: 0\r\n"
+          "X-RateLimit-Reset: 1737542181\r\n"
+          "\r\n"),
+     .st = PSK_H1_DONE, .status = 204, .keepalive = 1);
+  /* A 404 with a JSON body. */
+  H1(RESP("HTTP/1.1 404 Not Found\r\n"
+          "Content-Type: application/json; charset=utf-8\r\n"
+          "Content-Length: 42\r\n"
+          "\r\n"
+          "{\"message\":\"Message not found\",\"code\":404}"),
+     .st = PSK_H1_DONE, .status = 404,
+     BODY("{\"message\":\"Message not found\",\"code\":404}"), .keepalive = 1);
+  /* A 429 with Retry-After and a body, HTTP/1.0 with keep-alive. */
+  H1(RESP("HTTP/1.0 429 Too Many Requests\r\n"
+          "Retry-After: 2\r\n"
+          "Connection: Keep-Alive\r\n"
+          "Content-Length: 2\r\n"
+          "\r\n"
+          "{}"),
+     .st = PSK_H1_DONE, .status = 429, BODY("{}"), .keepalive = 1);
+  /* No reason phrase; a reason with spaces and odd bytes. */
+  H1(RESP("HTTP/1.1 200\r\nContent-Length: 0\r\n\r\n"), .st = PSK_H1_DONE,
+     .status = 200, .keepalive = 1);
+  H1(RESP("HTTP/1.1 599 Any \x01 reason \xff\r\nContent-Length: 0\r\n\r\n"),
+     .st = PSK_H1_DONE, .status = 599, .keepalive = 1);
+  /* A body holds any byte, NUL included. */
+  H1(RESP("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\na\0b"),
+     .st = PSK_H1_DONE, .status = 200, BODY("a\0b"), .keepalive = 1);
+  /* Content-Length repeated with the same value, or as a list. */
+  H1(RESP("HTTP/1.1 200 OK\r\nContent-Length: 2\r\ncontent-length:2 \r\n\r\nhi"),
+     .st = PSK_H1_DONE, .status = 200, BODY("hi"), .keepalive = 1);
+  H1(RESP("HTTP/1.1 200 OK\r\nContent-Length: 2, 2,\r\n\r\nhi"),
+     .st = PSK_H1_DONE, .status = 200, BODY("hi"), .keepalive = 1);
+}
+
+static void test_h1_interim(void) {
+  /* 100-continue, then the 204: only the final head is kept. */
+  H1(RESP("HTTP/1.1 100 Continue\r\n\r\n"
+          "HTTP/1.1 204 No Content\r\nX-RateLimit-Remaining: 3\r\n\r\n"),
+     .st = PSK_H1_DONE, .status = 204,
+     HEAD("HTTP/1.1 204 No Content\r\nX-RateLimit-Remaining: 3\r\n\r\n"),
+     .keepalive = 1);
+  /* Several, with fields (even framing ones, which frame nothing). */
+  H1(RESP("HTTP/1.1 100 Continue\r\nX: 1\r\n\r\n"
+          "HTTP/1.1 102 Processing\r\nContent-Length: 5\r\nConnection: close\r\n\r\n"
+          "HTTP/1.1 103 Early Hints\nLink: </a>\n\n"
+          "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"),
+     .st = PSK_H1_DONE, .status = 200,
+     HEAD("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n"), BODY("ok"),
+     .keepalive = 1);
+  /* A 101 nobody asked for: final, its body up to the close (libcurl). */
+  H1(RESP("HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\nHTTP/1.1 204 No\r\n\r\n"),
+     .eof = 1, .st = PSK_H1_DONE, .status = 101,
+     HEAD("HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n"),
+     BODY("HTTP/1.1 204 No\r\n\r\n"), .keepalive = 0);
+  /* An interim head's lines obey the rules too. */
+  H1(RESP("HTTP/1.1 100 Continue\r\nno colon\r\n\r\nHTTP/1.1 204 No\r\n\r\n"),
+     .st = PSK_H1_FAIL, .status = 100, .kind = PSK_KIND_NETWORK,
+     .msg = "header line without a colon");
+  /* eof after an interim head: no answer. */
+  H1(RESP("HTTP/1.1 100 Continue\r\n\r\n"), .eof = 1, .st = PSK_H1_FAIL,
+     .status = 100, .kind = PSK_KIND_NETWORK,
+     .msg = "connection closed before the end of the response head");
+  H1(RESP("HTTP/1.1 100 Continue\r\n\r\n"), .st = PSK_H1_MORE);
+
+  /* A storm of interim heads: every head's bytes count, as libcurl's
+     PSK_HEADERS_MAX does, so 10,486 "100 Continue" (25 bytes each) are
+     too large: said at the byte past the cap. Exactly at the cap is
+     fine. */
+  {
+    static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+    static const char fin[] = "HTTP/1.1 204 No Content\r\nX: ";
+    size_t clen = sizeof cont - 1, k = 10000, pad, n, i;
+    char *resp;
+    /* k interim heads, then a final one padded to end at the cap. */
+    pad = PSK_HEADERS_MAX - k * clen - (sizeof fin - 1) - 4;
+    n = k * clen + (sizeof fin - 1) + pad + 4;
+    CHECK(n == PSK_HEADERS_MAX);
+    resp = malloc(n + clen * 600 + 1);
+    if (!resp) exit(2);
+    for (i = 0; i < k; i++) memcpy(resp + i * clen, cont, clen);
+    memcpy(resp + k * clen, fin, sizeof fin - 1);
+    memset(resp + k * clen + sizeof fin - 1, 'x', pad);
+    memcpy(resp + n - 4, "\r\n\r\n", 4);
+    {
+      h1_case c = {0};
+      c.resp = resp;
+      c.n = n;
+      c.st = PSK_H1_DONE;
+      c.status = 204;
+      c.head = resp + k * clen;
+      c.head_len = n - k * clen;
+      c.keepalive = 1;
+      c.splits = -1;
+      h1_case_run(&c, __LINE__);
+      /* One byte more of padding: too large. */
+      memset(resp + k * clen + sizeof fin - 1, 'x', pad + 1);
+      memcpy(resp + n - 3, "\r\n\r\n", 4);
+      c.n = n + 1;
+      c.st = PSK_H1_FAIL;
+      c.kind = PSK_KIND_TOO_LARGE;
+      c.msg = "response too large (heads over 256 KiB with interim ones)";
+      h1_case_run(&c, __LINE__);
+      /* Nothing but interim heads, past the cap: too large, not MORE. */
+      for (i = 0; i < k + 600; i++) memcpy(resp + i * clen, cont, clen);
+      c.n = (k + 600) * clen;
+      c.status = 100;
+      h1_case_run(&c, __LINE__);
+    }
+    free(resp);
+  }
+}
+
+static void test_h1_body(void) {
+  /* Content-Length at max_body is fine; one more is too large, said as
+     soon as the head ends, before any of the body. */
+  H1(RESP("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n0123456789"),
+     .max_body = 10, .st = PSK_H1_DONE, .status = 200, BODY("0123456789"),
+     .keepalive = 1);
+  H1(RESP("HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\n"), .max_body = 10,
+     .st = PSK_H1_FAIL, .status = 200, .kind = PSK_KIND_TOO_LARGE,
+     .msg = "response too large (body over max_body, 10 bytes)");
+  H1(RESP("HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999999999\r\n\r\n"),
+     .st = PSK_H1_FAIL, .status = 200, .kind = PSK_KIND_TOO_LARGE);
+  H1(RESP("HTTP/1.1 200 OK\r\nContent-Length: 18446744073709551615\r\n\r\n"),
+     .st = PSK_H1_FAIL, .status = 200, .kind = PSK_KIND_TOO_LARGE);
+  /* max_body 0: an empty body only. */
+  H1(RESP("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"), .zero_max = 1,
+     .st = PSK_H1_DONE, .status = 200, .keepalive = 1);
+  H1(RESP("HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n"), .zero_max = 1,
+     .st = PSK_H1_FAIL, .status = 200, .kind = PSK_KIND_TOO_LARGE);
+  H1(RESP("HTTP/1.1 200 OK\r\n\r\nx"), .zero_max = 1, .st = PSK_H1_FAIL,
+     .status = 200, .kind = PSK_KIND_TOO_LARGE);
+  /* Differing, malformed or empty Content-Length: no answer. */
+  H1(RESP("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nhi"),
+     .st = PSK_H1_FAIL, .status = 200, .kind = PSK_KIND_NETWORK,
+     .msg = "differing Content-Length values");
+  H1(RESP("HTTP/1.1 200 OK\r\nContent-Length: 2, 3\r\n\r\nhi"),
+     .st = PSK_H1_FAIL, .status = 200, .kind = PSK_KIND_NETWORK,
+     .msg = "differing Content-Length values");
+  {
+    static const char *const bad_cl[] = {
+        "abc", "-1", "+5", "5 5", "0x10", "5;", "5abc", "", " ", ",", "1.0",
+        "5\r"};
+    size_t i;
+    for (i = 0; i < sizeof bad_cl / sizeof bad_cl[0]; i++) {
+      char resp[128];
+      h1_case c = {0};
+      c.n = (size_t)snprintf(resp, sizeof resp,
+                             "HTTP/1.1 200 OK\r\nContent-Length: %s\r\n\r\nhi",
+                             bad_cl[i]);
+      c.resp = resp;
+      c.st = PSK_H1_FAIL;
+      c.status = 200;
+      c.kind = PSK_KIND_NETWORK;
+      c.msg = "malformed Content-Length";
+      h1_case_run(&c, __LINE__);
+    }
+  }
+  /* 204 and 304 have no body: framing fields are not read, and bytes
+     after the head are extra (the connection is then not reused). */
+  H1(RESP("HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\n\r\n"),
+     .st = PSK_H1_DONE, .status = 304, .keepalive = 1);
+  H1(RESP("HTTP/1.1 204 No Content\r\nContent-Length: junk\r\n"
+          "Transfer-Encoding: gzip\r\n\r\n"),
+     .st = PSK_H1_DONE, .status = 204, .keepalive = 1);
+  H1(RESP("HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\nhello"),
+     .st = PSK_H1_DONE, .status = 204,
+     HEAD("HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n"),
+     .keepalive = 0, .extra = 5);
+  /* Leftover bytes after a body. */
+  H1(RESP("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhiHTTP/1.1 200 OK\r\n"),
+     .st = PSK_H1_DONE, .status = 200, BODY("hi"), .keepalive = 0,
+     .extra = 17);
+  /* A body up to the close: done only by the close. */
+  H1(RESP("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nhello world"),
+     .eof = 1, .st = PSK_H1_DONE, .status = 200, BODY("hello world"),
+     .keepalive = 0);
+  H1(RESP("HTTP/1.0 200 OK\r\n\r\nabc"), .eof = 1, .st = PSK_H1_DONE,
+     .status = 200, BODY("abc"), .keepalive = 0);
+  H1(RESP("HTTP/1.1 200 OK\r\n\r\n"), .eof = 1, .st = PSK_H1_DONE,
+     .status = 200, .keepalive = 0);
+  H1(RESP("HTTP/1.1 200 OK\r\n\r\nhello"), .st = PSK_H1_MORE);
+  H1(RESP("HTTP/1.1 200 OK\r\n\r\n0123456789a"), .max_body = 10, .eof = 1,
+     .st = PSK_H1_FAIL, .status = 200, .kind = PSK_KIND_TOO_LARGE,
+     .msg = "body over max_body, 10 bytes");
+  H1(RESP("HTTP/1.1 200 OK\r\n\r\n0123456789"), .max_body = 10, .eof = 1,
+     .st = PSK_H1_DONE, .status = 200, BODY("0123456789"), .keepalive = 0);
+
+  /* The closes that cut an answer. */
+  H1(RESP(""), .eof = 1, .st = PSK_H1_FAIL, .kind = PSK_KIND_NETWORK,
+     .msg = "empty reply from server");
+  H1(RESP("HTTP/1.1 2"), .eof = 1, .st = PSK_H1_FAIL, .kind = PSK_KIND_NETWORK,
+     .msg = "connection closed before the end of the response head");
+  H1(RESP("HTTP/1.1 204 No Content\r\nX-RateLimit-Li"), .eof = 1,
+     .st = PSK_H1_FAIL, .status = 204, .kind = PSK_KIND_NETWORK,
+     .msg = "connection closed before the end of the response head");
+  H1(RESP("HTTP/1.1 204 No Content\r\nX: 1\r\n"), .eof = 1, .st = PSK_H1_FAIL,
+     .status = 204, .kind = PSK_KIND_NETWORK,
+     .msg = "connection closed before the end of the response head");
+  H1(RESP("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nxxxxxxxxxx"),
+     .eof = 1, .st = PSK_H1_FAIL, .status = 200, .kind = PSK_KIND_NETWORK,
+     .msg = "connection closed with 90 bytes of the body to come");
+  H1(RESP("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel"),
+     .eof = 1, .st = PSK_H1_FAIL, .status = 200, .kind = PSK_KIND_NETWORK,
+     .msg = "connection closed before the end of the chunked body");
+  H1(RESP("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"),
+     .eof = 1, .st = PSK_H1_FAIL, .status = 200, .kind = PSK_KIND_NETWORK,
+     .msg = "connection closed before the end of the chunked body");
+  H1(RESP("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX: 1\r\n"),
+     .eof = 1, .st = PSK_H1_FAIL, .status = 200, .kind = PSK_KIND_NETWORK,
+     .msg = "connection closed before the end of the chunked body");
+
+  /* Content-Length's bytes are what the reader asks for, then none. */
+  {
+    static const char head[] = "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n";
+    char body[1000];
+    psk_h1 r;
+    size_t used;
+    psk_h1_init(&r, 4096);
+    CHECK(psk_h1_want(&r) == 0);
+    CHECK(psk_h1_feed(&r, S(head), &used) == PSK_H1_MORE && used == sizeof head - 1);
+    CHECK(psk_h1_want(&r) == 1000);
+    memset(body, 'b', sizeof body);
+    CHECK(psk_h1_feed(&r, body, 300, &used) == PSK_H1_MORE);
+    CHECK(psk_h1_want(&r) == 700);
+    CHECK(psk_h1_feed(&r, body, 700, NULL) == PSK_H1_DONE);
+    CHECK(psk_h1_want(&r) == 0);
+    CHECK(r.body.len == 1000 && r.status == 200);
+    CHECK(psk_h1_keepalive(&r));
+    /* a feed after the end: extra, and the connection is not reused */
+    CHECK(psk_h1_feed(&r, "x", 1, &used) == PSK_H1_DONE && used == 0);
+    CHECK(r.extra == 1 && !psk_h1_keepalive(&r));
+    CHECK(psk_h1_eof(&r) == PSK_H1_DONE);
+    psk_h1_free(&r);
+  }
+}
+
+static void test_h1_chunked(void) {
+  /* Extensions skipped, trailers kept after the blank line, each line
+     CRLF-ended (libcurl hands them to the header callback so). */
+  H1(RESP("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+          "5;name=value\r\nhello\r\n"
+          "6 ; a=\"b;c\" ;d\r\n world\r\n"
+          "000A\r\n, chunked.\r\n"
+          "0;last\r\nX-Trailer: t1\r\nY:2\n\r\n"),
+     .st = PSK_H1_DONE, .status = 200,
+     HEAD("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+          "X-Trailer: t1\r\nY:2\r\n"),
+     BODY("hello world, chunked."), .keepalive = 1);
+  /* LF-only line ends throughout. */
+  H1(RESP("HTTP/1.1 200 OK\nTransfer-Encoding: Chunked\n\n2\nhi\n0\n\n"),
+     .st = PSK_H1_DONE, .status = 200,
+     HEAD("HTTP/1.1 200 OK\nTransfer-Encoding: Chunked\n\n"), BODY("hi"),
+     .keepalive = 1);
+  /* chunked wins over Content-Length; the connection is closed after. */
+  H1(RESP("HTTP/1.1 200 OK\r\nContent-Length: 100\r\nTransfer-Encoding: chunked\r\n\r\n"
+          "2\r\nhi\r\n0\r\n\r\n"),
+     .st = PSK_H1_DONE, .status = 200, BODY("hi"), .keepalive = 0);
+  /* ... even a Content-Length beyond max_body. */
+  H1(RESP("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 999\r\n\r\n"
+          "2\r\nhi\r\n0\r\n\r\n"),
+     .max_body = 10, .st = PSK_H1_DONE, .status = 200, BODY("hi"),
+     .keepalive = 0);
+  /* An empty chunked body; leading zeros; bytes after the end. */
+  H1(RESP("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+          "0000000000000000000000000000000001\r\nx\r\n0\r\n\r\nextra"),
+     .st = PSK_H1_DONE, .status = 200, BODY("x"), .keepalive = 0, .extra = 5);
+  H1(RESP("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+     .st = PSK_H1_DONE, .status = 200, .keepalive = 1);
+  /* Trailers: a fold joins its field; the rules of a head line. */
+  H1(RESP("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+          "0\r\nA: 1\r\n\t2\r\n\r\n"),
+     .st = PSK_H1_DONE, .status = 200,
+     HEAD("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nA: 1 2\r\n"),
+     .keepalive = 1);
+  H1(RESP("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n x\r\n\r\n"),
+     .st = PSK_H1_FAIL, .status = 200, .kind = PSK_KIND_NETWORK,
+     .msg = "folded line with no field before it");
+  H1(RESP("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nnocolon\r\n\r\n"),
+     .st = PSK_H1_FAIL, .status = 200, .kind = PSK_KIND_NETWORK,
+     .msg = "trailer line without a colon");
+  H1(RESP("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nA: 1\r2\r\n\r\n"),
+     .st = PSK_H1_FAIL, .status = 200, .kind = PSK_KIND_NETWORK,
+     .msg = "bare CR in a trailer line");
+  H1(RESP("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nA: \0\r\n\r\n"),
+     .st = PSK_H1_FAIL, .status = 200, .kind = PSK_KIND_NETWORK,
+     .msg = "NUL byte in the response head");
+
+  /* Chunked garbage. */
+  {
+    static const struct {
+      const char *chunks, *msg;
+    } bad_chunks[] = {
+        {"zz\r\n", "malformed chunk size"},
+        {" 2\r\nhi\r\n0\r\n\r\n", "malformed chunk size"},
+        {"\r\n", "malformed chunk size"},
+        {"2x\r\nhi\r\n0\r\n\r\n", "malformed chunk size"},
+        {"2 x\r\nhi\r\n0\r\n\r\n", "malformed chunk size"},
+        {"-2\r\n", "malformed chunk size"},
+        {"0x2\r\nhi\r\n", "malformed chunk size"},
+        {"2\rx\nhi\r\n", "bare CR in a chunk-size line"},
+        {"2;a\rb\r\nhi\r\n", "bare CR in a chunk-size line"},
+        {"2;a\0\r\nhi\r\n", "NUL byte in a chunk extension"},
+        {"2\r\nhix\r\n0\r\n\r\n", "no line end after a chunk's data"},
+        {"2\r\nhi\r\r\n0\r\n\r\n", "no line end after a chunk's data"},
+        {"2\r\nhi0\r\n\r\n", "no line end after a chunk's data"},
+        /* 17 significant hex digits would overflow 64 bits */
+        {"10000000000000000\r\n", "chunk size out of range"},
+        {"fffffffffffffffff\r\n", "chunk size out of range"},
+    };
+    size_t i;
+    for (i = 0; i < sizeof bad_chunks / sizeof bad_chunks[0]; i++) {
+      char resp[256];
+      h1_case c = {0};
+      size_t hl = strlen("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+      memcpy(resp, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", hl);
+      /* the chunk bytes may hold a NUL: copy up to the line that has it */
+      c.n = hl + strlen(bad_chunks[i].chunks);
+      memcpy(resp + hl, bad_chunks[i].chunks, strlen(bad_chunks[i].chunks));
+      if (strstr(bad_chunks[i].msg, "NUL")) {
+        memcpy(resp + c.n, "\0\r\nhi\r\n", 7);
+        c.n += 7;
+      }
+      c.resp = resp;
+      c.st = PSK_H1_FAIL;
+      c.status = 200;
+      c.kind = PSK_KIND_NETWORK;
+      c.msg = bad_chunks[i].msg;
+      h1_case_run(&c, __LINE__);
+    }
+  }
+  /* Up to 2^63 - 1 a size is in range, and only max_body refuses it;
+     past it, out of range (libcurl's sizes are signed 64-bit). */
+  H1(RESP("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n7fffffffffffffff\r\n"),
+     .st = PSK_H1_FAIL, .status = 200, .kind = PSK_KIND_TOO_LARGE,
+     .msg = "body over max_body");
+  H1(RESP("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n8000000000000000\r\n"),
+     .st = PSK_H1_FAIL, .status = 200, .kind = PSK_KIND_NETWORK,
+     .msg = "chunk size out of range");
+  H1(RESP("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\n"),
+     .st = PSK_H1_FAIL, .status = 200, .kind = PSK_KIND_NETWORK,
+     .msg = "chunk size out of range");
+  /* The total over max_body: said at the chunk size that passes it,
+     before its data. */
+  H1(RESP("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+          "6\r\nabcdef\r\n4\r\nghij\r\n0\r\n\r\n"),
+     .max_body = 10, .st = PSK_H1_DONE, .status = 200, BODY("abcdefghij"),
+     .keepalive = 1);
+  H1(RESP("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+          "6\r\nabcdef\r\n5\r\n"),
+     .max_body = 10, .st = PSK_H1_FAIL, .status = 200,
+     .kind = PSK_KIND_TOO_LARGE,
+     .msg = "response too large (body over max_body, 10 bytes)");
+  {
+    psk_h1 r;
+    size_t used;
+    static const char resp[] =
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nabcdef\r\n5;";
+    psk_h1_init(&r, 10);
+    CHECK(psk_h1_feed(&r, S(resp), &used) == PSK_H1_FAIL);
+    CHECK(used == sizeof resp - 2); /* at the byte after the digits */
+    CHECK(r.body.len == 6);
+    psk_h1_free(&r);
+  }
+  /* The chunk's bytes are what the reader asks for. */
+  {
+    psk_h1 r;
+    psk_h1_init(&r, 1024);
+    CHECK(psk_h1_feed(&r, S("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"),
+                      NULL) == PSK_H1_MORE);
+    CHECK(psk_h1_want(&r) == 0);
+    CHECK(psk_h1_feed(&r, S("1f4"), NULL) == PSK_H1_MORE);
+    CHECK(psk_h1_want(&r) == 0);
+    CHECK(psk_h1_feed(&r, S("\r\nab"), NULL) == PSK_H1_MORE);
+    CHECK(psk_h1_want(&r) == 498);
+    psk_h1_free(&r);
+  }
+  /* Transfer codings other than one chunked: refused. */
+  {
+    static const char *const bad_te[] = {"gzip, chunked", "chunked, gzip",
+                                         "chunked, chunked", "gzip", "",
+                                         "chunked;q=1", "identity"};
+    size_t i;
+    for (i = 0; i < sizeof bad_te / sizeof bad_te[0]; i++) {
+      char resp[128];
+      h1_case c = {0};
+      c.n = (size_t)snprintf(resp, sizeof resp,
+                             "HTTP/1.1 200 OK\r\nTransfer-Encoding: %s\r\n\r\n"
+                             "2\r\nhi\r\n0\r\n\r\n", bad_te[i]);
+      c.resp = resp;
+      c.st = PSK_H1_FAIL;
+      c.status = 200;
+      c.kind = PSK_KIND_NETWORK;
+      c.msg = "unsupported Transfer-Encoding";
+      h1_case_run(&c, __LINE__);
+    }
+    H1(RESP("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n"
+            "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+       .st = PSK_H1_FAIL, .status = 200, .kind = PSK_KIND_NETWORK,
+       .msg = "unsupported Transfer-Encoding");
+    H1(RESP("HTTP/1.1 200 OK\r\nTransfer-Encoding: ,chunked,\r\n\r\n0\r\n\r\n"),
+       .st = PSK_H1_DONE, .status = 200, .keepalive = 1);
+  }
+}
+
+static void test_h1_head_rules(void) {
+  /* obs-fold: joined as libcurl's path joins it (psk_head_unfold). */
+  H1(RESP("HTTP/1.1 204 No Content\r\nX-A: 1\r\n  2\r\n\t3\r\nX-B: b\r\n\r\n"),
+     .st = PSK_H1_DONE, .status = 204,
+     HEAD("HTTP/1.1 204 No Content\r\nX-A: 1 2 3\r\nX-B: b\r\n\r\n"),
+     .keepalive = 1);
+  /* A folded Connection is not trusted to say keep-alive. */
+  H1(RESP("HTTP/1.1 204 No Content\r\nConnection: keep-alive,\r\n close\r\n\r\n"),
+     .st = PSK_H1_DONE, .status = 204,
+     HEAD("HTTP/1.1 204 No Content\r\nConnection: keep-alive, close\r\n\r\n"),
+     .keepalive = 0);
+  H1(RESP("HTTP/1.1 200 OK\r\nContent-Length:\r\n 2\r\n\r\nhi"),
+     .st = PSK_H1_FAIL, .status = 200, .kind = PSK_KIND_NETWORK);
+  H1(RESP("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n 2\r\n\r\nhi"),
+     .st = PSK_H1_FAIL, .status = 200, .kind = PSK_KIND_NETWORK,
+     .msg = "folded Content-Length or Transfer-Encoding");
+  H1(RESP("HTTP/1.1 204 No Content\r\n folded\r\n\r\n"), .st = PSK_H1_FAIL,
+     .status = 204, .kind = PSK_KIND_NETWORK,
+     .msg = "folded line with no field before it");
+  /* LF-only lines, kept as sent. */
+  H1(RESP("HTTP/1.1 200 OK\nContent-Length: 2\nX-RateLimit-Limit: 10\n\nhi"),
+     .st = PSK_H1_DONE, .status = 200,
+     HEAD("HTTP/1.1 200 OK\nContent-Length: 2\nX-RateLimit-Limit: 10\n\n"),
+     BODY("hi"), .keepalive = 1);
+  H1(RESP("HTTP/1.1 204 No Content\r\nA: 1\n\r\n"), .st = PSK_H1_DONE,
+     .status = 204, HEAD("HTTP/1.1 204 No Content\r\nA: 1\n\r\n"),
+     .keepalive = 1);
+  /* A bare CR inside a line is kept, as libcurl keeps it; the header walk
+     drops that field. */
+  H1(RESP("HTTP/1.1 204 No Content\r\nX: a\rb\r\nY: 1\r\n\r\n"),
+     .st = PSK_H1_DONE, .status = 204, .keepalive = 1);
+  {
+    h1_res o;
+    char *fields;
+    h1_run(S("HTTP/1.1 204 No Content\r\nX: a\rb\r\nY: 1\r\n\r\n"), 100, 0,
+           CUT_WHOLE, 0, 1, &o, __LINE__);
+    fields = walk(o.head, o.head_len, NULL);
+    CHECK_STR(fields, "Y=1|");
+    free(fields);
+    h1_res_free(&o);
+  }
+  /* Bare CR garbage where a status line should be. */
+  H1(RESP("\r\r\r\r\r\n"), .st = PSK_H1_FAIL, .kind = PSK_KIND_NETWORK,
+     .msg = "malformed status line");
+  H1(RESP("\r\nHTTP/1.1 204 No Content\r\n\r\n"), .st = PSK_H1_FAIL,
+     .kind = PSK_KIND_NETWORK, .msg = "malformed status line");
+  /* NUL bytes in a head: refused wherever they are. */
+  H1(RESP("HTTP/1.1 204 No\0Content\r\n\r\n"), .st = PSK_H1_FAIL,
+     .kind = PSK_KIND_NETWORK, .msg = "NUL byte in the response head");
+  H1(RESP("HTTP/1.1 204 No Content\r\nX: a\0b\r\n\r\n"), .st = PSK_H1_FAIL,
+     .status = 204, .kind = PSK_KIND_NETWORK,
+     .msg = "NUL byte in the response head");
+  H1(RESP("HTTP\0"), .st = PSK_H1_FAIL, .kind = PSK_KIND_NETWORK,
+     .msg = "malformed status line");
+  /* A line without a colon; names that are no token are kept (the walk
+     drops them), as libcurl keeps them. */
+  H1(RESP("HTTP/1.1 204 No Content\r\nno colon here\r\n\r\n"),
+     .st = PSK_H1_FAIL, .status = 204, .kind = PSK_KIND_NETWORK,
+     .msg = "header line without a colon");
+  H1(RESP("HTTP/1.1 204 No Content\r\nA b: c\r\n: empty\r\n\r\n"),
+     .st = PSK_H1_DONE, .status = 204, .keepalive = 1);
+  /* Status lines. */
+  {
+    static const struct {
+      const char *line, *msg;
+    } bad_status[] = {
+        {"http/1.1 200 OK", "malformed status line"},
+        {"HTTP/1.1 200OK", "malformed status code"},
+        {"HTTP/1.1 20 OK", "malformed status code"},
+        {"HTTP/1.1 2000 OK", "malformed status code"},
+        {"HTTP/1.1 099 OK", "malformed status code"},
+        {"HTTP/1.1 -20 OK", "malformed status code"},
+        {"HTTP/1.1  200 OK", "malformed status code"},
+        {"HTTP/1.2 200 OK", "unsupported HTTP version"},
+        {"HTTP/2.0 200 OK", "unsupported HTTP version"},
+        {"HTTP/0.9 200 OK", "unsupported HTTP version"},
+        {"HTTP/2 200 OK", "malformed status line"},
+        {"HTTP/1.1\t200 OK", "malformed status line"},
+        {" HTTP/1.1 200 OK", "malformed status line"},
+        {"ICY 200 OK", "malformed status line"},
+        {"\x16\x03\x01\x02\x00", "malformed status line"}, /* TLS */
+        {"", "malformed status line"},
+    };
+    size_t i;
+    for (i = 0; i < sizeof bad_status / sizeof bad_status[0]; i++) {
+      char resp[128];
+      h1_case c = {0};
+      c.n = (size_t)snprintf(resp, sizeof resp, "%s\r\n\r\n", bad_status[i].line);
+      c.resp = resp;
+      c.st = PSK_H1_FAIL;
+      c.kind = PSK_KIND_NETWORK;
+      c.msg = bad_status[i].msg;
+      h1_case_run(&c, __LINE__);
+    }
+  }
+  H1(RESP("HTTP/1.0 204 No Content\r\n\r\n"), .st = PSK_H1_DONE, .status = 204,
+     .keepalive = 0);
+  /* Keep-alive: HTTP/1.1 by default, not with close; HTTP/1.0 only when
+     asked; never with chunked in 1.0. */
+  H1(RESP("HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n"),
+     .st = PSK_H1_DONE, .status = 204, .keepalive = 0);
+  H1(RESP("HTTP/1.1 204 No Content\r\nConnection: Upgrade, CLOSE\r\n\r\n"),
+     .st = PSK_H1_DONE, .status = 204, .keepalive = 0);
+  H1(RESP("HTTP/1.1 204 No Content\r\nConnection: keep-alive\r\nconnection: close\r\n\r\n"),
+     .st = PSK_H1_DONE, .status = 204, .keepalive = 0);
+  H1(RESP("HTTP/1.1 204 No Content\r\nConnection: closed\r\n\r\n"),
+     .st = PSK_H1_DONE, .status = 204, .keepalive = 1);
+  H1(RESP("HTTP/1.1 204 No Content\r\nX-Connection: close\r\n\r\n"),
+     .st = PSK_H1_DONE, .status = 204, .keepalive = 1);
+  H1(RESP("HTTP/1.0 204 No Content\r\nConnection: keep-alive\r\n\r\n"),
+     .st = PSK_H1_DONE, .status = 204, .keepalive = 1);
+  H1(RESP("HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n"
+          "0\r\n\r\n"),
+     .st = PSK_H1_DONE, .status = 200, .keepalive = 0);
+}
+
+static void test_h1_limits(void) {
+  static const char status[] = "HTTP/1.1 204 No Content\r\n";
+  static const char chunked[] =
+      "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+  size_t sl = sizeof status - 1, cl = sizeof chunked - 1;
+  char *resp = malloc(2 * PSK_H1_LINE_MAX);
+  h1_case c = {0};
+  if (!resp) exit(2);
+  c.resp = resp;
+  c.splits = -1;
+
+  /* A line shorter than 100 KiB, its CRLF included, is fine. */
+  memcpy(resp, status, sl);
+  memcpy(resp + sl, "X: ", 3);
+  memset(resp + sl + 3, 'v', PSK_H1_LINE_MAX - 6);
+  memcpy(resp + sl + PSK_H1_LINE_MAX - 3, "\r\n\r\n", 4);
+  c.n = sl + PSK_H1_LINE_MAX + 1;
+  c.st = PSK_H1_DONE;
+  c.status = 204;
+  c.keepalive = 1;
+  h1_case_run(&c, __LINE__);
+  /* 100 KiB is too large (as libcurl, whose buffer holds the line and a
+     NUL), said at the byte that reaches it: here its LF. */
+  memset(resp + sl + 3, 'v', PSK_H1_LINE_MAX - 5);
+  memcpy(resp + sl + PSK_H1_LINE_MAX - 2, "\r\n\r\n", 4);
+  c.n = sl + PSK_H1_LINE_MAX + 2;
+  c.st = PSK_H1_FAIL;
+  c.kind = PSK_KIND_TOO_LARGE;
+  c.msg = "response too large (a line over 100 KiB)";
+  h1_case_run(&c, __LINE__);
+  /* A longer line, cut at the limit: too large before its end. */
+  memset(resp + sl + 3, 'v', PSK_H1_LINE_MAX);
+  c.n = sl + PSK_H1_LINE_MAX;
+  h1_case_run(&c, __LINE__);
+  c.n--; /* one byte less: still within, so MORE */
+  c.st = PSK_H1_MORE;
+  h1_case_run(&c, __LINE__);
+  /* A long status line. */
+  memcpy(resp, "HTTP/1.1 200 ", 13);
+  memset(resp + 13, 'r', PSK_H1_LINE_MAX);
+  c.n = PSK_H1_LINE_MAX;
+  c.st = PSK_H1_FAIL;
+  c.status = 0;
+  h1_case_run(&c, __LINE__);
+  /* A chunk-size line: a byte short of 100 KiB is fine, 100 KiB not. */
+  memcpy(resp, chunked, cl);
+  memcpy(resp + cl, "1;", 2);
+  memset(resp + cl + 2, 'e', PSK_H1_LINE_MAX);
+  memcpy(resp + cl + PSK_H1_LINE_MAX - 3, "\r\n", 2);
+  c.n = cl + PSK_H1_LINE_MAX - 1;
+  c.st = PSK_H1_MORE;
+  c.status = 200;
+  h1_case_run(&c, __LINE__);
+  memset(resp + cl + 2, 'e', PSK_H1_LINE_MAX);
+  c.n = cl + PSK_H1_LINE_MAX;
+  c.st = PSK_H1_FAIL;
+  h1_case_run(&c, __LINE__);
+  /* A trailer line. */
+  memcpy(resp + cl, "0\r\nT: ", 6);
+  memset(resp + cl + 6, 't', PSK_H1_LINE_MAX);
+  c.n = cl + 3 + PSK_H1_LINE_MAX;
+  h1_case_run(&c, __LINE__);
+  c.n--;
+  c.st = PSK_H1_MORE;
+  h1_case_run(&c, __LINE__);
+  free(resp);
+
+  /* Many short header lines, together over 256 KiB. */
+  {
+    size_t i, k = PSK_HEADERS_MAX / 16 + 1;
+    char *big = malloc(sl + k * 16 + 2);
+    if (!big) exit(2);
+    memcpy(big, status, sl);
+    for (i = 0; i < k; i++) memcpy(big + sl + i * 16, "X-Filler: 1234\r\n", 16);
+    memcpy(big + sl + k * 16, "\r\n", 2);
+    c.resp = big;
+    c.n = sl + k * 16 + 2;
+    c.st = PSK_H1_FAIL;
+    c.status = 204;
+    c.msg = "response too large (heads over 256 KiB with interim ones)";
+    h1_case_run(&c, __LINE__);
+    free(big);
+  }
+}
+
+/* A reader reused for answers that follow one another on a kept-alive
+   connection, as the host reuses it: reset keeps the memory. */
+static void test_h1_reuse(void) {
+  static const char two[] =
+      "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi"
+      "HTTP/1.1 204 No Content\r\nX-RateLimit-Remaining: 1\r\n\r\n";
+  psk_h1 r;
+  size_t used, first;
+  int i;
+  psk_h1_init(&r, 100);
+  psk_h1_free(&r); /* after init alone */
+  psk_h1_init(&r, 100);
+  for (i = 0; i < 3; i++) {
+    CHECK(psk_h1_feed(&r, S(two), &used) == PSK_H1_DONE);
+    first = used;
+    CHECK(first == strlen("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi"));
+    CHECK(r.status == 200 && r.body.len == 2 && r.extra == sizeof two - 1 - first);
+    CHECK(!psk_h1_keepalive(&r)); /* extra bytes came with it */
+    psk_h1_reset(&r);
+    CHECK(r.status == 0 && r.head.len == 0 && r.body.len == 0 && r.extra == 0);
+    CHECK(psk_h1_feed(&r, two + first, sizeof two - 1 - first, &used) == PSK_H1_DONE);
+    CHECK(used == sizeof two - 1 - first);
+    CHECK(r.status == 204 && r.body.len == 0 && psk_h1_keepalive(&r));
+    CHECK_STR(psk_buf_cstr(&r.head),
+              "HTTP/1.1 204 No Content\r\nX-RateLimit-Remaining: 1\r\n\r\n");
+    psk_h1_reset(&r);
+  }
+  /* A failed reader can be reset and used again. */
+  CHECK(psk_h1_feed(&r, S("ICY 200 OK\r\n"), NULL) == PSK_H1_FAIL);
+  CHECK(psk_h1_feed(&r, S("HTTP/1.1 204 No\r\n\r\n"), &used) == PSK_H1_FAIL &&
+        used == 0);
+  psk_h1_reset(&r);
+  CHECK(psk_h1_feed(&r, S("HTTP/1.1 204 No\r\n\r\n"), NULL) == PSK_H1_DONE);
+  /* A zero-length feed says MORE and takes nothing. */
+  psk_h1_reset(&r);
+  CHECK(psk_h1_feed(&r, "", 0, &used) == PSK_H1_MORE && used == 0);
+  CHECK(r.received == 0);
+  CHECK(psk_h1_eof(&r) == PSK_H1_FAIL && r.kind == PSK_KIND_NETWORK);
+  CHECK_STR(r.msg, "empty reply from server");
+  psk_h1_free(&r);
+  psk_h1_free(&r);
+}
+
 /* Each area is one test: it passes when none of its checks fails. The
    closing line counts areas; the checks are counted beside it. */
 static const struct {
@@ -2736,6 +3781,14 @@ static const struct {
     {"clocks", test_clocks},
     {"SHA-256 and budget names", test_sha256},
     {"Redis reply sizes", test_resp},
+    {"HTTP/1.1: the request's bytes", test_h1_request},
+    {"HTTP/1.1: answers", test_h1_answers},
+    {"HTTP/1.1: interim answers", test_h1_interim},
+    {"HTTP/1.1: bodies and closes", test_h1_body},
+    {"HTTP/1.1: chunked", test_h1_chunked},
+    {"HTTP/1.1: head rules and keep-alive", test_h1_head_rules},
+    {"HTTP/1.1: size limits", test_h1_limits},
+    {"HTTP/1.1: a reader reused", test_h1_reuse},
 };
 
 int main(void) {

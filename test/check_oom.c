@@ -20,6 +20,14 @@
  * client pins again, or was closed cleanly. Built with ASan, whose leak
  * check at exit fails the run for any leak.
  *
+ * A few scenarios are C, for core parts that no Lua call reaches yet: the
+ * sans-I/O HTTP/1.1 reader and request framer (psk_h1). Their run reads
+ * answers of every framing through fresh readers, fed in pieces, and
+ * frames a request; each must end as it would with memory to spare, or
+ * (the one whose allocation failed) in PSK_H1_FAIL with kind network and
+ * "out of memory", or PSK_NOMEM from the framer: the "nil+kind" of C.
+ * after resets the reader that failed and reads an answer with it.
+ *
  * Run by make check-oom under spec/support/run_with_server.lua (the local
  * Periskope server: PERISKOPE_BASE_URL, _API_KEY, _PHONE); it starts a
  * redis-server of its own on a free 127.0.0.1 port for the Redis limiter
@@ -47,6 +55,8 @@
 #include "lauxlib.h"
 #include "lua.h"
 #include "lualib.h"
+
+#include "psk_h1.h"
 
 int luaopen_periskope(lua_State *L);
 
@@ -164,6 +174,8 @@ static const char PRELUDE[] =
     "  c:close()\n"
     "end\n";
 
+/* A scenario whose chunk is NULL is in C, found by name in c_scenarios
+   (below, with the C it tests). */
 static const struct scenario {
   const char *name;
   const char *chunk;
@@ -282,6 +294,8 @@ static const struct scenario {
      "  prefix = 'oom:', timeout = 1 } }\n"
      "return function() return c:pin { message_id = 'oom' } end,\n"
      "  function() ok204(c, 'after'); c:close() end\n"},
+    {"h1_reader", NULL},
+    {"h1_request", NULL},
 };
 
 /* ---------------------------------------------------------------- */
@@ -370,6 +384,224 @@ static int run_once(const struct scenario *s, long n, long *count,
     exit(1);
   }
   lua_close(L);
+  return res;
+}
+
+/* ---------------------------------------------------------------- */
+/* C scenarios: the sans-I/O HTTP/1.1 reader and framer (psk_h1)      */
+
+/* Answers of every framing, and what each must give with memory to
+   spare: the status and the body's length. */
+#define H1_FIELD \
+  "X-Periskope-Filler: 0123456789012345678901234567890123456789\r\n"
+#define H1_BODY "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+static const struct h1_answer {
+  const char *bytes;
+  int eof;     /* the peer closes after them */
+  long status;
+  size_t body;
+} h1_answers[] = {
+    {"HTTP/1.1 204 No Content\r\nX-RateLimit-Limit: 10\r\n"
+     "X-RateLimit-Remaining: 9\r\nX-RateLimit-Reset: 1737542181\r\n"
+     "Connection: keep-alive\r\nKeep-Alive: timeout=5\r\n\r\n",
+     0, 204, 0},
+    {"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 404 Not Found\r\n"
+     "Content-Type: application/json\r\nContent-Length: 20\r\n\r\n"
+     "{\"message\":\"gone\"}  ",
+     0, 404, 20},
+    {"HTTP/1.1 200 OK\r\nX-A: 1\r\n  2\r\nTransfer-Encoding: chunked\r\n\r\n"
+     "5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n",
+     0, 200, 11},
+    {"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\n"
+     "a body that runs to the close",
+     1, 200, 29},
+    /* Heads and a body that grow their buffers more than once. */
+    {"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 429 Too Many Requests\r\n"
+     H1_FIELD H1_FIELD H1_FIELD H1_FIELD H1_FIELD H1_FIELD H1_FIELD H1_FIELD
+     "Content-Length: 640\r\n\r\n"
+     H1_BODY H1_BODY H1_BODY H1_BODY H1_BODY H1_BODY H1_BODY H1_BODY
+     H1_BODY H1_BODY,
+     0, 429, 640},
+    {"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+     "40\r\n" H1_BODY "\r\n40\r\n" H1_BODY "\r\n40\r\n" H1_BODY "\r\n"
+     "40\r\n" H1_BODY "\r\n40\r\n" H1_BODY "\r\n40\r\n" H1_BODY "\r\n"
+     "0\r\n" H1_FIELD H1_FIELD H1_FIELD "T: lf only\n\r\n",
+     0, 200, 384},
+};
+#define H1_ANSWERS (sizeof h1_answers / sizeof h1_answers[0])
+
+/* Readers that failed for want of memory, kept for after. */
+static psk_h1 g_h1_failed[H1_ANSWERS];
+static int g_h1_nfailed;
+
+/* Reads answer a with r in pieces of 7 bytes (each an exact-length copy).
+   Returns R_ABSORBED (read as with memory to spare), R_NIL_KIND (failed:
+   out of memory) or R_BAD. */
+static int h1_read(psk_h1 *r, const struct h1_answer *a, char *why,
+                   size_t whylen) {
+  size_t n = strlen(a->bytes), off = 0;
+  int st = PSK_H1_MORE;
+  while (off < n && st == PSK_H1_MORE) {
+    size_t len = n - off < 7 ? n - off : 7;
+    char *piece = __real_malloc(len);
+    memcpy(piece, a->bytes + off, len);
+    st = psk_h1_feed(r, piece, len, NULL);
+    free(piece);
+    off += len;
+  }
+  if (st == PSK_H1_MORE && a->eof) st = psk_h1_eof(r);
+  if (st == PSK_H1_DONE && r->status == a->status && r->body.len == a->body)
+    return R_ABSORBED;
+  if (st == PSK_H1_FAIL && r->kind == PSK_KIND_NETWORK &&
+      strcmp(r->msg, "out of memory") == 0)
+    return R_NIL_KIND;
+  snprintf(why, whylen, "answer %d: %s, status %ld, %lu bytes of body: %s",
+           (int)(a - h1_answers), st == PSK_H1_DONE ? "done"
+                                  : st == PSK_H1_FAIL ? "failed" : "more",
+           r->status, (unsigned long)r->body.len, r->msg);
+  return R_BAD;
+}
+
+/* Each answer through a reader of its own; the one failure armed must be
+   the only outcome that differs. */
+static int h1_reader_run(char *why, size_t whylen) {
+  size_t i;
+  int res = R_ABSORBED;
+  g_h1_nfailed = 0;
+  for (i = 0; i < H1_ANSWERS; i++) {
+    psk_h1 r;
+    int c;
+    psk_h1_init(&r, 4096);
+    c = h1_read(&r, &h1_answers[i], why, whylen);
+    if (c == R_BAD) {
+      psk_h1_free(&r);
+      return R_BAD;
+    }
+    if (c == R_NIL_KIND) {
+      res = R_NIL_KIND;
+      g_h1_failed[g_h1_nfailed++] = r; /* after reuses it */
+    } else {
+      psk_h1_free(&r);
+    }
+  }
+  return res;
+}
+
+static void h1_reader_after(void) {
+  int i;
+  char why[256];
+  for (i = 0; i < g_h1_nfailed; i++) {
+    psk_h1 *r = &g_h1_failed[i];
+    size_t k;
+    /* Reset, the reader that failed reads every answer again. */
+    for (k = 0; k < H1_ANSWERS; k++) {
+      psk_h1_reset(r);
+      if (h1_read(r, &h1_answers[k], why, sizeof why) != R_ABSORBED) {
+        fprintf(stderr, "check_oom: h1_reader: a reader reset after running "
+                        "out of memory: %s\n", why);
+        exit(1);
+      }
+    }
+    psk_h1_free(r);
+  }
+  g_h1_nfailed = 0;
+}
+
+
+/* The request's bytes: the host of a base URL, then the request. */
+static int h1_frame(char *why, size_t whylen, size_t *len) {
+  static char auth[] = "Bearer oom", phone[] = "919874532456",
+              base[] = "https://api.periskope.app:8443/v1", ua[] = "oom/1";
+  psk_config c;
+  psk_request rq;
+  psk_buf host, out;
+  int st, res = R_ABSORBED;
+  memset(&c, 0, sizeof c);
+  c.auth = auth;
+  c.phone = phone;
+  c.base_url = base;
+  c.user_agent = ua;
+  psk_request_init(&rq);
+  psk_buf_init(&host, 4096);
+  psk_buf_init(&out, 1 << 16);
+  *len = 0;
+  st = psk_request_build(&rq, &c, "a@b", 3, 1, 7, NULL);
+  if (st == PSK_OK) st = psk_h1_host(&host, base);
+  if (st == PSK_OK) st = psk_h1_request(&out, &rq, host.data, host.len);
+  if (st == PSK_NOMEM) {
+    res = R_NIL_KIND;
+  } else if (st != PSK_OK) {
+    snprintf(why, whylen, "framing returned %d", st);
+    res = R_BAD;
+  } else {
+    *len = out.len;
+  }
+  psk_buf_free(&out);
+  psk_buf_free(&host);
+  psk_request_free(&rq);
+  return res;
+}
+
+static size_t g_h1_request_len;
+
+static int h1_request_run(char *why, size_t whylen) {
+  size_t len;
+  int res = h1_frame(why, whylen, &len);
+  if (res == R_ABSORBED && len != g_h1_request_len) {
+    snprintf(why, whylen, "%lu bytes framed, %lu expected", (unsigned long)len,
+             (unsigned long)g_h1_request_len);
+    return R_BAD;
+  }
+  return res;
+}
+
+static void h1_request_after(void) {
+  char why[256];
+  size_t len;
+  if (h1_frame(why, sizeof why, &len) != R_ABSORBED || len != g_h1_request_len) {
+    fprintf(stderr, "check_oom: h1_request: framing failed afterwards\n");
+    exit(1);
+  }
+}
+
+/* A scenario in C: run (with the failure armed) returns a R_* class and
+   says why when R_BAD; after (failures off) exits on a broken state. */
+static const struct c_scenario {
+  const char *name;
+  int (*run)(char *why, size_t whylen);
+  void (*after)(void);
+} c_scenarios[] = {
+    {"h1_reader", h1_reader_run, h1_reader_after},
+    {"h1_request", h1_request_run, h1_request_after},
+};
+
+/* Runs C scenario s once with allocation n failing (0: none), as
+   run_once does a Lua one. */
+static int run_c_once(const struct scenario *s, long n, long *count,
+                      char *why, size_t whylen) {
+  const struct c_scenario *c = NULL;
+  size_t i;
+  int res;
+  for (i = 0; i < sizeof c_scenarios / sizeof c_scenarios[0]; i++)
+    if (strcmp(c_scenarios[i].name, s->name) == 0) c = &c_scenarios[i];
+  if (!c) {
+    fprintf(stderr, "check_oom: no C scenario %s\n", s->name);
+    exit(2);
+  }
+  if (c->run == h1_request_run && g_h1_request_len == 0) {
+    size_t len;
+    h1_frame(why, whylen, &len); /* with memory to spare: the length */
+    g_h1_request_len = len;
+  }
+  g_count = 0;
+  g_fail_at = n;
+  g_failed = 0;
+  g_retry = 0;
+  g_armed = 1;
+  res = c->run(why, whylen);
+  g_armed = 0;
+  *count = g_count;
+  c->after();
   return res;
 }
 
@@ -471,9 +703,14 @@ int main(void) {
     int stacks_before = g_nstacks;
     char why[512];
     if (only && strcmp(only, s->name) != 0) continue;
-    run_once(s, 0, &total, why, sizeof why); /* the count, failing none */
+    /* the count, failing none */
+    if (!s->chunk)
+      run_c_once(s, 0, &total, why, sizeof why);
+    else
+      run_once(s, 0, &total, why, sizeof why);
     for (n = 1;; n++) {
-      int r = run_once(s, n, &count, why, sizeof why);
+      int r = !s->chunk ? run_c_once(s, n, &count, why, sizeof why)
+                   : run_once(s, n, &count, why, sizeof why);
       total_runs++;
       if (!g_failed) break; /* it completed before allocation n */
       seen[r]++;
