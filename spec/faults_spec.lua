@@ -222,6 +222,15 @@ describe("faults", function()
       assert.equal("text/plain", res.headers["content-type"])
     end)
 
+    it("chunked, with trailers: a trailer that starts like a status line starts no new head", function()
+      local res = run { { action = "raw", raw = head("HTTP/1.1 200 OK", { "Transfer-Encoding: chunked" })
+        .. "2\r\nok\r\n0\r\nHTTP/1.1: 500 no\r\nX-After: 1\r\n\r\n" } }
+      assert.equal(200, res.status)
+      assert.equal("ok", res.body)
+      assert.equal("chunked", res.headers["transfer-encoding"])   -- the head was kept
+      assert.equal("1", res.headers["x-after"])                    -- trailers join it
+    end)
+
     it("gives the error text of a JSON error body", function()
       local res = assert(run { { action = "raw",
         raw = head("HTTP/1.0 503 Service Unavailable", { "Content-Type: application/json" })

@@ -31,6 +31,7 @@ struct psk_transfer {
   int failure;       /* PSK_KIND_* when a callback stopped the transfer */
   int nomem;         /* ... because memory ran out */
   int head_done;     /* the final head ended with its blank line */
+  int got_body;      /* body bytes came: a line now is a trailer */
   int folded;        /* the final head has a continuation line */
   size_t head_total; /* bytes of every head, interim (1xx) ones included */
   char errbuf[CURL_ERROR_SIZE];
@@ -81,7 +82,11 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud) {
   int st;
   t->head_total += len;
   if (t->head_total > PSK_HEADERS_MAX) return stop(t, PSK_TOO_LARGE);
-  if (len >= 5 && memcmp(p, "HTTP/", 5) == 0) {
+  /* A status line starts a head only where one may come: first, or after
+     an interim head's blank line, before any body. A trailer field named
+     "HTTP/..." is a field. */
+  if (len >= 9 && memcmp(p, "HTTP/", 5) == 0 && p[5] >= '0' && p[5] <= '9' &&
+      (t->reply.head.len == 0 || (t->head_done && !t->got_body))) {
     psk_buf_clear(&t->reply.head);
     t->head_done = 0;
     t->folded = 0;
@@ -100,6 +105,7 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud) {
 static size_t on_body(char *p, size_t size, size_t n, void *ud) {
   psk_transfer *t = ud;
   size_t len = size * n;
+  t->got_body = 1;
   int st = psk_buf_append(&t->reply.body, p, len);
   if (st != PSK_OK) return stop(t, st);
   return len;
@@ -472,6 +478,7 @@ static void reset_exchange(psk_transfer *t) {
   t->failure = PSK_KIND_NONE;
   t->nomem = 0;
   t->head_done = 0;
+  t->got_body = 0;
   t->folded = 0;
   t->head_total = 0;
   t->errbuf[0] = '\0';
