@@ -40,17 +40,26 @@ local function get_uv()
 end
 
 -- Runs fn soon, never inside the caller's own call and never raising into
--- luv: in Neovim on the main loop (vim.schedule: every vim.api function
--- may be called, and Neovim reports an error of fn); elsewhere from a 0 ms
--- timer, an error of fn written to stderr (a raise in a luv callback would
--- end the process).
+-- the loop: in Neovim on the main loop (vim.schedule: every vim.api
+-- function may be called), an error of fn reported as an error message
+-- (raised, it would surface in whatever vim.wait runs the loop); elsewhere
+-- from a 0 ms timer, an error of fn written to stderr (a raise in a luv
+-- callback would end the process).
 local function later(uv, fn)
-  if nvim then return vim.schedule(fn) end
+  local function run()
+    local ok, err = xpcall(fn, debug.traceback)
+    if ok then return end
+    if nvim then
+      vim.api.nvim_err_writeln("periskope.uv: " .. tostring(err))
+    else
+      io.stderr:write("periskope.uv: ", tostring(err), "\n")
+    end
+  end
+  if nvim then return vim.schedule(run) end
   local t = uv.new_timer()
   t:start(0, 0, function()
     t:close()
-    local ok, err = pcall(fn)
-    if not ok then io.stderr:write("periskope.uv: ", tostring(err), "\n") end
+    run()
   end)
 end
 
