@@ -14,6 +14,7 @@
 -- on it.
 local server = require "spec.support.server"
 local hosts = require "spec.support.hosts"
+local dns = require "spec.support.dns"
 local util = require "spec.support.util"
 local cjson = require("cjson").new()
 local socket = require "socket"
@@ -44,10 +45,25 @@ end
 
 local function example(file) return hosts.read_file(hosts.root() .. "/" .. EXAMPLES .. file) end
 
+-- The stub DNS server the apps' resolver asks: localhost is the mock.
+local resolver
+
+-- The example's http.conf with this machine's resolver and the mock's CA
+-- in place of the public ones it names.
+local function local_http(text, periskope_srv)
+  local n1, n2
+  text, n1 = text:gsub("resolver [^;]+;", "resolver 127.0.0.1:" .. resolver.port .. " ipv6=off;")
+  text, n2 = text:gsub("lua_ssl_trusted_certificate [^;]+;",
+    "lua_ssl_trusted_certificate " .. (periskope_srv.ca_file or "/etc/ssl/certs/ca-certificates.crt") .. ";")
+  assert(n1 == 1 and n2 == 1, "http.conf names no resolver or CA file")
+  return text
+end
+
 -- An app nginx running the example as it is, against periskope_srv, with
 -- test-only text added to its http { } and server { }.
 local function start_app(periskope_srv, o)
   local root = hosts.root()
+  resolver = resolver or dns.start { localhost = "127.0.0.1" }
   return server.start {
     workers = o.workers or 1,
     -- Connections spread over the workers by the kernel: a worker that
@@ -62,7 +78,7 @@ local function start_app(periskope_srv, o)
       PERISKOPE_PHONE = util.PHONE,
     },
     extra_main = example("main.conf"),
-    extra_http = (o.http or example("http.conf")) .. (o.extra_http or ""),
+    extra_http = local_http(o.http or example("http.conf"), periskope_srv) .. (o.extra_http or ""),
     extra_server = example("server.conf") .. (o.extra_server or ""),
   }
 end
@@ -97,7 +113,10 @@ end
 describe("OpenResty", function()
   local dir
   setup(function() dir = sh("mktemp -d \"${TMPDIR:-/tmp}/periskope-openresty.XXXXXX\""):match("[^\n]+") end)
-  teardown(function() if dir then sh("rm -rf " .. sq(dir)) end end)
+  teardown(function()
+    if dir then sh("rm -rf " .. sq(dir)) end
+    if resolver then resolver:stop() end
+  end)
 
   it("is quoted verbatim by doc/openresty.md", function()
     for _, file in ipairs { "main.conf", "http.conf", "server.conf", "pin_handlers.lua" } do
@@ -161,15 +180,6 @@ describe("OpenResty", function()
           }
           return 200 $answer;
         }
-        location = /t/no_pool {
-          content_by_lua_block {
-            local pnx = require "periskope.ngx"
-            pnx.pool = "missing"
-            local ok, err = pcall(pnx.pin, require("pin_handlers").client, { message_id = "nopool" })
-            pnx.pool = "periskope"
-            ngx.say(require("cjson").encode { ok = ok, err = err })
-          }
-        }
       ]] })
     end)
 
@@ -216,7 +226,7 @@ describe("OpenResty", function()
     it("refuses what pin refuses, before anything is sent: a 400 with the reason, no file path", function()
       local t, status = get(app, "/pin?id=..")
       assert.equal(400, status)
-      assert.equal(1, t.error:find("bad argument #1 to 'pin_job' (field 'message_id'", 1, true), t.error)
+      assert.equal(1, t.error:find("bad argument #1 to 'pin' (field 'message_id'", 1, true), t.error)
       t = get(app, "/pin?id=x&time=5")
       assert.truthy(t.error:find("field 'time' must be 1, 7 or 30", 1, true), t.error)
       t = get(app, "/pin/blocking?id=..")
@@ -261,14 +271,10 @@ describe("OpenResty", function()
       assert.same({ status = 204, phase = "timer" }, t)
     end)
 
-    it("says what to do from a phase that cannot wait, or without the thread pool", function()
+    it("says what to do from a phase that cannot wait", function()
       local t = get(app, "/t/set")
       assert.is_false(t.ok)
-      assert.truthy(t.err:find("periskope: periskope.ngx.pin cannot wait in the set phase", 1, true), t.err)
-      t = get(app, "/t/no_pool")
-      assert.is_false(t.ok)
-      assert.equal("periskope: no thread pool named 'missing': add `thread_pool missing threads=32;` to"
-        .. " nginx.conf's main context (outside http { })", t.err)
+      assert.equal(1, t.err:find("periskope: periskope.ngx.pin cannot wait in the set phase", 1, true), t.err)
       assert.equal(0, #periskope_srv:requests())
     end)
 
@@ -314,16 +320,7 @@ describe("OpenResty", function()
       periskope_srv = server.start { latency = 1, rate_limit = 100000 }
       app = start_app(periskope_srv, { workers = 1, extra_server = [[
         location = /plain { return 200 "{}"; }
-        location = /t/prepared {
-          content_by_lua_block { ngx.say(require("cjson").encode { n = require("periskope.ngx").prepared }) }
-        }
       ]] })
-      -- The example's init_worker_by_lua prepares the pool's 32 states.
-      local deadline = socket.gettime() + 10
-      while get(app, "/t/prepared").n < 32 do
-        assert(socket.gettime() < deadline, "the thread pool was not prepared in 10 s")
-        socket.sleep(0.01)
-      end
     end)
 
     teardown(function()

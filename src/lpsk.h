@@ -198,9 +198,14 @@ int lpsk_build_pin(lua_State *L);     /* Client:build_pin */
 enum {
   JOB_IO_SEND,  /* "send": the request as plain values, for another thread
                    (periskope.perform) */
-  JOB_IO_WATCH  /* "watch": libcurl here, its sockets behind one
+  JOB_IO_WATCH, /* "watch": libcurl here, its sockets behind one
                    descriptor the caller's event loop watches */
+  JOB_IO_BYTES  /* "bytes": the host's sockets (nginx's cosockets) move
+                   the bytes; the job frames and reads them (lpsk_wire.c) */
 };
+
+/* A job's exchange over the host's sockets (lpsk_wire.c). */
+typedef struct lpsk_wire lpsk_wire;
 
 /* What lpsk_job_step asks of its driver. */
 enum {
@@ -263,6 +268,7 @@ typedef struct pin_job {
                         the step returns) */
   int io;            /* job:step: how its exchanges run (JOB_IO_*) */
   psk_watch *watch;  /* JOB_IO_WATCH: the descriptor its loop watches */
+  lpsk_wire *wire;   /* JOB_IO_BYTES: its exchange's state */
 } pin_job;
 
 /* Makes j a fresh job of client c for arguments a (index: pin_many item,
@@ -387,6 +393,25 @@ typedef void (*lpsk_release_fn)(lua_State *L, int obj);
    results. [-0, +n, e] */
 int lpsk_run_busy(lua_State *L, Client *c, int ud, int obj, const char *name,
                   lpsk_release_fn release);
+
+/* ---------------------------------------------------------------- */
+/* the exchange over the host's sockets (lpsk_wire.c)                */
+
+lpsk_wire *lpsk_wire_new(void);   /* NULL when out of memory */
+void lpsk_wire_free(lpsk_wire *w); /* NULL is fine */
+/* Whether an exchange is under way (the job's next step takes what the
+   host's socket call gave). */
+int lpsk_wire_busy(const lpsk_wire *w);
+/* Starts the exchange of j's request: pushes its first action
+   ("connect", target). [-0, +2, v] */
+int lpsk_wire_begin(lua_State *L, pin_job *j, lpsk_wire *w);
+/* Takes what the host's socket call gave (the step's arguments at 2..)
+   and pushes the next action, returning how many values; 0 when the
+   exchange is over (lpsk_wire_outcome has it). [-0, +n, v] */
+int lpsk_wire_step(lua_State *L, pin_job *j, lpsk_wire *w);
+/* The exchange's outcome, once lpsk_wire_step said 0: an answer or a
+   failure, valid until the next lpsk_wire_begin. */
+const psk_reply *lpsk_wire_outcome(lpsk_wire *w);
 
 /* ---------------------------------------------------------------- */
 /* the pin job driven from Lua (lpsk_async.c)                        */

@@ -35,7 +35,7 @@
 /* client:pin_job(args): a job of this client, its arguments checked now
    (raises as pin does, before anything is acquired). The job keeps its
    client alive (its uservalue). */
-static const char *const io_names[] = {"send", "watch", NULL};
+static const char *const io_names[] = {"send", "watch", "bytes", NULL};
 
 /* pin_job's options table at arg (none or nil: defaults): the io mode.
    [-0, +0, v] */
@@ -61,8 +61,8 @@ static int check_job_options(lua_State *L, int arg) {
           strcmp(lua_tostring(L, -1), io_names[i]) == 0)
         break;
     if (!io_names[i])
-      luaL_argerror(L, arg, lua_pushfstring(L, "option 'io' must be \"send\" "
-                                               "or \"watch\", %s",
+      luaL_argerror(L, arg, lua_pushfstring(L, "option 'io' must be \"send\", "
+                                               "\"watch\" or \"bytes\", %s",
                                             lpsk_got(L, -1)));
     io = i;
   }
@@ -89,6 +89,8 @@ int lpsk_client_pin_job(lua_State *L) {
     return luaL_error(L, "periskope: pin_job: no watch could be made (out of "
                          "file descriptors or memory; io = \"watch\" needs "
                          "Linux's epoll)");
+  if (io == JOB_IO_BYTES && !(j->wire = lpsk_wire_new()))
+    return luaL_error(L, "periskope: out of memory");
   return 1;
 }
 
@@ -249,6 +251,12 @@ static int step_body(lua_State *L) {
       return push_watch(L, j);
     action = lpsk_job_step(L, j, 1, rep, &wait);
     rep = NULL;
+    if (!j->cancelled && action == JOB_SEND && j->io == JOB_IO_BYTES) {
+      if (c->closed)
+        return luaL_error(L, "periskope: attempt to use a closed client");
+      j->keep = 1;
+      return lpsk_wire_begin(L, j, j->wire);
+    }
     if (j->cancelled || action != JOB_SEND || j->io != JOB_IO_WATCH) break;
     if (c->closed)
       return luaL_error(L, "periskope: attempt to use a closed client");
@@ -331,6 +339,16 @@ static int job_step(lua_State *L) {
       return arg_error(L, 2, "step", "a watched job takes no answer: call "
                                      "job:step() when its descriptor is "
                                      "ready or its time is up");
+  } else if (j->io == JOB_IO_BYTES) {
+    if (lpsk_wire_busy(j->wire)) {
+      /* A socket call's result: the exchange goes on, no hook runs. */
+      int n = lpsk_wire_step(L, j, j->wire);
+      if (n > 0) return n;
+      j->fed = lpsk_wire_outcome(j->wire);
+    } else if (!lua_isnone(L, 2)) {
+      return arg_error(L, 2, "step", "no exchange is under way: call "
+                                     "job:step() without arguments");
+    }
   } else if (lpsk_job_awaits_reply(j)) {
     if (lua_isnone(L, 2))
       return luaL_error(L, "periskope: job:step expects the answer to the "

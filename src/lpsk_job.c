@@ -441,6 +441,8 @@ void lpsk_job_release(lua_State *L, pin_job *j) {
   j->t = NULL;
   /* The watch stays: its descriptor may still be in its loop's poll set
      (job:close and the collector close it). */
+  lpsk_wire_free(j->wire);
+  j->wire = NULL;
   /* Buffers go back to an open client with none (a closed one is, or
      will be, released: they are freed here). */
   if (j->c && !j->c->closed && !j->c->spare.url.data && j->req.url.data)

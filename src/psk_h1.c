@@ -45,21 +45,21 @@ static int ieq(const char *a, size_t n, const char *b) {
   return b[n] == '\0';
 }
 
-int psk_h1_host(psk_buf *out, const char *url) {
-  size_t n = strlen(url), i, hs, he;
-  unsigned long port = 0, dflt;
-  int st;
-  psk_buf_clear(out);
+int psk_h1_origin(const char *url, psk_origin *o) {
+  size_t n = strlen(url), i;
+  unsigned long port = 0;
+  memset(o, 0, sizeof *o);
   if (n >= 8 && ieq(url, 8, "https://")) {
     i = 8;
-    dflt = 443;
+    o->tls = 1;
+    o->port = 443;
   } else if (n >= 7 && ieq(url, 7, "http://")) {
     i = 7;
-    dflt = 80;
+    o->port = 80;
   } else {
     return PSK_INVALID;
   }
-  hs = i;
+  o->host_off = i;
   if (url[i] == '[') {
     const char *close = strchr(url + i, ']');
     if (!close) return PSK_INVALID;
@@ -67,8 +67,8 @@ int psk_h1_host(psk_buf *out, const char *url) {
   } else {
     while (i < n && url[i] != ':' && url[i] != '/') i++;
   }
-  he = i;
-  if (he == hs) return PSK_INVALID;
+  o->host_len = i - o->host_off;
+  if (o->host_len == 0) return PSK_INVALID;
   if (url[i] == ':') {
     size_t d = ++i;
     for (; url[i] >= '0' && url[i] <= '9'; i++) {
@@ -76,12 +76,23 @@ int psk_h1_host(psk_buf *out, const char *url) {
       if (port > 65535) return PSK_INVALID;
     }
     if (i == d || port == 0) return PSK_INVALID;
+    o->explicit_port = (int)port != o->port;
+    o->port = (int)port;
   }
   if (url[i] && url[i] != '/') return PSK_INVALID;
-  if ((st = psk_buf_append(out, url + hs, he - hs)) != PSK_OK) return st;
-  if (port && port != dflt) {
+  return PSK_OK;
+}
+
+int psk_h1_host(psk_buf *out, const char *url) {
+  psk_origin o;
+  int st;
+  psk_buf_clear(out);
+  if ((st = psk_h1_origin(url, &o)) != PSK_OK) return st;
+  if ((st = psk_buf_append(out, url + o.host_off, o.host_len)) != PSK_OK)
+    return st;
+  if (o.explicit_port) {
     char num[8];
-    snprintf(num, sizeof num, ":%lu", port);
+    snprintf(num, sizeof num, ":%d", o.port);
     return psk_buf_addstr(out, num);
   }
   return PSK_OK;

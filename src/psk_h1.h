@@ -29,6 +29,20 @@
 
 /* ---- the request ---- */
 
+/* Where a normalized base URL's requests go: TLS or not, the host as
+   written in it (url + host_off, host_len bytes; an IPv6 literal with its
+   brackets, as nginx's cosockets take it) and the port (the scheme's
+   default when none is written; explicit_port: a port other than that
+   default is written). PSK_OK, or PSK_INVALID for a URL that is not
+   http:// or https:// with a host. */
+typedef struct psk_origin {
+  int tls;
+  size_t host_off, host_len;
+  int port;
+  int explicit_port;
+} psk_origin;
+int psk_h1_origin(const char *url, psk_origin *o);
+
 /* The Host header's value for a normalized base URL (psk_core.h): its
    host as written, a bracketed IPv6 literal kept, then ":port" unless the
    port is the scheme's default (80 for http, 443 for https); the port in

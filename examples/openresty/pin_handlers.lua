@@ -23,7 +23,9 @@ function M.init()
     api_key = os.getenv("PERISKOPE_API_KEY"),
     phone = os.getenv("PERISKOPE_PHONE"),
     base_url = os.getenv("PERISKOPE_BASE_URL"),
-    ca_file = os.getenv("PERISKOPE_CA_FILE"),   -- unset: the system's CAs
+    -- What client:pin (libcurl) verifies with; unset: the system's CAs.
+    -- periskope.ngx verifies with nginx's lua_ssl_trusted_certificate.
+    ca_file = os.getenv("PERISKOPE_CA_FILE"),
     timeout = 10,
     limiter = periskope.limiter.shared_dict(ngx.shared.periskope),
     -- Called in the worker, on the request's own coroutine: ngx.* works.
@@ -76,7 +78,7 @@ local function answer_pin(pin)
 end
 
 -- GET /pin: periskope.ngx.pin, which suspends this request's coroutine
--- (never the worker) while the exchange runs on the thread pool and while
+-- (never the worker) while nginx's socket waits for Periskope and while
 -- it waits for a retry or the rate limit.
 function M.pin()
   return answer_pin(pnx.pin)
