@@ -394,6 +394,48 @@ describe("OpenResty", function()
     end)
   end)
 
+  describe("pins in flight when nginx reloads or quits", function()
+    -- Sends n pins at once in the background; returns a function that
+    -- waits for them and gives their answers.
+    local function pins_in_background(app, n, tag)
+      local args = {}
+      for i = 1, n do args[#args + 1] = sq(app.url .. "/pin?id=" .. tag .. i) .. " -o " .. sq(dir .. "/" .. tag .. i) end
+      sh("(curl -sS --noproxy '*' --max-time 30 --parallel --parallel-immediate " .. table.concat(args, " ")
+        .. " >/dev/null 2>&1; touch " .. sq(dir .. "/" .. tag .. "done") .. ") >/dev/null 2>&1 </dev/null &")
+      return function()
+        util.wait_for("the pins' answers", 30, function() return server.read_file(dir .. "/" .. tag .. "done") end)
+        local out = {}
+        for i = 1, n do
+          out[i] = server.read_file(dir .. "/" .. tag .. i) or ""
+          os.remove(dir .. "/" .. tag .. i)
+        end
+        os.remove(dir .. "/" .. tag .. "done")
+        return out
+      end
+    end
+
+    for _, sig in ipairs { "HUP", "QUIT" } do
+      it(("answers every pin in flight across a %s of the master"):format(sig), function()
+        local periskope_srv = server.start { latency = 1.5, rate_limit = 100000 }
+        local app = start_app(periskope_srv, { workers = 1 })
+        assert.equal(204, get(app, "/pin?id=warm").status)   -- the budget learned
+        local wait = pins_in_background(app, 8, sig)
+        util.wait_for("the pins to reach the server", 10, function() return #periskope_srv:requests() >= 9 end)
+        sh("kill -" .. sig .. " " .. app.pid)
+        local answers = wait()
+        for i, body in ipairs(answers) do
+          local t = decode(body)
+          assert.same({ true, 204 }, { t.ok, t.status }, sig .. " pin " .. i)
+        end
+        local log = server.read_file(app.dir .. "/error.log") or ""
+        assert.falsy(log:find("left in connection", 1, true), log)
+        assert.falsy(log:find("[alert]", 1, true), log)
+        app:stop()
+        periskope_srv:stop()
+      end)
+    end
+  end)
+
   describe("pacing shared by 4 workers (a shared dictionary)", function()
     local periskope_srv, app
 

@@ -37,6 +37,9 @@ typedef struct psk_limiter {
   psk_redis *redis;                  /* LIM_REDIS */
   double timeout;                    /* LIM_REDIS: seconds per operation */
   char where[96];                    /* for messages: "redis host:port" */
+  char host[256];                    /* LIM_REDIS: for the host's sockets */
+  int port;
+  char pool[300];                    /* ... and the pool they keep */
   char prefix[LPACE_PREFIX_MAX + 1];
   char cache_name[LPACE_NAME_MAX];   /* the last budget seen in Redis */
   char cache_val[PSK_BUDGET_TEXT];
@@ -105,9 +108,13 @@ static int lock_is_ours(lua_State *L, int dict, const char *lock,
   return ours;
 }
 
+/* One operation under the dictionary's lock. wait: a lock held by
+   another is waited for, in short sleeps, up to LOCK_WAIT (a caller that
+   blocks anyway); else LPACE_BUSY at once, and the caller asks again
+   after a wait of its own (ngx.sleep: never a spin on the worker). */
 static int dict_run(lua_State *L, psk_limiter *self, int lim,
                     const char *name, psk_pace_op *op, double mono_now,
-                    char *err, size_t err_cap) {
+                    int wait, char *err, size_t err_cap) {
   char lock[LPACE_NAME_MAX + 8], token[64];
   double deadline = mono_now + LOCK_WAIT;
   int dict, base, rc = LPACE_OK;
@@ -136,6 +143,10 @@ static int dict_run(lua_State *L, psk_limiter *self, int lim,
       return LPACE_FAILED;
     }
     lua_settop(L, base);
+    if (!wait) {
+      lua_settop(L, base - 2);
+      return LPACE_BUSY;
+    }
     if (psk_time_mono() > deadline) {
       snprintf(err, err_cap,
                "shared_dict: its lock stayed held for %.1f s",
@@ -183,69 +194,247 @@ static int dict_run(lua_State *L, psk_limiter *self, int lim,
 /* ---------------------------------------------------------------- */
 /* Redis                                                             */
 
-/* The operation is done, on the stored value `value`. */
-static int redis_done(psk_limiter *lim, const char *name, psk_pace_op *op,
-                      const psk_pace_op *attempt, const char *value) {
-  *op = *attempt;
-  snprintf(lim->cache_name, sizeof lim->cache_name, "%s", name);
+/* One operation's compare-and-set rounds. Many processes asking at once
+   (a window opening to a queue of them) change the budget many times a
+   second: a change must win a round against them, and one that keeps
+   losing (its process is slow to be scheduled) keeps trying for as long
+   as the store's timeout allows: one deadline for every round of the
+   operation. An ask that changes nothing needs no round of its own: the
+   value a lost round returns is the store's, read atomically, and what
+   the operation made of it stands. */
+typedef struct cas_rounds {
+  psk_pace_op op;      /* the operation asked */
+  psk_pace_op attempt; /* ... as run on expected: the answer, once done */
+  char name[LPACE_NAME_MAX];
+  char expected[PSK_BUDGET_TEXT], desired[PSK_BUDGET_TEXT];
+  int tries;
+  double started, deadline;
+} cas_rounds;
+
+/* Starts from the budget last seen: if nobody changed it, one round. */
+static void rounds_start(psk_limiter *lim, cas_rounds *r, const char *name,
+                         const psk_pace_op *op, double mono_now) {
+  r->op = *op;
+  r->tries = 0;
+  r->started = mono_now;
+  r->deadline = mono_now + lim->timeout;
+  snprintf(r->name, sizeof r->name, "%s", name);
+  if (strcmp(lim->cache_name, name) == 0)
+    memcpy(r->expected, lim->cache_val, sizeof r->expected);
+  else
+    r->expected[0] = '\0';
+}
+
+/* The next round on expected: 1 when it changes nothing (the answer is
+   r->attempt, on the store's value), 0 when desired must be set. */
+static int rounds_next(cas_rounds *r) {
+  r->tries++;
+  r->attempt = r->op;
+  psk_pace_apply_text(r->expected, strlen(r->expected), &r->attempt,
+                      r->desired);
+  return r->tries > 1 && strcmp(r->desired, r->expected) == 0;
+}
+
+/* The operation is done, the store holding value: its answer into op, and
+   the value remembered for the next operation's first round. */
+static int rounds_done(psk_limiter *lim, cas_rounds *r, psk_pace_op *op,
+                       const char *value) {
+  *op = r->attempt;
+  snprintf(lim->cache_name, sizeof lim->cache_name, "%s", r->name);
   snprintf(lim->cache_val, sizeof lim->cache_val, "%s", value);
   return LPACE_OK;
 }
 
-/* Many processes asking at once (a window opening to a queue of them)
-   change the budget many times a second: a change must win a round of
-   compare-and-set against them, and one that keeps losing (its process
-   is slow to be scheduled) keeps trying for as long as the store's
-   timeout allows: one deadline for every round of the operation. An ask that changes nothing needs no round of its own:
-   the value a lost round returns is the store's, read atomically, and
-   what the operation made of it stands. */
+static int rounds_failed(psk_limiter *lim, cas_rounds *r, char *err,
+                         size_t err_cap) {
+  if (err && !*err)
+    snprintf(err, err_cap, "%s: budget kept changing (%d tries in %.1f s)",
+             lim->where, r->tries, psk_time_mono() - r->started);
+  lim->cache_name[0] = '\0';
+  return LPACE_FAILED;
+}
+
+/* The blocking driver's rounds (psk_redis_cas). */
 static int redis_run(psk_limiter *lim, const char *name, psk_pace_op *op,
                      double mono_now, char *err, size_t err_cap) {
-  char expected[PSK_BUDGET_TEXT], desired[PSK_BUDGET_TEXT];
-  double deadline = mono_now + lim->timeout;
-  int tries;
-  /* Start from the budget last seen: if nobody changed it, one round. */
-  if (strcmp(lim->cache_name, name) == 0)
-    memcpy(expected, lim->cache_val, sizeof expected);
-  else
-    expected[0] = '\0';
-  for (tries = 1;; tries++) {
+  static const long ttl = (long)STATE_TTL * 1000;
+  cas_rounds r;
+  err[0] = '\0';
+  rounds_start(lim, &r, name, op, mono_now);
+  for (;;) {
     size_t len = 0;
-    psk_pace_op attempt = *op;
     int rc;
-    psk_pace_apply_text(expected, strlen(expected), &attempt, desired);
-    if (tries > 1 && strcmp(desired, expected) == 0)
-      return redis_done(lim, name, op, &attempt, expected);
-    rc = psk_redis_cas(lim->redis, deadline, name, expected, desired,
-                       (long)STATE_TTL * 1000, expected, sizeof expected, &len,
-                       err, err_cap);
-    if (rc == PSK_REDIS_SET)
-      return redis_done(lim, name, op, &attempt, desired);
-    if (rc != PSK_REDIS_CHANGED) {
-      lim->cache_name[0] = '\0';
-      return LPACE_FAILED;
-    }
+    if (rounds_next(&r)) return rounds_done(lim, &r, op, r.expected);
+    rc = psk_redis_cas(lim->redis, r.deadline, name, r.expected, r.desired,
+                       ttl, r.expected, sizeof r.expected, &len, err,
+                       err_cap);
+    if (rc == PSK_REDIS_SET) return rounds_done(lim, &r, op, r.desired);
+    if (rc != PSK_REDIS_CHANGED) return rounds_failed(lim, &r, err, err_cap);
     /* Another process went first: expected now holds its value. */
-    if (psk_time_mono() > deadline) break;
+    if (psk_time_mono() > r.deadline) break;
   }
-  snprintf(err, err_cap, "%s: budget kept changing (%d tries in %.1f s)",
-           lim->where, tries, psk_time_mono() - mono_now);
+  return rounds_failed(lim, &r, err, err_cap);
+}
+
+/* ---------------------------------------------------------------- */
+/* Redis through the host's sockets                                  */
+
+enum { IO_IDLE, IO_CONNECT, IO_EXCHANGE, IO_DONE };
+
+struct lpace_io {
+  psk_limiter *lim; /* borrowed: the client's uservalue keeps it */
+  cas_rounds r;
+  psk_redis_x *x;
+  int state;
+  int rc;           /* IO_DONE: LPACE_OK or LPACE_FAILED */
+  int reusable;     /* the connection may serve the next operation */
+  int set;          /* IO_DONE, LPACE_OK: the store holds desired (else
+                       expected: the last round changed nothing) */
+  char err[300];
+};
+
+lpace_io *lpace_io_new(void) {
+  lpace_io *io = calloc(1, sizeof *io);
+  if (io && !(io->x = psk_redis_x_new())) {
+    free(io);
+    io = NULL;
+  }
+  return io;
+}
+
+void lpace_io_free(lpace_io *io) {
+  if (!io) return;
+  psk_redis_x_free(io->x);
+  free(io);
+}
+
+int lpace_io_busy(const lpace_io *io) {
+  return io && (io->state == IO_CONNECT || io->state == IO_EXCHANGE);
+}
+
+int lpace_io_ready(const lpace_io *io) { return io && io->state == IO_DONE; }
+
+void lpace_io_target(const lpace_io *io, const char **host, int *port,
+                     const char **pool) {
+  *host = io->lim->host;
+  *port = io->lim->port;
+  *pool = io->lim->pool;
+}
+
+double lpace_io_left(const lpace_io *io) {
+  double left = io->r.deadline - psk_time_mono();
+  return left > 0.001 ? left : 0.001;
+}
+
+/* Ends the operation: failed (why) or done. */
+static int io_end(lpace_io *io, int rc, const char *why) {
+  io->state = IO_DONE;
+  io->rc = rc;
+  if (rc != LPACE_OK) {
+    snprintf(io->err, sizeof io->err, "%s", why);
+    io->lim->cache_name[0] = '\0';
+    io->lim->resting_until = psk_time_mono() + REST;
+  }
+  return rc;
+}
+
+/* The next round of the operation, on the connection as it is: LPACE_IO
+   (bytes to send: lpace_io_output) or the end. */
+static int io_round(lpace_io *io, int fresh) {
+  static const long ttl = (long)STATE_TTL * 1000;
+  if (rounds_next(&io->r)) {
+    io->state = IO_DONE;
+    io->rc = LPACE_OK;
+    io->set = 0;
+    return LPACE_OK;
+  }
+  if (psk_redis_x_begin(io->x, io->lim->redis, fresh, io->r.name,
+                        io->r.expected, io->r.desired, ttl) != PSK_REDIS_MORE)
+    return io_end(io, LPACE_FAILED, psk_redis_x_error(io->x));
+  io->state = IO_EXCHANGE;
+  return LPACE_IO;
+}
+
+int lpace_io_connected(lpace_io *io, int fresh) {
+  if (io->state != IO_CONNECT) return LPACE_FAILED;
+  return io_round(io, fresh);
+}
+
+void lpace_io_output(lpace_io *io, const char **bytes, size_t *len) {
+  *len = 0;
+  if (io->state == IO_EXCHANGE) psk_redis_x_output(io->x, bytes, len);
+}
+
+int lpace_io_feed(lpace_io *io, const char *bytes, size_t len) {
+  int rc;
+  if (io->state != IO_EXCHANGE) return io->state == IO_DONE ? io->rc : LPACE_FAILED;
+  rc = psk_redis_x_feed(io->x, bytes, len);
+  io->reusable = psk_redis_x_reusable(io->x);
+  if (rc == PSK_REDIS_MORE) return LPACE_IO;
+  if (rc == PSK_REDIS_SET) {
+    io->state = IO_DONE;
+    io->rc = LPACE_OK;
+    io->set = 1;
+    return LPACE_OK;
+  }
+  if (rc == PSK_REDIS_CHANGED) {
+    /* Another process went first: its value, and another round. */
+    snprintf(io->r.expected, sizeof io->r.expected, "%s",
+             psk_redis_x_value(io->x, NULL));
+    if (psk_time_mono() > io->r.deadline) {
+      char why[160];
+      snprintf(why, sizeof why, "%s: budget kept changing (%d tries in %.1f s)",
+               io->lim->where, io->r.tries, psk_time_mono() - io->r.started);
+      return io_end(io, LPACE_FAILED, why);
+    }
+    return io_round(io, 0);
+  }
+  return io_end(io, LPACE_FAILED, psk_redis_x_error(io->x));
+}
+
+int lpace_io_fail(lpace_io *io, const char *what) {
+  char why[300];
+  if (io->state == IO_DONE) return io->rc;
+  io->reusable = 0;
+  snprintf(why, sizeof why, "%s: %s", io->lim->where, what);
+  return io_end(io, LPACE_FAILED, why);
+}
+
+int lpace_io_reusable(const lpace_io *io) { return io->reusable; }
+
+int lpace_io_finish(lpace_io *io, psk_pace_op *op, char *err, size_t err_cap) {
+  int rc = io->rc;
+  io->state = IO_IDLE;
+  if (rc == LPACE_OK)
+    return rounds_done(io->lim, &io->r, op,
+                       io->set ? io->r.desired : io->r.expected);
+  snprintf(err, err_cap, "periskope: %s", io->err);
   return LPACE_FAILED;
 }
 
 int lpace_run(lua_State *L, int idx, const char *name, psk_pace_op *op,
-              double mono_now, char *err, size_t err_cap) {
+              double mono_now, lpace_io *io, char *err, size_t err_cap) {
   psk_limiter *lim = lpace_test(L, idx);
   char why[256];
   int rc;
   /* After a failure the store rests, so that a store that is down costs
      one timeout a second, not one per request. */
   if (!lim || mono_now < lim->resting_until) return LPACE_RESTING;
+  if (lim->kind == LIM_REDIS && io) {
+    /* The host's sockets do the I/O: the operation's first round waits
+       for a connection (lpace_io_connected). */
+    io->lim = lim;
+    io->err[0] = '\0';
+    io->reusable = 0;
+    rounds_start(lim, &io->r, name, op, mono_now);
+    io->state = IO_CONNECT;
+    return LPACE_IO;
+  }
   rc = lim->kind == LIM_REDIS
            ? redis_run(lim, name, op, mono_now, why, sizeof why)
-           : dict_run(L, lim, psk_absindex(L, idx), name, op, mono_now, why,
-                      sizeof why);
-  if (rc == LPACE_OK) return LPACE_OK;
+           : dict_run(L, lim, psk_absindex(L, idx), name, op, mono_now,
+                      io == NULL, why, sizeof why);
+  if (rc == LPACE_OK || rc == LPACE_BUSY) return rc;
   snprintf(err, err_cap, "periskope: %s", why);
   /* From the failure's end: an operation may have taken its timeout. */
   lim->resting_until = psk_time_mono() + REST;
@@ -411,6 +600,10 @@ static int lim_redis(lua_State *L) {
   lim = new_limiter(L, LIM_REDIS);
   snprintf(lim->prefix, sizeof lim->prefix, "%s", prefix);
   snprintf(lim->where, sizeof lim->where, "redis %.64s:%d", host, (int)port);
+  snprintf(lim->host, sizeof lim->host, "%s", host);
+  lim->port = (int)port;
+  snprintf(lim->pool, sizeof lim->pool, "periskope-redis:%s:%d:%d", host,
+           (int)port, (int)db);
   lim->timeout = timeout;
   lim->redis = psk_redis_new(host, (int)port, password, (int)db, timeout);
   if (!lim->redis) return luaL_error(L, "periskope: out of memory");

@@ -173,6 +173,9 @@ typedef struct known {
    uv. [-0, +1, m] */
 void lpsk_push_head(lua_State *L, const psk_buf *head, known *k,
                     head_cache *hc, int uv);
+/* Fills k from the headers table at h (its strings live as long as the
+   table). [-0, +0, -] */
+void lpsk_known_from_table(lua_State *L, int h, known *k);
 /* X-RateLimit-Limit, -Remaining or -Reset (K_LIMIT ... K_RESET) as a
    whole number, or -1. */
 long long lpsk_known_int(const known *k, int i);
@@ -212,9 +215,15 @@ enum {
   JOB_SEND, /* the job's request (req) is ready: send it, then step again
                with the reply */
   JOB_WAIT, /* wait the seconds given, then step again with NULL */
-  JOB_DONE  /* the outcome is pushed: nout values (a result table; or nil,
+  JOB_DONE, /* the outcome is pushed: nout values (a result table; or nil,
                message, kind) */
+  JOB_IO    /* a store operation waits for the host's sockets (the job's
+               w.io, carried by lpsk_wire): step again once it ended */
 };
+
+/* Seconds a job waits before asking again for a shared dictionary whose
+   lock is held (lpsk_pace.c). */
+#define LPSK_LOCK_NAP 0.001
 
 /* One pin, from its checked arguments to its outcome: pacing, events,
    attempts and retries. Whoever does the I/O (psk_http_perform for the
@@ -233,6 +242,16 @@ typedef struct pace_waiter {
   unsigned long fail_seen; /* the client's fail_seq when it began to wait
                               for an answer in flight */
   int awaiting;       /* it waits for an answer in flight */
+  lpace_io *io;       /* a job whose host must not block: its store's
+                         operations go through the host's sockets (and a
+                         held dictionary lock is a short wait); NULL:
+                         they block */
+  int stage;          /* an operation is out: 1 its take, 2 its forced
+                         take, 3 a settle (settling) */
+  int skip_store;     /* the next take paces in the client (a lock stayed
+                         held) */
+  double busy;        /* seconds waited on a held lock */
+  psk_pace_op settling; /* stage 3: the settle that is out */
 } pace_waiter;
 
 typedef struct pin_job {
@@ -264,6 +283,11 @@ typedef struct pin_job {
   int keep;          /* job:step: the step asked for more (send, wait) */
   int stepping;      /* job:step: a step of it runs (a hook may not step
                         it again) */
+  psk_reply settled; /* J_SETTLE: the outcome's status, kind, message and
+                        elapsed (no head or body: the kept result has
+                        them) */
+  int settle_sent;   /* ... it was a request that had a slot */
+  int settle_io;     /* ... the settle waits for the host's sockets */
   int cancelled;     /* job:cancel was called (during a step: it ends when
                         the step returns) */
   int io;            /* job:step: how its exchanges run (JOB_IO_*) */
@@ -324,8 +348,10 @@ enum {
   PACE_WAIT,    /* nap the seconds given, then ask again */
   PACE_REFUSED, /* send nothing: the rate limit is spent past
                    max_retry_wait, or the circuit is open */
-  PACE_SHARE    /* the answer it waited for will not come: that request's
+  PACE_SHARE,   /* the answer it waited for will not come: that request's
                    failure is its own */
+  PACE_IO       /* a store operation waits for the host's sockets (the
+                   waiter's io): step again once it has ended */
 };
 
 /* Where a slot came from. */
@@ -361,10 +387,12 @@ int lpsk_pace_ask(lua_State *L, Client *c, int ud, pace_waiter *w, int lone,
    ends; else a failure taken from a request it waited for, which only
    the circuit counts. Teaches the budget and the circuit (its events),
    and records a request's failure for the waiters of lpsk_pace_ask.
-   [-0, +0, e] */
-void lpsk_pace_settle(lua_State *L, Client *c, int ud, int slot, int shared,
-                      int probe, const known *k, long long date,
-                      const psk_reply *rep);
+   Returns 0 when done; with w->io, PACE_IO (the store's operation waits
+   for the host's sockets) or PACE_WAIT (a held lock: LOCK_NAP), after
+   which the same call, made again, carries on. [-0, +0, e] */
+int lpsk_pace_settle(lua_State *L, Client *c, int ud, pace_waiter *w,
+                     int slot, int shared, int probe, const known *k,
+                     long long date, const psk_reply *rep);
 /* A waiter that stops waiting gives its place in the store's queue back
    (a store that fails lets the ticket's lease end it), and is zeroed.
    [-0, +0, e] */
@@ -410,8 +438,12 @@ int lpsk_wire_begin(lua_State *L, pin_job *j, lpsk_wire *w);
    exchange is over (lpsk_wire_outcome has it). [-0, +n, v] */
 int lpsk_wire_step(lua_State *L, pin_job *j, lpsk_wire *w);
 /* The exchange's outcome, once lpsk_wire_step said 0: an answer or a
-   failure, valid until the next lpsk_wire_begin. */
+   failure, valid until the next lpsk_wire_begin (NULL after a store
+   operation: its outcome is io's). */
 const psk_reply *lpsk_wire_outcome(lpsk_wire *w);
+/* Starts carrying store operation io (its first action: "connect" to
+   the store). [-0, +2, m] */
+int lpsk_wire_store(lua_State *L, lpsk_wire *w, lpace_io *io);
 
 /* ---------------------------------------------------------------- */
 /* the pin job driven from Lua (lpsk_async.c)                        */

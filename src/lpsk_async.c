@@ -89,7 +89,12 @@ int lpsk_client_pin_job(lua_State *L) {
     return luaL_error(L, "periskope: pin_job: no watch could be made (out of "
                          "file descriptors or memory; io = \"watch\" needs "
                          "Linux's epoll)");
-  if (io == JOB_IO_BYTES && !(j->wire = lpsk_wire_new()))
+  /* A host that must not block has its store's operations go through
+     its own sockets (and a held dictionary lock is a short wait). */
+  if ((io == JOB_IO_BYTES || (io == JOB_IO_WATCH && c->limited)) &&
+      !(j->wire = lpsk_wire_new()))
+    return luaL_error(L, "periskope: out of memory");
+  if (io != JOB_IO_SEND && c->limited && !(j->w.io = lpace_io_new()))
     return luaL_error(L, "periskope: out of memory");
   return 1;
 }
@@ -251,6 +256,11 @@ static int step_body(lua_State *L) {
       return push_watch(L, j);
     action = lpsk_job_step(L, j, 1, rep, &wait);
     rep = NULL;
+    if (!j->cancelled && action == JOB_IO) {
+      /* The store's operation, over the host's sockets. */
+      j->keep = 1;
+      return lpsk_wire_store(L, j->wire, j->w.io);
+    }
     if (!j->cancelled && action == JOB_SEND && j->io == JOB_IO_BYTES) {
       if (c->closed)
         return luaL_error(L, "periskope: attempt to use a closed client");
@@ -334,12 +344,12 @@ static int job_step(lua_State *L) {
     j->c = NULL;
     return luaL_error(L, "periskope: attempt to use a closed client");
   }
-  if (j->io == JOB_IO_WATCH) {
+  if (j->io == JOB_IO_WATCH && !lpsk_wire_busy(j->wire)) {
     if (!lua_isnone(L, 2))
       return arg_error(L, 2, "step", "a watched job takes no answer: call "
                                      "job:step() when its descriptor is "
                                      "ready or its time is up");
-  } else if (j->io == JOB_IO_BYTES) {
+  } else if (j->io != JOB_IO_SEND) {
     if (lpsk_wire_busy(j->wire)) {
       /* A socket call's result: the exchange goes on, no hook runs. */
       int n = lpsk_wire_step(L, j, j->wire);

@@ -21,10 +21,12 @@
 #include "psk_time.h"
 
 enum {
-  J_PACE,  /* wants a slot for its next attempt */
-  J_SENT,  /* its request is out: the next step takes the reply */
-  J_RETRY, /* a retry waits: the next step asks for a slot again */
-  J_DONE   /* the outcome was pushed */
+  J_PACE,   /* wants a slot for its next attempt */
+  J_SENT,   /* its request is out: the next step takes the reply */
+  J_SETTLE, /* its outcome waits in the registry for the pacer's settle,
+               which waits for the host's sockets (or a held lock) */
+  J_RETRY,  /* a retry waits: the next step asks for a slot again */
+  J_DONE    /* the outcome was pushed */
 };
 
 /* ---------------------------------------------------------------- */
@@ -157,6 +159,8 @@ void lpsk_ev_wait(lua_State *L, Client *c, int ud, double seconds,
 /* ---------------------------------------------------------------- */
 /* a reply                                                           */
 
+static void keep_outcome(lua_State *L, pin_job *j, int n);
+
 /* What to do after an outcome. */
 typedef struct next_step {
   int retry;      /* make another attempt */
@@ -236,32 +240,60 @@ static long long learn_clock(Client *c, const psk_reply *rep, const known *k) {
   return date;
 }
 
+/* The rest of an outcome's path, once the pacer has settled it (its n
+   values on top; k: an answer's headers, or NULL): the retry plan and
+   the response or failure event. */
+static void after_settle(lua_State *L, pin_job *j, int ud, int n,
+                         const psk_reply *rep, const known *k,
+                         next_step *next) {
+  j->slot = 0; /* after the settle: a raise in its limiter event leaves it
+                  owed */
+  plan_retry(j, rep, k, next);
+  if (!lpsk_wants_events(j->c)) return;
+  if (n == 1)
+    ev_response(L, j, ud, rep);
+  else
+    ev_failure(L, j, ud, rep);
+}
+
 /* The one path every outcome takes, in pin, pin_many and job:step:
-   pushes it (returns how many values), decides whether to retry, teaches
-   the clock and the pacer (sent: the request had a slot), then emits the
-   response or failure event. Everything read from rep is read before the
-   first call into Lua that may run a hook. */
+   pushes it (returns how many values), teaches the clock and the pacer
+   (sent: the request had a slot) -- the pacer first: the circuit it may
+   open takes the retry away -- then decides whether to retry and emits
+   the response or failure event. Everything read from rep is read before
+   the first call into Lua that may run a hook. A settle that waits for
+   the host's sockets (or a held lock) leaves the job in J_SETTLE, the
+   outcome kept, and the rest to settle_resume. */
 static int take_reply(lua_State *L, pin_job *j, int ud, const psk_reply *rep,
                       int sent, next_step *next) {
   known k;
+  int n, st;
   j->tries++;
-  /* The pacer first: the circuit it may open takes the retry away. */
   if (rep->status) {
     push_answer(L, j, ud, rep, &k);
-    lpsk_pace_settle(L, j->c, ud, 1, j->shared, j->probe, &k,
-                     learn_clock(j->c, rep, &k), rep);
-    j->slot = 0; /* after: a raise in its limiter event leaves it owed */
-    plan_retry(j, rep, &k, next);
-    if (lpsk_wants_events(j->c)) ev_response(L, j, ud, rep);
-    return 1;
+    n = 1;
+    st = lpsk_pace_settle(L, j->c, ud, &j->w, 1, j->shared, j->probe, &k,
+                          learn_clock(j->c, rep, &k), rep);
+  } else {
+    push_failure(L, rep);
+    n = 3;
+    st = lpsk_pace_settle(L, j->c, ud, &j->w, sent,
+                          sent ? j->shared : j->c->limited, sent && j->probe,
+                          NULL, -1, rep);
   }
-  push_failure(L, rep);
-  lpsk_pace_settle(L, j->c, ud, sent, sent ? j->shared : j->c->limited,
-                   sent && j->probe, NULL, -1, rep);
-  j->slot = 0;
-  plan_retry(j, rep, NULL, next);
-  if (lpsk_wants_events(j->c)) ev_failure(L, j, ud, rep);
-  return 3;
+  if (st) {
+    /* The outcome and what its rest needs wait for the settle. */
+    j->settled = *rep;
+    memset(&j->settled.head, 0, sizeof j->settled.head);
+    memset(&j->settled.body, 0, sizeof j->settled.body);
+    j->settle_sent = sent;
+    j->settle_io = st == PACE_IO;
+    keep_outcome(L, j, n);
+    j->state = J_SETTLE;
+    return 0;
+  }
+  after_settle(L, j, ud, n, rep, rep->status ? &k : NULL, next);
+  return n;
 }
 
 /* Drops the outcome j kept while a retry waited. */
@@ -315,11 +347,46 @@ static int job_next(lua_State *L, pin_job *j, int ud, int n,
   return JOB_DONE;
 }
 
+/* What a job whose settle is out asks of its driver. */
+static int settle_pending(pin_job *j, double *wait) {
+  if (j->settle_io) return JOB_IO;
+  *wait = LPSK_LOCK_NAP;
+  return JOB_WAIT;
+}
+
 /* The step after a send: the answer or failure it got. */
 static int job_answer(lua_State *L, pin_job *j, int ud, const psk_reply *rep,
                       double *wait) {
   next_step next = {0, 0, 0};
   int n = take_reply(L, j, ud, rep, 1, &next);
+  if (j->state == J_SETTLE) return settle_pending(j, wait);
+  return job_next(L, j, ud, n, &next, wait);
+}
+
+/* J_SETTLE: the settle again (it carries on from where it waited); once
+   done, the kept outcome comes back and goes on its way. */
+static int settle_resume(lua_State *L, pin_job *j, int ud, double *wait) {
+  next_step next = {0, 0, 0};
+  known k;
+  int n, st = lpsk_pace_settle(L, j->c, ud, &j->w, j->settle_sent,
+                               j->settle_sent ? j->shared : j->c->limited,
+                               j->settle_sent && j->probe, NULL, -1, NULL);
+  if (st) {
+    j->settle_io = st == PACE_IO;
+    return settle_pending(j, wait);
+  }
+  n = push_kept(L, j);
+  if (n == 1) {
+    /* The answer's headers, from its table: they live on the stack. */
+    lua_getfield(L, -1, "headers");
+    lpsk_known_from_table(L, lua_gettop(L), &k);
+    lua_insert(L, -2);
+  }
+  after_settle(L, j, ud, n, &j->settled, n == 1 ? &k : NULL, &next);
+  if (n == 1) {
+    int v = lua_gettop(L);
+    lua_remove(L, v - 1); /* the headers table: the result holds it */
+  }
   return job_next(L, j, ud, n, &next, wait);
 }
 
@@ -329,6 +396,7 @@ int lpsk_job_unsent(lua_State *L, pin_job *j, int ud, int how,
   if (how == PACE_SHARE) {
     next_step next = {0, 0, 0};
     int n = take_reply(L, j, ud, why, 0, &next);
+    if (j->state == J_SETTLE) return settle_pending(j, wait);
     return job_next(L, j, ud, n, &next, wait);
   }
   /* Refused: nothing sent. The call ends with the outcome a retry waited
@@ -365,10 +433,15 @@ int lpsk_job_step(lua_State *L, pin_job *j, int ud, const psk_reply *rep,
   switch (j->state) {
   case J_SENT:
     return job_answer(L, j, ud, rep, wait);
-  case J_RETRY:
+  case J_SETTLE:
+    return settle_resume(L, j, ud, wait);
+  case J_RETRY: {
+    lpace_io *io = j->w.io;
     j->state = J_PACE;
     memset(&j->w, 0, sizeof j->w);
+    j->w.io = io;
     break;
+  }
   case J_PACE:
     break;
   default:
@@ -381,6 +454,8 @@ int lpsk_job_step(lua_State *L, pin_job *j, int ud, const psk_reply *rep,
                           &slot, &why)) {
     case PACE_WAIT:
       return JOB_WAIT;
+    case PACE_IO:
+      return JOB_IO;
     case PACE_REFUSED:
       return lpsk_job_unsent(L, j, ud, PACE_REFUSED, &why, wait);
     case PACE_SHARE:
@@ -443,6 +518,8 @@ void lpsk_job_release(lua_State *L, pin_job *j) {
      (job:close and the collector close it). */
   lpsk_wire_free(j->wire);
   j->wire = NULL;
+  lpace_io_free(j->w.io);
+  j->w.io = NULL;
   /* Buffers go back to an open client with none (a closed one is, or
      will be, released: they are freed here). */
   if (j->c && !j->c->closed && !j->c->spare.url.data && j->req.url.data)

@@ -136,7 +136,6 @@ static int new_headers(lua_State *L, int n) {
 static const char *const known_names[K_N] = {
     "x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset",
     "x-periskope-trace-id", "retry-after", "date"};
-static void known_from_table(lua_State *L, int h, known *k);
 
 /* Parses the X-RateLimit-* values of k once, for the result and the
    pacer. */
@@ -354,7 +353,7 @@ void lpsk_push_head(lua_State *L, const psk_buf *head, known *k,
   lua_settop(L, t);
   if (hc) hc->busy = 0;
   /* A repeated known header counts as its joined value, as in the table. */
-  if (repeated_known) known_from_table(L, t, k);
+  if (repeated_known) lpsk_known_from_table(L, t, k);
 }
 
 /* headers[k] for any case of k: the table's keys are lower-case. */
@@ -381,7 +380,7 @@ static const char *header_str(lua_State *L, int t, const char *name,
 }
 
 /* Fills k from headers table h (lower-case keys). */
-static void known_from_table(lua_State *L, int h, known *k) {
+void lpsk_known_from_table(lua_State *L, int h, known *k) {
   int i;
   for (i = 0; i < K_N; i++) k->v[i] = header_str(L, h, known_names[i], &k->n[i]);
   known_numbers(k);
@@ -587,7 +586,7 @@ int lpsk_read_response(lua_State *L) {
   }
   join_parts(L, h, parts);
   lua_settop(L, h);
-  known_from_table(L, h, &kh);
+  lpsk_known_from_table(L, h, &kh);
   lpsk_push_result(L, (long)status, h, &kh, body, blen, 1);
   return 1;
 }

@@ -14,6 +14,10 @@
  *   "read", n, secs        -> job:step(sock:receive(n) or receiveany)
  *   "release", keep, secs  -> setkeepalive (keep) or close; job:step()
  *
+ * A store operation of the job's pacing (a Redis limiter's compare-and-
+ * set, lpace_io) goes the same way: connect, write, read, release, to
+ * Redis, with the operation's deadline.
+ *
  * Every limit the module's libcurl transport has is here too: the
  * attempt's timeout (each action carries the seconds left), the head and
  * body caps (too_large), a kept-alive connection the server had closed
@@ -36,7 +40,11 @@ enum {
   W_WRITE,     /* "write" asked */
   W_READ,      /* "read" asked */
   W_RELEASE,   /* "release" asked: the outcome is in rep */
-  W_RESEND     /* "release" asked of a stale connection: then "connect" */
+  W_RESEND,    /* "release" asked of a stale connection: then "connect" */
+  S_CONNECT,   /* a store operation (lpace_io): "connect" asked */
+  S_WRITE,     /* ... "write" asked */
+  S_READ,      /* ... "read" asked */
+  S_RELEASE    /* ... "release" asked: it has ended */
 };
 
 struct lpsk_wire {
@@ -52,6 +60,7 @@ struct lpsk_wire {
   int resent;        /* sent again after a stale connection */
   int keep;          /* release: keep the connection */
   int fresh;         /* connect: a new connection is needed */
+  lpace_io *io;      /* S_*: the store operation carried */
 };
 
 lpsk_wire *lpsk_wire_new(void) {
@@ -257,7 +266,10 @@ static const char *said(lua_State *L, int i, const char *def) {
   return t == LUA_TSTRING || t == LUA_TNUMBER ? lua_tostring(L, i) : def;
 }
 
+static int store_step(lua_State *L, lpsk_wire *w);
+
 int lpsk_wire_step(lua_State *L, pin_job *j, lpsk_wire *w) {
+  if (w->phase >= S_CONNECT) return store_step(L, w);
   switch (w->phase) {
   case W_RELEASE:
     return 0; /* the outcome: lpsk_wire_outcome */
@@ -311,6 +323,96 @@ int lpsk_wire_step(lua_State *L, pin_job *j, lpsk_wire *w) {
   }
   default:
     return luaL_error(L, "periskope: job:step: no exchange is under way");
+  }
+}
+
+/* ---------------------------------------------------------------- */
+/* a store operation                                                 */
+
+/* The operation's next bytes to write, or a read when there are none. */
+static int store_next(lua_State *L, lpsk_wire *w) {
+  const char *bytes;
+  size_t n;
+  lpace_io_output(w->io, &bytes, &n);
+  if (n) {
+    w->phase = S_WRITE;
+    lua_pushliteral(L, "write");
+    lua_pushlstring(L, bytes, n);
+  } else {
+    w->phase = S_READ;
+    lua_pushliteral(L, "read");
+    lua_pushinteger(L, 0);
+  }
+  lua_pushnumber(L, (lua_Number)lpace_io_left(w->io));
+  return 3;
+}
+
+/* The operation has ended: its connection kept when still in step. */
+static int store_release(lua_State *L, lpsk_wire *w, int keep) {
+  w->phase = S_RELEASE;
+  lua_pushliteral(L, "release");
+  lua_pushboolean(L, keep && lpace_io_reusable(w->io));
+  lua_pushnumber(L, 30);
+  return 3;
+}
+
+int lpsk_wire_store(lua_State *L, lpsk_wire *w, lpace_io *io) {
+  const char *host, *pool;
+  int port;
+  w->io = io;
+  w->phase = S_CONNECT;
+  lpace_io_target(io, &host, &port, &pool);
+  lua_pushliteral(L, "connect");
+  lua_createtable(L, 0, 5);
+  lua_pushstring(L, host);
+  lua_setfield(L, -2, "host");
+  lua_pushinteger(L, port);
+  lua_setfield(L, -2, "port");
+  lua_pushstring(L, pool);
+  lua_setfield(L, -2, "pool");
+  lua_pushnumber(L, (lua_Number)lpace_io_left(io));
+  lua_setfield(L, -2, "timeout");
+  lua_pushboolean(L, 0);
+  lua_setfield(L, -2, "tls");
+  return 2;
+}
+
+/* A store operation's next action, from what the socket call gave. */
+static int store_step(lua_State *L, lpsk_wire *w) {
+  int rc;
+  switch (w->phase) {
+  case S_CONNECT:
+    if (!lua_toboolean(L, 2)) {
+      lpace_io_fail(w->io, said(L, 3, "connect failed"));
+      return store_release(L, w, 0);
+    }
+    rc = lpace_io_connected(w->io, lua_tointeger(L, 4) == 0);
+    if (rc == LPACE_IO) return store_next(L, w);
+    return store_release(L, w, 1);
+  case S_WRITE:
+    if (lua_isnil(L, 2)) {
+      lpace_io_fail(w->io, said(L, 3, "send failed"));
+      return store_release(L, w, 0);
+    }
+    return store_next(L, w);
+  case S_READ: {
+    size_t n = 0;
+    const char *data = lua_type(L, 2) == LUA_TSTRING ? lua_tolstring(L, 2, &n)
+                                                     : NULL;
+    if (!data) {
+      const char *err = said(L, 3, "closed");
+      lpace_io_fail(w->io, strcmp(err, "closed") == 0
+                               ? "the server closed the connection"
+                               : err);
+      return store_release(L, w, 0);
+    }
+    rc = lpace_io_feed(w->io, data, n);
+    if (rc == LPACE_IO) return store_next(L, w);
+    return store_release(L, w, 1);
+  }
+  default: /* S_RELEASE */
+    w->phase = W_IDLE;
+    return 0;
   }
 }
 
