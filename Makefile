@@ -11,6 +11,8 @@
 #   make demo                 pin through the bundled local Periskope server
 #   make install              the module into $(LUA_CMOD), the command into $(BINDIR),
 #                             its man page, the LuaLS annotations; make uninstall
+#   make dist                 the release tarball and its rockspec (build/dist/)
+#   make deb                  the Debian package, lintian clean (build/deb/)
 
 LUA ?= lua5.4
 PKG_CONFIG ?= pkg-config
