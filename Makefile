@@ -13,6 +13,8 @@
 #   make install              the module into $(LUA_CMOD), the command into $(BINDIR),
 #                             its man page, the LuaLS annotations; make uninstall
 #   make nvim                 the checkout as a Neovim plugin: lua/periskope.so, doc/tags
+#   make dist                 the release tarball and its rockspec (build/dist/)
+#   make deb                  the Debian package, lintian clean (build/deb/)
 
 LUA ?= lua5.4
 PKG_CONFIG ?= pkg-config
@@ -24,15 +26,28 @@ LUA_CFLAGS := -I$(LUA_INCDIR)
 else
 LUA_CFLAGS := $(shell $(PKG_CONFIG) --cflags $(LUA))
 endif
+# libcurl: where LuaRocks says (it passes CURL_INCDIR and CURL_LIBDIR, from
+# the CURL_DIR it found or was given), else where pkg-config says.
+ifneq ($(CURL_INCDIR)$(CURL_LIBDIR),)
+CURL_CFLAGS := $(if $(CURL_INCDIR),-I$(CURL_INCDIR))
+CURL_LIBS := $(if $(CURL_LIBDIR),-L$(CURL_LIBDIR)) -lcurl
+else
 CURL_CFLAGS := $(shell $(PKG_CONFIG) --cflags libcurl 2>/dev/null)
 CURL_LIBS := $(or $(shell $(PKG_CONFIG) --libs libcurl 2>/dev/null),-lcurl)
+endif
 
 # ---------------------------------------------------------------- hiredis
 # The Redis store of shared pacing (periskope.limiter.redis) is optional.
 # HIREDIS=auto (the default) uses hiredis when pkg-config finds it; no
 # builds without it (periskope.limiter.redis then raises, saying what is
 # missing); yes stops when it is missing. Changing it rebuilds the objects.
+# Empty is auto: the rockspec passes HIREDIS as LuaRocks was given it
+# (`luarocks make HIREDIS=no`), empty when it was not.
 HIREDIS ?= auto
+override HIREDIS := $(or $(HIREDIS),auto)
+ifeq ($(filter auto yes no,$(HIREDIS)),)
+$(error HIREDIS=$(HIREDIS): it must be auto, yes or no)
+endif
 ifneq ($(HIREDIS),no)
 HAVE_HIREDIS := $(shell $(PKG_CONFIG) --exists hiredis 2>/dev/null && echo yes)
 endif
@@ -42,7 +57,7 @@ HIREDIS_LIBS := $(shell $(PKG_CONFIG) --libs hiredis)
 else
 HAVE_HIREDIS := no
 ifeq ($(HIREDIS),yes)
-$(error HIREDIS=yes, but pkg-config finds no hiredis: install libhiredis-dev)
+$(error HIREDIS=yes, but pkg-config finds no hiredis: install libhiredis-dev (Debian), or build without it, which only periskope.limiter.redis needs: make HIREDIS=no, luarocks make HIREDIS=no)
 endif
 endif
 # The specs read it to know what periskope.limiter.redis must do.
@@ -105,6 +120,7 @@ $(BUILD)/hiredis-$(HAVE_HIREDIS): | $(BUILD)
 # libcurl and hiredis are linked; liblua is not: the host (lua, luajit, nginx, nvim) has it.
 $(SO): $(OBJ)
 	$(CC) $(LDFLAGS_SO) -o $@ $(OBJ) $(CURL_LIBS) $(HIREDIS_LIBS)
+	@echo "periskope: $@ $(if $(filter yes,$(HAVE_HIREDIS)),links hiredis (HIREDIS=no leaves it out),has no Redis store: no hiredis (HIREDIS=$(HIREDIS)))"
 
 # The spec files run side by side, each in its own busted process with its
 # own local servers (spec/support/run_specs.lua); then the failures, one
@@ -191,29 +207,50 @@ check-redis: build/check-redis
 # periskope.uv, from lua/), the command (told which interpreter and module
 # directory it goes with), its man page and the LuaLS annotations (meta/,
 # not on any package.path: a periskope.lua there would hide the C module
-# from require).
+# from require). install-module, install-command and install-data are its
+# parts (the Debian package's rules take the last two; dh-lua installs the
+# modules).
 LUA_LMOD ?= $(PREFIX)/share/lua/$(LUA_VERSION_DIR)
 LUA_MODULES := periskope/ngx.lua periskope/uv.lua periskope/nvim.lua
 MANDIR ?= $(PREFIX)/share/man
 METADIR ?= $(PREFIX)/share/periskope/meta
 # The module directory the command searches first; empty, none (LuaRocks,
-# whose wrapper of the command knows where it deploys the module).
+# where the command finds the tree it is installed in, or Debian's paths).
 INSTALLED_CMOD ?= $(LUA_CMOD)
+# The command's first line names the interpreter itself, so that no shell
+# runs before Lua on each call; when it is not found, the sh launcher is
+# kept, told which Lua to run.
+LUA_INTERP ?= $(shell command -v $(LUA_BIN) 2>/dev/null)
+# COMMAND_VERSIONED=yes installs periskope-<Lua version> beside periskope:
+# LuaRocks deploys both into the tree's bin/, and the one periskope there is
+# the last Lua version installed, so each version keeps a name of its own.
+COMMAND_VERSIONED ?= no
+COMMANDS := periskope $(if $(filter yes,$(COMMAND_VERSIONED)),periskope-$(LUA_VERSION_DIR))
 
-install: $(SO)
-	install -d "$(DESTDIR)$(LUA_CMOD)" "$(DESTDIR)$(BINDIR)" "$(DESTDIR)$(MANDIR)/man1" \
-	  "$(DESTDIR)$(METADIR)" "$(DESTDIR)$(LUA_LMOD)/periskope"
+.PHONY: install-module install-command install-data
+install: install-module install-command install-data
+
+install-module: $(SO)
+	install -d "$(DESTDIR)$(LUA_CMOD)" "$(DESTDIR)$(LUA_LMOD)/periskope"
 	install -m 0755 $(SO) "$(DESTDIR)$(LUA_CMOD)/periskope.so"
 	for m in $(LUA_MODULES); do install -m 0644 lua/$$m "$(DESTDIR)$(LUA_LMOD)/$$m" || exit 1; done
-	sed -e 's|^lua=$$|lua=$(LUA_BIN)|' \
-	  $(if $(INSTALLED_CMOD),-e 's|^local INSTALLED_CMOD = nil$$|local INSTALLED_CMOD = "$(INSTALLED_CMOD)"|') \
-	  bin/periskope > "$(DESTDIR)$(BINDIR)/periskope"
-	chmod 0755 "$(DESTDIR)$(BINDIR)/periskope"
+
+install-command:
+	install -d "$(DESTDIR)$(BINDIR)"
+	for c in $(COMMANDS); do \
+	  sed -e 's|^lua=$$|lua=$(LUA_BIN)|' \
+	    $(if $(LUA_INTERP),-e '1s|^#!/bin/sh$$|#!$(LUA_INTERP)|') \
+	    $(if $(INSTALLED_CMOD),-e 's|^local INSTALLED_CMOD = nil$$|local INSTALLED_CMOD = "$(INSTALLED_CMOD)"|') \
+	    bin/periskope > "$(DESTDIR)$(BINDIR)/$$c" && chmod 0755 "$(DESTDIR)$(BINDIR)/$$c" || exit 1; \
+	done
+
+install-data:
+	install -d "$(DESTDIR)$(MANDIR)/man1" "$(DESTDIR)$(METADIR)"
 	install -m 0644 doc/periskope.1 "$(DESTDIR)$(MANDIR)/man1/periskope.1"
 	install -m 0644 meta/periskope.lua "$(DESTDIR)$(METADIR)/periskope.lua"
 
 uninstall:
-	rm -f "$(DESTDIR)$(LUA_CMOD)/periskope.so" "$(DESTDIR)$(BINDIR)/periskope" \
+	rm -f "$(DESTDIR)$(LUA_CMOD)/periskope.so" $(COMMANDS:%="$(DESTDIR)$(BINDIR)/%") \
 	  "$(DESTDIR)$(MANDIR)/man1/periskope.1" "$(DESTDIR)$(METADIR)/periskope.lua" \
 	  $(LUA_MODULES:%="$(DESTDIR)$(LUA_LMOD)/%")
 	rmdir "$(DESTDIR)$(METADIR)" "$(DESTDIR)$(PREFIX)/share/periskope" \
@@ -246,7 +283,8 @@ nvim:
 
 # ---------------------------------------------------------------- release
 # make dist: $(DIST_DIR)/periskope-$(VERSION).tar.gz, the committed tree
-# (git archive HEAD), and $(DIST_DIR)/periskope-$(VERSION)-1.rockspec,
+# (git archive HEAD) less what .gitattributes marks export-ignore (the
+# specs, fuzz harnesses, bench and CI), and $(DIST_DIR)/periskope-$(VERSION)-1.rockspec,
 # the scm rockspec with that tarball, its md5 and its top directory as the
 # source. DIST_URL is where the tarball is published (.ci/run gives a
 # file:// URL to build and pack it offline).
@@ -259,6 +297,7 @@ DIST_URL ?= $(HOMEPAGE)/releases/download/v$(VERSION)/$(DIST_NAME).tar.gz
 .PHONY: dist
 dist:
 	@test -n "$(VERSION)" || { echo "dist: no PSK_VERSION in src/psk_core.h"; exit 1; }
+	@git rev-parse --is-inside-work-tree >/dev/null 2>&1 || { echo "dist: git archive needs a clone"; exit 1; }
 	mkdir -p $(DIST_DIR)
 	git archive --format=tar.gz --prefix=$(DIST_NAME)/ -o $(DIST_DIR)/$(DIST_NAME).tar.gz HEAD
 	md5=$$(md5sum $(DIST_DIR)/$(DIST_NAME).tar.gz | cut -d' ' -f1) && \
@@ -270,9 +309,50 @@ dist:
 	@echo "dist: $(DIST_DIR)/$(DIST_NAME).tar.gz $(DIST_DIR)/$(DIST_NAME)-1.rockspec"
 # ----------------------------------------------------------------
 
+# ---------------------------------------------------------------- Debian package
+# make deb: $(DEB_DIR)/lua-periskope_$(VERSION)_<arch>.deb, built by Debian's
+# own tooling (debian/: debhelper and dh-lua; scripts/setup-debian-dev
+# installs them) from the files of the release tarball (.gitattributes) as
+# they are in the work tree (tracked files: `git stash create`), unpacked
+# into $(DEB_DIR)/src so that the checkout stays clean; then lintian, which
+# must be clean. From a release tarball (no git), its own files.
+DEB_DIR ?= build/deb
+DEB_ARCH = $(shell dpkg --print-architecture)
+DEB = $(DEB_DIR)/lua-periskope_$(VERSION)_$(DEB_ARCH).deb
+LINTIAN_FLAGS ?= --info --display-experimental --pedantic --fail-on error,warning,info,pedantic,experimental
+
+.PHONY: deb print-sources
+deb:
+	@v=$$(dpkg-parsechangelog -S Version); [ "$$v" = "$(VERSION)" ] || \
+	  { echo "deb: debian/changelog says $$v, src/psk_core.h $(VERSION): add a changelog entry (dch -v $(VERSION))"; exit 1; }
+	rm -rf $(DEB_DIR) && mkdir -p $(DEB_DIR)/src
+	if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then \
+	  tree=$$(git stash create) && git archive --format=tar $${tree:-HEAD} | tar -x -C $(DEB_DIR)/src; \
+	else tar -c --exclude=./build . | tar -x -C $(DEB_DIR)/src; fi
+	cd $(DEB_DIR)/src && dpkg-buildpackage -b -us -uc --no-sign
+	lintian $(LINTIAN_FLAGS) $(DEB)
+	@echo "deb: $(DEB)"
+
+# The module's C sources, for debian/lua5.*.dh-lua.conf.
+print-sources:
+	@echo $(SRC)
+# ----------------------------------------------------------------
+
 clean:
 	rm -rf build
 	rm -f lua/periskope.so doc/tags
+
+# The release tarball (make dist, .gitattributes) leaves out the specs, the
+# fuzz harnesses and the bench: their targets stop at once, saying so.
+TARBALL_LACKS = $(if $(wildcard spec/helper.lua),,$(if $(filter test test-all test-contention \
+  test-nohiredis check-asan check-valgrind-suite,$(MAKECMDGOALS)),spec/)) \
+  $(if $(wildcard fuzz/fuzz.h),,$(if $(filter fuzz fuzz-build fuzz-regress,$(MAKECMDGOALS)),fuzz/)) \
+  $(if $(wildcard bench/bench.lua),,$(if $(filter bench bench-build bench-node bench-deps \
+  bench-nonblocking,$(MAKECMDGOALS)),bench/))
+ifneq ($(strip $(TARBALL_LACKS)),)
+$(error $(strip $(TARBALL_LACKS)) not in the release tarball, only in the repository ($(HOMEPAGE)): \
+  make $(MAKECMDGOALS) needs a clone)
+endif
 
 # Further targets (fuzzing, sanitizers, static checks, benchmark) live in mk/.
 -include mk/*.mk

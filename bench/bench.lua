@@ -25,6 +25,8 @@
 --    which the contention spec runs too).
 -- 6. CPU per pin of an nginx worker pinning BENCH_HOST_PINS times through
 --    periskope from a content handler.
+-- 7. One pin through the periskope command against one curl process, wall
+--    time per call, and the parts of the command's cost (bench/command.lua).
 --
 -- It prints the results, writes them to BENCH_RESULTS (Markdown), puts them
 -- between the bench markers of BENCH_README, and draws BENCH_PNG with
@@ -84,12 +86,14 @@ local CFG = {
   -- Which parts to run: a partial run (say BENCH_PARTS=cg) writes
   -- BENCH_DIR/results-partial.md and leaves the README and chart alone.
   host_pins = env_num("BENCH_HOST_PINS", 20000),
-  parts = env_str("BENCH_PARTS", "seq,cg,many,rss,fair,host"),
+  parts = env_str("BENCH_PARTS", "seq,cg,many,rss,fair,host,cmd"),
 }
 
 local PARTS, ALL_PARTS = {}, true
 for p in CFG.parts:gmatch("[^,%s]+") do PARTS[p] = true end
-for _, p in ipairs { "seq", "cg", "many", "rss", "fair", "host" } do ALL_PARTS = ALL_PARTS and PARTS[p] == true end
+for _, p in ipairs { "seq", "cg", "many", "rss", "fair", "host", "cmd" } do
+  ALL_PARTS = ALL_PARTS and PARTS[p] == true
+end
 if not ALL_PARTS then CFG.results = CFG.dir .. "/results-partial.md" end
 
 local API_KEY = "bench-key-0123456789abcdef"
@@ -99,7 +103,7 @@ local NODE_PORT = 8080 -- env: 'local' in the Node client means localhost:8080
 -- Targets (see bench/README.md). fair_total: total time of a fairness run
 -- at most this times the ideal; its slowest pin is held to ceil(N/B) + 1
 -- windows, which needs no setting.
-local TARGET = { seq = 1.0, instr = 1.0, many = 0.95, rss_kib = 100, fair_total = 1.25 }
+local TARGET = { seq = 1.0, instr = 1.0, many = 0.95, rss_kib = 100, fair_total = 1.25, cmd = 1.0 }
 
 ------------------------------------------------------------------------------
 -- Small helpers
@@ -1181,6 +1185,11 @@ local function targets(summary)
     md(("| RSS growth 10k → 100k pins < %d kB | %s kB | %s |"):format(TARGET.rss_kib, commas(g),
       verdict(g < TARGET.rss_kib)))
   end
+  if summary.cmd and summary.cmd.ratio then
+    local x = summary.cmd.ratio
+    md(("| one pin through the command ≤ %.2f× one curl process | %.2f× (%.1f ms vs %.1f ms) | %s |")
+      :format(TARGET.cmd, x, summary.cmd.command * 1000, summary.cmd.curl * 1000, verdict(x <= TARGET.cmd)))
+  end
   for _, r in ipairs(summary.fair and summary.fair.rows or {}) do
     local x = r.elapsed / r.ideal
     md(("| %d processes: slowest pin ≤ %g windows (%g s) | %s s | %s |"):format(r.procs,
@@ -1309,6 +1318,10 @@ local ok_main, err_main = pcall(function()
   if PARTS.rss then summary.rss = rss(srv) end
   if PARTS.fair then summary.fair = fair() end
   if PARTS.host then summary.host = host(srv) end
+  if PARTS.cmd then
+    summary.cmd = require("bench.command").run { srv = srv, sh = sh, sq = sq, md = md, say = say,
+      api_key = API_KEY, phone = PHONE, dir = CFG.dir, cpu_prefix = on_cpu(CFG.client_cpu) }
+  end
 end)
 srv:stop()
 if not ok_main then
@@ -1336,4 +1349,5 @@ if summary.many and not summary.many.valid then valid = false end
 if summary.rss and not summary.rss.valid then valid = false end
 if summary.fair and not summary.fair.valid then valid = false end
 if summary.host and not summary.host.valid then valid = false end
+if summary.cmd and summary.cmd.valid == false then valid = false end
 os.exit(valid and 0 or 1)

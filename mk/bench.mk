@@ -11,15 +11,16 @@
 #   make bench-nonblocking  only the non-blocking part: nginx's worker and
 #                     Neovim's loop while pins wait (about 20 s)
 #   make bench-deps   what the bench uses beyond scripts/setup-debian-dev:
-#                     lua-curl, gnuplot-nox, valgrind, linux-perf (apt-get) and the
-#                     Node client (npm ci in bench/node)
+#                     lua-curl, gnuplot-nox, valgrind, linux-perf, hyperfine
+#                     (apt-get) and the Node client (npm ci in bench/node)
 #
 # Settings (environment or make variables): BENCH_PINS, BENCH_WARMUP,
 # BENCH_ROUNDS, BENCH_CURL_PINS, BENCH_NODE_PINS, BENCH_CG_N1, BENCH_CG_N2,
 # BENCH_CG_REPEAT, BENCH_CG_LIBDIR, BENCH_MANY_TRIPS, BENCH_MANY_LATENCY,
 # BENCH_RSS_N1, BENCH_RSS_N2, BENCH_HOST_PINS, BENCH_SERVER_CPU,
 # BENCH_CLIENT_CPU, BENCH_RAW_MULTI, BENCH_FAIR, BENCH_FAIR_RATE,
-# BENCH_FAIR_WINDOW and BENCH_PARTS (e.g. BENCH_PARTS=cg: only the callgrind
+# BENCH_FAIR_WINDOW, BENCH_CMD_ROUNDS, BENCH_CMD_RUNS, BENCH_CMD_WARMUP and BENCH_PARTS
+# (e.g. BENCH_PARTS=cmd: only the command against curl; BENCH_PARTS=cg: only the callgrind
 # part, written to build/bench/results-partial.md); see bench/bench.lua.
 
 .PHONY: bench bench-deps bench-build bench-node
@@ -48,7 +49,7 @@ bench-node:
 	else echo "bench: npm unavailable: the Node client row will be skipped"; fi
 
 bench-deps:
-	apt-get install -y lua-curl gnuplot-nox valgrind linux-perf
+	apt-get install -y lua-curl gnuplot-nox valgrind linux-perf hyperfine
 	$(MAKE) --no-print-directory bench-node
 
 bench: bench-build bench-node

@@ -92,6 +92,33 @@ describe("periskope (the command)", function()
     end)
   end)
 
+  describe("progress of one id", function()
+    -- script gives the command a pseudo-terminal; what it prints is the
+    -- command's stderr (stdout goes to a file).
+    local function on_tty(args)
+      local tmp = os.tmpname()
+      finally(function() os.remove(tmp) end)
+      local tty, code = sh("script -qfec " .. sq(command(srv, args) .. " >" .. sq(tmp)) .. " /dev/null </dev/null")
+      return tty, code, read_file(tmp)
+    end
+
+    it("is not drawn when the pin need not wait: nothing on the terminal but the result", function()
+      local tty, code, out = on_tty { "pin", "one-1" }
+      assert.equal(0, code, tty)
+      assert.truthy(out:match("^one%-1  204 ok"), out)
+      assert.equal("", tty)
+    end)
+
+    it("is drawn once the pin waits, and ends with the summary", function()
+      srv:script { { status = 429, headers = { ["Retry-After"] = "1" }, body = '{"message":"slow down"}' } }
+      local tty, code, out = on_tty { "pin", "one-2" }
+      assert.equal(0, code, tty)
+      assert.truthy(out:match("^one%-2  204 ok"), out)
+      assert.truthy(tty:find("\rperiskope: 0/1  ", 1, true), tty)
+      assert.truthy(tty:match("\rperiskope: 1 pins in [%d.]+ s: 1 ok, 0 not ok\27%[K\r?\n$"), tty)
+    end)
+  end)
+
   -- The whole path through several rate-limit windows: ids from stdin
   -- through a server that allows 10 requests per 1 s window, so the batch
   -- must wait for three resets. Pacing must avoid every 429. (Hundreds of

@@ -398,6 +398,36 @@ describe("periskope (the command)", function()
       end
     end)
 
+    it("finds the module in the LuaRocks tree it is installed in, and says where its man page is", function()
+      -- LuaRocks' layout: the script in the rock's directory (run by the
+      -- wrapper in <tree>/bin, which adds no path for a --tree tree), the
+      -- module deployed in <tree>/lib/lua/<version>.
+      local tree = temp_dir()
+      local v = jit and "5.1" or _VERSION:match("%d+%.%d+")
+      local rock = tree .. "/lib/luarocks/rocks-" .. v .. "/periskope/0.1.0-1"
+      sh("mkdir -p " .. sq(rock .. "/bin") .. " " .. sq(rock .. "/share/man/man1") .. " "
+        .. sq(tree .. "/lib/lua/" .. v)
+        .. " && cp " .. sq(BIN) .. " " .. sq(rock .. "/bin/periskope")
+        .. " && cp " .. sq(ROOT .. "/doc/periskope.1") .. " " .. sq(rock .. "/share/man/man1/")
+        .. " && cp " .. sq(built_so()) .. " " .. sq(tree .. "/lib/lua/" .. v .. "/periskope.so"))
+      local r = run(srv, { "pin", "r1" }, { bin = rock .. "/bin/periskope", cd = "/",
+        env = { LUA_CPATH = false } })
+      assert.equal(0, r.code, r.err)
+      assert.truthy(r.out:match("^r1  204 ok"), r.out)
+      r = run(srv, { "--help" }, { bin = rock .. "/bin/periskope", cd = "/", env = { LUA_CPATH = false } })
+      assert.equal(0, r.code, r.err)
+      local manual = r.out:match("\nThe manual: man %-M '([^']+)' periskope\n$")
+      assert.equal(rock .. "/share/man", manual, r.out)
+      local _, has_man = sh("command -v man >/dev/null")
+      if has_man == 0 then
+        local where, code = sh("man -M " .. sq(manual) .. " -w periskope")
+        assert.equal(0, code, where)
+        assert.equal(rock .. "/share/man/man1/periskope.1\n", where)
+      end
+      -- Anywhere else, man finds it on its own.
+      assert.truthy(run(srv, { "--help" }).out:find("\nThe manual: man periskope\n$"))
+    end)
+
     it("writes its PERISKOPE_DEBUG lines through, without the key", function()
       local r = run(srv, { "pin", "g1", "g2" }, { env = { PERISKOPE_DEBUG = "1" } })
       assert.equal(0, r.code)

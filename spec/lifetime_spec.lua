@@ -38,9 +38,19 @@ describe("the module", function()
     assert.truthy(spec:find('\n  md5 = "' .. md5 .. '",\n', 1, true), spec)
     -- The tarball holds the tree under one directory named after the version.
     local list = server.sh("tar tzf " .. server.quote(dir .. "/" .. name .. ".tar.gz"))
-    for _, f in ipairs { "Makefile", "src/psk_core.h", "bin/periskope", "LICENSE", "doc/periskope.1" } do
+    for _, f in ipairs { "Makefile", "src/psk_core.h", "bin/periskope", "LICENSE", "doc/periskope.1",
+                         "debian/control", "meta/periskope.lua", "spec/support/server.lua" } do
       assert.truthy(list:find("\n" .. name .. "/" .. f .. "\n", 1, true), f)
     end
+    -- What a user builds, not the development tree (.gitattributes): no
+    -- specs, fuzz harnesses, bench or CI; of spec/ only the local server.
+    for path in list:gmatch("[^\n]+") do
+      local f = path:sub(#name + 2)
+      assert.falsy(f:match("^bench/.") or f:match("^fuzz/.") or f:match("^%.ci/") or f:match("_spec%.lua$")
+        or (f:match("^spec/.") and not f:match("^spec/support/$")
+            and not f:match("^spec/support/[%a_]+%.lua$")), f)
+    end
+    assert.falsy(list:find("/spec/support/util.lua\n", 1, true))
   end)
 end)
 
