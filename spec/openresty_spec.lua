@@ -399,7 +399,9 @@ describe("OpenResty", function()
     -- waits for them and gives their answers.
     local function pins_in_background(app, n, tag)
       local args = {}
-      for i = 1, n do args[#args + 1] = sq(app.url .. "/pin?id=" .. tag .. i) .. " -o " .. sq(dir .. "/" .. tag .. i) end
+      for i = 1, n do
+        args[#args + 1] = sq(app.url .. "/pin?id=" .. tag .. i) .. " -o " .. sq(dir .. "/" .. tag .. i)
+      end
       sh("(curl -sS --noproxy '*' --max-time 30 --parallel --parallel-immediate " .. table.concat(args, " ")
         .. " >/dev/null 2>&1; touch " .. sq(dir .. "/" .. tag .. "done") .. ") >/dev/null 2>&1 </dev/null &")
       return function()

@@ -46,7 +46,7 @@ static int check_job_options(lua_State *L, int arg) {
   lua_pushnil(L);
   while (lua_next(L, arg)) {
     lua_pop(L, 1);
-    if (lua_type(L, -1) != LUA_TSTRING || strcmp(lua_tostring(L, -1), "io"))
+    if (lua_type(L, -1) != LUA_TSTRING || strcmp(lua_tostring(L, -1), "io") != 0)
       luaL_argerror(L, arg,
                     lua_type(L, -1) == LUA_TSTRING
                         ? lua_pushfstring(L, "unknown option '%s' (io)",
@@ -448,11 +448,13 @@ static const char *const request_fields[] = {
 static void req_fields(lua_State *L) {
   lua_pushnil(L);
   while (lua_next(L, 1)) {
-    int i, listed = 0;
+    int listed = 0;
     lua_pop(L, 1);
-    if (lua_type(L, -1) == LUA_TSTRING)
+    if (lua_type(L, -1) == LUA_TSTRING) {
+      int i;
       for (i = 0; request_fields[i]; i++)
         if (strcmp(lua_tostring(L, -1), request_fields[i]) == 0) listed = 1;
+    }
     if (!listed)
       arg_error(L, 1, "perform",
                 lua_type(L, -1) == LUA_TSTRING
@@ -549,23 +551,21 @@ static void req_headers(lua_State *L, psk_request *r, psk_buf *keytext) {
   r->phone[0] = '\0';
   for (i = 1; i <= n; i++) {
     size_t len, k;
-    const char *line, *colon;
+    const char *line;
     char *copy = block + used;
     psk_header h;
     size_t pos = 0;
     lua_rawgeti(L, -1, i);
     line = lua_tolstring(L, -1, &len);
-    colon = memchr(line, ':', len);
     for (k = 0; k < len; k++)
       if ((unsigned char)line[k] < 0x20 || line[k] == 0x7f)
         req_bad(L, "headers", "must hold no control bytes", 0);
     /* A field as a response's head would read it: a token, a colon. */
-    if (!colon || !psk_header_next(line, len, &pos, &h) ||
-        h.name_len != (size_t)(colon - line))
+    if (!psk_header_next(line, len, &pos, &h) || h.name != line)
       req_bad(L, "headers", "must hold \"Name: value\" lines", 0);
     memcpy(copy, line, len);
     copy[len] = '\0';
-    copy[colon - line] = '\0';
+    copy[h.name_len] = '\0';
     r->headers[r->nheaders].name = copy;
     r->headers[r->nheaders].value = copy + (h.value - line);
     copy[(h.value - line) + h.value_len] = '\0';

@@ -156,12 +156,12 @@ static double nap_for(const Client *c, double d, int shared) {
 }
 
 void lpsk_pace_leave(lua_State *L, Client *c, int ud, pace_waiter *w) {
-  psk_pace_op op;
-  char err[320];
   lpace_io *io = w->io;
   /* A queue ticket goes back at once where the store answers at once; a
      store behind the host's sockets lets the ticket's lease end it. */
   if (w->ticket && c->limited && !c->closed && !io) {
+    psk_pace_op op;
+    char err[320];
     op_init(c, &op);
     op.leave = 1;
     op.ticket = w->ticket;
@@ -295,7 +295,6 @@ int lpsk_pace_settle(lua_State *L, Client *c, int ud, pace_waiter *w,
                      int slot, int shared, int probe, const known *k,
                      long long date, const psk_reply *rep) {
   psk_pace_op op;
-  int st;
   op_init(c, &op);
   op.seed = NULL;
   op.settle = 1;
@@ -314,7 +313,7 @@ int lpsk_pace_settle(lua_State *L, Client *c, int ud, pace_waiter *w,
   } else if (rep && rep->kind != PSK_KIND_TOO_LARGE) {
     op.unanswered = psk_kind_unanswered(rep->kind);
   }
-  if (w && w->stage == 3) {
+  if (w->stage == 3) {
     /* Its settle came back from the host's sockets (or a lock held
        before): the same operation again, or its answer. */
     op = w->settling;
@@ -335,7 +334,7 @@ int lpsk_pace_settle(lua_State *L, Client *c, int ud, pace_waiter *w,
     psk_pace_apply(&c->own, &op);
   } else {
     psk_pace_op asked = op;
-    st = pace_store(L, c, ud, &op, w ? w->io : NULL);
+    int st = pace_store(L, c, ud, &op, w->io);
     if (st == STORE_BUSY || st == STORE_IO) {
       if (st == STORE_BUSY && (w->busy += LOCK_NAP) > LOCK_WAIT) {
         /* The lock stayed held: owed, as to a store that failed. */
@@ -359,10 +358,8 @@ int lpsk_pace_settle(lua_State *L, Client *c, int ud, pace_waiter *w,
       op.fails = c->own.circuit.fails;
     }
   }
-  if (w) {
-    w->stage = 0;
-    w->busy = 0;
-  }
+  w->stage = 0;
+  w->busy = 0;
   circuit_news(L, c, ud, &op);
   return 0;
 }

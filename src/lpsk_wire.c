@@ -244,16 +244,15 @@ static int resend(lua_State *L, lpsk_wire *w) {
 /* the exchange                                                      */
 
 int lpsk_wire_begin(lua_State *L, pin_job *j, lpsk_wire *w) {
-  int st;
   psk_h1_free(&w->h1);
   psk_h1_init(&w->h1, j->c->cfg.max_body);
   w->started = psk_time_mono();
   w->deadline = w->started + j->c->cfg.timeout;
   w->reused = w->resent = w->fresh = w->keep = 0;
   if (psk_h1_origin(j->c->cfg.base_url, &w->origin) != PSK_OK ||
-      (st = psk_h1_host(&w->host, j->c->cfg.base_url)) != PSK_OK ||
-      (st = psk_h1_request(&w->out, &j->req, psk_buf_cstr(&w->host),
-                           w->host.len)) != PSK_OK) {
+      psk_h1_host(&w->host, j->c->cfg.base_url) != PSK_OK ||
+      psk_h1_request(&w->out, &j->req, psk_buf_cstr(&w->host), w->host.len) !=
+          PSK_OK) {
     w->phase = W_IDLE;
     return luaL_error(L, "periskope: out of memory");
   }

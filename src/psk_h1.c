@@ -47,7 +47,6 @@ static int ieq(const char *a, size_t n, const char *b) {
 
 int psk_h1_origin(const char *url, psk_origin *o) {
   size_t n = strlen(url), i;
-  unsigned long port = 0;
   memset(o, 0, sizeof *o);
   if (n >= 8 && ieq(url, 8, "https://")) {
     i = 8;
@@ -70,6 +69,7 @@ int psk_h1_origin(const char *url, psk_origin *o) {
   o->host_len = i - o->host_off;
   if (o->host_len == 0) return PSK_INVALID;
   if (url[i] == ':') {
+    unsigned long port = 0;
     size_t d = ++i;
     for (; url[i] >= '0' && url[i] <= '9'; i++) {
       port = port * 10 + (unsigned long)(url[i] - '0');
