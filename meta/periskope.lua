@@ -38,12 +38,12 @@ function periskope.pin(args) end
 function periskope.read_response(status, headers, body) end
 
 ---Makes the one exchange a pin job's "send" step asks for, blocking, in
----whatever Lua state calls it (a thread of nginx's pool, of libuv's), through
----connections that state keeps; its results are what the next `job:step` takes.
+---whatever Lua state calls it (a thread), through connections that state
+---keeps; its results are what the next `job:step` takes.
 ---@param request periskope.SendRequest
 ---@return integer|nil status nil when no answer came
----@return string head_or_kind the response head, or the kind of failure
----@return string body_or_message the response body, or "periskope: ..."
+---@return string head_or_message the response head, or "periskope: ..."
+---@return string body_or_kind the response body, or the kind of failure
 ---@return number elapsed seconds
 function periskope.perform(request) end
 
@@ -85,6 +85,13 @@ function limiters.redis(options) end
 ---@field user_agent? string Default "periskope-lua/<VERSION> libcurl/<v> Lua/<v>".
 ---@field on_event? fun(ev: periskope.Event) Called once per event, between transfers.
 ---@field limiter? periskope.Limiter Where the pacing budget lives; default in the client.
+---@field circuit? periskope.Circuit|boolean When to stop sending during an outage; false: never.
+
+---After `failures` calls in a row got no answer, new calls fail at once
+---("unavailable") for `cooldown` seconds; then one probe goes.
+---@class periskope.Circuit
+---@field failures? integer 1-1000, default 5.
+---@field cooldown? number Seconds, > 0 and <= 86400, default 10.
 
 ---@class periskope.PinArgs
 ---@field message_id string The message_id or queue_id, 1-1024 bytes.
@@ -114,7 +121,10 @@ function limiters.redis(options) end
 ---@field kind periskope.FailureKind
 ---@field attempts integer
 
----@alias periskope.FailureKind "timeout"|"connect"|"resolve"|"tls"|"network"|"too_large"
+---What kept an answer away: the exchange's kinds, then those of a call that
+---sent nothing on purpose (rate_limited, unavailable), then the asynchronous
+---drivers' (closed, cancelled).
+---@alias periskope.FailureKind "timeout"|"connect"|"resolve"|"tls"|"network"|"too_large"|"rate_limited"|"unavailable"|"closed"|"cancelled"
 
 ---@class periskope.Request
 ---@field method "POST"
@@ -126,7 +136,7 @@ function limiters.redis(options) end
 ---@field concurrency? integer Requests in flight, 1-64, default 4.
 
 ---@class periskope.Event
----@field type "request"|"response"|"failure"|"wait"|"limiter"
+---@field type "request"|"response"|"failure"|"wait"|"limiter"|"circuit"
 ---@field index? integer The item of a pin_many.
 ---@field attempt? integer request, response, failure.
 ---@field method? string request.
@@ -141,6 +151,8 @@ function limiters.redis(options) end
 ---@field seconds? number wait.
 ---@field reason? "retry-after"|"rate-limit"|"backoff" wait.
 ---@field error? string limiter: why the shared store failed.
+---@field state? "open"|"closed" circuit.
+---@field failures? integer circuit: calls in a row that got no answer.
 
 ---What a pin job's "send" step hands over: plain values, to cross to
 ---another Lua state (periskope.perform).
@@ -154,21 +166,33 @@ function limiters.redis(options) end
 ---@field max_body integer bytes
 ---@field ca_file? string
 
----One pin as steps, for a host that does the I/O itself (periskope.ngx and
----periskope.uv drive it): each step says what to do next.
+---One pin as steps, for a host that must not block (periskope.ngx,
+---periskope.uv, a cqueues loop drive it): each step says what to do next.
 ---@class periskope.PinJob: userdata
 local PinJob = {}
 
 ---Advances the job: first with no arguments; after "send", with what
----periskope.perform returned (status, head, body, elapsed; or nil, kind,
----message, elapsed); after "wait", with no arguments once the seconds passed.
----Events, pacing and retries happen here, on the caller's thread.
----@return "send"|"wait"|"done" action
----@return periskope.SendRequest|number|periskope.Result|nil value the request to send,
----  the seconds to wait, or pin's first result
----@return string? message "done" without an answer: "periskope: ..."
----@return periskope.FailureKind? kind "done" without an answer
+---periskope.perform returned (status, head, body, elapsed; or nil, message,
+---kind, elapsed); after "watch" or "wait", with no arguments; after a socket
+---call ("connect", "handshake", "write", "read", "release"), with what the
+---socket call returned. Events, pacing and retries happen here, on the
+---caller's thread.
+---@return "send"|"watch"|"wait"|"connect"|"handshake"|"write"|"read"|"release"|"done" action
+---@return any value the request to send, the descriptor to watch, the seconds to wait,
+---  the socket call's argument, or pin's first result
+---@return any more "watch": "r"; a socket call's seconds; "done" without an answer: "periskope: ..."
+---@return any last "watch": seconds or nil; "done" without an answer: the kind
 function PinJob:step(...) end
+
+---Ends the job between steps (its request dropped, its slot given back) and
+---closes it; from a hook of its own step, that step returns "cancelled".
+---@return true
+function PinJob:cancel() end
+
+---Closes the descriptor a "watch" job kept for its loop (once the loop stopped
+---watching it), ending the job if it is not over.
+---@return true
+function PinJob:close() end
 
 ---@class periskope.Client
 local Client = {}
@@ -195,8 +219,11 @@ function Client:build_pin(args) end
 ---Checks args as `pin` does and returns the pin as a job whose steps its
 ---caller drives (the non-blocking hosts: periskope.ngx, periskope.uv).
 ---@param args periskope.PinArgs
+---@param opts? { io?: "send"|"watch"|"bytes" } How its exchange runs: another
+---  thread's perform, libcurl behind a descriptor the caller's loop watches, or
+---  the caller's sockets (nginx's cosockets); default "send".
 ---@return periskope.PinJob
-function Client:pin_job(args) end
+function Client:pin_job(args, opts) end
 
 ---Releases the client's connections; can be called again.
 ---@return true

@@ -106,7 +106,8 @@ describe("meta/periskope.lua (LuaLS annotations)", function()
     c:pin { message_id = "a" }                      -- request, response, wait (backoff), ...
     c:pin_many { { message_id = "b" }, { message_id = "c" }, { message_id = "d" } }  -- rate-limit waits
     c:close()
-    local dead = util.client(srv, { base_url = "http://127.0.0.1:1/v1", retries = 0, on_event = function(ev)
+    local dead = util.client(srv, { base_url = "http://127.0.0.1:1/v1", retries = 0,
+      circuit = { failures = 1 }, on_event = function(ev)
       events[#events + 1] = ev
     end, limiter = periskope.limiter.shared_dict {
       get = function() end, set = function() return false, "no memory" end,

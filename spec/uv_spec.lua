@@ -5,6 +5,7 @@
 -- pool: the host's own fs work is answered at once while they wait.
 local server = require "spec.support.server"
 local hosts = require "spec.support.hosts"
+local redis = require "spec.support.redis"
 local util = require "spec.support.util"
 local cjson = require("cjson").new()
 
@@ -29,14 +30,14 @@ end
 
 -- Runs the driver in `host` ("luv" or "nvim") with scenario; returns its
 -- result table, the host's output and the time it ended (epoch seconds).
-local function drive(host, srv, scenario)
+local function drive(host, srv, scenario, redis_port)
   local out = os.tmpname()
   local root = hosts.root()
   local env = {
     PERISKOPE_UV_KEY = srv.api_key, PERISKOPE_UV_BASE_URL = srv.base_url,
     PERISKOPE_UV_CPATH = host == "nvim" and hosts.cpath() or hosts.build("lua5.4"),
     PERISKOPE_UV_PATH = root .. "/lua/?.lua", PERISKOPE_UV_OUT = out,
-    PERISKOPE_UV_SCENARIO = scenario,
+    PERISKOPE_UV_SCENARIO = scenario, PERISKOPE_UV_REDIS = redis_port and tostring(redis_port) or "",
   }
   local words = { "env" }
   for k, v in pairs(env) do words[#words + 1] = k .. "=" .. sq(v) end
@@ -105,6 +106,30 @@ for _, host in ipairs { "luv", "nvim" } do
       assert.equal(204, result.after_raise)
       assert.equal(204, result.co)
       if host == "luv" then assert.truthy(log:find("the caller's own bug", 1, true), log) end
+    end)
+  end)
+end
+
+for _, host in ipairs { "luv", "nvim" } do
+  describe("periskope.uv under " .. host .. " with the Redis limiter #redis", function()
+    it("does the store's operations over the loop's own TCP: the loop keeps ticking while Redis is slow", function()
+      local rd = redis.start {}
+      local slow = redis.stand_in { mode = "proxy", upstream = rd.port, delay = 0.1 }
+      local srv = server.start { rate_limit = 2, window = 1 }
+      local result = drive(host, srv, "store", slow.port)
+      local st = result.store
+      for _, p in ipairs(st.pins) do
+        assert.equal(1, p.n)
+        assert.equal(204, p.status, p.err)
+      end
+      assert.truthy(st.gap < util.within(150), st.gap .. " ms")
+      assert.truthy(st.ms >= 500, st.ms)             -- the budget made them wait a window
+      assert.is_nil(srv:stats().statuses[429])
+      local stored = rd:cli("GET", "periskope:" .. util.sha256_hex(srv.api_key))
+      assert.truthy(stored:find("^p3 "), stored)
+      srv:stop()
+      slow:stop()
+      rd:stop()
     end)
   end)
 end

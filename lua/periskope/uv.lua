@@ -2,8 +2,9 @@
 -- loop and without a thread. The pin job runs on the loop's thread: its
 -- HTTP exchange is libcurl's, whose sockets sit behind one descriptor
 -- that a uv poll handle watches (client:pin_job's io = "watch"), and its
--- waits are uv timers. No thread of libuv's pool is taken, so pins never
--- hold back the host's own file work, and any number run at once.
+-- waits are uv timers; a Redis limiter's operations go over luv TCP. No
+-- thread of libuv's pool is taken, so pins never hold back the host's own
+-- file work, and any number run at once.
 --
 --   local puv = require "periskope.uv"
 --   local handle = puv.pin(client_or_options, { message_id = id, time = 7 },
@@ -125,10 +126,17 @@ function M.pin(client, args, callback)
   local poll, poll_fd, timer, done, first = nil, nil, uv.new_timer(), false, true
   local inside = true   -- still inside this call to pin
   local result          -- coroutine mode: the results, when they came inside
+  local tcp             -- the store's connection (the Redis limiter's), if open
 
   local function quiet()
     if poll then poll:stop() end
     timer:stop()
+    if tcp then tcp:read_stop() end
+  end
+
+  local function drop_tcp()
+    if tcp and not tcp:is_closing() then tcp:close() end
+    tcp = nil
   end
 
   -- The end, once: handles closed, then the client (when it is ours), then
@@ -138,6 +146,7 @@ function M.pin(client, args, callback)
     done = true
     active[handle] = nil
     quiet()
+    drop_tcp()
     if poll then poll:close() end
     timer:close()
     job:close()           -- its descriptor: no longer watched
@@ -161,15 +170,85 @@ function M.pin(client, args, callback)
     if nvim then vim.schedule(step) else step() end
   end
 
-  step = function()
+  -- The next step with what a socket call of the store gave.
+  local function answer(...)
+    local r = { n = select("#", ...), ... }
+    quiet()
+    if nvim then
+      vim.schedule(function() step(unpack(r, 1, r.n)) end)
+    else
+      step(unpack(r, 1, r.n))
+    end
+  end
+
+  -- A socket call of the store's operation (connect, write, read,
+  -- release), over luv TCP, within the seconds the job gives; its result
+  -- goes to the next step as a cosocket's would. A connection is not kept:
+  -- the next operation connects again (on loopback, well under a
+  -- millisecond), its setup pipelined with its command.
+  local function store_call(action, a, b)
+    local function timed(seconds)
+      timer:start(math.max(1, math.ceil(seconds * 1000)), 0, function()
+        drop_tcp()
+        answer(nil, "timeout")
+      end)
+    end
+    if action == "connect" then
+      drop_tcp()
+      timed(a.timeout)
+      local function connect(addr, port)
+        tcp = uv.new_tcp()
+        tcp:connect(addr, port, function(cerr)
+          if done or not tcp then return end
+          if cerr then
+            drop_tcp()
+            return answer(nil, tostring(cerr))
+          end
+          answer(true, nil, 0)
+        end)
+      end
+      if a.host:match("^%d+%.%d+%.%d+%.%d+$") or a.host:find(":", 1, true) then
+        connect(a.host, a.port)       -- an address: no lookup
+      else
+        -- A name: libuv looks it up on its thread pool, once per operation.
+        uv.getaddrinfo(a.host, tostring(a.port), { socktype = "stream" }, function(err, addrs)
+          if done then return end
+          if err or not addrs or not addrs[1] then return answer(nil, tostring(err or "no address")) end
+          connect(addrs[1].addr, addrs[1].port)
+        end)
+      end
+    elseif action == "write" then
+      timed(b)
+      tcp:write(a, function(err)
+        if done or not tcp then return end
+        if err then return answer(nil, tostring(err)) end
+        answer(#a)
+      end)
+    elseif action == "read" then
+      timed(b)
+      tcp:read_start(function(err, chunk)
+        if done or not tcp then return end
+        tcp:read_stop()
+        if err then return answer(nil, tostring(err)) end
+        if not chunk then return answer(nil, "closed") end
+        answer(chunk)
+      end)
+    else -- release
+      drop_tcp()
+      answer()
+    end
+  end
+
+  step = function(...)
     if done then return end
     quiet()
-    local ok, action, a, b, c = pcall(job.step, job)
+    local ok, action, a, b, c = pcall(job.step, job, ...)
     if not ok then
       if first and co then
         -- Out of pin itself, at once: the caller's own call raises.
         done = true
         active[handle] = nil
+        drop_tcp()
         if poll then poll:close() end
         timer:close()
         job:close()
@@ -189,6 +268,8 @@ function M.pin(client, args, callback)
       if c then timer:start(math.max(1, math.ceil(c * 1000)), 0, ready) end
     elseif action == "wait" then
       timer:start(math.max(0, math.floor(a * 1000 + 0.5)), 0, ready)
+    elseif action == "connect" or action == "write" or action == "read" or action == "release" then
+      store_call(action, a, b)
     else
       finish(a, b, c)
     end

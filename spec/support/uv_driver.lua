@@ -136,6 +136,32 @@ local function scenarios()
   c:close()
 end
 
+local function store()
+  -- Pins through the Redis limiter (PERISKOPE_UV_REDIS: its port, a Redis
+  -- that answers each command late) while a 10 ms timer ticks.
+  local c = client { limiter = periskope.limiter.redis { port = tonumber(os.getenv("PERISKOPE_UV_REDIS")),
+    timeout = 2 } }
+  local ticks, gap, last = 0, 0, uv.hrtime()
+  local timer = uv.new_timer()
+  timer:start(10, 10, function()
+    local now = uv.hrtime()
+    gap = math.max(gap, (now - last) / 1e6)
+    last = now
+    ticks = ticks + 1
+  end)
+  local t0 = uv.hrtime()
+  local pins = {}
+  for i = 1, 4 do pins[i] = counted(c, "r" .. i, t0) end
+  run_until(20, function()
+    for _, p in ipairs(pins) do if p.n == 0 then return false end end
+    return true
+  end)
+  timer:stop()
+  timer:close()
+  result.store = { pins = pins, gap = gap, ms = ms_since(t0) }
+  c:close()
+end
+
 local function quit()
   -- Pins left in flight against a server that never answers in time.
   local c = client { timeout = 10 }
@@ -146,7 +172,8 @@ local function quit()
   result.quit_at = sec + usec / 1e6
 end
 
-local ok, err = pcall(os.getenv("PERISKOPE_UV_SCENARIO") == "quit" and quit or scenarios)
+local chosen = ({ quit = quit, store = store })[os.getenv("PERISKOPE_UV_SCENARIO")] or scenarios
+local ok, err = pcall(chosen)
 if not ok then result.driver_error = tostring(err) end
 -- luv frees a handle's memory with its Lua object: handles still closing
 -- must finish first (uv_close completes in a loop run), else the loop's
