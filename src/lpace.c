@@ -554,8 +554,10 @@ static int lim_redis(lua_State *L) {
   psk_limiter *lim;
   if (!psk_redis_available())
     return luaL_error(L, "periskope.limiter.redis: this build of periskope "
-                         "has no Redis support: hiredis was not found when "
-                         "it was built (install libhiredis-dev and rebuild)");
+                         "has no Redis support: it was built without hiredis "
+                         "(HIREDIS=no, or libhiredis-dev missing); install "
+                         "libhiredis-dev and rebuild (make, or luarocks make "
+                         "HIREDIS=yes)");
   if (lua_isnoneornil(L, 1)) {
     lua_settop(L, 0);
     lua_newtable(L);
