@@ -166,6 +166,20 @@ describe("a server's values and outages", function()
       s:stop()
     end)
 
+    it("is waited for by a batch as by pin when it resets within max_retry_wait", function()
+      -- The batch looks every second: its wait is the time that passed,
+      -- not the naps it was told.
+      local s = server.start { rate_limit = 1, window = 4 }
+      local c = util.client(s, { max_retry_wait = 8 })
+      local res = c:pin_many(list(2), { concurrency = 2 })
+      assert.equal(204, res[1].status)
+      assert.equal(204, res[2].status, res[2].error)
+      local gap = util.gaps(s:requests())[1]
+      assert.truthy(gap >= 2, gap)
+      c:close()
+      s:stop()
+    end)
+
     it("after a retry's 429 ends the call with that 429, not a refusal", function()
       srv:script { { status = 429, remaining = 0, reset_in = 2, headers = { ["X-RateLimit-Limit"] = "1" } },
                    { remaining = 0, reset_in = 40, headers = { ["X-RateLimit-Limit"] = "1" } } }

@@ -235,9 +235,9 @@ enum {
 /* A waiter for a pacing slot: a job's next attempt, or a batch's next
    item (lpsk_pace.c). Zeroed when a wait begins. */
 typedef struct pace_waiter {
-  double waited;      /* seconds napped so far in this wait */
-  double until;       /* waited + the wait last announced (one event per
-                         wait) */
+  double since;       /* psk_time_mono() when this wait began; 0: none yet */
+  double until;       /* the wait's seconds so far plus the wait last
+                         announced (one event per wait) */
   long long ticket;   /* its place in the shared store's queue (0: none) */
   unsigned long fail_seen; /* the client's fail_seq when it began to wait
                               for an answer in flight */
@@ -250,7 +250,7 @@ typedef struct pace_waiter {
                          take, 3 a settle (settling) */
   int skip_store;     /* the next take paces in the client (a lock stayed
                          held) */
-  double busy;        /* seconds waited on a held lock */
+  double busy;        /* seconds asked again after a held lock */
   psk_pace_op settling; /* stage 3: the settle that is out */
 } pace_waiter;
 

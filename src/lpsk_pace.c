@@ -207,17 +207,21 @@ static int not_yet(lua_State *L, Client *c, int ud, pace_waiter *w, int st,
   }
   (void)stage;
   *nap = LOCK_NAP;
-  w->waited += LOCK_NAP;
+  if (!w->since) w->since = psk_time_mono();
   return PACE_WAIT;
 }
 
 int lpsk_pace_ask(lua_State *L, Client *c, int ud, pace_waiter *w, int lone,
                   int nested, int index, double *nap, pace_slot *slot,
                   psk_reply *why) {
-  double max = c->cfg.max_retry_wait, d;
+  double max = c->cfg.max_retry_wait, d, waited;
   psk_pace_op op;
   int shared = 0, st;
   *nap = 0;
+  /* How long this wait has lasted, on the clock: a driver may ask again
+     before a nap is over (a batch looks every second). */
+  if (!w->since) w->since = psk_time_mono();
+  waited = psk_time_mono() - w->since;
   if (w->stage != 2) {
     if (w->stage == 0 && w->awaiting && w->fail_seen != c->fail_seq) {
       /* The answer it waited for will not come: that failure is its own,
@@ -238,7 +242,7 @@ int lpsk_pace_ask(lua_State *L, Client *c, int ud, pace_waiter *w, int lone,
     w->stage = 0;
     d = op.delay;
     if (!op.refused && d < 0) {
-      if (nested || (lone && !shared) || w->waited + PACE_POLL > max) {
+      if (nested || (lone && !shared) || waited + PACE_POLL > max) {
         st = take(L, c, ud, w, 1, &shared, &op);
         if (st != STORE_DONE) return not_yet(L, c, ud, w, st, 2, nap);
         d = op.delay;
@@ -271,7 +275,7 @@ int lpsk_pace_ask(lua_State *L, Client *c, int ud, pace_waiter *w, int lone,
     w->io = io;
     return PACE_GO;
   }
-  if (d > 0 && w->waited + d > max) {
+  if (d > 0 && waited + d > max) {
     refuse(why, PSK_KIND_RATE_LIMITED,
            "periskope: not sent: the rate limit is spent until its window "
            "resets in %.1f s, later than max_retry_wait (%g s) allows",
@@ -279,12 +283,11 @@ int lpsk_pace_ask(lua_State *L, Client *c, int ud, pace_waiter *w, int lone,
     lpsk_pace_leave(L, c, ud, w);
     return PACE_REFUSED;
   }
-  if (d > 0 && w->waited + d > w->until + 0.05) {
-    w->until = w->waited + d;
+  if (d > 0 && waited + d > w->until + 0.05) {
+    w->until = waited + d;
     lpsk_ev_wait(L, c, ud, d, PSK_WAIT_RATE_LIMIT, index);
   }
   *nap = nap_for(c, d, shared);
-  w->waited += *nap;
   return PACE_WAIT;
 }
 
