@@ -19,9 +19,11 @@
 # BENCH_CG_REPEAT, BENCH_CG_LIBDIR, BENCH_MANY_TRIPS, BENCH_MANY_LATENCY,
 # BENCH_RSS_N1, BENCH_RSS_N2, BENCH_HOST_PINS, BENCH_SERVER_CPU,
 # BENCH_CLIENT_CPU, BENCH_RAW_MULTI, BENCH_FAIR, BENCH_FAIR_RATE,
-# BENCH_FAIR_WINDOW, BENCH_CMD_ROUNDS, BENCH_CMD_RUNS, BENCH_CMD_WARMUP and BENCH_PARTS
-# (e.g. BENCH_PARTS=cmd: only the command against curl; BENCH_PARTS=cg: only the callgrind
-# part, written to build/bench/results-partial.md); see bench/bench.lua.
+# BENCH_FAIR_WINDOW, BENCH_CMD_ROUNDS, BENCH_CMD_RUNS, BENCH_CMD_WARMUP and
+# BENCH_PARTS (e.g. BENCH_PARTS=cmd: only the command against curl;
+# BENCH_PARTS=cg: only the callgrind part, written to
+# build/bench/results-partial.md); see bench/common.lua (the settings) and
+# bench/bench.lua (the parts).
 
 .PHONY: bench bench-deps bench-build bench-node
 

@@ -96,7 +96,11 @@ describe("periskope.limiter.redis's queue #redis", function()
       local c = periskope.new { api_key = %q, phone = "919874532456", base_url = %q,
         limiter = periskope.limiter.redis { port = %d }, on_event = on_event }
       io.open(%q, "w"):close()
-      while not io.open(%q) do socket.sleep(0.002) end
+      local deadline = socket.gettime() + 60   -- a test that gave up never says go
+      while not io.open(%q) do
+        if socket.gettime() > deadline then error("no go within 60 s") end
+        socket.sleep(0.002)
+      end
       local res = c:pin { message_id = %q }
       io.stdout:write(res and res.status or "failed")
     ]]):format(os.getenv("PERISKOPE_CPATH") or "", tostring(dies == true), base .. ".dying", queue_srv.api_key,

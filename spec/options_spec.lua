@@ -23,13 +23,46 @@ describe("periskope.new", function()
     c:close()
   end)
 
-  it("accepts no table when the environment has the key", function()
-    -- The key comes from PERISKOPE_API_KEY only when it is set; the specs
-    -- run without it, so new() must name the missing option.
-    if os.getenv("PERISKOPE_API_KEY") then
-      assert.truthy(periskope.new())
-    else
-      raises(function() periskope.new() end, "api_key", "PERISKOPE_API_KEY")
+  -- In child processes whose environment is set here, whatever this one
+  -- inherited (it cannot unset a variable it inherited).
+  local ENV_PIN = [[
+    local p = require "periskope"
+    local ok, c = pcall(p.new)
+    if not ok then print("raised", c) return end
+    local req = c:build_pin { message_id = "m" }
+    print(req.headers.Authorization, req.headers["x-phone"], req.url)
+  ]]
+
+  it("accepts no table when the environment has the key, and takes it from there", function()
+    local out, code = util.run_lua(ENV_PIN, "env -u PERISKOPE_PHONE -u PERISKOPE_BASE_URL"
+      .. " PERISKOPE_API_KEY=env-key")
+    assert.equal(0, code, out)
+    assert.equal("Bearer env-key\tnil\thttps://api.periskope.app/v1/message/m/pin\n", out)
+  end)
+
+  it("takes the phone and base_url from the environment too; an option given wins", function()
+    local env = "env PERISKOPE_API_KEY=env-key PERISKOPE_PHONE='+91 98745 32456'"
+      .. " PERISKOPE_BASE_URL=http://127.0.0.1:9/v1"
+    local out, code = util.run_lua(ENV_PIN, env)
+    assert.equal(0, code, out)
+    assert.equal("Bearer env-key\t919874532456\thttp://127.0.0.1:9/v1/message/m/pin\n", out)
+    out, code = util.run_lua([[
+      local c = require("periskope").new { api_key = "given", phone = "1234567",
+        base_url = "http://127.0.0.1:8/v2" }
+      local req = c:build_pin { message_id = "m" }
+      print(req.headers.Authorization, req.headers["x-phone"], req.url)
+    ]], env)
+    assert.equal(0, code, out)
+    assert.equal("Bearer given\t1234567\thttp://127.0.0.1:8/v2/message/m/pin\n", out)
+  end)
+
+  it("without the key in the environment (or with it empty), names the missing option", function()
+    for _, env in ipairs { "env -u PERISKOPE_API_KEY", "env PERISKOPE_API_KEY=" } do
+      local out, code = util.run_lua(ENV_PIN, env)
+      assert.equal(0, code, out)
+      assert.equal(1, out:find("raised\t", 1, true), out)
+      assert.truthy(out:find("option 'api_key' is required", 1, true), out)
+      assert.truthy(out:find("PERISKOPE_API_KEY", 1, true), out)
     end
   end)
 

@@ -36,6 +36,18 @@ local function hangs(n, seconds)
   return s
 end
 
+-- Pins with c until the circuit lets a call go: while it is open a call
+-- fails at once as "unavailable", sending nothing. Returns what the first
+-- call let through returned.
+local function pin_after_cooldown(c, id)
+  local res, msg, kind
+  util.wait_for("the circuit's cooldown to end", 5, function()
+    res, msg, kind = c:pin { message_id = id }
+    return kind ~= "unavailable"
+  end)
+  return res, msg, kind
+end
+
 describe("a server's values and outages", function()
   local srv
 
@@ -266,10 +278,14 @@ describe("a server's values and outages", function()
       local res = c:pin_many(list(3))
       for i = 1, 3 do assert.equal("unavailable", res[i].kind) end
       assert.equal(3, #srv:requests())
-      -- The cooldown (the behaviour under test is the passing of time).
-      require("socket").sleep(1.05)
-      -- One probe goes; its answer closes the circuit.
-      assert.equal(204, c:pin { message_id = "probe" }.status)
+      -- After the cooldown one probe goes, no sooner (the server's clock:
+      -- the third request's timeout, then the second of cooldown); its
+      -- answer closes the circuit.
+      assert.equal(204, pin_after_cooldown(c, "probe").status)
+      local reqs = srv:requests()
+      assert.equal(4, #reqs)
+      assert.equal("/v1/message/probe/pin", reqs[4].uri)
+      assert.truthy(reqs[4].time - reqs[3].time >= 1, reqs[4].time - reqs[3].time)
       circuit = of_type(events, "circuit")
       assert.equal(2, #circuit)
       assert.same({ "closed", 0 }, { circuit[2].state, circuit[2].failures })
@@ -298,10 +314,11 @@ describe("a server's values and outages", function()
       srv:script(hangs(2))
       assert.equal("timeout", select(3, c:pin { message_id = "a" }))
       assert.equal("unavailable", select(3, c:pin { message_id = "b" }))
-      require("socket").sleep(0.55)
-      assert.equal("timeout", select(3, c:pin { message_id = "probe" }))
+      assert.equal("timeout", select(3, pin_after_cooldown(c, "probe")))
       assert.equal("unavailable", select(3, c:pin { message_id = "c" }))
-      assert.equal(2, #srv:requests())
+      local reqs = srv:requests()
+      assert.equal(2, #reqs)
+      assert.truthy(reqs[2].time - reqs[1].time >= 0.5, reqs[2].time - reqs[1].time)
       c:close()
     end)
 

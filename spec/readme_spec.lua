@@ -2,8 +2,9 @@
 -- as written: each in a process of its own under this run's interpreter,
 -- against the local Periskope server (PERISKOPE_BASE_URL, _API_KEY and
 -- _PHONE set, as run_with_server.lua sets them for make demo). A block
--- that quotes an example file byte for byte is run by that example's own
--- spec instead, which checks the quote (hosts.readme_quotes).
+-- whose paragraph links one of the QUOTED example files quotes it: it must
+-- be that file byte for byte, which the example's own spec runs in its
+-- host (nginx, Neovim, Redis) and finds quoted (hosts.readme_quotes).
 local server = require "spec.support.server"
 local hosts = require "spec.support.hosts"
 local util = require "spec.support.util"
@@ -11,17 +12,19 @@ local util = require "spec.support.util"
 local sh, sq = server.sh, server.quote
 local ROOT = hosts.root()
 
--- The example files quoted in the docs, and the spec that runs each.
+-- The example files the docs quote whole, and the spec that runs each.
 local QUOTED = {
   ["examples/openresty/pin_handlers.lua"] = "spec/openresty_spec.lua",
   ["examples/neovim/lazy.lua"] = "spec/neovim_plugin_spec.lua",
   ["examples/shared/batch.lua"] = "spec/contention_spec.lua",
 }
 
--- The ```lua blocks of a Markdown file, with their line numbers.
+-- The ```lua blocks of a Markdown file, with their line numbers, and the
+-- QUOTED file each quotes: the one the paragraph just before it links
+-- ("[`examples/x.lua`](../examples/x.lua):").
 local function lua_blocks(path)
   local text = assert(hosts.read_file(ROOT .. "/" .. path))
-  local blocks, n, current = {}, 0, nil
+  local blocks, n, current, prose = {}, 0, nil, {}
   for line in text:gmatch("([^\n]*)\n") do
     n = n + 1
     if current then
@@ -32,17 +35,37 @@ local function lua_blocks(path)
         current.code = current.code .. line .. "\n"
       end
     elseif line == "```lua" then
+      local last = #prose
+      while last > 0 and prose[last] == "" do last = last - 1 end
+      local first = last
+      while first > 0 and prose[first] ~= "" do first = first - 1 end
       current = { line = n + 1, code = "" }
+      for file in table.concat(prose, "\n", first + 1, last):gmatch("%[`(examples/[^`]+)`%]%(") do
+        if QUOTED[file] then current.quotes = file end
+      end
+      prose = {}
+    elseif line:match("^```") then
+      prose = {}
+    else
+      prose[#prose + 1] = line
     end
   end
   assert(not current, path .. ": a ```lua block is not closed")
   return blocks
 end
 
-local function quoted_file(code)
-  for file in pairs(QUOTED) do
-    if hosts.read_file(ROOT .. "/" .. file) == code then return file end
+-- Asserts that the block at `where` is `file` to the byte, naming the
+-- first line that differs.
+local function assert_quotes(where, code, file)
+  local text = assert(hosts.read_file(ROOT .. "/" .. file), file)
+  if code == text then return end
+  local a, b = {}, {}
+  for l in code:gmatch("([^\n]*)\n?") do a[#a + 1] = l end
+  for l in text:gmatch("([^\n]*)\n?") do b[#b + 1] = l end
+  for i = 1, math.max(#a, #b) do
+    assert.equal(b[i], a[i], ("%s differs from %s at its line %d"):format(where, file, i))
   end
+  error(where .. " differs from " .. file .. " in its last newline")
 end
 
 -- Runs command (shell words) with LUA_CPATH aimed at this run's module and
@@ -91,12 +114,12 @@ describe("the Lua in the README and doc/", function()
   for _, doc in ipairs(hosts.DOCS) do
     for _, block in ipairs(lua_blocks(doc)) do
       local where = doc .. ":" .. block.line
-      local file = quoted_file(block.code)
+      local file = block.quotes
       if file then
-        it(where .. " quotes " .. file .. ", which " .. QUOTED[file] .. " runs", function()
-          local spec = assert(hosts.read_file(ROOT .. "/" .. QUOTED[file]))
-          assert.truthy(spec:find("readme_quotes", 1, true), QUOTED[file])
-          assert.truthy(spec:find(file:match("[^/]+$"), 1, true), QUOTED[file])
+        it(where .. " is " .. file .. " byte for byte, and compiles here", function()
+          assert_quotes(where, block.code, file)
+          local chunk, err = (loadstring or load)(block.code, "=" .. file)
+          assert.truthy(chunk, err)
         end)
       elseif block.code:find("<close>", 1, true) and _VERSION ~= "Lua 5.4" then
         -- To-be-closed variables are Lua 5.4's: elsewhere the block does

@@ -591,3 +591,105 @@ describe("mock server", function()
     end)
   end)
 end)
+
+-- The script a user runs a command or a host under (make demo does):
+-- its flags, its environment, its exit status.
+describe("spec/support/run_with_server.lua", function()
+  local hosts = require "spec.support.hosts"
+  local RUN = sq(os.getenv("PERISKOPE_LUA") or "lua5.4") .. " "
+    .. sq(hosts.root() .. "/spec/support/run_with_server.lua")
+
+  -- Runs it with `words` (shell words), env before it; stdout, stderr, status.
+  local function run(words, env)
+    local tmp = os.tmpname()
+    local out, code = sh((env or "") .. " " .. RUN .. " " .. words .. " 2>" .. sq(tmp) .. " </dev/null")
+    local err = read_file(tmp)
+    os.remove(tmp)
+    return out, err, code
+  end
+
+  -- A command that pins twice with the curl command, from the environment
+  -- it was given, and prints each answer's head, curl's seconds and "--".
+  local PIN_TWICE = [[for i in 1 2; do curl -sS --noproxy '*' -D - -o /dev/null -w '%{time_total}\n--\n' ]]
+    .. [[-X POST -H "Authorization: Bearer $PERISKOPE_API_KEY" -H "x-phone: $PERISKOPE_PHONE" ]]
+    .. [[-H 'Content-Type: application/json' --data-binary '{"pin":true}' "$PERISKOPE_BASE_URL/message/m$i/pin"; ]]
+    .. [[done]]
+
+  -- The answers PIN_TWICE printed: { status, headers, seconds } each.
+  local function answers(out)
+    local list = {}
+    for block in out:gmatch("(.-)\n%-%-\n") do
+      local head, seconds = block:match("^(.*)\n([%d.]+)$")
+      local status, headers = parse_head(head or "")
+      list[#list + 1] = { status = status, headers = headers, seconds = tonumber(seconds) }
+    end
+    return list
+  end
+
+  it("--help says every flag and its default, and exits 0 running nothing", function()
+    for _, flag in ipairs { "--help", "-h" } do
+      local out, err, code = run(flag .. " -- touch /nonexistent/x")
+      assert.equal(0, code, err)
+      assert.equal("", err)
+      for _, line in ipairs { "--rate-limit N   requests allowed per window, then 429 (default 1000)",
+        "--window S       the window, in seconds (default 2)",
+        "--latency S      seconds the server waits before each answer (default 0)",
+        "--retry-after    429s carry Retry-After", "PERISKOPE_BASE_URL", "PERISKOPE_API_KEY",
+        "PERISKOPE_PHONE" } do
+        assert.truthy(out:find(line, 1, true), line)
+      end
+    end
+  end)
+
+  it("gives the command the server's URL, key and phone, whatever the environment says; then its status", function()
+    local out, err, code = run("-- sh -c " .. sq(PIN_TWICE .. "; exit 3"),
+      "PERISKOPE_API_KEY=real-key PERISKOPE_BASE_URL=https://example.com/v1 PERISKOPE_PHONE=1234567")
+    assert.equal(3, code, err)
+    local a = answers(out)
+    assert.equal(2, #a, out)
+    -- The defaults --help gives: 1000 a window of 2 s, no wait, 204s.
+    for _, res in ipairs(a) do
+      assert.equal(204, res.status)
+      assert.equal("1000", res.headers["x-ratelimit-limit"])
+      local left = tonumber(res.headers["x-ratelimit-reset"]) - os.time()
+      assert.truthy(left >= -1 and left <= 3, left)
+    end
+    assert.equal("999", a[1].headers["x-ratelimit-remaining"])
+  end)
+
+  it("--rate-limit, --window, --retry-after and --latency shape the server's answers", function()
+    local out, err, code = run("--rate-limit 1 --window 30 --retry-after --latency 0.3 -- sh -c " .. sq(PIN_TWICE))
+    assert.equal(0, code, err)
+    local a = answers(out)
+    assert.equal(2, #a, out)
+    assert.equal(204, a[1].status)
+    assert.equal("1", a[1].headers["x-ratelimit-limit"])
+    local left = tonumber(a[1].headers["x-ratelimit-reset"]) - os.time()
+    assert.truthy(left > 20 and left <= 31, left)
+    assert.equal(429, a[2].status)
+    local ra = tonumber(a[2].headers["retry-after"])
+    assert.truthy(ra and ra > 20 and ra <= 31, a[2].headers["retry-after"])
+    for _, res in ipairs(a) do assert.truthy(res.seconds >= 0.3, res.seconds) end
+  end)
+
+  it("refuses a flag's bad value, naming the flag and what it accepts, and runs nothing", function()
+    local dir = sh("mktemp -d"):match("[^\n]+")
+    finally(function() sh("rm -rf " .. sq(dir)) end)
+    local touch = " -- touch " .. sq(dir .. "/ran")
+    for _, case in ipairs {
+      { "--window 0" .. touch, "--window must be a number of seconds > 0, got '0'" },
+      { "--latency -1" .. touch, "--latency must be a number of seconds >= 0, got '-1'" },
+      { "--rate-limit 1.5" .. touch, "--rate-limit must be a whole number >= 0, got '1.5'" },
+      { "--rate-limit", "--rate-limit must be a whole number >= 0, got nothing" },
+      { "--nope" .. touch, "unknown argument '--nope'" },
+      { "--window 1 --", "no command given after --" },
+    } do
+      local out, err, code = run(case[1])
+      assert.equal(2, code, case[1])
+      assert.equal("", out)
+      assert.truthy(err:find("run_with_server: " .. case[2] .. "\n", 1, true), err)
+      assert.truthy(err:find("usage: run_with_server.lua", 1, true), err)
+      assert.is_nil(read_file(dir .. "/ran"))
+    end
+  end)
+end)

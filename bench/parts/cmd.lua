@@ -1,33 +1,24 @@
--- bench/command.lua: part "cmd" of make bench (bench/bench.lua runs it;
--- self-contained, so it moves with whatever file runs the parts).
---
--- One pin through the periskope command, one process per pin as a script
--- calls it, against one curl process sending the same request to the same
--- server: wall time per call, measured by hyperfine (Debian's hyperfine;
--- make bench-deps installs it), BENCH_CMD_ROUNDS rounds of BENCH_CMD_RUNS
--- runs of every case after BENCH_CMD_WARMUP, interleaved and pooled. The
--- command is measured as make install writes it for Lua 5.4 and for LuaJIT
--- (the interpreter on its #! line, the module's directory written in) and
--- as bin/periskope runs from the checkout (the sh launcher first); then
--- the parts of its cost: each interpreter alone, loading the module
--- (libcurl and everything it links), --version (the script and the
--- module, no pin), and one shell (what asking whether stderr is a
--- terminal cost each call before one id asked only when its pin waits).
---
---   local command = require "bench.command"
---   local summary = command.run { srv = srv, sh = sh, sq = sq, md = md, say = say,
---     api_key = KEY, phone = PHONE, dir = "build/bench", cpu_prefix = "taskset -c 1 " }
---   -- summary: { ratio = the faster installed command / curl (medians, seconds),
---   --   command, curl, lua54, luajit, checkout = medians, valid = every call answered 204 }
---   -- or { skipped = why } without hyperfine
+-- Part 7 (cmd) of make bench: one pin through the periskope command, one
+-- process per pin as a script calls it, against one curl process sending
+-- the same request to the same server: wall time per call, measured by
+-- hyperfine (Debian's hyperfine; make bench-deps installs it),
+-- BENCH_CMD_ROUNDS rounds of BENCH_CMD_RUNS runs of every case after
+-- BENCH_CMD_WARMUP, interleaved and pooled. The command is measured as make
+-- install writes it for Lua 5.4 and for LuaJIT (the interpreter on its #!
+-- line, the module's directory written in) and as bin/periskope runs from
+-- the checkout (the sh launcher first); then the parts of its cost: each
+-- interpreter alone, loading the module (libcurl and everything it links),
+-- --version (the script and the module, no pin), and one shell (what
+-- asking whether stderr is a terminal cost each call before one id asked
+-- only when its pin waits).
+local b = require "bench.common"
+
+local CFG, sh, sq, md, say = b.CFG, b.sh, b.sq, b.md, b.say
 
 local M = {}
 
-local function env_num(name, default)
-  local v = os.getenv(name)
-  if v == nil or v == "" then return default end
-  return assert(tonumber(v), name .. " must be a number")
-end
+-- Target: the faster installed command at most this times one curl process.
+local TARGET = 1.0
 
 local function ms(s) return ("%.1f"):format(s * 1000) end
 
@@ -48,10 +39,11 @@ local function quantile(sorted, q)
   return sorted[i]
 end
 
+-- Runs the part: { ratio = the faster installed command / curl (medians,
+-- seconds), command, curl, lua54, luajit, checkout = medians, valid = every
+-- call answered 204 }, or { skipped = why } without hyperfine.
 function M.run(ctx)
-  local sh, sq, md, say = ctx.sh, ctx.sq, ctx.md, ctx.say
-  local rounds, runs = env_num("BENCH_CMD_ROUNDS", 10), env_num("BENCH_CMD_RUNS", 10)
-  local warmup = env_num("BENCH_CMD_WARMUP", 3)
+  local rounds, runs, warmup = CFG.cmd_rounds, CFG.cmd_runs, CFG.cmd_warmup
   md("### 7. One pin through the command against one curl process")
   md("")
   local _, has = sh("command -v hyperfine >/dev/null 2>&1")
@@ -67,7 +59,7 @@ function M.run(ctx)
   local root = sh("pwd"):match("[^\n]+")
   local installed = {}
   for _, lua in ipairs { "lua5.4", "luajit" } do
-    local prefix = root .. "/" .. ctx.dir .. "/cmd-" .. lua
+    local prefix = root .. "/" .. CFG.dir .. "/cmd-" .. lua
     local out, code = sh("make --no-print-directory -s install-command LUA=" .. lua .. " PREFIX=" .. sq(prefix)
       .. " INSTALLED_CMOD=" .. sq(root .. "/build/" .. lua) .. " 2>&1")
     assert(code == 0, "make install-command: " .. out)
@@ -78,12 +70,12 @@ function M.run(ctx)
   local base = ctx.srv.base_url
   local id = "cmd-1"
   local env = "env -u LUA_CPATH -u LUA_CPATH_5_4 -u LUA_INIT -u PERISKOPE_DEBUG -u http_proxy -u HTTP_PROXY"
-    .. " -u all_proxy -u ALL_PROXY PERISKOPE_API_KEY=" .. sq(ctx.api_key)
-    .. " PERISKOPE_PHONE=" .. sq(ctx.phone) .. " PERISKOPE_BASE_URL=" .. sq(base) .. " "
+    .. " -u all_proxy -u ALL_PROXY PERISKOPE_API_KEY=" .. sq(b.API_KEY)
+    .. " PERISKOPE_PHONE=" .. sq(b.PHONE) .. " PERISKOPE_BASE_URL=" .. sq(base) .. " "
   -- The request periskope sends for `periskope pin ID`, by curl.
   local curl = ("curl -s -o /dev/null -w %%{http_code} -X POST -H 'Authorization: Bearer %s'"
     .. " -H 'x-phone: %s' -H 'Content-Type: application/json' -H 'Accept: application/json'"
-    .. " -d '{\"pin\":true}' %s/message/%s/pin"):format(ctx.api_key, ctx.phone, base, id)
+    .. " -d '{\"pin\":true}' %s/message/%s/pin"):format(b.API_KEY, b.PHONE, base, id)
   local function so(lua) return "package.cpath=[[" .. root .. "/build/" .. lua .. "/?.so]] " end
   local cases = {
     { key = "lua54", name = "`periskope pin ID`, installed for Lua 5.4 (#!/usr/bin/lua5.4)",
@@ -117,14 +109,14 @@ function M.run(ctx)
   -- Interleaved: BENCH_CMD_ROUNDS rounds, each running every case
   -- BENCH_CMD_RUNS times (the order rotating), so that a change in the
   -- machine's load falls on every case alike; the times are pooled.
-  local json = ctx.dir .. "/command.json"
+  local json = CFG.dir .. "/command.json"
   local times = {}
   for i = 1, #cases do times[i] = {} end
   for round = 1, rounds do
     local order, args = {}, {}
     for k = 0, #cases - 1 do order[#order + 1] = (k + round - 1) % #cases + 1 end
     for _, i in ipairs(order) do args[#args + 1] = sq(cases[i].cmd) end
-    out, code = sh(env .. (ctx.cpu_prefix or "") .. "hyperfine -N --style none --warmup " .. warmup
+    out, code = sh(env .. b.on_cpu(CFG.client_cpu) .. "hyperfine -N --style none --warmup " .. warmup
       .. " --runs " .. runs .. " --export-json " .. sq(json) .. " " .. table.concat(args, " ") .. " 2>&1")
     assert(code == 0, "hyperfine: " .. out)
     local f = assert(io.open(json))
@@ -140,15 +132,13 @@ function M.run(ctx)
     .. " %d rounds of %d runs of every case (after %d warm-up runs), interleaved, pooled.")
     :format(rounds, runs, warmup))
   md("")
-  md("| command | median ms | p10 ms | p90 ms | min ms |")
-  md("| --- | ---: | ---: | ---: | ---: |")
+  b.table_head({ "command", "median ms", "p10 ms", "p90 ms", "min ms" }, "lrrrr")
   local median = {}
   for i, c in ipairs(cases) do
     local t = times[i]
     table.sort(t)
     median[c.key or i] = quantile(t, 0.5)
-    md(("| %s | %s | %s | %s | %s |"):format(c.name, ms(quantile(t, 0.5)), ms(quantile(t, 0.1)),
-      ms(quantile(t, 0.9)), ms(t[1])))
+    b.row(c.name, ms(quantile(t, 0.5)), ms(quantile(t, 0.1)), ms(quantile(t, 0.9)), ms(t[1]))
     say(("bench: cmd: %-64s %6s ms median"):format(c.name, ms(quantile(t, 0.5))))
   end
   md("")
@@ -162,5 +152,16 @@ function M.run(ctx)
   return { ratio = ratio, command = best, curl = median.curl, lua54 = median.lua54,
            luajit = median.luajit, checkout = median.checkout, valid = valid }
 end
+
+
+function M.targets(result)
+  local x = result.ratio
+  if not x then return end
+  b.row(("one pin through the command ≤ %.2f× one curl process"):format(TARGET),
+    ("%.2f× (%.1f ms vs %.1f ms)"):format(x, result.command * 1000, result.curl * 1000), b.verdict(x <= TARGET))
+end
+
+-- Skipped (no hyperfine) is not invalid.
+function M.valid(result) return result.valid ~= false end
 
 return M
