@@ -84,7 +84,7 @@ describe("a server's values and outages", function()
       assert.is_nil(r)
       assert.equal("rate_limited", kind)
       assert.truthy(msg:find("later than max_retry_wait (5 s) allows", 1, true), msg)
-      assert.truthy(now() - t0 < within(0.2))
+      assert.truthy(now() - t0 < within(0.5))
       assert.equal(1, #srv:requests())
       c:close()
     end)
@@ -213,13 +213,13 @@ describe("a server's values and outages", function()
     for _, warm in ipairs { false, true } do
       it(("fails concurrent pins together, in about one timeout (%s client)"):format(warm and "warmed" or "fresh"),
         function()
-        local c = util.client(srv, { timeout = 0.5, retries = 0 })
+        local c = util.client(srv, { timeout = 1, retries = 0 })
         if warm then assert.equal(204, c:pin { message_id = "w" }.status) end
         srv:script(hangs(4))
         local t0 = now()
         local res = c:pin_many(list(4), { concurrency = 4 })
         local took = now() - t0
-        assert.truthy(took < within(0.75), took)
+        assert.truthy(took < within(1.5), took)             -- 1.5 timeouts
         for i = 1, 4 do
           assert.is_false(res[i].ok)
           assert.equal("timeout", res[i].kind, res[i].error)
@@ -271,7 +271,7 @@ describe("a server's values and outages", function()
       -- Open: at once, nothing sent.
       local t0 = now()
       local r, msg, kind = c:pin { message_id = "x" }
-      assert.truthy(now() - t0 < within(0.1))
+      assert.truthy(now() - t0 < within(0.5))
       assert.is_nil(r)
       assert.equal("unavailable", kind)
       assert.truthy(msg:find("the circuit is open after 3 requests in a row got no answer", 1, true), msg)
@@ -294,18 +294,24 @@ describe("a server's values and outages", function()
       c:close()
     end)
 
-    it("counts the calls that took a failure from a request they waited for", function()
+    it("counts requests that got no answer, not the calls that took their failure", function()
+      -- One hung answer with three waiters is one failure, not an outage.
       local events, hook = util.recorder()
-      local c = util.client(srv, { timeout = 0.3, retries = 0, circuit = { failures = 4, cooldown = 5 },
+      local c = util.client(srv, { timeout = 0.3, retries = 0, circuit = { failures = 2, cooldown = 5 },
         on_event = hook })
-      srv:script(hangs(4))
+      srv:script(hangs(1))
       local res = c:pin_many(list(4), { concurrency = 4 })
+      for i = 1, 4 do assert.equal("timeout", res[i].kind) end
+      assert.equal(0, #of_type(events, "circuit"))
+      assert.equal(204, c:pin { message_id = "x" }.status)
+      -- Four requests that each got none open it.
+      srv:script(hangs(4))
+      res = c:pin_many(list(4), { concurrency = 4 })
       for i = 1, 4 do assert.equal("timeout", res[i].kind) end
       local circuit = of_type(events, "circuit")
       assert.equal(1, #circuit)
-      assert.same({ "open", 4 }, { circuit[1].state, circuit[1].failures })
-      assert.equal("unavailable", select(3, c:pin { message_id = "x" }))
-      assert.equal(1, #srv:requests())
+      assert.same({ "open", 2 }, { circuit[1].state, circuit[1].failures })
+      assert.equal("unavailable", select(3, c:pin { message_id = "y" }))
       c:close()
     end)
 
@@ -329,7 +335,7 @@ describe("a server's values and outages", function()
       local r, _, kind = c:pin { message_id = "a" }
       assert.is_nil(r)
       assert.equal("timeout", kind)
-      assert.truthy(now() - t0 < within(0.6), now() - t0)
+      assert.truthy(now() - t0 < within(1), now() - t0)   -- no backoff waited
       assert.equal(1, #srv:requests())
       c:close()
     end)

@@ -313,7 +313,10 @@ int lpsk_pace_settle(lua_State *L, Client *c, int ud, pace_waiter *w,
     op.reset = lpsk_known_int(k, K_RESET);
     op.date = when;
     psk_pace_plausible(when, &op.limit, &op.remaining, &op.reset);
-  } else if (rep && rep->kind != PSK_KIND_TOO_LARGE) {
+  } else if (rep && rep->kind != PSK_KIND_TOO_LARGE && slot) {
+    /* A request that got no answer counts against the circuit; a call
+       that took its failure from one it waited for does not (one cut
+       answer with many waiters is one failure, not an outage). */
     op.unanswered = psk_kind_unanswered(rep->kind);
   }
   if (w->stage == 3) {

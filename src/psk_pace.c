@@ -78,7 +78,16 @@ double psk_budget_take(psk_budget *b, double now, double lease, int force,
 void psk_budget_settle(psk_budget *b, int answered, long long limit,
                        long long remaining, long long reset, long long date) {
   if (b->inflight > 0) b->inflight--;
-  if (answered) psk_budget_learn(b, limit, remaining, reset, date);
+  if (answered) {
+    psk_budget_learn(b, limit, remaining, reset, date);
+  } else if (!b->learned) {
+    /* The request that went alone to learn the budget got no answer: the
+       next ones do not wait for one another's (an outage fails them
+       together, in one timeout, not one each). The first answer teaches
+       the budget as usual. */
+    b->learned = 1;
+    b->unlimited = 1;
+  }
 }
 
 void psk_budget_learn(psk_budget *b, long long limit, long long remaining,
@@ -426,13 +435,19 @@ static void circuit_settle(psk_circuit *c, const psk_pace_op *op) {
 void psk_pace_apply(psk_shared *s, psk_pace_op *op) {
   psk_budget *b = &s->budget;
   /* A store that lost its budget (or never had one) starts from what this
-     process has learned, rather than send a request to find out. */
+     process has learned, rather than send a request to find out -- less
+     what no one process knows: the other processes' requests in flight
+     in the current window. So that window counts as spent (nothing more
+     starts before its reset), and the next is paced as usual. */
   if (!b->learned && op->seed && op->seed->learned) {
     long long inflight = b->inflight;
     double lease = b->lease;
     *b = *op->seed;
     b->inflight = inflight;
     b->lease = lease;
+    if (!b->unlimited && b->reset && op->now < (double)b->reset &&
+        b->taken < b->cap)
+      b->taken = b->cap;
   }
   b->inflight -= op->unsettled < b->inflight ? op->unsettled : b->inflight;
   if (op->leave) {

@@ -198,8 +198,9 @@ typedef struct psk_pace_op {
 } psk_pace_op;
 
 /* Runs op on s: seeds a budget that has learned nothing from op->seed
-   (its queue stays), counts the unsettled slots out, then takes or
-   settles. A take first passes the circuit (an open one refuses it; the
+   (its queue stays; the seed's current window counts as spent, since
+   others' requests in flight are unknown), counts the unsettled slots
+   out, then takes or settles. A take first passes the circuit (an open one refuses it; the
    first take after the cooldown is the probe, and the others are refused
    while it is out); then it is served in queue order (psk_queue): it may
    take a slot only if fewer tickets than free slots are ahead of it;

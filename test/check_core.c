@@ -1962,6 +1962,23 @@ static void test_circuit(void) {
         d.circuit.fails == 2 && d.circuit.open_until == 5);
 }
 
+/* The request that went alone to learn the budget got no answer: the
+   next ones go together, not alone one after the other (an outage costs
+   one timeout, not one each); the first answer teaches the budget. */
+static void test_unanswered_learner(void) {
+  psk_budget b;
+  psk_budget_init(&b);
+  CHECK(psk_budget_take(&b, 1000, 30, 0, 0) == 0);
+  CHECK(psk_budget_take(&b, 1000, 30, 0, 0) < 0);  /* waits for its answer */
+  psk_budget_settle(&b, 0, -1, -1, -1, -1);        /* none came */
+  CHECK(psk_budget_take(&b, 1001, 30, 0, 0) == 0);
+  CHECK(psk_budget_take(&b, 1001, 30, 0, 0) == 0); /* together */
+  CHECK(psk_budget_take(&b, 1001, 30, 0, 0) == 0);
+  psk_budget_settle(&b, 1, 3, 0, 1003, 1001);       /* an answer: spent */
+  CHECK(psk_budget_take(&b, 1001.5, 30, 0, 0) > 1.4);
+  CHECK(!b.unlimited);
+}
+
 static void test_budget(void) {
   psk_budget b;
   psk_clock k = {0, 0, 0};
@@ -2134,7 +2151,9 @@ static void test_pace_op(void) {
   size_t n;
 
   /* A store that knows nothing starts from the taker's budget, keeping
-     its own count of requests in flight. */
+     its own count of requests in flight -- and, since others' requests in
+     flight in the seed's window are unknown, that window counts as spent:
+     the take waits for its reset. */
   psk_budget_init(&seed);
   psk_budget_take(&seed, 1000, 30, 0, 0);
   psk_budget_settle(&seed, 1, 10, 9, 1002, -1);
@@ -2146,11 +2165,29 @@ static void test_pace_op(void) {
   op.lease = 30;
   op.seed = &seed;
   psk_pace_apply(&b, &op);
-  CHECK(op.delay == 0);
+  CHECK(op.delay > 1.49 && op.delay < 1.51);
   CHECK(b.budget.learned && b.budget.limit == 10 && b.budget.reset == 1002 &&
-        b.budget.cap == 10);
+        b.budget.cap == 10 && b.budget.taken == 10);
+  CHECK(b.budget.inflight == 2); /* its own 2 */
+  /* The next window is paced as usual. */
+  memset(&op, 0, sizeof op);
+  op.now = 1002;
+  op.lease = 30;
+  psk_pace_apply(&b, &op);
+  CHECK(op.delay == 0);
   CHECK(b.budget.inflight == 3); /* its own 2, and this one */
-  CHECK(b.budget.taken == 2);    /* the seed's 1, and this one */
+  CHECK(b.budget.taken == 3);    /* the 2 still in flight, and this one */
+  /* A seed whose window is over seeds a store that goes at once. */
+  {
+    psk_shared fresh;
+    psk_shared_init(&fresh);
+    memset(&op, 0, sizeof op);
+    op.now = 1003;
+    op.lease = 30;
+    op.seed = &seed;
+    psk_pace_apply(&fresh, &op);
+    CHECK(op.delay == 0 && fresh.budget.taken == 1);
+  }
 
   /* Unsettled slots of this process come off first; never below 0. */
   memset(&op, 0, sizeof op);
@@ -2171,7 +2208,7 @@ static void test_pace_op(void) {
   /* A learned store is not overwritten by the seed. */
   seed.limit = 99;
   memset(&op, 0, sizeof op);
-  op.now = 1000.6;
+  op.now = 1002.1;
   op.lease = 30;
   op.seed = &seed;
   psk_pace_apply(&b, &op);
@@ -3775,6 +3812,7 @@ static const struct {
     {"stale X-RateLimit-Reset", test_stale_reset},
     {"implausible X-RateLimit-Reset", test_implausible_reset},
     {"circuit breaker", test_circuit},
+    {"a learner without an answer", test_unanswered_learner},
     {"pacing operation for every store", test_pace_op},
     {"pacing queue", test_pace_queue},
     {"pacing queue: fair", test_pace_fair},
