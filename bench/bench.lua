@@ -1321,7 +1321,9 @@ md(("`make bench` took %.0f s; load average at the end: %s.")
   :format(clock.elapsed(T_START), (read_file("/proc/loadavg") or "?"):match("^(%S+ %S+ %S+)") or "?"))
 
 local text = table.concat(out_lines, "\n") .. "\n"
-write_file(CFG.results, text)
+-- The soak's section (make soak, bench/soak.lua) stays as the soak wrote it.
+local soak = (read_file(CFG.results) or ""):match("<!%-%- soak:begin %-%->.-<!%-%- soak:end %-%->\n?")
+write_file(CFG.results, soak and text .. "\n" .. soak or text)
 say("")
 say("bench: results in " .. CFG.results
   .. ((ALL_PARTS and update_readme(text)) and (" and " .. CFG.readme) or ""))
