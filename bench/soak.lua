@@ -131,8 +131,15 @@ local function alive(pid)
   return stat ~= nil and not stat:match("^%d+ %b() Z")
 end
 
-local function vmrss(pid)
-  return tonumber(((read_file("/proc/" .. pid .. "/status") or ""):match("VmRSS:%s*(%d+)")))
+-- VmRSS and its parts (kB): anonymous (the heap), file (mapped files) and
+-- shared memory (nginx's zones: the dictionaries).
+local function memory(pid)
+  local text = read_file("/proc/" .. pid .. "/status") or ""
+  local m = {}
+  for _, f in ipairs { "VmRSS", "RssAnon", "RssFile", "RssShmem" } do
+    m[f] = tonumber((text:match(f .. ":%s*(%d+)")))
+  end
+  return m.VmRSS and m or nil
 end
 
 -- The app's workers serving now (not those shutting down after a reload).
@@ -204,7 +211,7 @@ end
 -- The app's dictionary: { q = {id -> "c|t pid"}, o = {id -> outcome},
 -- s = {id -> request events}, ev = {name -> n}, double = n }.
 local function dump(app)
-  local d = { q = {}, o = {}, s = {}, ev = {}, n = {}, double = 0 }
+  local d = { q = {}, o = {}, s = {}, ev = {}, n = {}, double = 0, pacing_keys = 0 }
   for key, value in get(app.url .. "/soak/dump"):gmatch("([^\t\n]+)\t([^\n]*)\n") do
     local kind, id = key:match("^(%a+):(.+)$")
     if kind == "q" or kind == "o" then
@@ -215,6 +222,8 @@ local function dump(app)
       d[kind][id] = tonumber(value)
     elseif key == "double_outcomes" then
       d.double = tonumber(value)
+    elseif key == "pacing_keys" then
+      d.pacing_keys = tonumber(value)
     end
   end
   return d
@@ -241,10 +250,18 @@ local function run()
   local records = math.max(16, math.ceil(SECONDS * 15 * 1024 * 1.5 / 1048576))
   local hostile = { weights = WEIGHTS, hang = CFG.hang, retry_after = CFG.retry_after }
 
-  state.srv_nginx = server.start { rate_limit = CFG.rate_nginx, window = CFG.window, records = records }
-  state.srv_nginx:hostile(hostile)
-  state.srv_redis = server.start { rate_limit = CFG.rate_redis, window = CFG.window, records = records }
-  state.srv_redis:hostile(hostile)
+  -- Each server answers one request before the soak, so that the first
+  -- pins meet a worker that has loaded its code, as Periskope's has.
+  for _, name in ipairs { "srv_nginx", "srv_redis" } do
+    local srv = server.start { rate_limit = name == "srv_nginx" and CFG.rate_nginx or CFG.rate_redis,
+                               window = CFG.window, records = records }
+    state[name] = srv
+    sh("curl -sS --noproxy '*' --max-time 10 -o /dev/null -X POST -H " .. sq("Authorization: Bearer " .. srv.api_key)
+      .. " -H 'x-phone: " .. PHONE .. "' -H 'Content-Type: application/json' --data-binary '{\"pin\":true}' "
+      .. sq(srv.base_url .. "/message/warm/pin"))
+    srv:reset()
+    srv:hostile(hostile)
+  end
   state.redis = redis.start {}
   state.app = start_app(state.srv_nginx)
   local app = state.app
@@ -289,15 +306,20 @@ local function run()
   -- sampled 2 s in and 0.5 s before its end, the Redis restart once,
   -- midway between two reloads near the middle of the run.
   local restart_at = CFG.reload * math.floor(SECONDS / 2 / CFG.reload) + CFG.reload / 2
+  -- g[field] = the mean of each figure of memory() over g's workers.
   local function sample(g, field)
-    local sum, n, list = 0, 0, {}
+    local sum, n = {}, 0
     for _, pid in ipairs(g.pids) do
-      local kb = vmrss(pid)
-      if kb then sum, n = sum + kb, n + 1; list[#list + 1] = kb end
+      local m = memory(pid)
+      if m then
+        n = n + 1
+        for k, v in pairs(m) do sum[k] = (sum[k] or 0) + v end
+      end
     end
-    g[field] = n > 0 and sum / n or nil
-    g[field .. "_list"] = list
-    g.master = vmrss(app.pid)
+    if n == 0 then return end
+    for k, v in pairs(sum) do sum[k] = v / n end
+    g[field] = sum
+    g.master = memory(app.pid)
   end
   local k = 0
   while true do
@@ -393,10 +415,20 @@ local function received(requests)
   return per
 end
 
--- Outcome text "<status> <attempts>" or "<kind> -": its label and attempts.
+-- Outcome text "<status> <attempts> [<seconds>]" or "<kind> - [<seconds>]":
+-- its label, attempts and seconds.
 local function outcome_parts(text)
-  local what, attempts = text:match("^(%S+)%s*(%S*)")
-  return what, tonumber(attempts)
+  local what, attempts, took = text:match("^(%S+)%s*(%S*)%s*(%S*)")
+  return what, tonumber(attempts), tonumber(took)
+end
+
+-- The p-th quantile (0..1) of list, nil for none.
+local function quantile(list, p)
+  if #list == 0 then return nil end
+  local s = {}
+  for i, v in ipairs(list) do s[i] = v end
+  table.sort(s)
+  return s[math.max(1, math.ceil(#s * p))]
 end
 
 local function sorted_keys(t, cmp)
@@ -491,6 +523,32 @@ local function log_lines(text, pattern)
   return n, top
 end
 
+-- "key=n key=n" (a process's E line) as {key -> n}.
+local function parse_events(text)
+  local t = {}
+  for key, n in text:gmatch("(%S+)=(%d+)") do t[key] = tonumber(n) end
+  return t
+end
+
+-- "p50 0.41 s, p99 3.20 s, max 5.02 s" of a list of seconds.
+local function times(list)
+  if #list == 0 then return "none" end
+  return ("p50 %.2f s, p99 %.2f s, max %.2f s"):format(quantile(list, 0.5), quantile(list, 0.99),
+    quantile(list, 1))
+end
+
+-- The first generation sampled after the warm-up and the last one, and
+-- figure f's growth between them (their "old" samples), in kB.
+local function rss_span(r, f)
+  local from, to
+  for _, g in ipairs(r.gens) do
+    if g.old and g.start - r.t0 >= CFG.warmup and not from then from = g end
+    if g.old then to = g end
+  end
+  if not (from and to and from ~= to) then return nil end
+  return to.old[f] - from.old[f], from, to
+end
+
 local function report(r)
   local criteria = {}
   local function criterion(name, measured, ok)
@@ -502,10 +560,15 @@ local function report(r)
   local na = account(d.q, d.o, d.s, received(r.srv_nginx.requests))
   local callers = { c = 0, t = 0 }
   for _, q in pairs(d.q) do local c = q:sub(1, 1); callers[c] = (callers[c] or 0) + 1 end
+  local took = { c = {}, t = {} }
+  for id, text in pairs(d.o) do
+    local list = took[(d.q[id] or "?"):sub(1, 1)]
+    if list then list[#list + 1] = select(3, outcome_parts(text)) end
+  end
   local lanes = lanes_account(r)
   -- Redis side.
   local rq, ro, rs = {}, {}, {}
-  local proc_rss = {}
+  local proc_events = {}
   for _, p in ipairs(r.procs) do
     for id in p.text:gmatch("\nQ (%S+)") do rq[id] = true end
     for id, what, attempts, sent in p.text:gmatch("\nO (%S+) (%S+) (%S+) (%d+)") do
@@ -515,13 +578,23 @@ local function report(r)
     local samples = {}
     for t, kb in p.text:gmatch("\nM (%d+) (%d+)") do samples[#samples + 1] = { tonumber(t), tonumber(kb) } end
     local from
-    for _, s in ipairs(samples) do if not from and s[1] >= CFG.warmup then from = s end end
+    for _, m in ipairs(samples) do if not from and m[1] >= CFG.warmup then from = m end end
     local to = samples[#samples]
     p.rss_from, p.rss_to = from and from[2], to and to[2]
-    p.events = p.text:match("\nE ([^\n]*)") or ""
-    proc_rss[#proc_rss + 1] = p
+    for key, n in pairs(parse_events(p.text:match("\nE ([^\n]*)") or "")) do
+      proc_events[key] = (proc_events[key] or 0) + n
+    end
   end
   local ra = account(rq, ro, rs, received(r.srv_redis.requests))
+  -- The 429s of the servers' windows: when, from the start.
+  local over = {}
+  for _, name in ipairs { "srv_nginx", "srv_redis" } do
+    for _, q in ipairs(r[name].requests) do
+      if q.over_limit then
+        over[#over + 1] = ("%s at %.1f s"):format(name == "srv_nginx" and "nginx's" or "Redis's", q.time - r.t0)
+      end
+    end
+  end
 
   say("## Soak (`make soak`)")
   say("")
@@ -533,6 +606,8 @@ local function report(r)
     :format(os.date("!%Y-%m-%d %H:%M", math.floor(r.t_start)), checkout, sh("nproc"):match("%d+") or "?",
       r.loadavg or "?", commas(d.n.pool or 0), commas(d.n.cosocket or 0)))
   say("")
+  local weights = {}
+  for _, kind in ipairs(KINDS) do weights[#weights + 1] = kind .. " " .. WEIGHTS[kind] end
   say(("%d s of pins (SOAK_SECONDS), then %.1f s for the pins in flight to end; %.0f s in all. The app nginx"
     .. " (4 workers, `periskope.limiter.shared_dict`) reloaded %d times (every %g s, %d reload(s) without"
     .. " a full new generation); Redis restarted at %s. Clients: timeout %g s per attempt, retries 2,"
@@ -540,44 +615,40 @@ local function report(r)
     .. " an injected 429 says Retry-After: %d.")
     :format(SECONDS, r.drain, r.elapsed, r.reloads, CFG.reload, r.reload_failures,
       r.restarted and ("%.0f s"):format(r.restarted) or "**never**", CFG.timeout, CFG.rate_nginx, CFG.rate_redis,
-      CFG.window, (function()
-        local p = {}
-        for _, kind in ipairs(KINDS) do p[#p + 1] = kind .. " " .. WEIGHTS[kind] end
-        return table.concat(p, ", ")
-      end)(), CFG.hang, CFG.retry_after))
+      CFG.window, table.concat(weights, ", "), CFG.hang, CFG.retry_after))
   say("")
   say("| | nginx: 4 workers, shared dict, reloaded | processes on Redis (Lua 5.4 pin_many, LuaJIT pin) |")
   say("| --- | --- | --- |")
   say(("| pins requested | %s (content handler %s, timers %s) | %s |")
     :format(commas(na.requested), commas(callers.c or 0), commas(callers.t or 0), commas(ra.requested)))
   say(("| outcomes at the caller | %s | %s |"):format(breakdown(na.by), breakdown(ra.by)))
+  say(("| time a pin took at the caller | content handler %s; timers %s | — |")
+    :format(times(took.c), times(took.t)))
   say(("| **dropped** (no outcome) | %d | %d |"):format(na.dropped, ra.dropped))
   say(("| raised instead of an outcome | %d | %d |"):format(na.raised, ra.raised))
   say(("| outcomes twice | %d | — |"):format(d.double))
   say(("| **sent more often than its attempts** | %d | %d |"):format(na.oversent, ra.oversent))
   say(("| attempts ≠ the job's request events | %d | %d |"):format(na.attempts_mismatch, ra.attempts_mismatch))
-  say(("| requests the server received | %s (%d for ids never requested) | %s (%d) |")
-    :format(commas(r.srv_nginx.stats.requests), na.unknown, commas(r.srv_redis.stats.requests), ra.unknown))
+  local function per_window(name, rate)
+    return ("%.1f a window of %g s (the limit: %d)")
+      :format(r[name].stats.requests / (r.t_stop - r.t0) * CFG.window, CFG.window, rate)
+  end
+  say(("| requests the server received | %s, %s; %d for ids never requested | %s, %s; %d |")
+    :format(commas(r.srv_nginx.stats.requests), per_window("srv_nginx", CFG.rate_nginx), na.unknown,
+      commas(r.srv_redis.stats.requests), per_window("srv_redis", CFG.rate_redis), ra.unknown))
   say(("| hostile answers drawn | %s | %s |"):format(breakdown(r.srv_nginx.stats.hostile),
     breakdown(r.srv_redis.stats.hostile)))
   say(("| **429s the server did not inject** | %d | %d |"):format(r.srv_nginx.stats.over_limit,
     r.srv_redis.stats.over_limit))
-  local ev = {}
-  for k, v in pairs(d.ev) do ev[k] = v end
-  say(("| limiter, circuit and wait events | %s | %s |"):format(breakdown(ev),
-    table.concat((function()
-      local t = {}
-      for _, p in ipairs(r.procs) do t[#t + 1] = p.name .. ": " .. (p.events ~= "" and p.events or "none") end
-      return t
-    end)(), "; ")))
+  say(("| events: failures (by kind; not sent: failed without a request of its own), waits, circuit, limiter"
+    .. " | %s | %s |"):format(breakdown(d.ev), breakdown(proc_events)))
   say(("| HTTP requests of the curl lanes | %s asked, %s answered with the outcome the dictionary holds"
     .. " (%d differ), **%d unanswered** | — |")
     :format(commas(lanes.asked), commas(lanes.answered), lanes.mismatch, lanes.unanswered))
-  say(("| process exit status | — | %s |"):format(table.concat((function()
-    local t = {}
-    for _, p in ipairs(r.procs) do t[#t + 1] = p.name .. " " .. tostring(p.exit) end
-    return t
-  end)(), ", ")))
+  local exits = {}
+  for _, p in ipairs(r.procs) do exits[#exits + 1] = p.name .. " " .. tostring(p.exit) end
+  say(("| keys in the pacing dictionary at the end; process exit status | %d | %s |")
+    :format(d.pacing_keys, table.concat(exits, ", ")))
   say("")
   local examples = {}
   for _, e in ipairs(na.examples) do examples[#examples + 1] = "nginx " .. e end
@@ -585,6 +656,11 @@ local function report(r)
   for _, e in ipairs(lanes.examples) do examples[#examples + 1] = "curl " .. e end
   if #examples > 0 then
     say("First cases: " .. table.concat(examples, "; ") .. ".")
+    say("")
+  end
+  if #over > 0 then
+    say("429s of the servers' own windows: " .. table.concat(over, ", ", 1, math.min(#over, 10))
+      .. (#over > 10 and ", ..." or "") .. ".")
     say("")
   end
 
@@ -601,39 +677,47 @@ local function report(r)
     if #t[2] > 0 then say("- most frequent ", t[1], ": ", table.concat(t[2], "; ")) end
   end
   local srv_alerts = log_lines(r.srv_nginx.log, "%[alert%]") + log_lines(r.srv_redis.log, "%[alert%]")
+  if srv_alerts > 0 then say(("- the local servers' own error logs: %d [alert]"):format(srv_alerts)) end
   say("")
 
   -- RSS.
-  local from, to
-  for _, g in ipairs(r.gens) do
-    if g.old and g.start - r.t0 >= CFG.warmup and not from then from = g end
-    if g.old then to = g end
-  end
-  local growth = from and to and from ~= to and (to.old - from.old) or nil
-  local within, within_n = 0, 0
-  for _, g in ipairs(r.gens) do
-    if g.old and g.young and g.start - r.t0 >= CFG.warmup then
-      within, within_n = within + (g.old - g.young), within_n + 1
-    end
-  end
-  say(("Worker RSS (VmRSS, mean of a generation's %d workers, %g s into it): warm-up ends at %g s;")
-    :format(CFG.workers, CFG.reload - 0.5, CFG.warmup))
+  local private = rss_span(r, "VmRSS") and (rss_span(r, "RssAnon") + rss_span(r, "RssFile"))
+  local growth, from, to = rss_span(r, "VmRSS")
+  say(("Worker RSS (`/proc/<pid>/status`, the mean of a generation's %d workers %g s into it; warm-up: the"
+    .. " first %g s):"):format(CFG.workers, CFG.reload - 0.5, CFG.warmup))
   if growth then
-    say(("generation %d (from %.0f s) %s kB, generation %d (the last, from %.0f s) %s kB: growth **%+.0f kB**."
-      .. " Within a generation (2 s to %g s into it, mean over the generations after warm-up): %+.0f kB."
-      .. " Master: %s kB at the first of them, %s kB at the last.")
-      :format(from.n, from.start - r.t0, commas(from.old), to.n, to.start - r.t0, commas(to.old),
-        growth, CFG.reload - 0.5, within_n > 0 and within / within_n or 0,
-        commas(from.master or 0), commas(to.master or 0)))
+    local function row(g)
+      return ("| %d (from %.0f s) | %s | %s | %s | %s | %s |"):format(g.n, g.start - r.t0, commas(g.old.VmRSS),
+        commas(g.old.RssAnon), commas(g.old.RssFile), commas(g.old.RssShmem), commas(g.master and g.master.VmRSS or 0))
+    end
+    say("")
+    say("| generation | VmRSS kB | anonymous | file | shared memory | master's VmRSS |")
+    say("| --- | ---: | ---: | ---: | ---: | ---: |")
+    say(row(from))
+    say(row(to))
+    say(("| growth | %+.0f | %+.0f | %+.0f | %+.0f | %+.0f |"):format(growth, rss_span(r, "RssAnon"),
+      rss_span(r, "RssFile"), rss_span(r, "RssShmem"), (to.master and from.master)
+        and to.master.VmRSS - from.master.VmRSS or 0))
+    say("")
+    local within, n = 0, 0
+    for _, g in ipairs(r.gens) do
+      if g.old and g.young and g.start - r.t0 >= CFG.warmup then
+        within, n = within + (g.old.RssAnon + g.old.RssFile) - (g.young.RssAnon + g.young.RssFile), n + 1
+      end
+    end
+    say(("Private (anonymous + file) growth within a generation, 2 s to %g s into it, mean over the"
+      .. " generations after warm-up: %+.0f kB."):format(CFG.reload - 0.5, n > 0 and within / n or 0))
   else
     say("**not measured**: no two generations after the warm-up.")
   end
   local per = {}
   for _, g in ipairs(r.gens) do
-    if g.old then per[#per + 1] = ("%d: %s"):format(g.n, commas(g.old)) end
+    if g.old then
+      per[#per + 1] = ("%d: %s/%s"):format(g.n, commas(g.old.VmRSS), commas(g.old.RssAnon + g.old.RssFile))
+    end
   end
-  say("Per generation (kB): " .. table.concat(per, ", ") .. ".")
-  for _, p in ipairs(proc_rss) do
+  say("Per generation (VmRSS/private, kB): " .. table.concat(per, ", ") .. ".")
+  for _, p in ipairs(r.procs) do
     if p.rss_from and p.rss_to then
       say(("Process %s (one process all along): VmRSS %s kB after the warm-up, %s kB at the end (%+d kB).")
         :format(p.name, commas(p.rss_from), commas(p.rss_to), p.rss_to - p.rss_from))
@@ -659,8 +743,9 @@ local function report(r)
   criterion("no worker crash, no [alert] in the error log",
     ("%d crashes, %d [alert], %d [crit]/[emerg]"):format(crashes, alerts, crit),
     crashes == 0 and alerts == 0 and crit == 0)
-  criterion(("worker RSS growth after warm-up < %d kB"):format(CFG.rss_limit),
-    growth and ("%+.0f kB"):format(growth) or "not measured", growth ~= nil and growth < CFG.rss_limit)
+  criterion(("worker RSS growth after warm-up < %d kB (private: anonymous + file)"):format(CFG.rss_limit),
+    private and ("%+.0f kB (VmRSS %+.0f kB)"):format(private, growth) or "not measured",
+    private ~= nil and private < CFG.rss_limit)
   criterion("no 429 the servers did not inject",
     ("%d nginx, %d Redis"):format(r.srv_nginx.stats.over_limit, r.srv_redis.stats.over_limit),
     r.srv_nginx.stats.over_limit == 0 and r.srv_redis.stats.over_limit == 0)
@@ -677,7 +762,6 @@ local function report(r)
         r.srv_nginx.stats.dropped, r.srv_redis.stats.dropped, full),
     r.reloads >= math.floor(SECONDS / CFG.reload) - 1 and r.reload_failures == 0 and r.restarted ~= nil
       and drawn_ok and (callers.c or 0) > 0 and (callers.t or 0) > 0 and ra.requested > 0 and full == 0)
-  if srv_alerts > 0 then say(("(The local servers' own error logs hold %d [alert].)"):format(srv_alerts)) end
 
   say("| criterion | measured | |")
   say("| --- | --- | --- |")

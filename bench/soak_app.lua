@@ -57,29 +57,39 @@ function M.init(o)
       if ev.type == "request" then
         local id = ev.url:match("/message/([^/]+)/pin$")
         if id then count("s:" .. id) end
+      elseif ev.type == "failure" then
+        -- attempt 0: a failure without a request of its own.
+        count("ev:failure:" .. tostring(ev.kind) .. (ev.attempt == 0 and " (not sent)" or ""))
       elseif ev.type == "limiter" or ev.type == "circuit" or ev.type == "wait" then
         count("ev:" .. ev.type .. ":" .. tostring(ev.state or ev.reason or "store"))
+        if ev.type == "circuit" then ngx.log(ngx.WARN, "soak: circuit ", ev.state) end
       end
     end,
   }
 end
 
 -- Pins message id for caller ("c" content, "t" timer) and writes it down;
--- returns the outcome as written.
+-- returns the outcome as written: "<status> <attempts> <seconds>" or
+-- "<kind> - <seconds>".
 function M.pin_one(id, caller)
   local d = dict()
   local ok, err, forcible = d:safe_set("q:" .. id, caller .. " " .. ngx.worker.pid())
   if not ok or forcible then ngx.log(ngx.ERR, "soak: the dictionary is full: ", err or "evicted") end
   count("n:requested")
+  ngx.update_time()
+  local t0 = ngx.now()
   local done, res, msg, kind = pcall(pnx.pin, M.client, { message_id = id, time = 7 })
+  ngx.update_time()
+  local took = (" %.3f"):format(ngx.now() - t0)
   local out
   if not done then
-    out = "raised " .. (tostring(res):gsub("%s+", " "))
+    out = "raised - " .. took .. " " .. (tostring(res):gsub("%s+", " "))
   elseif res then
-    out = res.status .. " " .. res.attempts
+    out = res.status .. " " .. res.attempts .. took
+  elseif kind == nil then
+    out = "nokind - " .. took .. " " .. tostring(msg)
   else
-    out = tostring(kind) .. " -"
-    if kind == nil then out = "nokind " .. tostring(msg) end
+    out = kind .. " -" .. took
   end
   ok, err = d:safe_add("o:" .. id, out)
   if ok then
@@ -154,10 +164,11 @@ function M.count()
   ngx.say((d:get("n:requested") or 0), " ", (d:get("n:outcomes") or 0))
 end
 
--- GET /soak/dump: every key and value of the dictionary.
+-- GET /soak/dump: every key and value of the dictionary, and how many
+-- keys the pacing dictionary holds.
 function M.dump()
   local d = dict()
-  local out = {}
+  local out = { "pacing_keys\t" .. #ngx.shared.soak_pacing:get_keys(0) .. "\n" }
   for _, key in ipairs(d:get_keys(0)) do
     local v = d:get(key)
     if v ~= nil then out[#out + 1] = key .. "\t" .. tostring(v) .. "\n" end

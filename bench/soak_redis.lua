@@ -61,6 +61,10 @@ local client = periskope.new {
     if ev.type == "request" then
       local id = ev.url:match("/message/([^/]+)/pin$")
       if id then sent[id] = (sent[id] or 0) + 1 end
+    elseif ev.type == "failure" then
+      -- attempt 0: a failure without a request of its own.
+      local key = "failure:" .. tostring(ev.kind) .. (ev.attempt == 0 and "(not-sent)" or "")
+      events[key] = (events[key] or 0) + 1
     elseif ev.type == "limiter" or ev.type == "circuit" or ev.type == "wait" then
       local key = ev.type .. ":" .. tostring(ev.state or ev.reason or "store")
       events[key] = (events[key] or 0) + 1

@@ -624,6 +624,9 @@ describe("mock server", function()
       assert.same({ too_many = 3 }, st.hostile)
       assert.equal(1, st.over_limit)
       assert.same({ [429] = 4 }, st.statuses)
+      local marked = {}
+      for i, q in ipairs(small:requests()) do marked[i] = q.over_limit or false end
+      assert.same({ false, false, false, true }, marked)
       -- A refused request is refused as Periskope does, neither drawn nor counted.
       assert.equal(401, request(small, { headers = { Authorization = false } }).status)
       assert.same({ too_many = 3 }, small:stats().hostile)

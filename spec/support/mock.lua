@@ -124,7 +124,7 @@ end
 
 -- Records the request before anything can fail it. A full dict drops the
 -- record but still counts it, and never fails the request (benchmarks send
--- far more than the dict holds).
+-- far more than the dict holds). Returns the record and its number.
 local function record()
   ngx.update_time()                    -- arrival time, not the loop's cached one
   local headers = {}
@@ -151,7 +151,7 @@ local function record()
       ngx.log(ngx.WARN, "mock: request records dropped from now on: ", err)
     end
   end
-  return rec
+  return rec, n
 end
 
 ------------------------------------------------------------------------------
@@ -320,17 +320,20 @@ local function check(rec)
   return nil
 end
 
--- Checks rec as Periskope would and counts it in the rate window. Returns
--- nil and the window's rate values when it may be answered 2xx; else the
--- status, message, extra headers and rate values of its answer (a refusal,
--- uncounted, or a 429 past the limit, counted as over_limit).
-local function judge(rec, now)
+-- Checks rec (record number n) as Periskope would and counts it in the
+-- rate window. Returns nil and the window's rate values when it may be
+-- answered 2xx; else the status, message, extra headers and rate values of
+-- its answer (a refusal, uncounted, or a 429 past the limit, counted as
+-- over_limit and marked so in its record).
+local function judge(rec, n, now)
   local status, text, extra = check(rec)
   if status then return status, text, extra, rate_values(now, window_peek()) end
-  local start, n = window_take(now)
-  local rate = rate_values(now, start, n)
-  if n > config().rate_limit then
+  local start, used = window_take(now)
+  local rate = rate_values(now, start, used)
+  if used > config().rate_limit then
     ngx.shared[STATE]:incr("over_limit", 1, 0)
+    rec.over_limit = true
+    ngx.shared[RECORDS]:safe_set(tostring(n), cjson.encode(rec))
     if config().retry_after then
       extra = { ["Retry-After"] = tostring(rate.retry_after) }
     end
@@ -348,8 +351,8 @@ local function answer(status, text, extra, rate)
   return finish(status, message(text))
 end
 
-local function default_answer(rec)
-  return answer(judge(rec, ngx.now()))
+local function default_answer(rec, n)
+  return answer(judge(rec, n, ngx.now()))
 end
 
 -- What close_mid_headers and close_mid_body write before closing.
@@ -450,9 +453,9 @@ local function draw(weights)
   return "ok"                          -- rounding at the very end
 end
 
-local function hostile_answer(rec, h)
+local function hostile_answer(rec, n, h)
   local now = ngx.now()
-  local status, text, extra, rate = judge(rec, now)
+  local status, text, extra, rate = judge(rec, n, now)
   if status then return answer(status, text, extra, rate) end
   local kind = draw(h.weights)
   ngx.shared[STATE]:incr("hostile:" .. kind, 1, 0)
@@ -474,14 +477,14 @@ end
 
 -- content handler of location /v1/
 function M.pin()
-  local rec = record()
+  local rec, n = record()
   local item = ngx.shared[STATE]:lpop("script")
   local latency = config().latency
   if latency > 0 then ngx.sleep(latency) end
   if item then return scripted_answer(cjson.decode(item)) end
   local h = hostile()
-  if h then return hostile_answer(rec, h) end
-  return default_answer(rec)
+  if h then return hostile_answer(rec, n, h) end
+  return default_answer(rec, n)
 end
 
 ------------------------------------------------------------------------------

@@ -35,7 +35,8 @@
 --   127.0.0.1; openssl makes both at start).
 --   srv:script{ {status = 429, remaining = 0, reset_in = 3}, {action = "close"} }
 --   srv:requests()  -- {method, uri, headers, body, time, connection,
---                   --  connection_requests, worker} per request to /v1/
+--                   --  connection_requests, worker, over_limit (true: answered
+--                   --  the rate window's 429)} per request to /v1/
 --   srv:stats()     -- {requests, dropped, script, statuses = {[204] = n, [429] = n, ...},
 --                   --  over_limit (429s of the rate window), hostile = {[kind] = n}}
 --   srv:hostile{ weights = { ok = 80, too_many = 4, unavailable = 4, hang = 4, cut = 4,
