@@ -600,7 +600,10 @@ local function report(r)
   say("")
   say("<!-- Written by `make soak` (bench/soak.lua); do not edit by hand. -->")
   say("")
-  local checkout = sh("git describe --always --dirty 2>/dev/null"):match("%S+") or "?"
+  -- The commit, and whether what the soak runs differs from it.
+  local checkout = (sh("git rev-parse --short HEAD 2>/dev/null"):match("%S+") or "?")
+    .. (sh("git status --porcelain -- src lua bench/soak.lua bench/soak_app.lua bench/soak_redis.lua"
+      .. " spec/support 2>/dev/null"):find("%S") and " with uncommitted changes" or "")
   say(("Run %s UTC, checkout %s, %s cores, load average at start %s. `periskope.ngx` called"
     .. " `ngx.run_worker_thread` (nginx's thread pool) %s times (`prepare` included) and made %s cosockets.")
     :format(os.date("!%Y-%m-%d %H:%M", math.floor(r.t_start)), checkout, sh("nproc"):match("%d+") or "?",
