@@ -112,7 +112,9 @@ md(("`make bench` took %.0f s; load average at the end: %s.")
   :format(b.clock.elapsed(T_START), (b.read_file("/proc/loadavg") or "?"):match("^(%S+ %S+ %S+)") or "?"))
 
 local text = table.concat(b.lines, "\n") .. "\n"
-b.write_file(CFG.results, text)
+-- The soak's section (make soak, bench/soak.lua) stays as the soak wrote it.
+local soak = (b.read_file(CFG.results) or ""):match("<!%-%- soak:begin %-%->.-<!%-%- soak:end %-%->\n?")
+b.write_file(CFG.results, soak and text .. "\n" .. soak or text)
 b.say("")
 b.say("bench: results in " .. CFG.results
   .. ((all and report.update_readme(text)) and (" and " .. CFG.readme) or ""))

@@ -167,9 +167,9 @@ describe("mock server", function()
       assert.equal(42, server.with({}, function() return 42 end))
     end)
 
-    it("applies keepalive_timeout, latency, extra_main, extra_server and lua_cpath", function()
+    it("applies keepalive_timeout, latency, extra_main, extra_server, lua_cpath and records", function()
       local srv = server.start{
-        keepalive_timeout = 3, latency = 0.3,
+        keepalive_timeout = 3, latency = 0.3, records = 3,
         extra_main = "env PERISKOPE_MOCK_PROBE=hello;",
         lua_cpath = "/nonexistent/periskope-probe/?.so",
         extra_server = [[location = /probe { content_by_lua_block {
@@ -182,6 +182,7 @@ describe("mock server", function()
       assert.is_true(res.time >= 0.3, "answered after " .. res.time .. " s")
       local out = sh("curl -sS --noproxy '*' " .. sq(srv.url .. "/probe"))
       assert.matches("^hello /nonexistent/periskope%-probe/%?%.so;", out)
+      assert.truthy(read_file(srv.dir .. "/nginx.conf"):find("lua_shared_dict periskope_mock_requests 3m;", 1, true))
     end)
   end)
 
@@ -531,6 +532,143 @@ describe("mock server", function()
       assert.equal("4", res.headers["content-length"])
       assert.equal("xxxx", res.body)
       assert.is_true(res.time >= 0.35, "took " .. res.time .. " s")
+    end)
+  end)
+
+  describe("hostile mode", function()
+    local srv
+    setup(function() srv = server.start{ rate_limit = 100, window = 60 } end)
+    teardown(function() srv:stop() end)
+    before_each(function() srv:reset() end)
+
+    -- Every answer of one kind: that kind alone has weight.
+    local function only(kind, extra, s)
+      local settings = { weights = { [kind] = 1 } }
+      for k, v in pairs(extra or {}) do settings[k] = v end
+      ;(s or srv):hostile(settings)
+    end
+
+    it("answers ok as the default does, counted in the window", function()
+      only("ok")
+      local res = request(srv)
+      assert.equal(204, res.status)
+      assert.equal("99", res.headers["x-ratelimit-remaining"])
+      assert.same({ ok = 1 }, srv:stats().hostile)
+    end)
+
+    it("injects 429 with Retry-After, and 503, with the window's headers", function()
+      only("too_many", { retry_after = 3 })
+      local res = request(srv)
+      assert.equal(429, res.status)
+      assert.equal("3", res.headers["retry-after"])
+      assert.equal('{"message":"Too many requests"}', res.body)
+      assert.equal("99", res.headers["x-ratelimit-remaining"])
+      only("unavailable")
+      res = request(srv)
+      assert.equal(503, res.status)
+      assert.equal('{"message":"Service unavailable"}', res.body)
+      assert.equal("98", res.headers["x-ratelimit-remaining"])
+      local st = srv:stats()
+      assert.same({ too_many = 1, unavailable = 1 }, st.hostile)
+      assert.equal(0, st.over_limit)
+      assert.same({ [429] = 1, [503] = 1 }, st.statuses)
+    end)
+
+    it("hangs past the client's timeout", function()
+      only("hang", { hang = 1 })
+      local res = request(srv, { max_time = 0.3 })
+      assert.equal(28, res.rc)                  -- curl: operation timed out
+      assert.equal(1, #srv:requests())
+      assert.same({ hang = 1 }, srv:stats().hostile)
+    end)
+
+    it("cuts the connection in the middle of the headers or of the body", function()
+      only("cut")
+      local seen = {}
+      for _ = 1, 20 do
+        local out, code = raw_exchange(srv, pin_bytes(srv, "/v1/message/m1/pin"))
+        assert.equal(0, code)
+        seen[out] = true
+      end
+      assert.same({
+        ["HTTP/1.1 204 No Content\r\nX-RateLimit-Li"] = true,
+        ["HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 100\r\n\r\n"
+          .. string.rep("x", 10)] = true,
+      }, seen)
+    end)
+
+    it("sends resets no window has: an hour and more ahead, or in milliseconds", function()
+      only("far_reset", { far_reset = 7200 })
+      local seen = {}
+      for _ = 1, 20 do
+        local res = request(srv)
+        assert.equal(204, res.status)
+        assert.equal("0", res.headers["x-ratelimit-remaining"])
+        local date = http_date(res.headers["date"])
+        local reset = tonumber(res.headers["x-ratelimit-reset"])
+        local form = reset == date + 7200 and "far" or reset == date * 1000 and "ms" or reset
+        seen[form] = true
+      end
+      assert.same({ far = true, ms = true }, seen)
+    end)
+
+    it("answers a request past the window's limit with the window's 429, not a drawn one", function()
+      local small = server.start{ rate_limit = 3, window = 60 }
+      finally(function() small:stop() end)
+      only("too_many", nil, small)
+      for _ = 1, 3 do assert.equal(429, request(small).status) end
+      local res = request(small)
+      assert.equal(429, res.status)
+      assert.is_nil(res.headers["retry-after"])  -- the window's: retry_after is off
+      local st = small:stats()
+      assert.same({ too_many = 3 }, st.hostile)
+      assert.equal(1, st.over_limit)
+      assert.same({ [429] = 4 }, st.statuses)
+      local marked = {}
+      for i, q in ipairs(small:requests()) do marked[i] = q.over_limit or false end
+      assert.same({ false, false, false, true }, marked)
+      -- A refused request is refused as Periskope does, neither drawn nor counted.
+      assert.equal(401, request(small, { headers = { Authorization = false } }).status)
+      assert.same({ too_many = 3 }, small:stats().hostile)
+    end)
+
+    it("draws every kind by weight", function()
+      srv:hostile{ weights = { ok = 1, unavailable = 1 } }
+      local codes = {}
+      for _ = 1, 3 do
+        local res = request(srv)
+        codes[res.status] = (codes[res.status] or 0) + 1
+      end
+      local st = srv:stats()
+      assert.equal(3, (st.hostile.ok or 0) + (st.hostile.unavailable or 0))
+      assert.equal(codes[204], st.hostile.ok)
+      assert.equal(codes[503], st.hostile.unavailable)
+    end)
+
+    it("refuses bad settings, and turns off with false or reset()", function()
+      local bad = {
+        { { weights = { ok = 1 }, hnag = 1 }, "unknown field 'hnag'" },
+        { { weights = { boom = 1 } }, "weights: unknown kind 'boom'" },
+        { { weights = { ok = -1 } }, "weights: 'ok' must be a number >= 0" },
+        { { weights = { ok = 0 } }, "weights: at least one must be > 0" },
+        { { hang = 1 }, "field 'weights' is required" },
+        { { weights = { hang = 1 }, hang = 0 }, "field 'hang' must be in (0, 3600]" },
+        { { weights = { far_reset = 1 }, far_reset = 60 }, "field 'far_reset' must be in (3600, 1e9]" },
+      }
+      for _, case in ipairs(bad) do
+        local ok, err = pcall(srv.hostile, srv, case[1])
+        assert.is_false(ok)
+        assert.matches(case[2], err, 1, true)
+      end
+      assert.equal(204, request(srv).status)    -- none of them took effect
+      only("unavailable")
+      assert.equal(503, request(srv).status)
+      srv:hostile(false)
+      assert.equal(204, request(srv).status)
+      only("unavailable")
+      srv:reset()
+      assert.equal(204, request(srv).status)
+      assert.same({}, srv:stats().hostile)
     end)
   end)
 

@@ -37,6 +37,24 @@
 --                 `drip_bytes` bytes, one per `drip_interval` seconds);
 --                 all but "drip" close the connection after writing.
 --
+-- Hostile mode (POST /_mock/hostile, srv:hostile{...}): a pin request that
+-- no scripted behaviour answers is checked and counted in the rate window as
+-- the default answer does -- a refused request gets its 4xx, a request past
+-- the window's limit the default's 429 (counted as over_limit: a 429 the
+-- server did not inject) -- and is then answered by one behaviour drawn at
+-- random by weight:
+--   ok            the default answer (204 with the window's headers)
+--   too_many      429 with Retry-After: retry_after seconds (injected)
+--   unavailable   503, the window's headers
+--   hang          204 after hang seconds (meant to outlast the client's timeout)
+--   cut           the connection closed in the middle of the headers or of
+--                 the body (close_mid_headers, close_mid_body), at random
+--   far_reset     204 with X-RateLimit-Remaining 0 and an X-RateLimit-Reset
+--                 no window has: far_reset seconds after the Date, or the
+--                 Date in milliseconds, at random
+-- Each draw is counted by kind (stats().hostile). srv:hostile(false) or
+-- reset() turns it off.
+--
 -- It sets up no init_by_lua / init_worker_by_lua / lua_package_path of its
 -- own: each may appear only once per http{} block, and the specs that embed
 -- the periskope module through `extra_http` may need them.
@@ -106,7 +124,7 @@ end
 
 -- Records the request before anything can fail it. A full dict drops the
 -- record but still counts it, and never fails the request (benchmarks send
--- far more than the dict holds).
+-- far more than the dict holds). Returns the record and its number.
 local function record()
   ngx.update_time()                    -- arrival time, not the loop's cached one
   local headers = {}
@@ -133,7 +151,7 @@ local function record()
       ngx.log(ngx.WARN, "mock: request records dropped from now on: ", err)
     end
   end
-  return rec
+  return rec, n
 end
 
 ------------------------------------------------------------------------------
@@ -302,27 +320,45 @@ local function check(rec)
   return nil
 end
 
-local function default_answer(rec)
-  local now = ngx.now()
+-- Checks rec (record number n) as Periskope would and counts it in the
+-- rate window. Returns nil and the window's rate values when it may be
+-- answered 2xx; else the status, message, extra headers and rate values of
+-- its answer (a refusal, uncounted, or a 429 past the limit, counted as
+-- over_limit and marked so in its record).
+local function judge(rec, n, now)
   local status, text, extra = check(rec)
-  local rate
-  if status then
-    rate = rate_values(now, window_peek())
-  else
-    local start, n = window_take(now)
-    rate = rate_values(now, start, n)
-    if n > config().rate_limit then
-      status, text = 429, "Too many requests"
-      if config().retry_after then
-        extra = { ["Retry-After"] = tostring(rate.retry_after) }
-      end
+  if status then return status, text, extra, rate_values(now, window_peek()) end
+  local start, used = window_take(now)
+  local rate = rate_values(now, start, used)
+  if used > config().rate_limit then
+    ngx.shared[STATE]:incr("over_limit", 1, 0)
+    rec.over_limit = true
+    ngx.shared[RECORDS]:safe_set(tostring(n), cjson.encode(rec))
+    if config().retry_after then
+      extra = { ["Retry-After"] = tostring(rate.retry_after) }
     end
+    return 429, "Too many requests", extra, rate
   end
+  return nil, nil, nil, rate
+end
+
+-- Sends the answer judge (or a hostile behaviour) settled on: 204 when
+-- status is nil, else status with {"message": text}.
+local function answer(status, text, extra, rate)
   set_common_headers(rate)
   for name, value in pairs(extra or {}) do ngx.header[name] = value end
   if not status then return finish(204) end
   return finish(status, message(text))
 end
+
+local function default_answer(rec, n)
+  return answer(judge(rec, n, ngx.now()))
+end
+
+-- What close_mid_headers and close_mid_body write before closing.
+local MID_HEADERS = "HTTP/1.1 204 No Content\r\nX-RateLimit-Li"
+local MID_BODY = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
+  .. "Content-Length: 100\r\n\r\n" .. string.rep("x", 10)
 
 local function scripted_answer(b)
   if b.delay then ngx.sleep(b.delay) end
@@ -330,10 +366,9 @@ local function scripted_answer(b)
   if action == "close" then
     return ngx.exit(444)
   elseif action == "close_mid_headers" then
-    return raw_send("HTTP/1.1 204 No Content\r\nX-RateLimit-Li")
+    return raw_send(MID_HEADERS)
   elseif action == "close_mid_body" then
-    return raw_send("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
-                    .. "Content-Length: 100\r\n\r\n" .. string.rep("x", 10))
+    return raw_send(MID_BODY)
   elseif action == "raw" then
     return raw_send(b.raw or "")
   end
@@ -388,14 +423,68 @@ local function scripted_answer(b)
   return finish(b.status or (body and 200 or 204), body, keep_length)
 end
 
+------------------------------------------------------------------------------
+-- Hostile mode
+
+-- The kinds of hostile answer, in the order draw() walks them.
+local HOSTILE_KINDS = { "ok", "too_many", "unavailable", "hang", "cut", "far_reset" }
+
+-- The hostile settings as this worker last decoded them, and their text:
+-- decoded again only when the text in the dict changed.
+local hostile_text, hostile_conf
+
+local function hostile()
+  local text = ngx.shared[STATE]:get("hostile")
+  if text ~= hostile_text then
+    hostile_text, hostile_conf = text, text and cjson.decode(text)
+  end
+  return hostile_conf
+end
+
+-- One kind, drawn at random by weight.
+local function draw(weights)
+  seed()
+  local x = math.random() * weights.total
+  for _, kind in ipairs(HOSTILE_KINDS) do
+    local w = weights[kind] or 0
+    if x < w then return kind end
+    x = x - w
+  end
+  return "ok"                          -- rounding at the very end
+end
+
+local function hostile_answer(rec, n, h)
+  local now = ngx.now()
+  local status, text, extra, rate = judge(rec, n, now)
+  if status then return answer(status, text, extra, rate) end
+  local kind = draw(h.weights)
+  ngx.shared[STATE]:incr("hostile:" .. kind, 1, 0)
+  if kind == "too_many" then
+    return answer(429, "Too many requests", { ["Retry-After"] = tostring(h.retry_after) }, rate)
+  elseif kind == "unavailable" then
+    return answer(503, "Service unavailable", nil, rate)
+  elseif kind == "hang" then
+    ngx.sleep(h.hang)
+  elseif kind == "cut" then
+    return raw_send(math.random(2) == 1 and MID_HEADERS or MID_BODY)
+  elseif kind == "far_reset" then
+    local date = ngx.time()            -- the Date nginx sends with it
+    rate.remaining = 0
+    rate.reset = math.random(2) == 1 and date + h.far_reset or date * 1000
+  end
+  return answer(nil, nil, nil, rate)
+end
+
 -- content handler of location /v1/
 function M.pin()
-  local rec = record()
+  local rec, n = record()
   local item = ngx.shared[STATE]:lpop("script")
   local latency = config().latency
   if latency > 0 then ngx.sleep(latency) end
   if item then return scripted_answer(cjson.decode(item)) end
-  return default_answer(rec)
+  local h = hostile()
+  if h then return hostile_answer(rec, n, h) end
+  return default_answer(rec, n)
 end
 
 ------------------------------------------------------------------------------
@@ -443,6 +532,48 @@ local function check_behaviour(i, b)
   return nil
 end
 
+-- The hostile settings of a POST /_mock/hostile body, checked and with
+-- their defaults; nil and what is wrong when they are not well formed;
+-- false for {} (hostile mode off).
+local HOSTILE_FIELDS = { weights = "table", hang = "number", retry_after = "number",
+                         far_reset = "number" }
+local function check_hostile(h)
+  if type(h) ~= "table" or (#h > 0) then return nil, "hostile settings must be a JSON object" end
+  if next(h) == nil then return false end
+  for k, v in pairs(h) do
+    local want = HOSTILE_FIELDS[k]
+    if not want then return nil, "unknown field '" .. tostring(k) .. "'" end
+    if type(v) ~= want then return nil, "field '" .. k .. "' must be a " .. want end
+  end
+  if not h.weights then return nil, "field 'weights' is required" end
+  local weights, total = { total = 0 }, 0
+  local known = {}
+  for _, kind in ipairs(HOSTILE_KINDS) do known[kind] = true end
+  for kind, w in pairs(h.weights) do
+    if not known[kind] then
+      return nil, "weights: unknown kind '" .. tostring(kind) .. "' (ok, too_many,"
+        .. " unavailable, hang, cut, far_reset)"
+    end
+    if type(w) ~= "number" or w < 0 or w ~= w or w == math.huge then
+      return nil, "weights: '" .. kind .. "' must be a number >= 0"
+    end
+    weights[kind] = w
+    total = total + w
+  end
+  if total <= 0 then return nil, "weights: at least one must be > 0" end
+  weights.total = total
+  local out = { weights = weights, hang = h.hang or 2, retry_after = h.retry_after or 1,
+                far_reset = h.far_reset or 7200 }
+  if not (out.hang > 0 and out.hang <= 3600) then return nil, "field 'hang' must be in (0, 3600]" end
+  if not (out.retry_after >= 0 and out.retry_after <= 86400 and out.retry_after % 1 == 0) then
+    return nil, "field 'retry_after' must be an integer in 0..86400"
+  end
+  if not (out.far_reset > 3600 and out.far_reset <= 1e9) then
+    return nil, "field 'far_reset' must be in (3600, 1e9]: a reset no window has"
+  end
+  return out
+end
+
 local function reply(status, body)
   ngx.status = status
   ngx.header["Content-Type"] = "application/json"
@@ -468,6 +599,13 @@ function M.control()
       if not pushed then return reply(500, message("item " .. i .. ": " .. err)) end
     end
     return reply(200, cjson.encode({ queued = state:llen("script") }))
+  elseif method == "POST" and path == "/_mock/hostile" then
+    local ok, h = pcall(cjson.decode, read_body())
+    local settings, problem
+    if ok then settings, problem = check_hostile(h) else problem = "hostile settings must be a JSON object" end
+    if settings == nil then return reply(400, message(problem)) end
+    if settings then state:set("hostile", cjson.encode(settings)) else state:delete("hostile") end
+    return reply(200, "{}")
   elseif method == "GET" and path == "/_mock/requests" then
     -- The records are stored encoded: join them instead of decoding again.
     local out = {}
@@ -476,16 +614,20 @@ function M.control()
     end
     return reply(200, "[" .. table.concat(out, ",") .. "]")
   elseif method == "GET" and path == "/_mock/stats" then
-    local statuses = {}   -- "204" -> count; cjson writes {} when empty
+    local statuses, drawn = {}, {}   -- "204" -> count; cjson writes {} when empty
     for _, key in ipairs(state:get_keys(0)) do
       local code = key:match("^status:(%d+)$")
       if code then statuses[code] = state:get(key) end
+      local kind = key:match("^hostile:(.+)$")
+      if kind then drawn[kind] = state:get(key) end
     end
     return reply(200, cjson.encode({
       requests = state:get("requests") or 0,
       dropped = state:get("dropped") or 0,
       script = state:llen("script") or 0,
       statuses = statuses,
+      over_limit = state:get("over_limit") or 0,
+      hostile = drawn,
     }))
   elseif method == "POST" and path == "/_mock/reset" then
     records:flush_all()

@@ -24,6 +24,8 @@
 --     env = nil,                       -- name -> value: nginx's environment at start
 --     tls = false,                     -- true: a second, TLS listener too (below)
 --     reuseport = false,               -- true: the kernel spreads connections over the workers
+--     records = 16,                    -- MiB kept for request records (~25k typical
+--                                      -- records; past that they are counted, not kept)
 --   }
 --   srv.port, srv.url ("http://127.0.0.1:<port>"), srv.base_url (url .. "/v1"),
 --   srv.pid (nginx master), srv.api_key
@@ -33,9 +35,15 @@
 --   127.0.0.1; openssl makes both at start).
 --   srv:script{ {status = 429, remaining = 0, reset_in = 3}, {action = "close"} }
 --   srv:requests()  -- {method, uri, headers, body, time, connection,
---                   --  connection_requests, worker} per request to /v1/
---   srv:stats()     -- {requests, dropped, script, statuses = {[204] = n, [429] = n, ...}}
---   srv:reset()     -- forget requests, script and rate window
+--                   --  connection_requests, worker, over_limit (true: answered
+--                   --  the rate window's 429)} per request to /v1/
+--   srv:stats()     -- {requests, dropped, script, statuses = {[204] = n, [429] = n, ...},
+--                   --  over_limit (429s of the rate window), hostile = {[kind] = n}}
+--   srv:hostile{ weights = { ok = 80, too_many = 4, unavailable = 4, hang = 4, cut = 4,
+--                            far_reset = 4 }, hang = 2, retry_after = 1, far_reset = 7200 }
+--                   -- answers made hostile at random (mock.lua says how);
+--                   -- srv:hostile(false) turns it off
+--   srv:reset()     -- forget requests, script, rate window and hostile mode
 --   srv:stop()      -- idempotent; the temp dir goes too
 --   server.with(opts, function(srv) ... end)  -- always stops
 --   server.sh(script) -> stdout, exit status; server.quote(s) -> shell word
@@ -59,12 +67,12 @@ local OPTIONS = {
   workers = "number", connections = "number", extra_http = "string",
   extra_main = "string", extra_server = "string", lua_path = "string",
   lua_cpath = "string", env = "table", tls = "boolean", reuseport = "boolean",
-  fixed_rate = "table",
+  fixed_rate = "table", records = "number",
 }
 
 local DEFAULTS = {
   api_key = "test-key", rate_limit = 1000, window = 2, retry_after = false,
-  keepalive_timeout = 5, latency = 0, workers = 1, connections = 1024,
+  keepalive_timeout = 5, latency = 0, workers = 1, connections = 1024, records = 16,
 }
 
 local START_TRIES = 20     -- ports tried before giving up
@@ -204,6 +212,7 @@ local function check_options(opts)
   int("rate_limit", 0)
   int("workers", 1)
   int("connections", 16)
+  int("records", 1)
   local function finite(x) return x == x and x > -math.huge and x < math.huge end
   if not finite(o.window) or o.window <= 0 then
     error("mock server: option 'window' must be a number > 0", 3)
@@ -272,7 +281,7 @@ local function nginx_conf(dir, port, o)
         .. (o.lua_path and o.lua_path .. ";" or "") .. ";"), ";")
   if o.lua_cpath then add("  lua_package_cpath ", cq(o.lua_cpath .. ";;"), ";") end
   add("  lua_shared_dict periskope_mock 4m;")                -- counters, script
-  add("  lua_shared_dict periskope_mock_requests 16m;")  -- ~25k typical records
+  add("  lua_shared_dict periskope_mock_requests ", o.records, "m;")  -- ~1.6k typical records a MiB
   add("  lua_socket_log_errors off;")
   add("  server {")
   add("    listen 127.0.0.1:", port, o.reuseport and " reuseport" or "", ";")
@@ -416,16 +425,30 @@ function Server:requests()
 end
 
 -- Counters: requests (all received, recorded or not), dropped (not recorded:
--- the dict was full), script (behaviours still queued).
+-- the dict was full), script (behaviours still queued), statuses (answers
+-- by status), over_limit (429s of the rate window: not injected), hostile
+-- (hostile answers by kind).
 function Server:stats()
   local s = self:_control("GET", "/_mock/stats")
   local statuses = {}
   for code, n in pairs(s.statuses or {}) do statuses[toint(tonumber(code))] = toint(n) end
+  local hostile = {}
+  for kind, n in pairs(s.hostile or {}) do hostile[kind] = toint(n) end
   return { requests = toint(s.requests), dropped = toint(s.dropped), script = toint(s.script),
-           statuses = statuses }
+           statuses = statuses, over_limit = toint(s.over_limit), hostile = hostile }
 end
 
--- Forgets recorded requests, the script queue and the rate window.
+-- Makes the answers hostile at random (settings as mock.lua describes them:
+-- weights by kind, hang, retry_after, far_reset), or, with false or nil,
+-- well behaved again. Raises with the mock's reason on bad settings.
+function Server:hostile(settings)
+  if settings ~= nil and settings ~= false and type(settings) ~= "table" then
+    error("mock server: hostile expects a table of settings, or false", 2)
+  end
+  self:_control("POST", "/_mock/hostile", settings and cjson.encode(settings) or "{}")
+end
+
+-- Forgets recorded requests, the script queue, the rate window and hostile mode.
 function Server:reset()
   self:_control("POST", "/_mock/reset", "{}")
 end
