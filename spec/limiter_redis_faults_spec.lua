@@ -109,7 +109,9 @@ describe("periskope.limiter.redis against a faulty store #redis", function()
     -- is left alone, no connection, no wait, no event.
     local t0 = now()
     assert.equal(204, c:pin { message_id = "r" }.status)
-    assert.is_true(now() - t0 < util.within(0.3), ("the next pin took %.2f s"):format(now() - t0))
+    -- (No connection: the time it takes is the pin's alone, however loaded
+    -- the machine.)
+    assert.is_true(now() - t0 < util.within(1), ("the next pin took %.2f s"):format(now() - t0))
     assert.equal(1, s:accepted())
     assert.equal(1, #of_type(events, "limiter"))
     -- After it, the store is tried again (and fails again, once).
@@ -139,13 +141,28 @@ describe("periskope.limiter.redis against a faulty store #redis", function()
     -- The first SYN is dropped (the queue frees at 0.3 s; the kernel sends
     -- it again about 1 s later); each reply then comes 0.6 s late: 1.6 s
     -- in all, past the timeout of 1.5 s that bounds the whole operation.
-    local s = redis.stand_in { mode = "proxy", upstream = rd.port, blackhole = 0.3, delay = 0.6 }
-    finally(function() s:stop() end)
-    local c, events = client_of(s, 1.5)
-    local took = failed_store_pin(c, events, "timed out (timeout 1.5 s)")
-    assert.is_true(took >= 1.45 and took < util.within(2.1), ("the pin took %.2f s"):format(took))
-    assert.equal(1, s:accepted())
-    c:close()
+    -- On a loaded machine the client may connect only after the queue
+    -- freed: the fault then did not happen (no event), and is set up again.
+    for attempt = 1, 4 do
+      local s = redis.stand_in { mode = "proxy", upstream = rd.port, blackhole = 0.3, delay = 0.6 }
+      local c, events = client_of(s, 1.5)
+      local t0 = now()
+      local res = c:pin { message_id = "m" }
+      local took = now() - t0
+      c:close()
+      s:stop()
+      assert.equal(204, res.status)
+      local ev = of_type(events, "limiter")
+      if #ev == 1 then
+        assert.truthy(ev[1].error:find("timed out (timeout 1.5 s)", 1, true), ev[1].error)
+        assert.is_true(took >= 1.45 and took < util.within(2.1), ("the pin took %.2f s"):format(took))
+        return
+      end
+      assert.equal(0, #ev)
+      -- Without the dropped SYN the operation takes one 0.6 s reply.
+      assert.is_true(took < 1.45, ("attempt %d: no event, yet the pin took %.2f s"):format(attempt, took))
+    end
+    error("the dropped SYN never happened in 4 attempts")
   end)
 
   it("a Redis that closes each connection at once fails fast", function()

@@ -66,7 +66,8 @@ describe("Neovim", function()
     assert.equal(8, #m.done)
     -- A 10 ms timer kept ticking: the loop was never held for long.
     assert.is_true(m.gap < util.within(400), m.gap .. " ms")
-    assert.is_true(m.ticks >= m.ms / 10 / 2, m.ticks .. " ticks in " .. m.ms .. " ms")
+    -- (A loop held by a pin would have none for the 800 ms of the first.)
+    assert.is_true(m.ticks >= m.ms / 10 / 4, m.ticks .. " ticks in " .. m.ms .. " ms")
     -- The server held the k-th request to arrive DELAYS[k] seconds.
     local reqs = srv:requests()
     local delay_of, first, second = {}, nil, nil

@@ -105,7 +105,7 @@ describe("periskope.ngx with", function()
   setup(function() dir = sh("mktemp -d \"${TMPDIR:-/tmp}/periskope-ngx-store.XXXXXX\""):match("[^\n]+") end)
   teardown(function() if dir then sh("rm -rf " .. sq(dir)) end end)
 
-  describe("the Redis limiter, over cosockets", function()
+  describe("the Redis limiter, over cosockets #redis", function()
     it("keeps 4 workers to the key's budget without a 429", function()
       local rd = redis.start {}
       local srv = server.start { rate_limit = 5, window = 1 }
@@ -150,7 +150,11 @@ describe("periskope.ngx with", function()
       assert.truthy(t.seconds >= 0.4, t.seconds)          -- Redis's delay was paid
       table.sort(times)
       assert.truthy(#times >= 5, #times)
-      assert.truthy(times[#times] < util.within(0.15), "slowest /plain " .. times[#times])
+      -- A worker waiting for Redis would hold /plain for 0.2 s a command
+      -- (p99 1.4 s measured); a busy machine adds far less than that.
+      local p90 = times[math.ceil(#times * 0.9)]
+      assert.truthy(p90 < util.within(0.1), "p90 /plain " .. p90)
+      assert.truthy(times[#times] < util.within(0.5), "slowest /plain " .. times[#times])
       app:stop()
       srv:stop()
       slow:stop()

@@ -69,8 +69,10 @@ for _, host in ipairs { "luv", "nvim" } do
 
     it("takes no thread of libuv's pool: the host's fs_stat is answered while 4 pins wait 2 s", function()
       local slow = result.slow
-      assert.truthy(slow.stat_ms < util.within(100), slow.stat_ms .. " ms")
-      assert.truthy(slow.gap < util.within(200), slow.gap .. " ms")
+      -- On libuv's pool the fs_stat waited for a pin's 2 s; here a loaded
+      -- machine may still delay the loop a little.
+      assert.truthy(slow.stat_ms < util.within(500), slow.stat_ms .. " ms")
+      assert.truthy(slow.gap < util.within(400), slow.gap .. " ms")
       for _, p in ipairs(slow.pins) do
         assert.equal(1, p.n)
         assert.equal(204, p.status)
@@ -122,7 +124,7 @@ for _, host in ipairs { "luv", "nvim" } do
         assert.equal(1, p.n)
         assert.equal(204, p.status, p.err)
       end
-      assert.truthy(st.gap < util.within(150), st.gap .. " ms")
+      assert.truthy(st.gap < util.within(400), st.gap .. " ms")
       assert.truthy(st.ms >= 500, st.ms)             -- the budget made them wait a window
       assert.is_nil(srv:stats().statuses[429])
       local stored = rd:cli("GET", "periskope:" .. util.sha256_hex(srv.api_key))
