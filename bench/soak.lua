@@ -71,7 +71,6 @@ local CFG = {
   rate_nginx = 30,          -- the app's server: 30 requests per 2 s window
   rate_redis = 20,          -- the Redis processes' server: 20 per 2 s
   window = 2,
-  pool = 8,                 -- thread_pool threads, and prepare(n), for a driver with a pool
   -- The first generation, and the first tenth of the run (10 to 60 s):
   -- workers load the module, fill their pools and caches.
   warmup = math.max(10, math.min(60, SECONDS / 10)),
@@ -183,20 +182,17 @@ local function start_app(srv)
     lua_shared_dict soak %dm;
     init_by_lua_block {
       require("bench.soak_app").init {
-        api_key = %q, phone = %q, base_url = %q, timeout = %s, chains = %d, prepare = %d,
+        api_key = %q, phone = %q, base_url = %q, timeout = %s, chains = %d,
       }
     }
     init_worker_by_lua_block { require("bench.soak_app").init_worker() }
   ]]):format(math.max(16, math.ceil(SECONDS * 15 * 2048 / 1048576)), srv.api_key, PHONE, srv.base_url,
-             CFG.timeout, CFG.chains, CFG.pool)
+             CFG.timeout, CFG.chains)
   return server.start {
     workers = CFG.workers,
     reuseport = true,
     lua_cpath = ROOT .. "/build/luajit/?.so",
     lua_path = ROOT .. "/lua/?.lua",
-    -- Today's driver runs the exchanges on this pool; a driver without
-    -- one leaves it idle.
-    extra_main = ("thread_pool periskope threads=%d;"):format(CFG.pool),
     extra_http = conf,
     extra_server = [[
       location = /pin { content_by_lua_block { require("bench.soak_app").content() } }
@@ -604,10 +600,9 @@ local function report(r)
   local checkout = (sh("git rev-parse --short HEAD 2>/dev/null"):match("%S+") or "?")
     .. (sh("git status --porcelain -- src lua bench/soak.lua bench/soak_app.lua bench/soak_redis.lua"
       .. " spec/support 2>/dev/null"):find("%S") and " with uncommitted changes" or "")
-  say(("Run %s UTC, checkout %s, %s cores, load average at start %s. `periskope.ngx` called"
-    .. " `ngx.run_worker_thread` (nginx's thread pool) %s times (`prepare` included) and made %s cosockets.")
+  say(("Run %s UTC, checkout %s, %s cores, load average at start %s. `periskope.ngx` made %s cosockets.")
     :format(os.date("!%Y-%m-%d %H:%M", math.floor(r.t_start)), checkout, sh("nproc"):match("%d+") or "?",
-      r.loadavg or "?", commas(d.n.pool or 0), commas(d.n.cosocket or 0)))
+      r.loadavg or "?", commas(d.n.cosocket or 0)))
   say("")
   local weights = {}
   for _, kind in ipairs(KINDS) do weights[#weights + 1] = kind .. " " .. WEIGHTS[kind] end

@@ -26,25 +26,24 @@ local function count(key)
   if err or forcible then ngx.log(ngx.ERR, "soak: the dictionary is full: ", err or "evicted") end
 end
 
--- What periskope.ngx drives its exchanges with, for the figures: the calls
--- of ngx.run_worker_thread (nginx's thread pool) and the cosockets made,
--- counted by wrapping both before periskope.ngx is loaded.
+-- What periskope.ngx drives its exchanges with, for the figures: the
+-- cosockets made, counted by wrapping ngx.socket.tcp before periskope.ngx
+-- is loaded.
 local function counted(key, f)
   return function(...)
     count(key)
     return f(...)
   end
 end
-if ngx.run_worker_thread then ngx.run_worker_thread = counted("n:pool", ngx.run_worker_thread) end
 ngx.socket.tcp = counted("n:cosocket", ngx.socket.tcp)
 
 local periskope = require "periskope"
 local pnx = require "periskope.ngx"
 
 -- In init_by_lua (the master, at start and at each reload): the client.
--- o: api_key, phone, base_url, timeout, chains, prepare.
+-- o: api_key, phone, base_url, timeout, chains.
 function M.init(o)
-  M.chains, M.prepare = o.chains, o.prepare
+  M.chains = o.chains
   M.client = periskope.new {
     api_key = o.api_key,
     phone = o.phone,
@@ -135,10 +134,8 @@ local function chain(premature, tag, k, n)
   if not ok and not ngx.worker.exiting() then ngx.log(ngx.ERR, "soak: timer: ", err) end
 end
 
--- In init_worker_by_lua: the thread pool's Lua states (when the driver has
--- a pool to prepare), and the timer chains.
+-- In init_worker_by_lua: the timer chains.
 function M.init_worker()
-  if pnx.prepare and M.prepare > 0 then pnx.prepare(M.prepare) end
   -- pid and start time: a pid may come back in a later generation.
   local tag = ("%d-%d"):format(ngx.worker.pid(), math.floor(ngx.now() * 1000))
   for k = 1, M.chains do
