@@ -198,7 +198,7 @@ describe("OpenResty", function()
 
     it("pins without blocking: https to a name it resolves, verified by the server's own CA", function()
       local t = get(app, "/pin?id=a%40b%2Fc")
-      assert.same({ true, 204, 1 }, { t.ok, t.status, t.attempts })
+      assert.same({ true, 204, 1 }, { t.ok, t.status, t.attempts }, cjson.encode(t))
       assert.matches(UUID, t.trace_id)
       assert.equal(100000, t.rate_limit.limit)
       local r = periskope_srv:requests()
@@ -420,7 +420,8 @@ describe("OpenResty", function()
       it(("answers every pin in flight across a %s of the master"):format(sig), function()
         local periskope_srv = server.start { latency = 1.5, rate_limit = 100000 }
         local app = start_app(periskope_srv, { workers = 1 })
-        assert.equal(204, get(app, "/pin?id=warm").status)   -- the budget learned
+        local warm = get(app, "/pin?id=warm")                -- the budget learned
+        assert.equal(204, warm.status, cjson.encode(warm))
         local wait = pins_in_background(app, 8, sig)
         util.wait_for("the pins to reach the server", 10, function() return #periskope_srv:requests() >= 9 end)
         sh("kill -" .. sig .. " " .. app.pid)

@@ -169,14 +169,15 @@ describe("periskope.ngx with", function()
         max_retry_wait = 10, limiter = periskope.limiter.shared_dict(ngx.shared.periskope) }]] })
       local waits = {}
       for b = 1, 3 do waits[b] = get_later(app, "/batch?n=40&tag=b" .. b .. "-", dir, "b" .. b) end
-      local ok, limited = 0, 0
+      local ok, limited, all = 0, 0, {}
       for b = 1, 3 do
         local t = waits[b]()
+        all[b] = t
         ok = ok + count(t.outcomes, 204)
         limited = limited + count(t.outcomes, "rate_limited")
         assert.truthy(t.seconds < util.within(5), t.seconds)
       end
-      assert.equal(10, ok)
+      assert.equal(10, ok, cjson.encode(all))
       assert.equal(110, limited)
       local st = srv:stats()
       assert.equal(10, st.requests)

@@ -12,9 +12,12 @@ local read_file, write_file = server.read_file, server.write_file
 
 -- True while process pid exists and is not a zombie (nothing here reaps
 -- nginx: it is a daemon, reparented to init).
+-- Whether nginx runs as pid: not a zombie, and still nginx (a busy machine
+-- may give the pid of a server just stopped to another process at once).
 local function alive(pid)
   local _, code = sh("kill -0 " .. pid .. " 2>/dev/null"
-    .. " && [ \"$(cut -d' ' -f3 /proc/" .. pid .. "/stat 2>/dev/null)\" != Z ]")
+    .. " && [ \"$(cut -d' ' -f3 /proc/" .. pid .. "/stat 2>/dev/null)\" != Z ]"
+    .. " && tr '\\0' ' ' < /proc/" .. pid .. "/cmdline 2>/dev/null | grep -q nginx")
   return code == 0
 end
 
