@@ -144,14 +144,16 @@ test-contention: $(SO)
 	  -- --run=contention $(BUSTED_ARGS)
 
 # Each interpreter builds its own module in build/<lua>/ and runs every
-# spec: the five suites side by side, each with fewer processes at once.
-# The five builds come first: the OpenResty and Neovim specs of every
-# suite load the LuaJIT one (spec/support/hosts.lua), which must not be
-# rebuilt under them.
+# spec: TEST_ALL_PARALLEL suites side by side, each with TEST_ALL_JOBS
+# processes at once (a small machine's CI runs fewer, for time bounds that
+# keep their meaning). The five builds come first: the OpenResty and
+# Neovim specs of every suite load the LuaJIT one (spec/support/hosts.lua),
+# which must not be rebuilt under them.
 TEST_ALL_JOBS ?= 3
+TEST_ALL_PARALLEL ?= 5
 test-all:
 	@$(MAKE) --no-print-directory -j5 $(LUAS:%=build-%)
-	@$(MAKE) --no-print-directory -j5 $(LUAS:%=test-all-%)
+	@$(MAKE) --no-print-directory -j$(TEST_ALL_PARALLEL) $(LUAS:%=test-all-%)
 
 .PHONY: $(LUAS:%=build-%)
 $(LUAS:%=build-%): build-%:

@@ -69,18 +69,20 @@ describe("periskope.limiter.redis against a faulty store #redis", function()
     local c, events = client_of(s, 1)
     local took = failed_store_pin(c, events, "timed out")
     assert.is_true(took >= 0.95, ("the pin took %.2f s: the timeout was not waited"):format(took))
-    assert.is_true(took < util.within(1.6), ("the pin took %.2f s"):format(took))
+    -- (One timeout per byte read would be several seconds.)
+    assert.is_true(took < util.within(3), ("the pin took %.2f s"):format(took))
     c:close()
   end)
 
   it("a reply announcing a huge array fails at its header, at once", function()
     local s = redis.stand_in { mode = "huge_array" }
     finally(function() s:stop() end)
-    local c, events = client_of(s, 2)
+    local c, events = client_of(s, 5)
     local before = peak_mb()
     local took = failed_store_pin(c, events, "reply too large (an array too long)")
     local grew = peak_mb() - before
-    assert.is_true(took < util.within(0.5), ("the pin took %.2f s"):format(took))
+    -- At once: well before the timeout of 5 s.
+    assert.is_true(took < util.within(2.5), ("the pin took %.2f s"):format(took))
     assert.is_true(grew < 16, ("peak memory grew %.1f MB"):format(grew))
     c:close()
   end)
@@ -89,11 +91,12 @@ describe("periskope.limiter.redis against a faulty store #redis", function()
     -- 64 MB follow the header, as fast as the client reads them.
     local s = redis.stand_in { mode = "huge_bulk", stream = 64 * 1024 * 1024 }
     finally(function() s:stop() end)
-    local c, events = client_of(s, 2)
+    local c, events = client_of(s, 5)
     local before = peak_mb()
     local took = failed_store_pin(c, events, "reply too large (a bulk string too long)")
     local grew = peak_mb() - before
-    assert.is_true(took < util.within(0.5), ("the pin took %.2f s"):format(took))
+    -- At once: well before the timeout of 5 s.
+    assert.is_true(took < util.within(2.5), ("the pin took %.2f s"):format(took))
     assert.is_true(grew < 16, ("peak memory grew %.1f MB"):format(grew))
     c:close()
   end)
@@ -104,7 +107,7 @@ describe("periskope.limiter.redis against a faulty store #redis", function()
     local c, events = client_of(s, 0.3)
     local t_fail = now()
     local took = failed_store_pin(c, events, "timed out (timeout 0.3 s)")
-    assert.is_true(took >= 0.28 and took < util.within(1), ("the pin took %.2f s"):format(took))
+    assert.is_true(took >= 0.28 and took < util.within(1.5), ("the pin took %.2f s"):format(took))
     -- Within the rest (1 s from the failed operation's start): the store
     -- is left alone, no connection, no wait, no event.
     local t0 = now()
@@ -132,7 +135,7 @@ describe("periskope.limiter.redis against a faulty store #redis", function()
     finally(function() s:stop() end)
     local c, events = client_of(s, 0.5)
     local took = failed_store_pin(c, events, "connect timed out (timeout 0.5 s)")
-    assert.is_true(took >= 0.45 and took < util.within(1.2), ("the pin took %.2f s"):format(took))
+    assert.is_true(took >= 0.45 and took < util.within(2), ("the pin took %.2f s"):format(took))
     assert.equal(0, s:accepted())
     c:close()
   end)
@@ -155,12 +158,12 @@ describe("periskope.limiter.redis against a faulty store #redis", function()
       local ev = of_type(events, "limiter")
       if #ev == 1 then
         assert.truthy(ev[1].error:find("timed out (timeout 1.5 s)", 1, true), ev[1].error)
-        assert.is_true(took >= 1.45 and took < util.within(2.1), ("the pin took %.2f s"):format(took))
+        assert.is_true(took >= 1.45 and took < util.within(3), ("the pin took %.2f s"):format(took))
         return
       end
-      assert.equal(0, #ev)
-      -- Without the dropped SYN the operation takes one 0.6 s reply.
-      assert.is_true(took < 1.45, ("attempt %d: no event, yet the pin took %.2f s"):format(attempt, took))
+      -- Without the dropped SYN the operation took its replies' time
+      -- alone, within the timeout: no event.
+      assert.equal(0, #ev, ("attempt %d, %.2f s"):format(attempt, took))
     end
     error("the dropped SYN never happened in 4 attempts")
   end)
@@ -168,9 +171,10 @@ describe("periskope.limiter.redis against a faulty store #redis", function()
   it("a Redis that closes each connection at once fails fast", function()
     local s = redis.stand_in { mode = "close" }
     finally(function() s:stop() end)
-    local c, events = client_of(s, 2)
+    local c, events = client_of(s, 5)
     local took = failed_store_pin(c, events, "redis 127.0.0.1:" .. s.port .. ": ")
-    assert.is_true(took < util.within(0.5), ("the pin took %.2f s"):format(took))
+    -- Fast: well before the timeout of 5 s.
+    assert.is_true(took < util.within(2.5), ("the pin took %.2f s"):format(took))
     c:close()
   end)
 

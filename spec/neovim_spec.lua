@@ -64,10 +64,10 @@ describe("Neovim", function()
     -- 800 ms for the first request; a loaded machine adds well under that.
     assert.is_true(result.queue_ms < util.within(400), result.queue_ms .. " ms")
     assert.equal(8, #m.done)
-    -- A 10 ms timer kept ticking: the loop was never held for long.
-    assert.is_true(m.gap < util.within(400), m.gap .. " ms")
-    -- (A loop held by a pin would have none for the 800 ms of the first.)
-    assert.is_true(m.ticks >= m.ms / 10 / 4, m.ticks .. " ticks in " .. m.ms .. " ms")
+    -- A 10 ms timer kept ticking: the loop was never held for long (a
+    -- loop held by a pin would have no tick for the 800 ms of the first).
+    assert.is_true(m.gap < util.within(400), m.gap .. " ms (" .. m.ticks .. " ticks in " .. m.ms .. " ms)")
+    assert.is_true(m.ticks >= 2, m.ticks .. " ticks in " .. m.ms .. " ms")
     -- The server held the k-th request to arrive DELAYS[k] seconds.
     local reqs = srv:requests()
     local delay_of, first, second = {}, nil, nil

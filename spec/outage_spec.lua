@@ -84,7 +84,8 @@ describe("a server's values and outages", function()
       assert.is_nil(r)
       assert.equal("rate_limited", kind)
       assert.truthy(msg:find("later than max_retry_wait (5 s) allows", 1, true), msg)
-      assert.truthy(now() - t0 < within(0.5))
+      -- (At once: no wait, and the count below shows nothing was sent.)
+      assert.truthy(now() - t0 < within(2), now() - t0)
       assert.equal(1, #srv:requests())
       c:close()
     end)
@@ -219,7 +220,9 @@ describe("a server's values and outages", function()
         local t0 = now()
         local res = c:pin_many(list(4), { concurrency = 4 })
         local took = now() - t0
-        assert.truthy(took < within(1.5), took)             -- 1.5 timeouts
+        -- About one timeout, not one each: the counts and arrivals below
+        -- tell it apart however loaded the machine; the time bounds it.
+        assert.truthy(took < within(3), took)
         for i = 1, 4 do
           assert.is_false(res[i].ok)
           assert.equal("timeout", res[i].kind, res[i].error)
@@ -235,7 +238,14 @@ describe("a server's values and outages", function()
               res[i].error)
           end
         else
-          assert.equal(5, #srv:requests())
+          -- All four were sent at once, within a timeout of each other.
+          local reqs = srv:requests()
+          assert.equal(5, #reqs)
+          local first, last = math.huge, -math.huge
+          for i = 2, 5 do
+            first, last = math.min(first, reqs[i].time), math.max(last, reqs[i].time)
+          end
+          assert.truthy(last - first < 0.9, last - first)
         end
         c:close()
       end)
@@ -271,7 +281,8 @@ describe("a server's values and outages", function()
       -- Open: at once, nothing sent.
       local t0 = now()
       local r, msg, kind = c:pin { message_id = "x" }
-      assert.truthy(now() - t0 < within(0.5))
+      -- (At once: the request count below shows nothing was sent.)
+      assert.truthy(now() - t0 < within(2), now() - t0)
       assert.is_nil(r)
       assert.equal("unavailable", kind)
       assert.truthy(msg:find("the circuit is open after 3 requests in a row got no answer", 1, true), msg)
