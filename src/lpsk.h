@@ -2,8 +2,13 @@
  * lpsk.h: what the files of the Lua binding share; nothing else includes
  * it. The binding is the only code that talks to Lua, laid out by job:
  *
- *   lperiskope.c   the module table, the Client's lifetime (new, close,
- *                  __gc, configure's default client), registration
+ *   lperiskope.c   registration: the module table, every function and
+ *                  metatable (and nothing else: nothing calls into it)
+ *   lpsk_client.c  the Client's lifetime: new, configure and the default
+ *                  client, the check every method starts with, close,
+ *                  __gc, __close, the one release, and the busy rule that
+ *                  defers it while a call runs (every driver calls down
+ *                  into it; it calls none of them)
  *   lpsk_check.c   options and pin arguments, checked before anything is
  *                  sent (misuse raises, naming the field)
  *   lpsk_result.c  requests and answers as Lua tables: build_pin's
@@ -13,8 +18,7 @@
  *                  breaker and its events
  *   lpsk_job.c     the pin job: one pin as a state machine (pacing,
  *                  events, retries), whoever does its I/O
- *   lpsk_pin.c     the drivers: pin (blocking), pin_many (a batch), and
- *                  the busy rule that makes hooks safe
+ *   lpsk_pin.c     the drivers: pin (blocking), pin_many (a batch)
  *   lpsk_async.c   the job driven from Lua (client:pin_job, job:step) and
  *                  periskope.perform, for hosts that must not block
  *   lpace.c        periskope.limiter: the shared pacing stores
@@ -54,7 +58,7 @@ void lpsk_result_keys(lua_State *L, int state);
 #define BATCH_MT "periskope.Batch"
 
 /* ---------------------------------------------------------------- */
-/* the client (lperiskope.c)                                         */
+/* the client (lpsk_client.c)                                        */
 
 /* What the headers table of a client's last answer was built from, line
    by line (lpsk_push_head). The same server sends the same lines, most of
@@ -126,6 +130,23 @@ void lpsk_client_release(Client *c);
 /* Pushes the default client, built from configure's options (or the
    environment) on first use and after configure. [-0, +1, v] */
 Client *lpsk_default_client(lua_State *L);
+int lpsk_mod_new(lua_State *L);          /* periskope.new */
+int lpsk_mod_configure(lua_State *L);    /* periskope.configure */
+int lpsk_client_close(lua_State *L);     /* Client:close */
+int lpsk_client_tbc(lua_State *L);       /* Client __close */
+int lpsk_client_gc(lua_State *L);        /* Client __gc */
+int lpsk_client_tostring(lua_State *L);  /* Client __tostring */
+
+/* Releases what the job or batch at stack index obj holds. Never raises. */
+typedef void (*lpsk_release_fn)(lua_State *L, int obj);
+/* The busy rule, for every call that may run Lua (an on_event hook, a
+   store): calls the body kept under name in the module state as
+   body(client, obj) under lua_pcall with c busy; then, whatever happened,
+   releases obj, and c too when it was closed meanwhile and no other call
+   runs on it. Re-raises the error value unchanged, or returns body's
+   results. [-0, +n, e] */
+int lpsk_run_busy(lua_State *L, Client *c, int ud, int obj, const char *name,
+                  lpsk_release_fn release);
 
 /* ---------------------------------------------------------------- */
 /* checks (lpsk_check.c)                                             */
@@ -411,16 +432,6 @@ int lpsk_batch_gc(lua_State *L);        /* Batch __gc and __close */
 /* Keeps the protected bodies of pin and pin_many in the module state
    table at index state (made once, not per call). [-0, +0, m] */
 void lpsk_pin_open(lua_State *L, int state);
-
-/* Releases what the job or batch at stack index obj holds. Never raises. */
-typedef void (*lpsk_release_fn)(lua_State *L, int obj);
-/* The busy rule: calls the body kept under name in the module state as
-   body(client, obj) under lua_pcall with c busy; then, whatever happened,
-   releases obj, and c too when it was closed meanwhile and no other call
-   runs on it. Re-raises the error value unchanged, or returns body's
-   results. [-0, +n, e] */
-int lpsk_run_busy(lua_State *L, Client *c, int ud, int obj, const char *name,
-                  lpsk_release_fn release);
 
 /* ---------------------------------------------------------------- */
 /* the exchange over the host's sockets (lpsk_wire.c)                */

@@ -14,7 +14,7 @@
  *
  * Everything pin does -- pacing (shared stores too), events, retries and
  * the result -- happens in job:step, on the host's own thread, under the
- * same busy rule as pin (lpsk_pin.c): a hook may close the client, pin
+ * same busy rule as pin (lpsk_client.c): a hook may close the client, pin
  * again or raise, and a job whose step raised is over. Only the exchange
  * crosses to another thread, as plain strings and numbers.
  */

@@ -4,14 +4,12 @@
  * handle of its own, with its own scheduling (concurrency, pacing shared
  * by the batch).
  *
- * The busy rule: every call that may run Lua (an on_event hook, a store)
- * runs under lua_pcall with the client marked busy (lpsk_run_busy). Whatever
- * happens in it, a hook's error, a memory error, a close or a configure
- * from a hook, the same exit follows: the job or batch gives back what it
- * holds (transfers out of the multi handle, into the pool), busy goes
- * down, a client closed meanwhile is released by the last call out, and
- * the error, if any, is raised again unchanged. A hook may pin and
- * pin_many on the same client: each call has its own job or batch,
+ * Both run under the busy rule (lpsk_run_busy, lpsk_client.c): whatever
+ * happens in their body, a hook's error, a memory error, a close or a
+ * configure from a hook, the job or batch gives back what it holds
+ * (transfers out of the multi handle, into the pool) on the same way
+ * out, and the error, if any, is raised again unchanged. A hook may pin
+ * and pin_many on the same client: each call has its own job or batch,
  * transfers and multi handle.
  */
 #include <stdio.h>
@@ -20,25 +18,6 @@
 
 #include "lpsk.h"
 #include "psk_time.h"
-
-/* The body kept under name in the module state is a closure with the
-   state as its upvalue 1 (the result builder caches the JSON decoder
-   there). See lpsk.h. */
-int lpsk_run_busy(lua_State *L, Client *c, int ud, int obj, const char *name,
-                  lpsk_release_fn release) {
-  int base = lua_gettop(L), st;
-  lua_getfield(L, lua_upvalueindex(1), name);
-  lua_pushvalue(L, ud);
-  lua_pushvalue(L, obj);
-  c->busy++; /* from here on, every exit passes below */
-  st = lua_pcall(L, 2, LUA_MULTRET, 0);
-  c->busy--;
-  if (!c->busy && c->head) c->head->busy = 0; /* no table is built now */
-  release(L, obj);
-  if (!c->busy && c->closed) lpsk_client_release(c);
-  if (st != LUA_OK) return lua_error(L);
-  return lua_gettop(L) - base;
-}
 
 /* Does nothing: called only for the hooks a call runs. */
 static int checkpoint(lua_State *L) {
