@@ -124,7 +124,17 @@ function limiters.redis(options) end
 ---What kept an answer away: the exchange's kinds, then those of a call that
 ---sent nothing on purpose (rate_limited, unavailable), then the asynchronous
 ---drivers' (closed, cancelled).
----@alias periskope.FailureKind "timeout"|"connect"|"resolve"|"tls"|"network"|"too_large"|"rate_limited"|"unavailable"|"closed"|"cancelled"
+---@alias periskope.FailureKind
+---| "timeout"
+---| "connect"
+---| "resolve"
+---| "tls"
+---| "network"
+---| "too_large"
+---| "rate_limited"
+---| "unavailable"
+---| "closed"
+---| "cancelled"
 
 ---@class periskope.Request
 ---@field method "POST"

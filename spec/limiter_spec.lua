@@ -69,7 +69,8 @@ describe("periskope.limiter", function()
     -- tests both builds, the one without hiredis with --exclude-tags=redis.
     it("redis is there when built with hiredis; without, it raises naming what is missing", function()
       if os.getenv("PERISKOPE_HIREDIS") == "no" then
-        local why = "periskope.limiter.redis: this build of periskope has no Redis support: it was built without hiredis"
+        local why = "periskope.limiter.redis: this build of periskope has no Redis support: "
+          .. "it was built without hiredis"
         util.raises(function() periskope.limiter.redis() end, why, "install libhiredis-dev and rebuild")
         util.raises(function() periskope.limiter.redis { port = 1 } end, why)
       else
