@@ -9,8 +9,11 @@
  *                  __gc, __close, the one release, and the busy rule that
  *                  defers it while a call runs (every driver calls down
  *                  into it; it calls none of them)
- *   lpsk_check.c   options and pin arguments, checked before anything is
- *                  sent (misuse raises, naming the field)
+ *   lpsk_check.c   every check of what a caller hands the module, before
+ *                  anything is sent: the getters of option tables (new,
+ *                  configure, pin's fields, pin_many's and pin_job's
+ *                  options, perform's request, the limiters) and the one
+ *                  wording of what raises
  *   lpsk_result.c  requests and answers as Lua tables: build_pin's
  *                  request, result tables, headers, read_response
  *   lpsk_pace.c    every pacing decision (pin, pin_many, jobs; the
@@ -149,7 +152,82 @@ int lpsk_run_busy(lua_State *L, Client *c, int ud, int obj, const char *name,
                   lpsk_release_fn release);
 
 /* ---------------------------------------------------------------- */
-/* checks (lpsk_check.c)                                             */
+/* checks, and the one wording of their errors (lpsk_check.c)       */
+
+/* What raises about a table (or an argument) says where it came from:
+   every check of what a caller hands the module -- new's and configure's
+   options, the circuit option, pin's arguments, pin_many's and pin_job's
+   options, perform's request, the limiters -- words its errors through
+   one of these. */
+typedef struct lpsk_tab {
+  int arg;          /* "bad argument #arg to 'fn' (...)"; 0: "periskope:
+                       ..." (the default client, made inside another call) */
+  const char *fn;   /* the function to name; NULL: the one Lua finds
+                       (luaL_argerror), which another Lua state or a
+                       method call may not know */
+  const char *pfx;  /* starts the message: "" or "item 3: " */
+  const char *what; /* "option" or "field" */
+  const char *in;   /* the option a nested table is ("circuit"), or NULL */
+} lpsk_tab;
+
+/* "got <number>" (as short as shows it) or "got <type>": never a string
+   value. [-0, +1, m] */
+const char *lpsk_got(lua_State *L, int i);
+/* A function that raises never returns (it longjmps). Said to the static
+   analyzer (make check-static, as mk/analyzer_lua.h says it of Lua's),
+   which cannot see it across files; not to the compiler, for which
+   luaL_error returns. */
+#ifdef __clang_analyzer__
+#define LPSK_RAISES __attribute__((noreturn))
+#else
+#define LPSK_RAISES
+#endif
+/* Raises msg as "bad argument #arg to 'fn' (msg)" (fn NULL: the name Lua
+   finds), or "periskope: msg" when arg is 0. [-0, +0, v] */
+int lpsk_arg_error(lua_State *L, int arg, const char *fn,
+                   const char *msg) LPSK_RAISES;
+/* Raises "<pfx><what> '<name>' <rule>, got <value at vi>" (vi 0: no
+   "got"; name NULL: the argument itself, "<pfx><rule>, got ..."). The
+   one wording of a bad value. [-0, +0, v] */
+int lpsk_bad(lua_State *L, const lpsk_tab *tb, const char *name,
+             const char *rule, int vi) LPSK_RAISES;
+/* Walks table t once, raising on a key that is not a string or not one
+   of names ("unknown option 'x' (a, b, c)"). With at (as many as names):
+   leaves the value of each listed key on the stack, at[i] its index (0:
+   absent), for the readers below. [-0, +(0|k), v] */
+void lpsk_check_keys(lua_State *L, const lpsk_tab *tb, int t,
+                     const char *const names[], int *at);
+/* The typed readers: the value at vi (0: absent, def) checked against
+   rule, raising through lpsk_bad with the field's name. A number in
+   (lo, hi], or [lo, hi] when lo_ok. [-0, +0, v] */
+double lpsk_opt_number(lua_State *L, const lpsk_tab *tb, int vi,
+                       const char *name, double def, double lo, int lo_ok,
+                       double hi, const char *rule);
+/* An integral number (psk_tointegral: 7.0 counts, 7.5 does not) in
+   [lo, hi]. [-0, +0, v] */
+long long lpsk_opt_integer(lua_State *L, const lpsk_tab *tb, int vi,
+                           const char *name, long long def, long long lo,
+                           long long hi, const char *rule);
+/* A boolean. [-0, +0, v] */
+int lpsk_opt_boolean(lua_State *L, const lpsk_tab *tb, int vi,
+                     const char *name, int def);
+/* Flags of the string readers: a value of the wrong type is said by its
+   type only, even a number (it may be a key or a password). */
+#define LPSK_SECRET 1
+/* A string (NULL when absent), alive while the value at vi is.
+   [-0, +0, v] */
+const char *lpsk_opt_string(lua_State *L, const lpsk_tab *tb, int vi,
+                            const char *name, size_t *len, int flags);
+/* A string of 1 to max bytes without control bytes, or def. [-0, +0, v] */
+const char *lpsk_opt_text(lua_State *L, const lpsk_tab *tb, int vi,
+                          const char *name, const char *def, size_t max,
+                          int flags, const char *rule);
+/* One of names (its index), or def. [-0, +0, v] */
+int lpsk_opt_choice(lua_State *L, const lpsk_tab *tb, int vi,
+                    const char *name, const char *const names[], int def,
+                    const char *rule);
+/* Pushes t[name] (raw), or nil when t is 0. [-0, +1, -] */
+int lpsk_get_field(lua_State *L, int t, const char *name);
 
 /* The checked fields of one pin. id points into a Lua string that the
    caller keeps referenced while it uses them. */
@@ -161,10 +239,6 @@ typedef struct pin_args {
   char phone[PSK_PHONE_MAX + 1];
 } pin_args;
 
-/* "got <number>" or "got <type>", never a string value. [-0, +1, m] */
-const char *lpsk_got(lua_State *L, int i);
-/* Pushes t[name] (raw), or nil when t is 0. [-0, +1, -] */
-int lpsk_get_field(lua_State *L, int t, const char *name);
 /* Reads the options of table t (0: none) into c. [-0, +0, v] */
 void lpsk_read_options(lua_State *L, Client *c, int t, int arg,
                        int need_key);
@@ -175,6 +249,9 @@ void lpsk_check_pin_args(lua_State *L, int t, int arg, const char *pfx,
 /* pin_many's options table at arg (none or nil: defaults): the
    concurrency. [-0, +0, v] */
 int lpsk_check_many_options(lua_State *L, int arg);
+/* pin_job's options table at arg (none or nil: defaults): the io mode,
+   a JOB_IO_*. [-0, +0, v] */
+int lpsk_check_job_options(lua_State *L, int arg);
 
 /* ---------------------------------------------------------------- */
 /* tables (lpsk_result.c)                                            */

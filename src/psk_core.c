@@ -24,7 +24,7 @@ static int fail(psk_err *e, const char *msg) {
 
 static int is_ctl(unsigned char c) { return c < 0x20 || c == 0x7f; }
 
-static int has_ctl(const char *s, size_t n) {
+int psk_has_ctl(const char *s, size_t n) {
   size_t i;
   for (i = 0; i < n; i++)
     if (is_ctl((unsigned char)s[i])) return 1;
@@ -56,21 +56,21 @@ static int ieq(const char *a, size_t n, const char *b) {
 int psk_check_api_key(const char *s, size_t n, psk_err *e) {
   if (n == 0 || n > PSK_API_KEY_MAX)
     return fail(e, "must be a string of 1 to 4096 bytes");
-  if (has_ctl(s, n)) return fail(e, "must not contain control bytes");
+  if (psk_has_ctl(s, n)) return fail(e, "must not contain control bytes");
   return PSK_OK;
 }
 
 int psk_check_user_agent(const char *s, size_t n, psk_err *e) {
   if (n == 0 || n > PSK_USER_AGENT_MAX)
     return fail(e, "must be a string of 1 to 1024 bytes");
-  if (has_ctl(s, n)) return fail(e, "must not contain control bytes");
+  if (psk_has_ctl(s, n)) return fail(e, "must not contain control bytes");
   return PSK_OK;
 }
 
 int psk_check_message_id(const char *s, size_t n, psk_err *e) {
   if (n == 0 || n > PSK_MESSAGE_ID_MAX)
     return fail(e, "must be a string of 1 to 1024 bytes");
-  if (has_ctl(s, n)) return fail(e, "must not contain control bytes");
+  if (psk_has_ctl(s, n)) return fail(e, "must not contain control bytes");
   if ((n == 1 && s[0] == '.') || (n == 2 && s[0] == '.' && s[1] == '.'))
     return fail(e, "must not be '.' or '..'");
   return PSK_OK;
@@ -142,7 +142,7 @@ int psk_normalize_base_url(const char *s, size_t n, psk_buf *out,
   size_t i, hs, he, ps;
   int https;
   psk_buf_clear(out);
-  if (n == 0 || n > PSK_BASE_URL_MAX || has_ctl(s, n)) return fail(e, URL_RULE);
+  if (n == 0 || n > PSK_BASE_URL_MAX || psk_has_ctl(s, n)) return fail(e, URL_RULE);
   if (n > 8 && ieq(s, 8, "https://")) {
     https = 1;
     i = 8;

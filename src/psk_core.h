@@ -65,6 +65,9 @@ extern const char *const psk_wait_reasons[]; /* "retry-after", ... */
 
 /* ---- validation ---- */
 
+/* Whether s holds a control byte (below 0x20, or 0x7f): the one test of
+   them, for every value that goes into a request or a store's command. */
+int psk_has_ctl(const char *s, size_t n);
 /* 1..PSK_API_KEY_MAX bytes, no control bytes. */
 int psk_check_api_key(const char *s, size_t n, psk_err *e);
 /* 1..PSK_USER_AGENT_MAX bytes, no control bytes. */

@@ -339,6 +339,15 @@ static void test_check_strings(void) {
   CHECK(run_check(psk_check_api_key, S(".."), &e) == PSK_OK);
   CHECK(run_check(psk_check_user_agent, S("."), &e) == PSK_OK);
 
+  /* the one control-byte test the validators and the binding share */
+  CHECK(psk_has_ctl("", 0) == 0);
+  CHECK(psk_has_ctl("a b~\x80\xff", 6) == 0);
+  CHECK(psk_has_ctl("a\tb", 3) == 1);
+  CHECK(psk_has_ctl("ab\x7f", 3) == 1);
+  CHECK(psk_has_ctl("a\0", 2) == 1);
+  CHECK(psk_has_ctl("\x1f", 1) == 1);
+  CHECK(psk_has_ctl("ab\n", 2) == 0); /* only the n bytes given */
+
   /* a NULL psk_err is allowed (nothing to fill) */
   CHECK(psk_check_api_key("", 0, NULL) == PSK_INVALID);
   CHECK(psk_check_message_id(".", 1, NULL) == PSK_INVALID);
