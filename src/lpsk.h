@@ -15,7 +15,10 @@
  *                  options, perform's request, the limiters) and the one
  *                  wording of what raises
  *   lpsk_result.c  requests and answers as Lua tables: build_pin's
- *                  request, result tables, headers, read_response
+ *                  request, the result table, read_response
+ *   lpsk_head.c    response headers as a Lua table, and the cache of a
+ *                  client's last head that makes it cheap (its structs
+ *                  private; who may clear its busy flag: lpsk.h)
  *   lpsk_pace.c    every pacing decision (pin, pin_many, jobs; the
  *                  client's own budget or a shared store), the circuit
  *                  breaker and its events
@@ -63,27 +66,9 @@ void lpsk_result_keys(lua_State *L, int state);
 /* ---------------------------------------------------------------- */
 /* the client (lpsk_client.c)                                        */
 
-/* What the headers table of a client's last answer was built from, line
-   by line (lpsk_push_head). The same server sends the same lines, most of
-   them byte for byte, answer after answer: such a line reuses what was
-   made of it, its lower-cased name and its value as Lua strings, kept in
-   the client's uservalue table (line i's name at 2i + 1, its value at
-   2i + 2). A longer or later line is made anew each time. */
-#define HEAD_LINES 24
-#define HEAD_LINE_MAX 120
-typedef struct head_line {
-  unsigned char used;  /* the entry and its strings are whole */
-  unsigned char field; /* the line is a header field */
-  short known;         /* the field's K_* (below), or -1 */
-  unsigned char dup;   /* its name came earlier in that head */
-  unsigned short len, name_len, value_off, value_len;
-  long long num;       /* an X-RateLimit-* value as a number, or -1 */
-  char text[HEAD_LINE_MAX]; /* the line as sent, without its LF */
-} head_line;
-typedef struct head_cache {
-  int busy; /* a table is being built from it (see lpsk_push_head) */
-  head_line line[HEAD_LINES];
-} head_cache;
+/* The cache of the head a client's last answer was made from
+   (lpsk_head.c). */
+typedef struct head_cache head_cache;
 
 /* A client userdata. Its uservalue table holds on_event and limiter.
    Hooks may close it while a call runs: busy counts the calls that may
@@ -117,7 +102,7 @@ typedef struct Client {
   int hook;            /* on_event is set (it lives in the uservalue table) */
   int debug;           /* PERISKOPE_DEBUG=1 and no on_event */
   head_cache *head;    /* the last answer's head, as its table was built:
-                          allocated at the first answer (NULL: none) */
+                          made at the first answer (NULL: none) */
   char date_text[32];  /* the last Date parsed (Date changes once a second) */
   size_t date_len;     /* 0: none */
   long long date;      /* ... as epoch seconds */
@@ -254,7 +239,7 @@ int lpsk_check_many_options(lua_State *L, int arg);
 int lpsk_check_job_options(lua_State *L, int arg);
 
 /* ---------------------------------------------------------------- */
-/* tables (lpsk_result.c)                                            */
+/* headers (lpsk_head.c)                                             */
 
 /* The headers a result and a retry decision read, as pointers into a
    response head or into strings of a headers table. */
@@ -266,17 +251,36 @@ typedef struct known {
                                  absent or not a whole number */
 } known;
 
-/* Pushes the headers table of a response head and fills k. hc (or NULL)
-   is the client's head cache, whose strings are in the table at index
-   uv. [-0, +1, m] */
+/* Pushes the headers table of a response head and fills k. *cache is the
+   client's cache (made here at the first answer; NULL when out of
+   memory, and the table is made without it), whose strings are in the
+   table at index uv. The cache is busy while the table is built: the
+   allocations may run a finalizer, which may pin on the same client, and
+   that pin goes without it. A raise (out of memory) part-way leaves it
+   busy. [-0, +1, m] */
 void lpsk_push_head(lua_State *L, const psk_buf *head, known *k,
-                    head_cache *hc, int uv);
+                    head_cache **cache, int uv);
+/* Clears hc's busy flag (NULL is fine). Only the client's last call out
+   may (lpsk_run_busy), when no call runs on the client, so no table can
+   be under construction: a flag a raise left set is cleared there, and
+   until then the client's pins go without the cache. */
+void lpsk_head_idle(head_cache *hc);
+/* Frees hc (NULL is fine): only the client's release, no call running. */
+void lpsk_head_free(head_cache *hc);
+/* Pushes the headers table of read_response's headers argument at arg
+   (a table of name = value or { values }, or none). [-0, +1, v] */
+int lpsk_push_given_headers(lua_State *L, int arg);
 /* Fills k from the headers table at h (its strings live as long as the
    table). [-0, +0, -] */
 void lpsk_known_from_table(lua_State *L, int h, known *k);
 /* X-RateLimit-Limit, -Remaining or -Reset (K_LIMIT ... K_RESET) as a
    whole number, or -1. */
 long long lpsk_known_int(const known *k, int i);
+int lpsk_headers_index(lua_State *L); /* headers[k], any case of k */
+
+/* ---------------------------------------------------------------- */
+/* requests and results (lpsk_result.c)                              */
+
 /* The result builder every path ends in. [-0, +1, m] */
 void lpsk_push_result(lua_State *L, long status, int h, const known *k,
                       const char *body, size_t blen, int attempts);
@@ -288,7 +292,6 @@ void lpsk_push_request_headers(lua_State *L, const psk_request *r,
    memory. [-0, +0, m] */
 void lpsk_build_request(lua_State *L, Client *c, psk_request *r,
                         const pin_args *a);
-int lpsk_headers_index(lua_State *L); /* headers[k], any case of k */
 int lpsk_read_response(lua_State *L); /* periskope.read_response */
 int lpsk_build_pin(lua_State *L);     /* Client:build_pin */
 

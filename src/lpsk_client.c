@@ -28,7 +28,7 @@ void lpsk_client_release(Client *c) {
   psk_request_free(&c->spare);
   free(c->job); /* released by its call, which is over */
   c->job = NULL;
-  free(c->head); /* no table is being built from it: no call runs */
+  lpsk_head_free(c->head); /* no table is being built from it: no call runs */
   c->head = NULL;
   psk_config_free(&c->cfg);
   c->closed = 1;
@@ -224,7 +224,7 @@ int lpsk_run_busy(lua_State *L, Client *c, int ud, int obj, const char *name,
   c->busy++; /* from here on, every exit passes below */
   st = lua_pcall(L, 2, LUA_MULTRET, 0);
   c->busy--;
-  if (!c->busy && c->head) c->head->busy = 0; /* no table is built now */
+  if (!c->busy) lpsk_head_idle(c->head); /* no table is built now */
   release(L, obj);
   if (!c->busy && c->closed) lpsk_client_release(c);
   if (st != LUA_OK) return lua_error(L);

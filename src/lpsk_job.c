@@ -173,14 +173,9 @@ typedef struct next_step {
    unchanged). [-0, +1, m] */
 static void push_answer(lua_State *L, const pin_job *j, int ud,
                         const psk_reply *rep, known *k) {
-  Client *c = j->c;
   int h;
-  /* The head cache, made at the first answer; out of memory, the table
-     is made without it. Kept out of the userdata, whose size the
-     collector would count. */
-  if (!c->head) c->head = calloc(1, sizeof *c->head);
   psk_getuvtable(L, ud); /* the head cache's strings */
-  lpsk_push_head(L, &rep->head, k, c->head, lua_gettop(L));
+  lpsk_push_head(L, &rep->head, k, &j->c->head, lua_gettop(L));
   lua_remove(L, -2);
   h = lua_gettop(L);
   lpsk_push_result(L, rep->status, h, k, psk_buf_cstr(&rep->body),
