@@ -29,9 +29,12 @@ static const luaL_Reg module_funcs[] = {{"new", lpsk_mod_new},
                                         {"perform", lpsk_mod_perform},
                                         {NULL, NULL}};
 
-/* A job or batch that a raise left behind is released by the collector. */
+/* A job, nested pin or batch that a raise left behind is released by the
+   collector. */
 static const luaL_Reg job_meta[] = {
     {"__gc", lpsk_job_gc}, {"__close", lpsk_job_gc}, {NULL, NULL}};
+static const luaL_Reg pin_meta[] = {
+    {"__gc", lpsk_pin_gc}, {"__close", lpsk_pin_gc}, {NULL, NULL}};
 static const luaL_Reg batch_meta[] = {
     {"__gc", lpsk_batch_gc}, {"__close", lpsk_batch_gc}, {NULL, NULL}};
 
@@ -59,6 +62,8 @@ static void create_metatables(lua_State *L) {
   lua_pop(L, 1);
   lpsk_async_open(L, state);
   if (luaL_newmetatable(L, BATCH_MT)) psk_setfuncs(L, batch_meta, 0);
+  lua_pop(L, 1);
+  if (luaL_newmetatable(L, PIN_MT)) psk_setfuncs(L, pin_meta, 0);
   lua_pop(L, 1);
 }
 

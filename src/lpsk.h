@@ -62,6 +62,7 @@ void lpsk_result_keys(lua_State *L, int state);
 #define HEADERS_MT "periskope.headers"
 #define JOB_MT "periskope.PinJob"
 #define BATCH_MT "periskope.Batch"
+#define PIN_MT "periskope.Pin" /* a pin nested in a hook: its job */
 
 /* ---------------------------------------------------------------- */
 /* the client (lpsk_client.c)                                        */
@@ -79,8 +80,9 @@ typedef struct Client {
   psk_http *http;      /* NULL until opened and after release */
   psk_request req;     /* build_pin's */
   psk_request spare;   /* buffers a pin job borrows (lpsk_job.c) */
-  struct pin_job *job; /* the blocking pin's job, kept between pins, with
-                          room for its message id (lpsk_pin.c) */
+  struct pin_call *pin; /* the blocking pin's job and transfer, kept
+                           between pins, with room for its message id
+                           (lpsk_pin.c) */
   uint64_t rng;        /* backoff jitter */
   psk_shared own;      /* pacing and circuit in the client (and the
                           fallback of a shared store); its queue unused */
@@ -326,13 +328,7 @@ enum {
    lock is held (lpsk_pace.c). */
 #define LPSK_LOCK_NAP 0.001
 
-/* One pin, from its checked arguments to its outcome: pacing, events,
-   attempts and retries. Whoever does the I/O (psk_http_perform for the
-   blocking pin, a batch's multi handle for pin_many, another thread) steps
-   it. Owns its arguments (id copied), its request and, for the blocking
-   driver, a transfer of the client's pool; lpsk_job_release frees them.
-   It borrows its client, which the driver keeps alive (and anchored) for
-   as long as it steps the job. */
+
 /* A waiter for a pacing slot: a job's next attempt, or a batch's next
    item (lpsk_pace.c). Zeroed when a wait begins. */
 typedef struct pace_waiter {
@@ -355,45 +351,45 @@ typedef struct pace_waiter {
   psk_pace_op settling; /* stage 3: the settle that is out */
 } pace_waiter;
 
+/* One pin, from its checked arguments to its outcome: pacing, events,
+   attempts and retries: what every driver shares. Whoever does the I/O
+   (psk_http_perform for the blocking pin, a batch's multi handle for
+   pin_many, job:step) steps it, and keeps what is its own -- a transfer,
+   a batch item's schedule, a step's io mode -- in a struct of its own
+   around it (lpsk_pin.c, lpsk_async.c). Owns its arguments (id copied)
+   and its request; lpsk_job_release frees them. It borrows its client,
+   which the driver keeps alive (and anchored) for as long as it steps
+   the job. */
 typedef struct pin_job {
   Client *c;
   int state;         /* private to lpsk_job.c */
   pin_args a;        /* a.id is the job's own copy */
   char *id;          /* that copy, malloc'd (NULL when it lives in the
-                        job's own block: a PinJob) */
+                        block of the driver's struct: lpsk_job_new) */
   psk_request req;   /* the request, built on the first send */
   int built;         /* req is built */
   int attempt;       /* requests made so far */
   int tries;         /* outcomes so far: requests, and failures taken from
                         a request it waited for (the retries' budget) */
   int index;         /* pin_many item (1-based), 0 for pin */
-  int batch;         /* a batch paces it: step takes no slot itself */
+  int paced;         /* its driver takes its slots (a batch): a step takes
+                        none itself */
   int nested;        /* started while another call ran on the client */
   int slot;          /* holds a pacing slot whose end is not settled */
   int shared;        /* ... and it came from the shared store */
   int probe;         /* ... and it is the circuit's probe */
-  pace_waiter w;     /* its wait for a slot (a batch's wait for its own) */
+  pace_waiter w;     /* its wait for a slot (a batch's wait for its own);
+                        w.io is set by a driver whose host must not block,
+                        which owns it */
   int kept;          /* a registry reference to the outcome a retry waits
                         to better (0: none) */
   int kept_n;        /* ... and how many values it holds */
-  double not_before; /* batch: monotonic time its retry may start */
-  int running;       /* batch: its request is in flight */
   int nout;          /* JOB_DONE: values pushed */
-  psk_transfer *t;   /* blocking driver: taken from the client's pool */
-  const psk_reply *fed; /* job:step: the reply handed to the next step */
-  int keep;          /* job:step: the step asked for more (send, wait) */
-  int stepping;      /* job:step: a step of it runs (a hook may not step
-                        it again) */
-  psk_reply settled; /* J_SETTLE: the outcome's status, kind, message and
-                        elapsed (no head or body: the kept result has
-                        them) */
+  psk_reply settled; /* J_SETTLE (private to lpsk_job.c): the outcome's
+                        status, kind, message and elapsed (no head or
+                        body: the kept result has them) */
   int settle_sent;   /* ... it was a request that had a slot */
   int settle_io;     /* ... the settle waits for the host's sockets */
-  int cancelled;     /* job:cancel was called (during a step: it ends when
-                        the step returns) */
-  int io;            /* job:step: how its exchanges run (JOB_IO_*) */
-  psk_watch *watch;  /* JOB_IO_WATCH: the descriptor its loop watches */
-  lpsk_wire *wire;   /* JOB_IO_BYTES: its exchange's state */
 } pin_job;
 
 /* Makes j a fresh job of client c for arguments a (index: pin_many item,
@@ -402,19 +398,22 @@ typedef struct pin_job {
    nothing). Never raises. */
 int lpsk_job_init(pin_job *j, Client *c, const pin_args *a, int index,
                   char *idbuf);
-/* Frees what j owns, gives its transfer back and ends a pacing slot it
-   still holds (a raise came between the slot and its answer) as
-   unanswered; drops the outcome it kept; idempotent, never raises. */
+/* Frees what j owns and ends a pacing slot it still holds (a raise came
+   between the slot and its answer) as unanswered; drops the outcome it
+   kept; idempotent, never raises. What its driver holds around it (a
+   transfer, w.io), the driver releases. */
 void lpsk_job_release(lua_State *L, pin_job *j);
 /* Advances j. rep: the reply to its last JOB_SEND, else NULL. The client
    userdata is at stack index ud (its hook and limiter live there).
    Emits the events and runs the pacing of this step. [-0, +(0|nout), e] */
 int lpsk_job_step(lua_State *L, pin_job *j, int ud, const psk_reply *rep,
                   double *wait);
-/* Pushes a PinJob userdata for the pin arguments at arg, checked (raises
-   before anything is acquired when they are bad). [-0, +1, v] */
-pin_job *lpsk_job_new(lua_State *L, Client *c, int arg);
-int lpsk_job_gc(lua_State *L); /* PinJob __gc and __close */
+/* Pushes a userdata of size bytes, with metatable mt: a driver's struct
+   whose first member is the job, for the pin arguments at arg, checked
+   (raises before anything is acquired when they are bad). The job is
+   made (its id copied after the struct), the rest zeroed. [-0, +1, v] */
+pin_job *lpsk_job_new(lua_State *L, Client *c, int arg, size_t size,
+                      const char *mt);
 /* Whether j's next step takes the reply to the request it sent. */
 int lpsk_job_awaits_reply(const pin_job *j);
 
@@ -509,6 +508,7 @@ int lpsk_client_pin(lua_State *L);      /* Client:pin */
 int lpsk_client_pin_many(lua_State *L); /* Client:pin_many */
 int lpsk_mod_pin(lua_State *L);         /* periskope.pin */
 int lpsk_batch_gc(lua_State *L);        /* Batch __gc and __close */
+int lpsk_pin_gc(lua_State *L); /* __gc and __close of a nested pin's job */
 /* Keeps the protected bodies of pin and pin_many in the module state
    table at index state (made once, not per call). [-0, +0, m] */
 void lpsk_pin_open(lua_State *L, int state);
@@ -540,6 +540,7 @@ int lpsk_wire_store(lua_State *L, lpsk_wire *w, lpace_io *io);
 /* the pin job driven from Lua (lpsk_async.c)                        */
 
 int lpsk_client_pin_job(lua_State *L); /* Client:pin_job */
+int lpsk_job_gc(lua_State *L);         /* PinJob __gc and __close */
 int lpsk_mod_perform(lua_State *L);    /* periskope.perform */
 /* The job's methods (step) and the bodies and metatables of these, kept
    in the module state table at index state. [-0, +0, m] */

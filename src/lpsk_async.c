@@ -32,31 +32,75 @@
 /* ---------------------------------------------------------------- */
 /* client:pin_job and job:step                                       */
 
+/* A PinJob: the job, and what driving it from Lua takes. */
+typedef struct step_job {
+  pin_job j;            /* first: lpsk_job_new makes it */
+  int io;               /* how its exchanges run (JOB_IO_*) */
+  psk_watch *watch;     /* JOB_IO_WATCH: the descriptor its loop watches */
+  psk_transfer *t;      /* JOB_IO_WATCH: its transfer, from the client's
+                           pool */
+  lpsk_wire *wire;      /* JOB_IO_BYTES (and a watched job's store
+                           operations): its exchange's state */
+  const psk_reply *fed; /* the reply handed to the next step */
+  int keep;             /* the step asked for more (send, wait, ...) */
+  int stepping;         /* a step of it runs (a hook may not step it
+                           again) */
+  int cancelled;        /* job:cancel was called (during a step: it ends
+                           when the step returns) */
+} step_job;
+
+/* Releases what sj holds but its watch, whose descriptor may still be in
+   its loop's poll set (job:close and the collector close it): its
+   transfer back to the pool, its exchange's and its store operation's
+   state, and its job, which is over (a later step says so). Idempotent,
+   never raises. */
+static void step_job_release(lua_State *L, step_job *sj) {
+  pin_job *j = &sj->j;
+  /* A client is released only when no call runs on it: while it has its
+     transport the pool is there (a released one freed the transfer). */
+  if (sj->t && j->c && j->c->http) psk_http_give(j->c->http, sj->t);
+  sj->t = NULL;
+  lpsk_wire_free(sj->wire);
+  sj->wire = NULL;
+  lpsk_job_release(L, j);
+  lpace_io_free(j->w.io);
+  j->w.io = NULL;
+  j->c = NULL;
+}
+
+int lpsk_job_gc(lua_State *L) {
+  step_job *sj = luaL_checkudata(L, 1, JOB_MT);
+  step_job_release(L, sj);
+  psk_watch_free(sj->watch);
+  sj->watch = NULL;
+  return 0;
+}
+
 /* client:pin_job(args[, options]): a job of this client, its arguments
    checked now (raises as pin does, before anything is acquired). The job
    keeps its client alive (its uservalue). */
 int lpsk_client_pin_job(lua_State *L) {
   Client *c = lpsk_checkclient(L);
   int io = lpsk_check_job_options(L, 3);
-  pin_job *j;
+  step_job *sj;
   lua_settop(L, 2);
-  j = lpsk_job_new(L, c, 2);
+  sj = (step_job *)lpsk_job_new(L, c, 2, sizeof *sj, JOB_MT);
   lua_createtable(L, 0, 1);
   lua_pushvalue(L, 1);
   lua_setfield(L, -2, "client");
   psk_setuvtable(L, -2);
-  j->nested = c->busy > 0;
-  j->io = io;
-  if (io == JOB_IO_WATCH && !(j->watch = psk_watch_new()))
+  sj->j.nested = c->busy > 0;
+  sj->io = io;
+  if (io == JOB_IO_WATCH && !(sj->watch = psk_watch_new()))
     return luaL_error(L, "periskope: pin_job: no watch could be made (out of "
                          "file descriptors or memory; io = \"watch\" needs "
                          "Linux's epoll)");
   /* A host that must not block has its store's operations go through
      its own sockets (and a held dictionary lock is a short wait). */
   if ((io == JOB_IO_BYTES || (io == JOB_IO_WATCH && c->limited)) &&
-      !(j->wire = lpsk_wire_new()))
+      !(sj->wire = lpsk_wire_new()))
     return luaL_error(L, "periskope: out of memory");
-  if (io != JOB_IO_SEND && c->limited && !(j->w.io = lpace_io_new()))
+  if (io != JOB_IO_SEND && c->limited && !(sj->j.w.io = lpace_io_new()))
     return luaL_error(L, "periskope: out of memory");
   return 1;
 }
@@ -182,11 +226,11 @@ static int push_cancelled(lua_State *L) {
 
 /* Pushes "watch", fd, "r", seconds (nil: no time limit): what the loop
    watches before the next step. [-0, +4, m] */
-static int push_watch(lua_State *L, pin_job *j) {
-  double wait = psk_watch_wait(j->watch);
-  j->keep = 1;
+static int push_watch(lua_State *L, step_job *sj) {
+  double wait = psk_watch_wait(sj->watch);
+  sj->keep = 1;
   lua_pushliteral(L, "watch");
-  lua_pushinteger(L, psk_watch_fd(j->watch));
+  lua_pushinteger(L, psk_watch_fd(sj->watch));
   lua_pushliteral(L, "r");
   if (wait >= 0)
     lua_pushnumber(L, (lua_Number)wait);
@@ -195,54 +239,55 @@ static int push_watch(lua_State *L, pin_job *j) {
   return 4;
 }
 
-/* Under lpsk_run_busy: 1 the client, 2 the job (its reply in j->fed). A
-   job cancelled by a hook during this step ends here. A watched job
+/* Under lpsk_run_busy: 1 the client, 2 the job (its reply in sj->fed).
+   A job cancelled by a hook during this step ends here. A watched job
    acts on what is ready first; a request it starts that ends at once (it
    could not start) is answered in the same step. */
 static int step_body(lua_State *L) {
   Client *c = lua_touserdata(L, 1);
-  pin_job *j = lua_touserdata(L, 2);
-  const psk_reply *rep = j->fed;
+  step_job *sj = lua_touserdata(L, 2);
+  pin_job *j = &sj->j;
+  const psk_reply *rep = sj->fed;
   double wait;
   int action;
   for (;;) {
-    if (j->io == JOB_IO_WATCH && lpsk_job_awaits_reply(j) && !rep &&
-        !(rep = psk_http_watch_step(c->http, j->t)))
-      return push_watch(L, j);
+    if (sj->io == JOB_IO_WATCH && lpsk_job_awaits_reply(j) && !rep &&
+        !(rep = psk_http_watch_step(c->http, sj->t)))
+      return push_watch(L, sj);
     action = lpsk_job_step(L, j, 1, rep, &wait);
     rep = NULL;
-    if (!j->cancelled && action == JOB_IO) {
+    if (!sj->cancelled && action == JOB_IO) {
       /* The store's operation, over the host's sockets. */
-      j->keep = 1;
-      return lpsk_wire_store(L, j->wire, j->w.io);
+      sj->keep = 1;
+      return lpsk_wire_store(L, sj->wire, j->w.io);
     }
-    if (!j->cancelled && action == JOB_SEND && j->io == JOB_IO_BYTES) {
+    if (!sj->cancelled && action == JOB_SEND && sj->io == JOB_IO_BYTES) {
       if (c->closed)
         return luaL_error(L, "periskope: attempt to use a closed client");
-      j->keep = 1;
-      return lpsk_wire_begin(L, j, j->wire);
+      sj->keep = 1;
+      return lpsk_wire_begin(L, j, sj->wire);
     }
-    if (j->cancelled || action != JOB_SEND || j->io != JOB_IO_WATCH) break;
+    if (sj->cancelled || action != JOB_SEND || sj->io != JOB_IO_WATCH) break;
     if (c->closed)
       return luaL_error(L, "periskope: attempt to use a closed client");
-    if (!j->t && !(j->t = psk_http_take(c->http)))
+    if (!sj->t && !(sj->t = psk_http_take(c->http)))
       return luaL_error(L, "periskope: out of memory");
-    if (psk_http_watch_start(c->http, j->t, j->watch, &j->req) == 0)
-      return push_watch(L, j);
-    rep = psk_transfer_reply(j->t); /* its failure: the next answer */
+    if (psk_http_watch_start(c->http, sj->t, sj->watch, &j->req) == 0)
+      return push_watch(L, sj);
+    rep = psk_transfer_reply(sj->t); /* its failure: the next answer */
   }
-  if (j->cancelled) {
+  if (sj->cancelled) {
     lua_settop(L, 2);
     return push_cancelled(L);
   }
   switch (action) {
   case JOB_SEND:
-    j->keep = 1;
+    sj->keep = 1;
     lua_pushliteral(L, "send");
     push_send(L, j);
     return 2;
   case JOB_WAIT:
-    j->keep = 1;
+    sj->keep = 1;
     lua_pushliteral(L, "wait");
     lua_pushnumber(L, (lua_Number)wait);
     return 2;
@@ -253,30 +298,27 @@ static int step_body(lua_State *L) {
   }
 }
 
-/* Ends job j: what it holds is released, and a later step says it is
-   over. */
-static void job_end(lua_State *L, pin_job *j, int ud) {
+/* Ends job sj between steps: its place in a store's queue is given
+   back, what it holds is released, and a later step says it is over. */
+static void job_end(lua_State *L, step_job *sj, int ud) {
+  pin_job *j = &sj->j;
   if (j->c && !j->c->closed) lpsk_pace_leave(L, j->c, ud, &j->w);
-  lpsk_job_release(L, j);
-  j->c = NULL;
+  step_job_release(L, sj);
 }
 
 /* After a step: a job that is done, cancelled, or whose step raised, is
    over. */
 static void step_release(lua_State *L, int obj) {
-  pin_job *j = lua_touserdata(L, obj);
-  j->stepping = 0;
-  if (!j->keep || j->cancelled) {
-    lpsk_job_release(L, j);
-    j->c = NULL; /* over: a later step says so */
-  }
-  j->keep = 0;
-  j->fed = NULL;
+  step_job *sj = lua_touserdata(L, obj);
+  sj->stepping = 0;
+  if (!sj->keep || sj->cancelled) step_job_release(L, sj);
+  sj->keep = 0;
+  sj->fed = NULL;
 }
 
 /* The PinJob at 1, for method fn. [-0, +0, v] */
-static pin_job *check_job(lua_State *L, const char *fn) {
-  pin_job *j = psk_testudata(L, 1, JOB_MT);
+static step_job *check_job(lua_State *L, const char *fn) {
+  step_job *j = psk_testudata(L, 1, JOB_MT);
   if (!j)
     lpsk_arg_error(L, 1, fn,
               lua_pushfstring(L, "periskope.PinJob expected, got %s",
@@ -286,33 +328,34 @@ static pin_job *check_job(lua_State *L, const char *fn) {
 
 /* job:step([status, head, body, elapsed | nil, message, kind, elapsed]) */
 static int job_step(lua_State *L) {
-  pin_job *j = check_job(L, "step");
+  step_job *sj = check_job(L, "step");
+  pin_job *j = &sj->j;
   psk_reply rep;
-  if (j->stepping)
+  if (sj->stepping)
     return luaL_error(L, "periskope: job:step: this job is running (a hook "
                          "of its own step may not step it again)");
   if (!j->c)
     return luaL_error(L, "periskope: this pin job is over (it was done, "
                          "cancelled, or a step raised)");
   if (j->c->closed) {
-    lpsk_job_release(L, j);
-    j->c = NULL;
+    step_job_release(L, sj);
     return luaL_error(L, "periskope: attempt to use a closed client");
   }
-  if (j->io == JOB_IO_WATCH && !lpsk_wire_busy(j->wire)) {
+  if (sj->io == JOB_IO_WATCH && !lpsk_wire_busy(sj->wire)) {
     if (!lua_isnone(L, 2))
-      return lpsk_arg_error(L, 2, "step", "a watched job takes no answer: call "
-                                     "job:step() when its descriptor is "
-                                     "ready or its time is up");
-  } else if (j->io != JOB_IO_SEND) {
-    if (lpsk_wire_busy(j->wire)) {
+      return lpsk_arg_error(L, 2, "step", "a watched job takes no answer: "
+                                          "call job:step() when its "
+                                          "descriptor is ready or its time "
+                                          "is up");
+  } else if (sj->io != JOB_IO_SEND) {
+    if (lpsk_wire_busy(sj->wire)) {
       /* A socket call's result: the exchange goes on, no hook runs. */
-      int n = lpsk_wire_step(L, j, j->wire);
+      int n = lpsk_wire_step(L, j, sj->wire);
       if (n > 0) return n;
-      j->fed = lpsk_wire_outcome(j->wire);
+      sj->fed = lpsk_wire_outcome(sj->wire);
     } else if (!lua_isnone(L, 2)) {
       return lpsk_arg_error(L, 2, "step", "no exchange is under way: call "
-                                     "job:step() without arguments");
+                                          "job:step() without arguments");
     }
   } else if (lpsk_job_awaits_reply(j)) {
     if (lua_isnone(L, 2))
@@ -321,14 +364,15 @@ static int job_step(lua_State *L) {
                            "elapsed; or nil, message, kind, elapsed)");
     lua_settop(L, 5);
     read_reply(L, j, &rep); /* points into the strings at 3 and 4 */
-    j->fed = &rep;
+    sj->fed = &rep;
   } else if (!lua_isnone(L, 2)) {
-    return lpsk_arg_error(L, 2, "step", "no answer is awaited: call job:step() "
-                                   "without arguments after a wait");
+    return lpsk_arg_error(L, 2, "step", "no answer is awaited: call "
+                                        "job:step() without arguments after "
+                                        "a wait");
   }
   psk_getuvtable(L, 1);
   lua_getfield(L, -1, "client");
-  j->stepping = 1; /* step_release clears it, whatever way the step ends */
+  sj->stepping = 1; /* step_release clears it, whatever way the step ends */
   return lpsk_run_busy(L, j->c, lua_gettop(L), 1, "step_body", step_release);
 }
 
@@ -338,18 +382,18 @@ static int job_step(lua_State *L) {
    returns "done", nil, message, "cancelled" (its descriptor then closes
    with job:close or the collector). A job that is over: it is closed. */
 static int job_cancel(lua_State *L) {
-  pin_job *j = check_job(L, "cancel");
-  if (j->stepping) {
-    j->cancelled = 1;
+  step_job *sj = check_job(L, "cancel");
+  if (sj->stepping) {
+    sj->cancelled = 1;
   } else {
-    if (j->c) {
-      j->cancelled = 1;
+    if (sj->j.c) {
+      sj->cancelled = 1;
       psk_getuvtable(L, 1);
       lua_getfield(L, -1, "client");
-      job_end(L, j, lua_gettop(L));
+      job_end(L, sj, lua_gettop(L));
     }
-    psk_watch_free(j->watch);
-    j->watch = NULL;
+    psk_watch_free(sj->watch);
+    sj->watch = NULL;
   }
   lua_pushboolean(L, 1);
   return 1;
@@ -359,8 +403,8 @@ static int job_cancel(lua_State *L) {
    (once the loop no longer watches it; the collector does it too), and
    ends the job as cancel does if it is not over. Returns true. */
 static int job_close(lua_State *L) {
-  pin_job *j = check_job(L, "close");
-  if (j->stepping)
+  step_job *sj = check_job(L, "close");
+  if (sj->stepping)
     return luaL_error(L, "periskope: job:close: this job is running (a hook "
                          "of its own step may cancel it instead)");
   return job_cancel(L);

@@ -26,8 +26,8 @@ void lpsk_client_release(Client *c) {
   c->http = NULL;
   psk_request_free(&c->req);
   psk_request_free(&c->spare);
-  free(c->job); /* released by its call, which is over */
-  c->job = NULL;
+  free(c->pin); /* released by its call, which is over */
+  c->pin = NULL;
   lpsk_head_free(c->head); /* no table is being built from it: no call runs */
   c->head = NULL;
   psk_config_free(&c->cfg);

@@ -442,7 +442,7 @@ int lpsk_job_step(lua_State *L, pin_job *j, int ud, const psk_reply *rep,
   default:
     return luaL_error(L, "periskope: a finished pin job was stepped");
   }
-  if (!j->batch) {
+  if (!j->paced) {
     pace_slot slot;
     psk_reply why;
     switch (lpsk_pace_ask(L, j->c, ud, &j->w, 0, j->nested, j->index, wait,
@@ -505,16 +505,6 @@ void lpsk_job_release(lua_State *L, pin_job *j) {
   }
   j->slot = 0;
   drop_kept(L, j);
-  /* A client is released only when no call runs on it, and a job holds
-     a transfer only while its call runs: the pool is still there. */
-  if (j->t && j->c && j->c->http) psk_http_give(j->c->http, j->t);
-  j->t = NULL;
-  /* The watch stays: its descriptor may still be in its loop's poll set
-     (job:close and the collector close it). */
-  lpsk_wire_free(j->wire);
-  j->wire = NULL;
-  lpace_io_free(j->w.io);
-  j->w.io = NULL;
   /* Buffers go back to an open client with none (a closed one is, or
      will be, released: they are freed here). */
   if (j->c && !j->c->closed && !j->c->spare.url.data && j->req.url.data)
@@ -526,26 +516,19 @@ void lpsk_job_release(lua_State *L, pin_job *j) {
   j->a.id = NULL;
 }
 
-pin_job *lpsk_job_new(lua_State *L, Client *c, int arg) {
+pin_job *lpsk_job_new(lua_State *L, Client *c, int arg, size_t size,
+                      const char *mt) {
   pin_args a;
   pin_job *j;
   lpsk_check_pin_args(L, arg, arg, "", &a); /* message_id on the stack */
   /* Created empty, metatable set, then filled (it cannot fail: the id's
      copy lives in the same block), so __gc always finds a job. */
-  j = psk_newuserdata(L, sizeof *j + a.idlen + 1);
-  memset(j, 0, sizeof *j); /* what __gc may see before lpsk_job_init */
-  psk_setmetatable(L, JOB_MT);
-  lpsk_job_init(j, c, &a, 0, (char *)(j + 1));
+  j = psk_newuserdata(L, size + a.idlen + 1);
+  memset(j, 0, size); /* what __gc may see before lpsk_job_init */
+  psk_setmetatable(L, mt);
+  lpsk_job_init(j, c, &a, 0, (char *)j + size);
   lua_remove(L, -2); /* message_id: the job has its own copy */
   return j;
 }
 
 int lpsk_job_awaits_reply(const pin_job *j) { return j->state == J_SENT; }
-
-int lpsk_job_gc(lua_State *L) {
-  pin_job *j = luaL_checkudata(L, 1, JOB_MT);
-  lpsk_job_release(L, j);
-  psk_watch_free(j->watch);
-  j->watch = NULL;
-  return 0;
-}
