@@ -559,7 +559,7 @@ static void req_url(lua_State *L, int vi, psk_request *r, psk_buf *origin) {
     return; /* not reached (it raises): for the static checkers */
   }
   path = psk_url_path_offset(url); /* stops at a NUL, which the walk below refuses */
-  if ((st = psk_normalize_base_url(url, path, origin, &e)) != PSK_OK)
+  if ((st = psk_http_base_url(url, path, origin, &e)) != PSK_OK)
     too_long(L, st == PSK_INVALID ? PSK_TOO_LARGE : st, "url", e.msg);
   for (i = path; i < n; i++) {
     unsigned char c = (unsigned char)url[i];

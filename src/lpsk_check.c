@@ -340,7 +340,7 @@ void lpsk_read_options(lua_State *L, Client *c, int t, int arg,
     n = strlen(s);
   }
   psk_buf_init(&url, PSK_BASE_URL_MAX);
-  if ((st = psk_normalize_base_url(s, n, &url, &e)) != PSK_OK) {
+  if ((st = psk_http_base_url(s, n, &url, &e)) != PSK_OK) {
     psk_buf_free(&url);
     if (st == PSK_NOMEM) luaL_error(L, "periskope: out of memory");
     lpsk_bad(L, &tb, "base_url", env_rule(L, e.msg, env, "PERISKOPE_BASE_URL"),
