@@ -27,6 +27,7 @@ static const luaL_Reg module_funcs[] = {{"new", lpsk_mod_new},
                                         {"pin", lpsk_mod_pin},
                                         {"read_response", lpsk_read_response},
                                         {"perform", lpsk_mod_perform},
+                                        {"debug_line", lpsk_mod_debug_line},
                                         {NULL, NULL}};
 
 /* A job, nested pin or batch that a raise left behind is released by the

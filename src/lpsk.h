@@ -438,6 +438,9 @@ void lpsk_emit(lua_State *L, Client *c, int ud);
 void lpsk_ev_begin(lua_State *L, const char *type, int index);
 /* Whether the client has a hook or debug output. */
 int lpsk_wants_events(const Client *c);
+/* periskope.debug_line(event): the one formatter of PERISKOPE_DEBUG's
+   lines, which the command's own hook writes too. */
+int lpsk_mod_debug_line(lua_State *L);
 
 /* ---------------------------------------------------------------- */
 /* pacing (lpsk_pace.c)                                              */

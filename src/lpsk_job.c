@@ -32,25 +32,67 @@ enum {
 /* ---------------------------------------------------------------- */
 /* events                                                            */
 
-/* Writes one redacted line for the event table at ev (PERISKOPE_DEBUG). */
-static void debug_line(lua_State *L, int ev) {
-  static const char *const keys[] = {"attempt", "method",   "url",     "status",
-                                     "elapsed", "trace_id", "kind",    "seconds",
-                                     "reason",  "error",    "message", "index",
-                                     NULL};
-  int i;
-  lua_getfield(L, ev, "type");
-  fprintf(stderr, "periskope: %s", lua_tostring(L, -1));
-  lua_pop(L, 1);
-  for (i = 0; keys[i]; i++) {
-    lua_getfield(L, ev, keys[i]);
-    if (lua_type(L, -1) == LUA_TNUMBER)
-      fprintf(stderr, " %s=%.14g", keys[i], (double)lua_tonumber(L, -1));
-    else if (lua_type(L, -1) == LUA_TSTRING)
-      fprintf(stderr, " %s=%s", keys[i], lua_tostring(L, -1));
-    lua_pop(L, 1);
+/* The fields of an event's PERISKOPE_DEBUG line after its type, in this
+   order, when present: never the request's headers. */
+static const char *const debug_keys[] = {
+    "attempt", "method", "url",   "status",  "elapsed", "trace_id", "kind",
+    "seconds", "reason", "error", "message", "index",   NULL};
+
+/* Adds field k of the event table at ev to b when it is a number (as
+   %.14g) or a string: its value alone, or " k=value" when named. Read
+   raw, popped before the buffer grows: the string stays anchored in the
+   table, and the buffer may be on top of the stack. */
+static void add_field(lua_State *L, luaL_Buffer *b, int ev, const char *k,
+                      int named) {
+  const char *v = NULL;
+  size_t n = 0;
+  char num[64];
+  lua_pushstring(L, k);
+  lua_rawget(L, ev);
+  if (lua_type(L, -1) == LUA_TNUMBER) {
+    snprintf(num, sizeof num, "%.14g", (double)lua_tonumber(L, -1));
+    v = num;
+    n = strlen(num);
+  } else if (lua_type(L, -1) == LUA_TSTRING) {
+    v = lua_tolstring(L, -1, &n);
   }
-  fputc('\n', stderr);
+  lua_pop(L, 1);
+  if (!v) return;
+  if (named) {
+    luaL_addchar(b, ' ');
+    luaL_addstring(b, k);
+    luaL_addchar(b, '=');
+  }
+  luaL_addlstring(b, v, n);
+}
+
+/* Pushes the PERISKOPE_DEBUG line of the event table at ev, without its
+   newline: "periskope: <type>", then key=value for each of debug_keys
+   present. [-0, +1, m] */
+static void push_debug_line(lua_State *L, int ev) {
+  luaL_Buffer b;
+  int i;
+  ev = psk_absindex(L, ev);
+  luaL_buffinit(L, &b);
+  luaL_addstring(&b, "periskope: ");
+  add_field(L, &b, ev, "type", 0);
+  for (i = 0; debug_keys[i]; i++) add_field(L, &b, ev, debug_keys[i], 1);
+  luaL_pushresult(&b);
+}
+
+/* periskope.debug_line(event): the line PERISKOPE_DEBUG writes for an
+   event table, without its newline. */
+int lpsk_mod_debug_line(lua_State *L) {
+  static const lpsk_tab tb = {1, NULL, "", "field", NULL};
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 1);
+  lua_pushliteral(L, "type");
+  lua_rawget(L, 1);
+  if (lua_type(L, 2) != LUA_TSTRING)
+    lpsk_bad(L, &tb, "type", "must be a string (the event's type)", 2);
+  lua_pop(L, 1);
+  push_debug_line(L, 1);
+  return 1;
 }
 
 /* Whether the error value on top is Lua refusing a yield: the hook runs
@@ -80,7 +122,13 @@ void lpsk_emit(lua_State *L, Client *c, int ud) {
       lua_error(L);
     }
   } else {
-    debug_line(L, ev);
+    size_t n;
+    const char *line;
+    push_debug_line(L, ev);
+    lua_pushliteral(L, "\n");
+    lua_concat(L, 2);
+    line = lua_tolstring(L, -1, &n);
+    fwrite(line, 1, n, stderr); /* stderr is unbuffered: the line whole */
   }
   lua_settop(L, ev - 1);
 }
