@@ -25,12 +25,16 @@
  *   lpsk_job.c     the pin job: one pin as a state machine (pacing,
  *                  events, retries), whoever does its I/O
  *   lpsk_pin.c     the drivers: pin (blocking), pin_many (a batch)
- *   lpsk_async.c   the job driven from Lua (client:pin_job, job:step) and
- *                  periskope.perform, for hosts that must not block
- *   lpace.c        periskope.limiter: the shared pacing stores
+ *   lpsk_async.c   the job driven from Lua (client:pin_job, job:step,
+ *                  cancel, close) and periskope.perform, for hosts that
+ *                  must not block
+ *   lpsk_wire.c    a job's exchanges over the host's sockets (HTTP/1.1,
+ *                  a Redis store's operations), one socket call a step
+ *   lpace.c        periskope.limiter: the shared pacing stores (lpace.h)
  *
- * Functions shared between these files are named lpsk_*; the rest are
- * static. Only luaopen_periskope leaves the shared object.
+ * Functions shared between these files are named lpsk_* (lpace_* for the
+ * limiters'); the rest are static. Only luaopen_periskope leaves the
+ * shared object.
  */
 #ifndef LPSK_H
 #define LPSK_H
@@ -58,6 +62,11 @@ enum {
 };
 void lpsk_result_keys(lua_State *L, int state);
 
+/* What the Authorization header's value starts with (cfg.auth): the key
+   follows it. */
+#define LPSK_BEARER "Bearer "
+#define LPSK_BEARER_LEN (sizeof LPSK_BEARER - 1)
+
 #define CLIENT_MT "periskope.Client"
 #define HEADERS_MT "periskope.headers"
 #define JOB_MT "periskope.PinJob"
@@ -73,8 +82,9 @@ typedef struct head_cache head_cache;
 
 /* A client userdata. Its uservalue table holds on_event and limiter.
    Hooks may close it while a call runs: busy counts the calls that may
-   call into Lua (pin, pin_many, nested ones included); close then only
-   marks it closed, and the last call out releases it (lpsk_pin.c). */
+   call into Lua (pin, pin_many, job:step, nested ones included); close
+   then only marks it closed, and the last call out releases it
+   (lpsk_run_busy). */
 typedef struct Client {
   psk_config cfg;      /* owned strings */
   psk_http *http;      /* NULL until opened and after release */
@@ -127,7 +137,8 @@ int lpsk_client_tbc(lua_State *L);       /* Client __close */
 int lpsk_client_gc(lua_State *L);        /* Client __gc */
 int lpsk_client_tostring(lua_State *L);  /* Client __tostring */
 
-/* Releases what the job or batch at stack index obj holds. Never raises. */
+/* Releases what the pin, batch or job at stack index obj holds. Never
+   raises. */
 typedef void (*lpsk_release_fn)(lua_State *L, int obj);
 /* The busy rule, for every call that may run Lua (an on_event hook, a
    store): calls the body kept under name in the module state as

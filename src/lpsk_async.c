@@ -2,9 +2,15 @@
  * lpsk_async.c: the pin job driven from Lua, for hosts whose event loop
  * must not block (OpenResty, Neovim, anything with luv).
  *
- *   client:pin_job(args)   checks args as pin does and makes a job;
- *   job:step(...)          advances it: "send", request | "wait", seconds |
- *                          "done", <what pin returns>;
+ *   client:pin_job(args[, {io = ...}])
+ *                          checks args as pin does and makes a job;
+ *   job:step(...)          advances it: "send", request | "watch", fd,
+ *                          "r", seconds | a socket call ("connect",
+ *                          "handshake", "write", "read", "release":
+ *                          lpsk_wire.c) | "wait", seconds | "done",
+ *                          <what pin returns>;
+ *   job:cancel(), job:close()
+ *                          end it between steps, close its descriptor;
  *   periskope.perform(request)
  *                          the one exchange a "send" asks for, blocking,
  *                          in whatever Lua state calls it (a thread of
@@ -15,8 +21,9 @@
  * Everything pin does -- pacing (shared stores too), events, retries and
  * the result -- happens in job:step, on the host's own thread, under the
  * same busy rule as pin (lpsk_client.c): a hook may close the client, pin
- * again or raise, and a job whose step raised is over. Only the exchange
- * crosses to another thread, as plain strings and numbers.
+ * again or raise, and a job whose step raised is over. With io = "send"
+ * only the exchange crosses to another thread, as plain strings and
+ * numbers.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -460,8 +467,8 @@ static int is_x_phone(const char *name) {
   return 1;
 }
 
-/* The longest header line a pin sends: "Authorization: Bearer " and the
-   longest key. */
+/* The longest header line a pin sends: "Authorization: Bearer ", the
+   longest key, and room to spare. */
 #define REQ_LINE_MAX (PSK_API_KEY_MAX + 64)
 
 /* The header lines at h (the request's headers field, or 0) into r,
@@ -572,8 +579,10 @@ static void req_url(lua_State *L, int vi, psk_request *r, psk_buf *origin) {
   r->target = path; /* sent as the request target, as build_pin's is */
 }
 
-/* The transport kept for key in this state's module state, or a new one
-   for cfg (whose strings it takes). [-0, +1, v] */
+/* The transport kept under key in this state's module state, or a new
+   one for cfg (whose strings it takes). key: the hex SHA-256 the caller
+   made of what a transport serves (its origin, options and header lines
+   but x-phone). [-0, +1, v] */
 static transport *get_transport(lua_State *L, const char *key,
                                 psk_config *cfg) {
   transport *tr;

@@ -315,11 +315,11 @@ void lpsk_read_options(lua_State *L, Client *c, int t, int arg,
       lpsk_bad(L, &tb, "api_key", env_rule(L, e.msg, env, "PERISKOPE_API_KEY"),
                0);
     free(c->cfg.auth);
-    c->cfg.auth = malloc(n + 8);
+    c->cfg.auth = malloc(LPSK_BEARER_LEN + n + 1);
     if (!c->cfg.auth) luaL_error(L, "periskope: out of memory");
-    memcpy(c->cfg.auth, "Bearer ", 7);
-    memcpy(c->cfg.auth + 7, s, n);
-    c->cfg.auth[n + 7] = '\0';
+    memcpy(c->cfg.auth, LPSK_BEARER, LPSK_BEARER_LEN);
+    memcpy(c->cfg.auth + LPSK_BEARER_LEN, s, n);
+    c->cfg.auth[LPSK_BEARER_LEN + n] = '\0';
   } else if (need_key) {
     lpsk_bad(L, &tb, "api_key",
              "is required: pass it, or set PERISKOPE_API_KEY", 0);

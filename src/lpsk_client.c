@@ -88,7 +88,8 @@ static Client *new_client(lua_State *L, int t, int arg) {
   if (keep_option(L, ud, t, "limiter", LUA_TUSERDATA)) {
     psk_getuvtable(L, ud);
     lua_getfield(L, -1, "limiter");
-    lpace_name(lpace_test(L, -1), c->cfg.auth + 7, c->lim_name);
+    /* Named after the key itself (hashed), without "Bearer ". */
+    lpace_name(lpace_test(L, -1), c->cfg.auth + LPSK_BEARER_LEN, c->lim_name);
     lua_pop(L, 2);
     c->limited = 1;
   }

@@ -4,8 +4,10 @@
  * sends the request when a step says JOB_SEND, waits when it says
  * JOB_WAIT, and hands the reply back to the next step. The blocking pin
  * drives it with psk_http_perform and a sleep; pin_many drives many over
- * a multi handle; a driver whose I/O happens elsewhere (another thread)
- * fills a psk_reply itself. Pacing, events, retries and the outcome are
+ * a multi handle; job:step drives it from Lua, its exchange in another
+ * thread (a psk_reply filled from what periskope.perform returned), on
+ * the caller's loop or over the host's sockets. Pacing, events (and the
+ * one formatter of PERISKOPE_DEBUG's lines), retries and the outcome are
  * the same whoever drives.
  *
  * Every step may call the client's on_event hook, which may do anything
@@ -116,8 +118,8 @@ void lpsk_emit(lua_State *L, Client *c, int ud) {
     if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
       if (is_yield_error(L))
         luaL_error(L,
-                   "periskope: on_event may not yield: pin and pin_many call "
-                   "it through lua_pcall (%s)",
+                   "periskope: on_event may not yield: pin, pin_many and "
+                   "job:step call it through lua_pcall (%s)",
                    lua_tostring(L, -1));
       lua_error(L);
     }

@@ -1,9 +1,9 @@
 /*
  * lpsk_result.c: requests and answers as Lua tables. build_pin's request
- * table; the result table that pin, pin_many and read_response all end
- * in (lpsk_push_result); response headers as a table looked up in any
- * case; and read_response, which turns an answer the caller got itself
- * into that same result.
+ * table; the result table that pin, pin_many, job:step and read_response
+ * all end in (lpsk_push_result); and read_response, which turns an answer
+ * the caller got itself into that same result. The headers table a
+ * result holds is lpsk_head.c's.
  */
 #include <stdio.h>
 #include <string.h>
@@ -23,7 +23,7 @@ void lpsk_push_request_headers(lua_State *L, const psk_request *r,
   lua_createtable(L, 0, r->nheaders);
   for (i = 0; i < r->nheaders; i++) {
     if (redact && strcmp(r->headers[i].name, "Authorization") == 0)
-      lua_pushliteral(L, "Bearer ***");
+      lua_pushliteral(L, LPSK_BEARER "***");
     else
       lua_pushstring(L, r->headers[i].value);
     lua_setfield(L, -2, r->headers[i].name);
@@ -90,9 +90,6 @@ static void push_rate_limit(lua_State *L, const known *k) {
   }
 }
 
-/* Pushes the error text of a non-2xx answer: the JSON body's "message" (or
-   "error") field, decoded by lua-cjson under pcall, else "HTTP <status>".
-   [-0, +1, m] */
 /* lua_pcall for one result, except that running out of memory is raised
    again: it says nothing about lua-cjson or the body, and a result built
    around it would be wrong (or, cached, wrong for good). [-(n+1), +1, m] */
@@ -102,6 +99,9 @@ static int pcall_keep_memory_errors(lua_State *L, int nargs) {
   return st;
 }
 
+/* Pushes the error text of a non-2xx answer: the JSON body's "message" (or
+   "error") field, decoded by lua-cjson under pcall, else "HTTP <status>".
+   [-0, +1, m] */
 static void push_error_text(lua_State *L, long status, const char *body,
                             size_t blen) {
   int top = lua_gettop(L);
