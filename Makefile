@@ -92,7 +92,7 @@ LDFLAGS_SO := -shared $(LDFLAGS) $(EXTRA_LDFLAGS)
 BUILD := build/$(if $(LUA_INCDIR),rock-$(notdir $(LUA_INCDIR)),$(LUA))$(PERISKOPE_BUILD_SUFFIX)
 CORE_SRC := src/psk_buf.c src/psk_core.c src/psk_h1.c src/psk_pace.c src/psk_resp.c src/psk_time.c
 SRC := $(CORE_SRC) src/psk_fork.c src/psk_one.c src/psk_http.c src/psk_redis.c src/lpace.c \
-       src/lpsk_check.c src/lpsk_result.c src/lpsk_pace.c src/lpsk_job.c src/lpsk_pin.c src/lpsk_wire.c \
+       src/lpsk_client.c src/lpsk_check.c src/lpsk_head.c src/lpsk_result.c src/lpsk_pace.c src/lpsk_job.c src/lpsk_pin.c src/lpsk_wire.c \
        src/lpsk_async.c src/lperiskope.c
 OBJ := $(patsubst src/%.c,$(BUILD)/%.o,$(SRC))
 SO := $(BUILD)/periskope.so

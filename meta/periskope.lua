@@ -47,6 +47,14 @@ function periskope.read_response(status, headers, body) end
 ---@return number elapsed seconds
 function periskope.perform(request) end
 
+---The line PERISKOPE_DEBUG=1 writes for an event, without its newline:
+---"periskope: <type>", then attempt, method, url, status, elapsed, trace_id,
+---kind, seconds, reason, error, message and index as key=value when present
+---(never the headers). For a hook that logs what the module would.
+---@param event periskope.Event
+---@return string
+function periskope.debug_line(event) end
+
 ---@class periskope.limiters
 local limiters = {}
 

@@ -293,7 +293,7 @@ describe("periskope (the command)", function()
       assert.same({
         "periskope: stdin line 2: field 'time' must be 1, 7 or 30 (days), got 5",
         "periskope: stdin line 4: not a valid JSON object",
-        "periskope: stdin line 5: unknown field 'color'",
+        "periskope: stdin line 5: unknown field 'color' (message_id, pin, time, phone)",
         "periskope: stdin line 6: field 'message_id' is required (a string of 1 to 1024 bytes)",
         "periskope: stdin line 7: field 'message_id' must not contain control bytes",
         "periskope: nothing was sent",

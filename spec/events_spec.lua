@@ -522,3 +522,50 @@ describe("on_event", function()
     end)
   end)
 end)
+
+describe("periskope.debug_line", function()
+  it("writes an event as PERISKOPE_DEBUG does: its type, then the fields it shows, in order", function()
+    assert.equal("periskope: response attempt=2 status=204 elapsed=0.33333333333333 trace_id=t-1 index=3",
+      periskope.debug_line { type = "response", index = 3, trace_id = "t-1", elapsed = 1 / 3, status = 204,
+        attempt = 2, rate_limit = { limit = 10 }, headers = { Authorization = "Bearer ***" } })
+    assert.equal("periskope: wait seconds=7 reason=backoff", periskope.debug_line {
+      type = "wait", reason = "backoff", seconds = 7.0, extra = "not shown", kind = true })
+    assert.equal("periskope: circuit", periskope.debug_line { type = "circuit", state = "open", failures = 5 })
+    util.raises(function() periskope.debug_line {} end,
+      "bad argument #1 to", "(field 'type' must be a string (the event's type), got nil)")
+    util.raises(function() periskope.debug_line "request" end, "table expected")
+  end)
+
+  it("is the line the module writes for each event of a pin", function()
+    local srv = server.start { api_key = SENTINEL }
+    finally(function() srv:stop() end)
+    local busy = { status = 503, headers = { ["Retry-After"] = "0" } }
+    srv:script { busy, { status = 204 }, busy }   -- each pin: 503, then 204
+    -- One pin writes its lines to stderr (no hook); the same pin, again,
+    -- hands its events to a hook that writes debug_line's to stdout.
+    local script = os.tmpname()
+    local f = assert(io.open(script, "w"))
+    f:write(([[
+      package.cpath = %q .. ";" .. package.cpath
+      local p = require "periskope"
+      local opts = { api_key = %q, base_url = %q, phone = "1234567" }
+      assert(p.new(opts):pin { message_id = "m" })
+      opts.on_event = function(ev) io.stdout:write(p.debug_line(ev), "\n") end
+      assert(p.new(opts):pin { message_id = "m" })
+    ]]):format(os.getenv("PERISKOPE_CPATH") or "", SENTINEL, srv.base_url))
+    f:close()
+    local err = os.tmpname()
+    local out, code = server.sh("PERISKOPE_DEBUG=1 " .. server.quote(util.lua_bin()) .. " "
+      .. server.quote(script) .. " 2>" .. server.quote(err))
+    local written = assert(io.open(err)):read("*a")
+    os.remove(script)
+    os.remove(err)
+    assert.equal(0, code, written)
+    -- What differs from one pin to the next: the time taken, the trace id.
+    local function same(text)
+      return (text:gsub("elapsed=%S+", "elapsed=*"):gsub("trace_id=%S+", "trace_id=*"))
+    end
+    assert.truthy(written:find("periskope: wait seconds=0 reason=retry-after\n", 1, true), written)
+    assert.equal(same(written), same(out))
+  end)
+end)

@@ -365,7 +365,7 @@ describe("a server's values and outages", function()
       util.raises(function() util.client(srv, { circuit = { cooldown = -1 } }) end,
         "option 'circuit.cooldown' must be a number of seconds > 0 and <= 86400, got -1")
       util.raises(function() util.client(srv, { circuit = { tries = 1 } }) end,
-        "option 'circuit' has an unknown field 'tries'")
+        "unknown option 'circuit.tries' (failures, cooldown)")
       assert.is_userdata(util.client(srv, { circuit = true }))
     end)
   end)

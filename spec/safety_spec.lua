@@ -109,3 +109,75 @@ describe("the API key", function()
     assert.falsy(text:find("SENTINEL", 1, true), text)
   end)
 end)
+
+-- The key never crosses a network in clear: plain http goes only to a
+-- host libcurl reads as loopback. The rule reads base_url (and perform's
+-- url) as libcurl does, since libcurl is what sends to it; a URL written
+-- to look like one host while libcurl reads another is judged by what
+-- libcurl reads.
+describe("plain http", function()
+  local srv
+
+  setup(function() srv = server.start { api_key = SENTINEL } end)
+  teardown(function() if srv then srv:stop() end end)
+
+  -- perform's request to url, as a job's "send" holds it.
+  local function request(url)
+    return { method = "POST", url = url, body = '{"pin":true}',
+      headers = { "Authorization: Bearer " .. SENTINEL, "Content-Type: application/json",
+        "x-phone: " .. util.PHONE } }
+  end
+
+  local function refused(url)
+    local err = util.raises(function() periskope.new { api_key = SENTINEL, base_url = url } end,
+      "option 'base_url' must")
+    assert_clean(err)
+    err = util.raises(function() periskope.perform(request(url .. "/v1/message/m/pin")) end,
+      "bad argument #1 to 'perform' (field 'url' must")
+    assert_clean(err)
+  end
+
+  it("refuses a host that libcurl reads as another than the loopback one it looks like", function()
+    for _, host in ipairs {
+      "127.0.0.1@evil.example",      -- user info: libcurl's host is evil.example
+      "evil.example@127.0.0.1",      -- user info (refused: no user info in a base URL)
+      "127.0.0.1\\@evil.example",    -- libcurl: user "127.0.0.1\", host evil.example
+      "localhost.evil.example",
+      "127.0.0.1.evil.example",
+      "0x7f000001.evil.example",
+      "127.1.evil.example",
+      -- Read as 127.0.0.9 by the parser that used to decide, but no
+      -- address to libcurl (09 is no octal number): a name it resolves.
+      "127.0.0.09",
+      "127.0.0.08:" .. srv.port,
+      "[::ffff:127.0.0.1]",
+    } do
+      refused("http://" .. host)
+    end
+    assert.equal(0, #srv:requests())
+  end)
+
+  it("takes a loopback address as libcurl reads it, and keeps it so written", function()
+    for _, host in ipairs { "127.1", "0x7f000001", "2130706433", "127.000.000.001", "0177.0.0.1" } do
+      local c = periskope.new { api_key = SENTINEL, base_url = ("http://%s:%d/v1"):format(host, srv.port),
+        phone = util.PHONE, timeout = 5, connect_timeout = 2 }
+      local want = srv.base_url .. "/message/m/pin"     -- http://127.0.0.1:<port>/v1/...
+      assert.equal(want, c:build_pin { message_id = "m" }.url, host)
+      assert.truthy(tostring(c):find(srv.base_url, 1, true), host)
+      local res = assert(c:pin { message_id = "m" })
+      assert.equal(204, res.status, host)
+      assert.equal("127.0.0.1:" .. srv.port, srv:requests()[#srv:requests()].headers.host, host)
+      -- A host's own sockets are told libcurl's host, not the one written.
+      local job = c:pin_job({ message_id = "m" }, { io = "bytes" })
+      local action, target = job:step()
+      assert.equal("connect", action)
+      assert.equal("127.0.0.1", target.host, host)
+      job:close()
+      c:close()
+    end
+    local status = periskope.perform(request(("http://127.1:%d/v1/message/m/pin"):format(srv.port)))
+    assert.equal(204, status)
+    refused("http://[0:0:0:0:0:0:0:2]")
+    assert.truthy(periskope.new { api_key = SENTINEL, base_url = "http://[0:0:0:0:0:0:0:1]:1" })
+  end)
+end)

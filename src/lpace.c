@@ -16,6 +16,7 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include "lpace.h"
+#include "lpsk.h" /* the option getters and their wording */
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -467,22 +468,21 @@ static psk_limiter *new_limiter(lua_State *L, int kind) {
 /* periskope.limiter.shared_dict(ngx.shared.NAME) */
 static int lim_shared_dict(lua_State *L) {
   static const char *const methods[] = {"get", "set", "add", "delete", NULL};
+  static const lpsk_tab arg1 = {1, NULL, "", "argument", NULL};
   psk_limiter *lim;
   int i, t = lua_type(L, 1);
   if (t != LUA_TTABLE && t != LUA_TUSERDATA)
-    return luaL_argerror(
-        L, 1,
-        lua_pushfstring(L, "must be an nginx shared dictionary "
-                           "(ngx.shared.NAME), got %s",
-                        luaL_typename(L, 1)));
+    return lpsk_bad(L, &arg1, NULL,
+                    "must be an nginx shared dictionary (ngx.shared.NAME)", 1);
   for (i = 0; methods[i]; i++) {
     lua_getfield(L, 1, methods[i]);
     if (!lua_isfunction(L, -1))
-      return luaL_argerror(
-          L, 1,
-          lua_pushfstring(L, "must be an nginx shared dictionary "
-                             "(ngx.shared.NAME): it has no '%s' method",
-                          methods[i]));
+      return lpsk_bad(L, &arg1, NULL,
+                      lua_pushfstring(L, "must be an nginx shared dictionary "
+                                         "(ngx.shared.NAME): it has no '%s' "
+                                         "method",
+                                      methods[i]),
+                      0);
     lua_pop(L, 1);
   }
   lua_settop(L, 1);
@@ -496,61 +496,17 @@ static int lim_shared_dict(lua_State *L) {
   return 1;
 }
 
-static const char *const redis_fields[] = {"host", "port",   "password", "db",
-                                           "prefix", "timeout", NULL};
-
-/* Raises for option name, its value on top: numbers are echoed, except
-   a password; everything else by type. */
-static int redis_bad(lua_State *L, const char *name, const char *rule) {
-  int echo = lua_type(L, -1) == LUA_TNUMBER && strcmp(name, "password") != 0;
-  return luaL_argerror(
-      L, 1, lua_pushfstring(L, "option '%s' %s, got %s", name, rule,
-                            echo ? lua_pushfstring(L, "%f", lua_tonumber(L, -1))
-                                 : luaL_typename(L, -1)));
-}
-
-/* t[name], raw: what the table holds keeps a string alive. */
-static void raw_field(lua_State *L, const char *name) {
-  lua_pushstring(L, name);
-  lua_rawget(L, 1);
-}
-
-/* t[name] as an integer in [lo, hi], or def when nil. */
-static long long redis_int(lua_State *L, const char *name, long long def,
-                           long long lo, long long hi, const char *rule) {
-  long long v = def;
-  raw_field(L, name);
-  if (!lua_isnil(L, -1) &&
-      (!psk_tointegral(L, -1, &v) || v < lo || v > hi))
-    redis_bad(L, name, rule);
-  lua_pop(L, 1);
-  return v;
-}
-
-/* t[name] as a string of 1..max bytes without control bytes, or def. */
-static const char *redis_str(lua_State *L, const char *name, const char *def,
-                             size_t max, const char *rule) {
-  const char *s;
-  size_t n, i;
-  raw_field(L, name);
-  if (lua_isnil(L, -1)) {
-    lua_pop(L, 1);
-    return def;
-  }
-  if (lua_type(L, -1) != LUA_TSTRING) redis_bad(L, name, rule);
-  s = lua_tolstring(L, -1, &n);
-  if (n == 0 || n > max) redis_bad(L, name, rule);
-  for (i = 0; i < n; i++)
-    if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f) redis_bad(L, name, rule);
-  lua_pop(L, 1); /* still referenced by the table */
-  return s;
-}
+enum { RO_HOST, RO_PORT, RO_PASSWORD, RO_DB, RO_PREFIX, RO_TIMEOUT, RO_N };
+static const char *const redis_fields[RO_N + 1] = {
+    "host", "port", "password", "db", "prefix", "timeout", NULL};
 
 /* periskope.limiter.redis{ host, port, password, db, prefix, timeout } */
 static int lim_redis(lua_State *L) {
+  static const lpsk_tab tb = {1, NULL, "", "option", NULL};
   const char *host, *password, *prefix;
   long long port, db;
-  double timeout = 1;
+  double timeout;
+  int at[RO_N];
   psk_limiter *lim;
   if (!psk_redis_available())
     return luaL_error(L, "periskope.limiter.redis: this build of periskope "
@@ -564,41 +520,22 @@ static int lim_redis(lua_State *L) {
   }
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_settop(L, 1);
-  lua_pushnil(L);
-  while (lua_next(L, 1)) {
-    int known = 0;
-    lua_pop(L, 1);
-    if (lua_type(L, -1) == LUA_TSTRING) {
-      int i;
-      for (i = 0; redis_fields[i]; i++)
-        if (strcmp(lua_tostring(L, -1), redis_fields[i]) == 0) known = 1;
-    }
-    if (!known)
-      return luaL_argerror(
-          L, 1,
-          lua_type(L, -1) == LUA_TSTRING
-              ? lua_pushfstring(L, "unknown option '%s' (host, port, password, "
-                                   "db, prefix, timeout)",
-                                lua_tostring(L, -1))
-              : "option names must be strings");
-  }
-  host = redis_str(L, "host", "127.0.0.1", 255,
-                   "must be a host name or address");
-  port = redis_int(L, "port", 6379, 1, 65535,
-                   "must be an integer from 1 to 65535");
-  password = redis_str(L, "password", NULL, 512,
-                       "must be a non-empty string without control bytes");
-  db = redis_int(L, "db", 0, 0, 1 << 20, "must be an integer >= 0");
-  prefix = redis_str(L, "prefix", "periskope:", LPACE_PREFIX_MAX,
-                     "must be a string of 1 to 64 bytes without control bytes");
-  raw_field(L, "timeout");
-  if (!lua_isnil(L, -1)) {
-    if (lua_type(L, -1) != LUA_TNUMBER || !(lua_tonumber(L, -1) > 0) ||
-        lua_tonumber(L, -1) > 60)
-      redis_bad(L, "timeout", "must be a number of seconds > 0 and <= 60");
-    timeout = (double)lua_tonumber(L, -1);
-  }
-  lua_pop(L, 1);
+  lpsk_check_keys(L, &tb, 1, redis_fields, at);
+  host = lpsk_opt_text(L, &tb, at[RO_HOST], "host", "127.0.0.1", 255, 0,
+                       "must be a host name or address");
+  port = lpsk_opt_integer(L, &tb, at[RO_PORT], "port", 6379, 1, 65535,
+                          "must be an integer from 1 to 65535");
+  password = lpsk_opt_text(L, &tb, at[RO_PASSWORD], "password", NULL, 512,
+                           LPSK_SECRET,
+                           "must be a non-empty string without control bytes");
+  db = lpsk_opt_integer(L, &tb, at[RO_DB], "db", 0, 0, 1 << 20,
+                        "must be an integer >= 0");
+  prefix = lpsk_opt_text(L, &tb, at[RO_PREFIX], "prefix", "periskope:",
+                         LPACE_PREFIX_MAX, 0,
+                         "must be a string of 1 to 64 bytes without control "
+                         "bytes");
+  timeout = lpsk_opt_number(L, &tb, at[RO_TIMEOUT], "timeout", 1, 0, 0, 60,
+                            "must be a number of seconds > 0 and <= 60");
   lim = new_limiter(L, LIM_REDIS);
   snprintf(lim->prefix, sizeof lim->prefix, "%s", prefix);
   snprintf(lim->where, sizeof lim->where, "redis %.64s:%d", host, (int)port);

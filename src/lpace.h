@@ -38,7 +38,10 @@ typedef struct lpace_io lpace_io;
    as the store's timeout (Redis) or the lock's wait (a dictionary)
    allows. io given, for a caller that must not block: a held dictionary
    lock is LPACE_BUSY, and a Redis operation is LPACE_IO, carried on by
-   the host (below). Never raises but for a dictionary whose methods do. */
+   the host (below). A dictionary's methods run under lua_pcall (an error
+   of theirs is the store failing); what indexes the user's dictionary
+   (its __index) or the global ngx, and memory running out, may raise.
+   [-0, +0, e] */
 int lpace_run(lua_State *L, int idx, const char *name, psk_pace_op *op,
               double mono_now, lpace_io *io, char *err, size_t err_cap);
 

@@ -2,25 +2,39 @@
  * lpsk.h: what the files of the Lua binding share; nothing else includes
  * it. The binding is the only code that talks to Lua, laid out by job:
  *
- *   lperiskope.c   the module table, the Client's lifetime (new, close,
- *                  __gc, configure's default client), registration
- *   lpsk_check.c   options and pin arguments, checked before anything is
- *                  sent (misuse raises, naming the field)
+ *   lperiskope.c   registration: the module table, every function and
+ *                  metatable (and nothing else: nothing calls into it)
+ *   lpsk_client.c  the Client's lifetime: new, configure and the default
+ *                  client, the check every method starts with, close,
+ *                  __gc, __close, the one release, and the busy rule that
+ *                  defers it while a call runs (every driver calls down
+ *                  into it; it calls none of them)
+ *   lpsk_check.c   every check of what a caller hands the module, before
+ *                  anything is sent: the getters of option tables (new,
+ *                  configure, pin's fields, pin_many's and pin_job's
+ *                  options, perform's request, the limiters) and the one
+ *                  wording of what raises
  *   lpsk_result.c  requests and answers as Lua tables: build_pin's
- *                  request, result tables, headers, read_response
+ *                  request, the result table, read_response
+ *   lpsk_head.c    response headers as a Lua table, and the cache of a
+ *                  client's last head that makes it cheap (its structs
+ *                  private; who may clear its busy flag: lpsk.h)
  *   lpsk_pace.c    every pacing decision (pin, pin_many, jobs; the
  *                  client's own budget or a shared store), the circuit
  *                  breaker and its events
  *   lpsk_job.c     the pin job: one pin as a state machine (pacing,
  *                  events, retries), whoever does its I/O
- *   lpsk_pin.c     the drivers: pin (blocking), pin_many (a batch), and
- *                  the busy rule that makes hooks safe
- *   lpsk_async.c   the job driven from Lua (client:pin_job, job:step) and
- *                  periskope.perform, for hosts that must not block
- *   lpace.c        periskope.limiter: the shared pacing stores
+ *   lpsk_pin.c     the drivers: pin (blocking), pin_many (a batch)
+ *   lpsk_async.c   the job driven from Lua (client:pin_job, job:step,
+ *                  cancel, close) and periskope.perform, for hosts that
+ *                  must not block
+ *   lpsk_wire.c    a job's exchanges over the host's sockets (HTTP/1.1,
+ *                  a Redis store's operations), one socket call a step
+ *   lpace.c        periskope.limiter: the shared pacing stores (lpace.h)
  *
- * Functions shared between these files are named lpsk_*; the rest are
- * static. Only luaopen_periskope leaves the shared object.
+ * Functions shared between these files are named lpsk_* (lpace_* for the
+ * limiters'); the rest are static. Only luaopen_periskope leaves the
+ * shared object.
  */
 #ifndef LPSK_H
 #define LPSK_H
@@ -48,47 +62,37 @@ enum {
 };
 void lpsk_result_keys(lua_State *L, int state);
 
+/* What the Authorization header's value starts with (cfg.auth): the key
+   follows it. */
+#define LPSK_BEARER "Bearer "
+#define LPSK_BEARER_LEN (sizeof LPSK_BEARER - 1)
+
 #define CLIENT_MT "periskope.Client"
 #define HEADERS_MT "periskope.headers"
 #define JOB_MT "periskope.PinJob"
 #define BATCH_MT "periskope.Batch"
+#define PIN_MT "periskope.Pin" /* a pin nested in a hook: its job */
 
 /* ---------------------------------------------------------------- */
-/* the client (lperiskope.c)                                         */
+/* the client (lpsk_client.c)                                        */
 
-/* What the headers table of a client's last answer was built from, line
-   by line (lpsk_push_head). The same server sends the same lines, most of
-   them byte for byte, answer after answer: such a line reuses what was
-   made of it, its lower-cased name and its value as Lua strings, kept in
-   the client's uservalue table (line i's name at 2i + 1, its value at
-   2i + 2). A longer or later line is made anew each time. */
-#define HEAD_LINES 24
-#define HEAD_LINE_MAX 120
-typedef struct head_line {
-  unsigned char used;  /* the entry and its strings are whole */
-  unsigned char field; /* the line is a header field */
-  short known;         /* the field's K_* (below), or -1 */
-  unsigned char dup;   /* its name came earlier in that head */
-  unsigned short len, name_len, value_off, value_len;
-  long long num;       /* an X-RateLimit-* value as a number, or -1 */
-  char text[HEAD_LINE_MAX]; /* the line as sent, without its LF */
-} head_line;
-typedef struct head_cache {
-  int busy; /* a table is being built from it (see lpsk_push_head) */
-  head_line line[HEAD_LINES];
-} head_cache;
+/* The cache of the head a client's last answer was made from
+   (lpsk_head.c). */
+typedef struct head_cache head_cache;
 
 /* A client userdata. Its uservalue table holds on_event and limiter.
    Hooks may close it while a call runs: busy counts the calls that may
-   call into Lua (pin, pin_many, nested ones included); close then only
-   marks it closed, and the last call out releases it (lpsk_pin.c). */
+   call into Lua (pin, pin_many, job:step, nested ones included); close
+   then only marks it closed, and the last call out releases it
+   (lpsk_run_busy). */
 typedef struct Client {
   psk_config cfg;      /* owned strings */
   psk_http *http;      /* NULL until opened and after release */
   psk_request req;     /* build_pin's */
   psk_request spare;   /* buffers a pin job borrows (lpsk_job.c) */
-  struct pin_job *job; /* the blocking pin's job, kept between pins, with
-                          room for its message id (lpsk_pin.c) */
+  struct pin_call *pin; /* the blocking pin's job and transfer, kept
+                           between pins, with room for its message id
+                           (lpsk_pin.c) */
   uint64_t rng;        /* backoff jitter */
   psk_shared own;      /* pacing and circuit in the client (and the
                           fallback of a shared store); its queue unused */
@@ -110,7 +114,7 @@ typedef struct Client {
   int hook;            /* on_event is set (it lives in the uservalue table) */
   int debug;           /* PERISKOPE_DEBUG=1 and no on_event */
   head_cache *head;    /* the last answer's head, as its table was built:
-                          allocated at the first answer (NULL: none) */
+                          made at the first answer (NULL: none) */
   char date_text[32];  /* the last Date parsed (Date changes once a second) */
   size_t date_len;     /* 0: none */
   long long date;      /* ... as epoch seconds */
@@ -126,9 +130,102 @@ void lpsk_client_release(Client *c);
 /* Pushes the default client, built from configure's options (or the
    environment) on first use and after configure. [-0, +1, v] */
 Client *lpsk_default_client(lua_State *L);
+int lpsk_mod_new(lua_State *L);          /* periskope.new */
+int lpsk_mod_configure(lua_State *L);    /* periskope.configure */
+int lpsk_client_close(lua_State *L);     /* Client:close */
+int lpsk_client_tbc(lua_State *L);       /* Client __close */
+int lpsk_client_gc(lua_State *L);        /* Client __gc */
+int lpsk_client_tostring(lua_State *L);  /* Client __tostring */
+
+/* Releases what the pin, batch or job at stack index obj holds. Never
+   raises. */
+typedef void (*lpsk_release_fn)(lua_State *L, int obj);
+/* The busy rule, for every call that may run Lua (an on_event hook, a
+   store): calls the body kept under name in the module state as
+   body(client, obj) under lua_pcall with c busy; then, whatever happened,
+   releases obj, and c too when it was closed meanwhile and no other call
+   runs on it. Re-raises the error value unchanged, or returns body's
+   results. [-0, +n, e] */
+int lpsk_run_busy(lua_State *L, Client *c, int ud, int obj, const char *name,
+                  lpsk_release_fn release);
 
 /* ---------------------------------------------------------------- */
-/* checks (lpsk_check.c)                                             */
+/* checks, and the one wording of their errors (lpsk_check.c)       */
+
+/* What raises about a table (or an argument) says where it came from:
+   every check of what a caller hands the module -- new's and configure's
+   options, the circuit option, pin's arguments, pin_many's and pin_job's
+   options, perform's request, the limiters -- words its errors through
+   one of these. */
+typedef struct lpsk_tab {
+  int arg;          /* "bad argument #arg to 'fn' (...)"; 0: "periskope:
+                       ..." (the default client, made inside another call) */
+  const char *fn;   /* the function to name; NULL: the one Lua finds
+                       (luaL_argerror), which another Lua state or a
+                       method call may not know */
+  const char *pfx;  /* starts the message: "" or "item 3: " */
+  const char *what; /* "option" or "field" */
+  const char *in;   /* the option a nested table is ("circuit"), or NULL */
+} lpsk_tab;
+
+/* "got <number>" (as short as shows it) or "got <type>": never a string
+   value. [-0, +1, m] */
+const char *lpsk_got(lua_State *L, int i);
+/* A function that raises never returns (it longjmps). Said to the static
+   analyzer (make check-static, as mk/analyzer_lua.h says it of Lua's),
+   which cannot see it across files; not to the compiler, for which
+   luaL_error returns. */
+#ifdef __clang_analyzer__
+#define LPSK_RAISES __attribute__((noreturn))
+#else
+#define LPSK_RAISES
+#endif
+/* Raises msg as "bad argument #arg to 'fn' (msg)" (fn NULL: the name Lua
+   finds), or "periskope: msg" when arg is 0. [-0, +0, v] */
+int lpsk_arg_error(lua_State *L, int arg, const char *fn,
+                   const char *msg) LPSK_RAISES;
+/* Raises "<pfx><what> '<name>' <rule>, got <value at vi>" (vi 0: no
+   "got"; name NULL: the argument itself, "<pfx><rule>, got ..."). The
+   one wording of a bad value. [-0, +0, v] */
+int lpsk_bad(lua_State *L, const lpsk_tab *tb, const char *name,
+             const char *rule, int vi) LPSK_RAISES;
+/* Walks table t once, raising on a key that is not a string or not one
+   of names ("unknown option 'x' (a, b, c)"). With at (as many as names):
+   leaves the value of each listed key on the stack, at[i] its index (0:
+   absent), for the readers below. [-0, +(0|k), v] */
+void lpsk_check_keys(lua_State *L, const lpsk_tab *tb, int t,
+                     const char *const names[], int *at);
+/* The typed readers: the value at vi (0: absent, def) checked against
+   rule, raising through lpsk_bad with the field's name. A number in
+   (lo, hi], or [lo, hi] when lo_ok. [-0, +0, v] */
+double lpsk_opt_number(lua_State *L, const lpsk_tab *tb, int vi,
+                       const char *name, double def, double lo, int lo_ok,
+                       double hi, const char *rule);
+/* An integral number (psk_tointegral: 7.0 counts, 7.5 does not) in
+   [lo, hi]. [-0, +0, v] */
+long long lpsk_opt_integer(lua_State *L, const lpsk_tab *tb, int vi,
+                           const char *name, long long def, long long lo,
+                           long long hi, const char *rule);
+/* A boolean. [-0, +0, v] */
+int lpsk_opt_boolean(lua_State *L, const lpsk_tab *tb, int vi,
+                     const char *name, int def);
+/* Flags of the string readers: a value of the wrong type is said by its
+   type only, even a number (it may be a key or a password). */
+#define LPSK_SECRET 1
+/* A string (NULL when absent), alive while the value at vi is.
+   [-0, +0, v] */
+const char *lpsk_opt_string(lua_State *L, const lpsk_tab *tb, int vi,
+                            const char *name, size_t *len, int flags);
+/* A string of 1 to max bytes without control bytes, or def. [-0, +0, v] */
+const char *lpsk_opt_text(lua_State *L, const lpsk_tab *tb, int vi,
+                          const char *name, const char *def, size_t max,
+                          int flags, const char *rule);
+/* One of names (its index), or def. [-0, +0, v] */
+int lpsk_opt_choice(lua_State *L, const lpsk_tab *tb, int vi,
+                    const char *name, const char *const names[], int def,
+                    const char *rule);
+/* Pushes t[name] (raw), or nil when t is 0. [-0, +1, -] */
+int lpsk_get_field(lua_State *L, int t, const char *name);
 
 /* The checked fields of one pin. id points into a Lua string that the
    caller keeps referenced while it uses them. */
@@ -140,10 +237,6 @@ typedef struct pin_args {
   char phone[PSK_PHONE_MAX + 1];
 } pin_args;
 
-/* "got <number>" or "got <type>", never a string value. [-0, +1, m] */
-const char *lpsk_got(lua_State *L, int i);
-/* Pushes t[name] (raw), or nil when t is 0. [-0, +1, -] */
-int lpsk_get_field(lua_State *L, int t, const char *name);
 /* Reads the options of table t (0: none) into c. [-0, +0, v] */
 void lpsk_read_options(lua_State *L, Client *c, int t, int arg,
                        int need_key);
@@ -154,9 +247,12 @@ void lpsk_check_pin_args(lua_State *L, int t, int arg, const char *pfx,
 /* pin_many's options table at arg (none or nil: defaults): the
    concurrency. [-0, +0, v] */
 int lpsk_check_many_options(lua_State *L, int arg);
+/* pin_job's options table at arg (none or nil: defaults): the io mode,
+   a JOB_IO_*. [-0, +0, v] */
+int lpsk_check_job_options(lua_State *L, int arg);
 
 /* ---------------------------------------------------------------- */
-/* tables (lpsk_result.c)                                            */
+/* headers (lpsk_head.c)                                             */
 
 /* The headers a result and a retry decision read, as pointers into a
    response head or into strings of a headers table. */
@@ -168,17 +264,36 @@ typedef struct known {
                                  absent or not a whole number */
 } known;
 
-/* Pushes the headers table of a response head and fills k. hc (or NULL)
-   is the client's head cache, whose strings are in the table at index
-   uv. [-0, +1, m] */
+/* Pushes the headers table of a response head and fills k. *cache is the
+   client's cache (made here at the first answer; NULL when out of
+   memory, and the table is made without it), whose strings are in the
+   table at index uv. The cache is busy while the table is built: the
+   allocations may run a finalizer, which may pin on the same client, and
+   that pin goes without it. A raise (out of memory) part-way leaves it
+   busy. [-0, +1, m] */
 void lpsk_push_head(lua_State *L, const psk_buf *head, known *k,
-                    head_cache *hc, int uv);
+                    head_cache **cache, int uv);
+/* Clears hc's busy flag (NULL is fine). Only the client's last call out
+   may (lpsk_run_busy), when no call runs on the client, so no table can
+   be under construction: a flag a raise left set is cleared there, and
+   until then the client's pins go without the cache. */
+void lpsk_head_idle(head_cache *hc);
+/* Frees hc (NULL is fine): only the client's release, no call running. */
+void lpsk_head_free(head_cache *hc);
+/* Pushes the headers table of read_response's headers argument at arg
+   (a table of name = value or { values }, or none). [-0, +1, v] */
+int lpsk_push_given_headers(lua_State *L, int arg);
 /* Fills k from the headers table at h (its strings live as long as the
    table). [-0, +0, -] */
 void lpsk_known_from_table(lua_State *L, int h, known *k);
 /* X-RateLimit-Limit, -Remaining or -Reset (K_LIMIT ... K_RESET) as a
    whole number, or -1. */
 long long lpsk_known_int(const known *k, int i);
+int lpsk_headers_index(lua_State *L); /* headers[k], any case of k */
+
+/* ---------------------------------------------------------------- */
+/* requests and results (lpsk_result.c)                              */
+
 /* The result builder every path ends in. [-0, +1, m] */
 void lpsk_push_result(lua_State *L, long status, int h, const known *k,
                       const char *body, size_t blen, int attempts);
@@ -190,7 +305,6 @@ void lpsk_push_request_headers(lua_State *L, const psk_request *r,
    memory. [-0, +0, m] */
 void lpsk_build_request(lua_State *L, Client *c, psk_request *r,
                         const pin_args *a);
-int lpsk_headers_index(lua_State *L); /* headers[k], any case of k */
 int lpsk_read_response(lua_State *L); /* periskope.read_response */
 int lpsk_build_pin(lua_State *L);     /* Client:build_pin */
 
@@ -225,13 +339,7 @@ enum {
    lock is held (lpsk_pace.c). */
 #define LPSK_LOCK_NAP 0.001
 
-/* One pin, from its checked arguments to its outcome: pacing, events,
-   attempts and retries. Whoever does the I/O (psk_http_perform for the
-   blocking pin, a batch's multi handle for pin_many, another thread) steps
-   it. Owns its arguments (id copied), its request and, for the blocking
-   driver, a transfer of the client's pool; lpsk_job_release frees them.
-   It borrows its client, which the driver keeps alive (and anchored) for
-   as long as it steps the job. */
+
 /* A waiter for a pacing slot: a job's next attempt, or a batch's next
    item (lpsk_pace.c). Zeroed when a wait begins. */
 typedef struct pace_waiter {
@@ -254,45 +362,45 @@ typedef struct pace_waiter {
   psk_pace_op settling; /* stage 3: the settle that is out */
 } pace_waiter;
 
+/* One pin, from its checked arguments to its outcome: pacing, events,
+   attempts and retries: what every driver shares. Whoever does the I/O
+   (psk_http_perform for the blocking pin, a batch's multi handle for
+   pin_many, job:step) steps it, and keeps what is its own -- a transfer,
+   a batch item's schedule, a step's io mode -- in a struct of its own
+   around it (lpsk_pin.c, lpsk_async.c). Owns its arguments (id copied)
+   and its request; lpsk_job_release frees them. It borrows its client,
+   which the driver keeps alive (and anchored) for as long as it steps
+   the job. */
 typedef struct pin_job {
   Client *c;
   int state;         /* private to lpsk_job.c */
   pin_args a;        /* a.id is the job's own copy */
   char *id;          /* that copy, malloc'd (NULL when it lives in the
-                        job's own block: a PinJob) */
+                        block of the driver's struct: lpsk_job_new) */
   psk_request req;   /* the request, built on the first send */
   int built;         /* req is built */
   int attempt;       /* requests made so far */
   int tries;         /* outcomes so far: requests, and failures taken from
                         a request it waited for (the retries' budget) */
   int index;         /* pin_many item (1-based), 0 for pin */
-  int batch;         /* a batch paces it: step takes no slot itself */
+  int paced;         /* its driver takes its slots (a batch): a step takes
+                        none itself */
   int nested;        /* started while another call ran on the client */
   int slot;          /* holds a pacing slot whose end is not settled */
   int shared;        /* ... and it came from the shared store */
   int probe;         /* ... and it is the circuit's probe */
-  pace_waiter w;     /* its wait for a slot (a batch's wait for its own) */
+  pace_waiter w;     /* its wait for a slot (a batch's wait for its own);
+                        w.io is set by a driver whose host must not block,
+                        which owns it */
   int kept;          /* a registry reference to the outcome a retry waits
                         to better (0: none) */
   int kept_n;        /* ... and how many values it holds */
-  double not_before; /* batch: monotonic time its retry may start */
-  int running;       /* batch: its request is in flight */
   int nout;          /* JOB_DONE: values pushed */
-  psk_transfer *t;   /* blocking driver: taken from the client's pool */
-  const psk_reply *fed; /* job:step: the reply handed to the next step */
-  int keep;          /* job:step: the step asked for more (send, wait) */
-  int stepping;      /* job:step: a step of it runs (a hook may not step
-                        it again) */
-  psk_reply settled; /* J_SETTLE: the outcome's status, kind, message and
-                        elapsed (no head or body: the kept result has
-                        them) */
+  psk_reply settled; /* J_SETTLE (private to lpsk_job.c): the outcome's
+                        status, kind, message and elapsed (no head or
+                        body: the kept result has them) */
   int settle_sent;   /* ... it was a request that had a slot */
   int settle_io;     /* ... the settle waits for the host's sockets */
-  int cancelled;     /* job:cancel was called (during a step: it ends when
-                        the step returns) */
-  int io;            /* job:step: how its exchanges run (JOB_IO_*) */
-  psk_watch *watch;  /* JOB_IO_WATCH: the descriptor its loop watches */
-  lpsk_wire *wire;   /* JOB_IO_BYTES: its exchange's state */
 } pin_job;
 
 /* Makes j a fresh job of client c for arguments a (index: pin_many item,
@@ -301,19 +409,22 @@ typedef struct pin_job {
    nothing). Never raises. */
 int lpsk_job_init(pin_job *j, Client *c, const pin_args *a, int index,
                   char *idbuf);
-/* Frees what j owns, gives its transfer back and ends a pacing slot it
-   still holds (a raise came between the slot and its answer) as
-   unanswered; drops the outcome it kept; idempotent, never raises. */
+/* Frees what j owns and ends a pacing slot it still holds (a raise came
+   between the slot and its answer) as unanswered; drops the outcome it
+   kept; idempotent, never raises. What its driver holds around it (a
+   transfer, w.io), the driver releases. */
 void lpsk_job_release(lua_State *L, pin_job *j);
 /* Advances j. rep: the reply to its last JOB_SEND, else NULL. The client
    userdata is at stack index ud (its hook and limiter live there).
    Emits the events and runs the pacing of this step. [-0, +(0|nout), e] */
 int lpsk_job_step(lua_State *L, pin_job *j, int ud, const psk_reply *rep,
                   double *wait);
-/* Pushes a PinJob userdata for the pin arguments at arg, checked (raises
-   before anything is acquired when they are bad). [-0, +1, v] */
-pin_job *lpsk_job_new(lua_State *L, Client *c, int arg);
-int lpsk_job_gc(lua_State *L); /* PinJob __gc and __close */
+/* Pushes a userdata of size bytes, with metatable mt: a driver's struct
+   whose first member is the job, for the pin arguments at arg, checked
+   (raises before anything is acquired when they are bad). The job is
+   made (its id copied after the struct), the rest zeroed. [-0, +1, v] */
+pin_job *lpsk_job_new(lua_State *L, Client *c, int arg, size_t size,
+                      const char *mt);
 /* Whether j's next step takes the reply to the request it sent. */
 int lpsk_job_awaits_reply(const pin_job *j);
 
@@ -338,6 +449,9 @@ void lpsk_emit(lua_State *L, Client *c, int ud);
 void lpsk_ev_begin(lua_State *L, const char *type, int index);
 /* Whether the client has a hook or debug output. */
 int lpsk_wants_events(const Client *c);
+/* periskope.debug_line(event): the one formatter of PERISKOPE_DEBUG's
+   lines, which the command's own hook writes too. */
+int lpsk_mod_debug_line(lua_State *L);
 
 /* ---------------------------------------------------------------- */
 /* pacing (lpsk_pace.c)                                              */
@@ -408,19 +522,10 @@ int lpsk_client_pin(lua_State *L);      /* Client:pin */
 int lpsk_client_pin_many(lua_State *L); /* Client:pin_many */
 int lpsk_mod_pin(lua_State *L);         /* periskope.pin */
 int lpsk_batch_gc(lua_State *L);        /* Batch __gc and __close */
+int lpsk_pin_gc(lua_State *L); /* __gc and __close of a nested pin's job */
 /* Keeps the protected bodies of pin and pin_many in the module state
    table at index state (made once, not per call). [-0, +0, m] */
 void lpsk_pin_open(lua_State *L, int state);
-
-/* Releases what the job or batch at stack index obj holds. Never raises. */
-typedef void (*lpsk_release_fn)(lua_State *L, int obj);
-/* The busy rule: calls the body kept under name in the module state as
-   body(client, obj) under lua_pcall with c busy; then, whatever happened,
-   releases obj, and c too when it was closed meanwhile and no other call
-   runs on it. Re-raises the error value unchanged, or returns body's
-   results. [-0, +n, e] */
-int lpsk_run_busy(lua_State *L, Client *c, int ud, int obj, const char *name,
-                  lpsk_release_fn release);
 
 /* ---------------------------------------------------------------- */
 /* the exchange over the host's sockets (lpsk_wire.c)                */
@@ -449,6 +554,7 @@ int lpsk_wire_store(lua_State *L, lpsk_wire *w, lpace_io *io);
 /* the pin job driven from Lua (lpsk_async.c)                        */
 
 int lpsk_client_pin_job(lua_State *L); /* Client:pin_job */
+int lpsk_job_gc(lua_State *L);         /* PinJob __gc and __close */
 int lpsk_mod_perform(lua_State *L);    /* periskope.perform */
 /* The job's methods (step) and the bodies and metatables of these, kept
    in the module state table at index state. [-0, +0, m] */

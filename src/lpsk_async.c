@@ -2,9 +2,15 @@
  * lpsk_async.c: the pin job driven from Lua, for hosts whose event loop
  * must not block (OpenResty, Neovim, anything with luv).
  *
- *   client:pin_job(args)   checks args as pin does and makes a job;
- *   job:step(...)          advances it: "send", request | "wait", seconds |
- *                          "done", <what pin returns>;
+ *   client:pin_job(args[, {io = ...}])
+ *                          checks args as pin does and makes a job;
+ *   job:step(...)          advances it: "send", request | "watch", fd,
+ *                          "r", seconds | a socket call ("connect",
+ *                          "handshake", "write", "read", "release":
+ *                          lpsk_wire.c) | "wait", seconds | "done",
+ *                          <what pin returns>;
+ *   job:cancel(), job:close()
+ *                          end it between steps, close its descriptor;
  *   periskope.perform(request)
  *                          the one exchange a "send" asks for, blocking,
  *                          in whatever Lua state calls it (a thread of
@@ -14,9 +20,10 @@
  *
  * Everything pin does -- pacing (shared stores too), events, retries and
  * the result -- happens in job:step, on the host's own thread, under the
- * same busy rule as pin (lpsk_pin.c): a hook may close the client, pin
- * again or raise, and a job whose step raised is over. Only the exchange
- * crosses to another thread, as plain strings and numbers.
+ * same busy rule as pin (lpsk_client.c): a hook may close the client, pin
+ * again or raise, and a job whose step raised is over. With io = "send"
+ * only the exchange crosses to another thread, as plain strings and
+ * numbers.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -32,42 +39,48 @@
 /* ---------------------------------------------------------------- */
 /* client:pin_job and job:step                                       */
 
-/* client:pin_job(args): a job of this client, its arguments checked now
-   (raises as pin does, before anything is acquired). The job keeps its
-   client alive (its uservalue). */
-static const char *const io_names[] = {"send", "watch", "bytes", NULL};
+/* A PinJob: the job, and what driving it from Lua takes. */
+typedef struct step_job {
+  pin_job j;            /* first: lpsk_job_new makes it */
+  int io;               /* how its exchanges run (JOB_IO_*) */
+  psk_watch *watch;     /* JOB_IO_WATCH: the descriptor its loop watches */
+  psk_transfer *t;      /* JOB_IO_WATCH: its transfer, from the client's
+                           pool */
+  lpsk_wire *wire;      /* JOB_IO_BYTES (and a watched job's store
+                           operations): its exchange's state */
+  const psk_reply *fed; /* the reply handed to the next step */
+  int keep;             /* the step asked for more (send, wait, ...) */
+  int stepping;         /* a step of it runs (a hook may not step it
+                           again) */
+  int cancelled;        /* job:cancel was called (during a step: it ends
+                           when the step returns) */
+} step_job;
 
-/* pin_job's options table at arg (none or nil: defaults): the io mode.
-   [-0, +0, v] */
-static int check_job_options(lua_State *L, int arg) {
-  int io = JOB_IO_SEND;
-  if (lua_isnoneornil(L, arg)) return io;
-  luaL_checktype(L, arg, LUA_TTABLE);
-  lua_pushnil(L);
-  while (lua_next(L, arg)) {
-    lua_pop(L, 1);
-    if (lua_type(L, -1) != LUA_TSTRING || strcmp(lua_tostring(L, -1), "io") != 0)
-      luaL_argerror(L, arg,
-                    lua_type(L, -1) == LUA_TSTRING
-                        ? lua_pushfstring(L, "unknown option '%s' (io)",
-                                          lua_tostring(L, -1))
-                        : "option names must be strings");
-  }
-  lua_getfield(L, arg, "io");
-  if (!lua_isnil(L, -1)) {
-    int i;
-    for (i = 0; io_names[i]; i++)
-      if (lua_type(L, -1) == LUA_TSTRING &&
-          strcmp(lua_tostring(L, -1), io_names[i]) == 0)
-        break;
-    if (!io_names[i])
-      luaL_argerror(L, arg, lua_pushfstring(L, "option 'io' must be \"send\", "
-                                               "\"watch\" or \"bytes\", %s",
-                                            lpsk_got(L, -1)));
-    io = i;
-  }
-  lua_pop(L, 1);
-  return io;
+/* Releases what sj holds but its watch, whose descriptor may still be in
+   its loop's poll set (job:close and the collector close it): its
+   transfer back to the pool, its exchange's and its store operation's
+   state, and its job, which is over (a later step says so). Idempotent,
+   never raises. */
+static void step_job_release(lua_State *L, step_job *sj) {
+  pin_job *j = &sj->j;
+  /* A client is released only when no call runs on it: while it has its
+     transport the pool is there (a released one freed the transfer). */
+  if (sj->t && j->c && j->c->http) psk_http_give(j->c->http, sj->t);
+  sj->t = NULL;
+  lpsk_wire_free(sj->wire);
+  sj->wire = NULL;
+  lpsk_job_release(L, j);
+  lpace_io_free(j->w.io);
+  j->w.io = NULL;
+  j->c = NULL;
+}
+
+int lpsk_job_gc(lua_State *L) {
+  step_job *sj = luaL_checkudata(L, 1, JOB_MT);
+  step_job_release(L, sj);
+  psk_watch_free(sj->watch);
+  sj->watch = NULL;
+  return 0;
 }
 
 /* client:pin_job(args[, options]): a job of this client, its arguments
@@ -75,35 +88,28 @@ static int check_job_options(lua_State *L, int arg) {
    keeps its client alive (its uservalue). */
 int lpsk_client_pin_job(lua_State *L) {
   Client *c = lpsk_checkclient(L);
-  int io = check_job_options(L, 3);
-  pin_job *j;
+  int io = lpsk_check_job_options(L, 3);
+  step_job *sj;
   lua_settop(L, 2);
-  j = lpsk_job_new(L, c, 2);
+  sj = (step_job *)lpsk_job_new(L, c, 2, sizeof *sj, JOB_MT);
   lua_createtable(L, 0, 1);
   lua_pushvalue(L, 1);
   lua_setfield(L, -2, "client");
   psk_setuvtable(L, -2);
-  j->nested = c->busy > 0;
-  j->io = io;
-  if (io == JOB_IO_WATCH && !(j->watch = psk_watch_new()))
+  sj->j.nested = c->busy > 0;
+  sj->io = io;
+  if (io == JOB_IO_WATCH && !(sj->watch = psk_watch_new()))
     return luaL_error(L, "periskope: pin_job: no watch could be made (out of "
                          "file descriptors or memory; io = \"watch\" needs "
                          "Linux's epoll)");
   /* A host that must not block has its store's operations go through
      its own sockets (and a held dictionary lock is a short wait). */
   if ((io == JOB_IO_BYTES || (io == JOB_IO_WATCH && c->limited)) &&
-      !(j->wire = lpsk_wire_new()))
+      !(sj->wire = lpsk_wire_new()))
     return luaL_error(L, "periskope: out of memory");
-  if (io != JOB_IO_SEND && c->limited && !(j->w.io = lpace_io_new()))
+  if (io != JOB_IO_SEND && c->limited && !(sj->j.w.io = lpace_io_new()))
     return luaL_error(L, "periskope: out of memory");
   return 1;
-}
-
-/* Raises "bad argument #arg to 'fn' (msg)" naming the function itself:
-   called from another Lua state (a thread of nginx's pool) or through a
-   method, Lua's own luaL_argerror may only find '?'. [-0, +0, v] */
-static int arg_error(lua_State *L, int arg, const char *fn, const char *msg) {
-  return luaL_error(L, "bad argument #%d to '%s' (%s)", arg, fn, msg);
 }
 
 /* Fills rep with a too_large failure for an answer fed past its caps. */
@@ -124,7 +130,7 @@ static void fed_too_large(psk_reply *rep, const pin_job *j, const char *what) {
 static void read_reply(lua_State *L, const pin_job *j, psk_reply *rep) {
   memset(rep, 0, sizeof *rep);
   if (!lua_isnoneornil(L, 5) && lua_type(L, 5) != LUA_TNUMBER)
-    arg_error(L, 5, "step",
+    lpsk_arg_error(L, 5, "step",
               lua_pushfstring(L, "elapsed must be a number of seconds, %s",
                               lpsk_got(L, 5)));
   rep->elapsed = lua_isnoneornil(L, 5) ? 0 : (double)lua_tonumber(L, 5);
@@ -135,12 +141,12 @@ static void read_reply(lua_State *L, const pin_job *j, psk_reply *rep) {
     for (k = PSK_KIND_NONE + 1; k <= PSK_KIND_EXCHANGE_LAST; k++)
       if (strcmp(kind, psk_kind_names[k]) == 0) break;
     if (!msg)
-      arg_error(L, 3, "step",
+      lpsk_arg_error(L, 3, "step",
                 lua_pushfstring(L, "the failure's message must be a string, "
                                    "%s",
                                 lpsk_got(L, 3)));
     if (k > PSK_KIND_EXCHANGE_LAST)
-      arg_error(L, 4, "step",
+      lpsk_arg_error(L, 4, "step",
                 "the failure's kind must be one of timeout, connect, "
                 "resolve, tls, network or too_large");
     rep->kind = k;
@@ -149,17 +155,17 @@ static void read_reply(lua_State *L, const pin_job *j, psk_reply *rep) {
     long long status = 0;
     size_t n;
     if (!psk_tointegral(L, 2, &status) || status < 100 || status > 599)
-      arg_error(L, 2, "step",
+      lpsk_arg_error(L, 2, "step",
                 lua_pushfstring(L,
                                 "must be the HTTP status (100 to 599), or nil "
                                 "when no answer came, %s",
                                 lpsk_got(L, 2)));
     if (lua_type(L, 3) != LUA_TSTRING)
-      arg_error(L, 3, "step",
+      lpsk_arg_error(L, 3, "step",
                 lua_pushfstring(L, "the head must be a string, %s",
                                 lpsk_got(L, 3)));
     if (!lua_isnoneornil(L, 4) && lua_type(L, 4) != LUA_TSTRING)
-      arg_error(L, 4, "step",
+      lpsk_arg_error(L, 4, "step",
                 lua_pushfstring(L, "the body must be a string, %s",
                                 lpsk_got(L, 4)));
     rep->status = (long)status;
@@ -227,11 +233,11 @@ static int push_cancelled(lua_State *L) {
 
 /* Pushes "watch", fd, "r", seconds (nil: no time limit): what the loop
    watches before the next step. [-0, +4, m] */
-static int push_watch(lua_State *L, pin_job *j) {
-  double wait = psk_watch_wait(j->watch);
-  j->keep = 1;
+static int push_watch(lua_State *L, step_job *sj) {
+  double wait = psk_watch_wait(sj->watch);
+  sj->keep = 1;
   lua_pushliteral(L, "watch");
-  lua_pushinteger(L, psk_watch_fd(j->watch));
+  lua_pushinteger(L, psk_watch_fd(sj->watch));
   lua_pushliteral(L, "r");
   if (wait >= 0)
     lua_pushnumber(L, (lua_Number)wait);
@@ -240,54 +246,55 @@ static int push_watch(lua_State *L, pin_job *j) {
   return 4;
 }
 
-/* Under lpsk_run_busy: 1 the client, 2 the job (its reply in j->fed). A
-   job cancelled by a hook during this step ends here. A watched job
+/* Under lpsk_run_busy: 1 the client, 2 the job (its reply in sj->fed).
+   A job cancelled by a hook during this step ends here. A watched job
    acts on what is ready first; a request it starts that ends at once (it
    could not start) is answered in the same step. */
 static int step_body(lua_State *L) {
   Client *c = lua_touserdata(L, 1);
-  pin_job *j = lua_touserdata(L, 2);
-  const psk_reply *rep = j->fed;
+  step_job *sj = lua_touserdata(L, 2);
+  pin_job *j = &sj->j;
+  const psk_reply *rep = sj->fed;
   double wait;
   int action;
   for (;;) {
-    if (j->io == JOB_IO_WATCH && lpsk_job_awaits_reply(j) && !rep &&
-        !(rep = psk_http_watch_step(c->http, j->t)))
-      return push_watch(L, j);
+    if (sj->io == JOB_IO_WATCH && lpsk_job_awaits_reply(j) && !rep &&
+        !(rep = psk_http_watch_step(c->http, sj->t)))
+      return push_watch(L, sj);
     action = lpsk_job_step(L, j, 1, rep, &wait);
     rep = NULL;
-    if (!j->cancelled && action == JOB_IO) {
+    if (!sj->cancelled && action == JOB_IO) {
       /* The store's operation, over the host's sockets. */
-      j->keep = 1;
-      return lpsk_wire_store(L, j->wire, j->w.io);
+      sj->keep = 1;
+      return lpsk_wire_store(L, sj->wire, j->w.io);
     }
-    if (!j->cancelled && action == JOB_SEND && j->io == JOB_IO_BYTES) {
+    if (!sj->cancelled && action == JOB_SEND && sj->io == JOB_IO_BYTES) {
       if (c->closed)
         return luaL_error(L, "periskope: attempt to use a closed client");
-      j->keep = 1;
-      return lpsk_wire_begin(L, j, j->wire);
+      sj->keep = 1;
+      return lpsk_wire_begin(L, j, sj->wire);
     }
-    if (j->cancelled || action != JOB_SEND || j->io != JOB_IO_WATCH) break;
+    if (sj->cancelled || action != JOB_SEND || sj->io != JOB_IO_WATCH) break;
     if (c->closed)
       return luaL_error(L, "periskope: attempt to use a closed client");
-    if (!j->t && !(j->t = psk_http_take(c->http)))
+    if (!sj->t && !(sj->t = psk_http_take(c->http)))
       return luaL_error(L, "periskope: out of memory");
-    if (psk_http_watch_start(c->http, j->t, j->watch, &j->req) == 0)
-      return push_watch(L, j);
-    rep = psk_transfer_reply(j->t); /* its failure: the next answer */
+    if (psk_http_watch_start(c->http, sj->t, sj->watch, &j->req) == 0)
+      return push_watch(L, sj);
+    rep = psk_transfer_reply(sj->t); /* its failure: the next answer */
   }
-  if (j->cancelled) {
+  if (sj->cancelled) {
     lua_settop(L, 2);
     return push_cancelled(L);
   }
   switch (action) {
   case JOB_SEND:
-    j->keep = 1;
+    sj->keep = 1;
     lua_pushliteral(L, "send");
     push_send(L, j);
     return 2;
   case JOB_WAIT:
-    j->keep = 1;
+    sj->keep = 1;
     lua_pushliteral(L, "wait");
     lua_pushnumber(L, (lua_Number)wait);
     return 2;
@@ -298,32 +305,29 @@ static int step_body(lua_State *L) {
   }
 }
 
-/* Ends job j: what it holds is released, and a later step says it is
-   over. */
-static void job_end(lua_State *L, pin_job *j, int ud) {
+/* Ends job sj between steps: its place in a store's queue is given
+   back, what it holds is released, and a later step says it is over. */
+static void job_end(lua_State *L, step_job *sj, int ud) {
+  pin_job *j = &sj->j;
   if (j->c && !j->c->closed) lpsk_pace_leave(L, j->c, ud, &j->w);
-  lpsk_job_release(L, j);
-  j->c = NULL;
+  step_job_release(L, sj);
 }
 
 /* After a step: a job that is done, cancelled, or whose step raised, is
    over. */
 static void step_release(lua_State *L, int obj) {
-  pin_job *j = lua_touserdata(L, obj);
-  j->stepping = 0;
-  if (!j->keep || j->cancelled) {
-    lpsk_job_release(L, j);
-    j->c = NULL; /* over: a later step says so */
-  }
-  j->keep = 0;
-  j->fed = NULL;
+  step_job *sj = lua_touserdata(L, obj);
+  sj->stepping = 0;
+  if (!sj->keep || sj->cancelled) step_job_release(L, sj);
+  sj->keep = 0;
+  sj->fed = NULL;
 }
 
 /* The PinJob at 1, for method fn. [-0, +0, v] */
-static pin_job *check_job(lua_State *L, const char *fn) {
-  pin_job *j = psk_testudata(L, 1, JOB_MT);
+static step_job *check_job(lua_State *L, const char *fn) {
+  step_job *j = psk_testudata(L, 1, JOB_MT);
   if (!j)
-    arg_error(L, 1, fn,
+    lpsk_arg_error(L, 1, fn,
               lua_pushfstring(L, "periskope.PinJob expected, got %s",
                               luaL_typename(L, 1)));
   return j;
@@ -331,33 +335,34 @@ static pin_job *check_job(lua_State *L, const char *fn) {
 
 /* job:step([status, head, body, elapsed | nil, message, kind, elapsed]) */
 static int job_step(lua_State *L) {
-  pin_job *j = check_job(L, "step");
+  step_job *sj = check_job(L, "step");
+  pin_job *j = &sj->j;
   psk_reply rep;
-  if (j->stepping)
+  if (sj->stepping)
     return luaL_error(L, "periskope: job:step: this job is running (a hook "
                          "of its own step may not step it again)");
   if (!j->c)
     return luaL_error(L, "periskope: this pin job is over (it was done, "
                          "cancelled, or a step raised)");
   if (j->c->closed) {
-    lpsk_job_release(L, j);
-    j->c = NULL;
+    step_job_release(L, sj);
     return luaL_error(L, "periskope: attempt to use a closed client");
   }
-  if (j->io == JOB_IO_WATCH && !lpsk_wire_busy(j->wire)) {
+  if (sj->io == JOB_IO_WATCH && !lpsk_wire_busy(sj->wire)) {
     if (!lua_isnone(L, 2))
-      return arg_error(L, 2, "step", "a watched job takes no answer: call "
-                                     "job:step() when its descriptor is "
-                                     "ready or its time is up");
-  } else if (j->io != JOB_IO_SEND) {
-    if (lpsk_wire_busy(j->wire)) {
+      return lpsk_arg_error(L, 2, "step", "a watched job takes no answer: "
+                                          "call job:step() when its "
+                                          "descriptor is ready or its time "
+                                          "is up");
+  } else if (sj->io != JOB_IO_SEND) {
+    if (lpsk_wire_busy(sj->wire)) {
       /* A socket call's result: the exchange goes on, no hook runs. */
-      int n = lpsk_wire_step(L, j, j->wire);
+      int n = lpsk_wire_step(L, j, sj->wire);
       if (n > 0) return n;
-      j->fed = lpsk_wire_outcome(j->wire);
+      sj->fed = lpsk_wire_outcome(sj->wire);
     } else if (!lua_isnone(L, 2)) {
-      return arg_error(L, 2, "step", "no exchange is under way: call "
-                                     "job:step() without arguments");
+      return lpsk_arg_error(L, 2, "step", "no exchange is under way: call "
+                                          "job:step() without arguments");
     }
   } else if (lpsk_job_awaits_reply(j)) {
     if (lua_isnone(L, 2))
@@ -366,14 +371,15 @@ static int job_step(lua_State *L) {
                            "elapsed; or nil, message, kind, elapsed)");
     lua_settop(L, 5);
     read_reply(L, j, &rep); /* points into the strings at 3 and 4 */
-    j->fed = &rep;
+    sj->fed = &rep;
   } else if (!lua_isnone(L, 2)) {
-    return arg_error(L, 2, "step", "no answer is awaited: call job:step() "
-                                   "without arguments after a wait");
+    return lpsk_arg_error(L, 2, "step", "no answer is awaited: call "
+                                        "job:step() without arguments after "
+                                        "a wait");
   }
   psk_getuvtable(L, 1);
   lua_getfield(L, -1, "client");
-  j->stepping = 1; /* step_release clears it, whatever way the step ends */
+  sj->stepping = 1; /* step_release clears it, whatever way the step ends */
   return lpsk_run_busy(L, j->c, lua_gettop(L), 1, "step_body", step_release);
 }
 
@@ -383,18 +389,18 @@ static int job_step(lua_State *L) {
    returns "done", nil, message, "cancelled" (its descriptor then closes
    with job:close or the collector). A job that is over: it is closed. */
 static int job_cancel(lua_State *L) {
-  pin_job *j = check_job(L, "cancel");
-  if (j->stepping) {
-    j->cancelled = 1;
+  step_job *sj = check_job(L, "cancel");
+  if (sj->stepping) {
+    sj->cancelled = 1;
   } else {
-    if (j->c) {
-      j->cancelled = 1;
+    if (sj->j.c) {
+      sj->cancelled = 1;
       psk_getuvtable(L, 1);
       lua_getfield(L, -1, "client");
-      job_end(L, j, lua_gettop(L));
+      job_end(L, sj, lua_gettop(L));
     }
-    psk_watch_free(j->watch);
-    j->watch = NULL;
+    psk_watch_free(sj->watch);
+    sj->watch = NULL;
   }
   lua_pushboolean(L, 1);
   return 1;
@@ -404,8 +410,8 @@ static int job_cancel(lua_State *L) {
    (once the loop no longer watches it; the collector does it too), and
    ends the job as cancel does if it is not over. Returns true. */
 static int job_close(lua_State *L) {
-  pin_job *j = check_job(L, "close");
-  if (j->stepping)
+  step_job *sj = check_job(L, "close");
+  if (sj->stepping)
     return luaL_error(L, "periskope: job:close: this job is running (a hook "
                          "of its own step may cancel it instead)");
   return job_cancel(L);
@@ -431,74 +437,22 @@ static int transport_gc(lua_State *L) {
   return 0;
 }
 
-/* Raises for field name of perform's request, with its value at vi (0:
-   leave "got" out; numbers are echoed, strings never). [-0, +0, v] */
-static int req_bad(lua_State *L, const char *name, const char *rule, int vi) {
-  return arg_error(L, 1, "perform",
-                   vi ? lua_pushfstring(L, "field '%s' %s, %s", name, rule,
-                                        lpsk_got(L, vi))
-                      : lua_pushfstring(L, "field '%s' %s", name, rule));
-}
+/* perform's errors name it: called from another Lua state (a thread of
+   nginx's pool), Lua's own luaL_argerror may only find '?'. */
+static const lpsk_tab request_tab = {1, "perform", "", "field", NULL};
 
-static const char *const request_fields[] = {
+enum {
+  R_METHOD, R_URL, R_HEADERS, R_BODY, R_TIMEOUT, R_CONNECT_TIMEOUT,
+  R_MAX_BODY, R_CA_FILE, R_N
+};
+static const char *const request_fields[R_N + 1] = {
     "method",  "url",     "headers",  "body", "timeout", "connect_timeout",
     "max_body", "ca_file", NULL};
 
-/* Raises on a field of the request at 1 that is not one a "send" holds. */
-static void req_fields(lua_State *L) {
-  lua_pushnil(L);
-  while (lua_next(L, 1)) {
-    int listed = 0;
-    lua_pop(L, 1);
-    if (lua_type(L, -1) == LUA_TSTRING) {
-      int i;
-      for (i = 0; request_fields[i]; i++)
-        if (strcmp(lua_tostring(L, -1), request_fields[i]) == 0) listed = 1;
-    }
-    if (!listed)
-      arg_error(L, 1, "perform",
-                lua_type(L, -1) == LUA_TSTRING
-                    ? lua_pushfstring(L, "unknown field '%s' (a request holds "
-                                         "method, url, headers, body, "
-                                         "timeout, connect_timeout, "
-                                         "max_body and ca_file)",
-                                      lua_tostring(L, -1))
-                    : lua_pushfstring(L, "field names must be strings, %s",
-                                      lpsk_got(L, -1)));
-  }
-}
-
-/* A number field of the request at 1 in (lo, hi] ([lo, hi] when lo_ok;
-   whole when integral), rule saying so; def when absent. */
-static double req_number(lua_State *L, const char *name, double def,
-                         double lo, int lo_ok, double hi, int integral,
-                         const char *rule) {
-  double v = def;
-  lua_getfield(L, 1, name);
-  if (!lua_isnil(L, -1)) {
-    long long iv;
-    if (lua_type(L, -1) != LUA_TNUMBER) req_bad(L, name, rule, -1);
-    v = (double)lua_tonumber(L, -1);
-    if (!(lo_ok ? v >= lo : v > lo) || !(v <= hi) ||
-        (integral && !psk_tointegral(L, -1, &iv)))
-      req_bad(L, name, rule, -1);
-  }
-  lua_pop(L, 1);
-  return v;
-}
-
-/* A string field of the request at 1 (NULL when absent and optional);
-   stays alive in the request table. */
-static const char *req_string(lua_State *L, const char *name, size_t *n,
-                              int optional) {
-  const char *s = NULL;
-  lua_getfield(L, 1, name);
-  if (lua_type(L, -1) == LUA_TSTRING)
-    s = lua_tolstring(L, -1, n);
-  else if (!(optional && lua_isnil(L, -1)))
-    req_bad(L, name, "must be a string", -1);
-  lua_pop(L, 1);
-  return s;
+/* Raises for field name of the request, with its value at vi (0: leave
+   "got" out). [-0, +0, v] */
+static int req_bad(lua_State *L, const char *name, const char *rule, int vi) {
+  return lpsk_bad(L, &request_tab, name, rule, vi);
 }
 
 /* Whether a header name is x-phone, in any case. */
@@ -513,30 +467,33 @@ static int is_x_phone(const char *name) {
   return 1;
 }
 
-/* The longest header line a pin sends: "Authorization: Bearer " and the
-   longest key. */
+/* The longest header line a pin sends: "Authorization: Bearer ", the
+   longest key, and room to spare. */
 #define REQ_LINE_MAX (PSK_API_KEY_MAX + 64)
 
-/* The header lines of the request at 1 into r, checked as build_pin
-   makes them (a token, a colon, a value without control bytes; x-phone
-   a phone as the phone option normalizes it; at most as many and as long
-   as a pin's), split into names and values kept in a Lua-owned block
-   pushed on the stack. Every line but x-phone goes to keytext (with the
-   options, what a transport is kept for); x-phone goes to r->phone.
-   [-0, +1, v] */
-static void req_headers(lua_State *L, psk_request *r, psk_buf *keytext) {
+/* The header lines at h (the request's headers field, or 0) into r,
+   checked as build_pin makes them (a token, a colon, a value without
+   control bytes; x-phone a phone as the phone option normalizes it; at
+   most as many and as long as a pin's), split into names and values kept
+   in a Lua-owned block pushed on the stack. Every line but x-phone goes
+   to keytext (with the options, what a transport is kept for); x-phone
+   goes to r->phone. [-0, +1, v] */
+static void req_headers(lua_State *L, int h, psk_request *r,
+                        psk_buf *keytext) {
   size_t total = 0, used = 0;
   int i, n;
   char *block;
-  lua_getfield(L, 1, "headers");
-  if (!lua_istable(L, -1))
-    req_bad(L, "headers", "must be an array of \"Name: value\" strings", -1);
-  n = (int)psk_rawlen(L, -1);
+  if (!h)
+    req_bad(L, "headers", "is required (an array of \"Name: value\" "
+                          "strings)", 0);
+  if (!lua_istable(L, h))
+    req_bad(L, "headers", "must be an array of \"Name: value\" strings", h);
+  n = (int)psk_rawlen(L, h);
   if (n > PSK_REQ_HEADERS)
     req_bad(L, "headers", "holds more lines than a pin sends (5)", 0);
   for (i = 1; i <= n; i++) {
     size_t len;
-    lua_rawgeti(L, -1, i);
+    lua_rawgeti(L, h, i);
     if (lua_type(L, -1) != LUA_TSTRING)
       req_bad(L, "headers", "must hold strings", -1);
     lua_tolstring(L, -1, &len);
@@ -546,39 +503,37 @@ static void req_headers(lua_State *L, psk_request *r, psk_buf *keytext) {
     lua_pop(L, 1);
   }
   block = psk_newuserdata(L, total ? total : 1);
-  lua_insert(L, -2); /* block below the headers table */
   r->nheaders = 0;
   r->phone[0] = '\0';
   for (i = 1; i <= n; i++) {
-    size_t len, k;
+    size_t len;
     const char *line;
     char *copy = block + used;
-    psk_header h;
+    psk_header f;
     size_t pos = 0;
-    lua_rawgeti(L, -1, i);
+    lua_rawgeti(L, h, i);
     line = lua_tolstring(L, -1, &len);
-    for (k = 0; k < len; k++)
-      if ((unsigned char)line[k] < 0x20 || line[k] == 0x7f)
-        req_bad(L, "headers", "must hold no control bytes", 0);
+    if (psk_has_ctl(line, len))
+      req_bad(L, "headers", "must hold no control bytes", 0);
     /* A field as a response's head would read it: a token, a colon. */
-    if (!psk_header_next(line, len, &pos, &h) || h.name != line)
+    if (!psk_header_next(line, len, &pos, &f) || f.name != line)
       req_bad(L, "headers", "must hold \"Name: value\" lines", 0);
     memcpy(copy, line, len);
     copy[len] = '\0';
-    copy[h.name_len] = '\0';
+    copy[f.name_len] = '\0';
     r->headers[r->nheaders].name = copy;
-    r->headers[r->nheaders].value = copy + (h.value - line);
-    copy[(h.value - line) + h.value_len] = '\0';
+    r->headers[r->nheaders].value = copy + (f.value - line);
+    copy[(f.value - line) + f.value_len] = '\0';
     if (is_x_phone(copy)) {
       char phone[PSK_PHONE_MAX + 1];
       psk_err e;
-      if (psk_normalize_phone(h.value, h.value_len, phone, &e) != PSK_OK ||
-          strlen(phone) != h.value_len)
+      if (psk_normalize_phone(f.value, f.value_len, phone, &e) != PSK_OK ||
+          strlen(phone) != f.value_len)
         req_bad(L, "headers",
                 "x-phone must be a phone as the phone option sends it "
                 "(7 to 15 digits, or phone-<letters and digits>)",
                 0);
-      memcpy(r->phone, phone, h.value_len + 1);
+      memcpy(r->phone, phone, f.value_len + 1);
     } else if (psk_buf_append(keytext, line, len) != PSK_OK ||
                psk_buf_append(keytext, "\n", 1) != PSK_OK) {
       luaL_error(L, "periskope: out of memory");
@@ -587,7 +542,6 @@ static void req_headers(lua_State *L, psk_request *r, psk_buf *keytext) {
     used += len + 1;
     lua_pop(L, 1);
   }
-  lua_pop(L, 1); /* the headers table; the block stays */
 }
 
 /* Raises for a buffer that refused an append: out of memory, or why. */
@@ -597,18 +551,22 @@ static void too_long(lua_State *L, int st, const char *name,
   req_bad(L, name, why, 0);
 }
 
-/* The request's URL at 1 into r->url (its path the request target) and
+/* The request's URL at vi into r->url (its path the request target) and
    its origin (scheme, host and port: what a transport is kept for) into
    origin: the origin by the rules of base_url (http only to loopback),
    the rest a path without a query, fragment, space, control or
    non-ASCII byte. [-0, +0, v] */
-static void req_url(lua_State *L, psk_request *r, psk_buf *origin) {
-  size_t n, i, path;
+static void req_url(lua_State *L, int vi, psk_request *r, psk_buf *origin) {
+  size_t n = 0, i, path;
   int st;
   psk_err e;
-  const char *url = req_string(L, "url", &n, 0);
+  const char *url = lpsk_opt_string(L, &request_tab, vi, "url", &n, 0);
+  if (!url) {
+    req_bad(L, "url", "is required (an http or https URL)", 0);
+    return; /* not reached (it raises): for the static checkers */
+  }
   path = psk_url_path_offset(url); /* stops at a NUL, which the walk below refuses */
-  if ((st = psk_normalize_base_url(url, path, origin, &e)) != PSK_OK)
+  if ((st = psk_http_base_url(url, path, origin, &e)) != PSK_OK)
     too_long(L, st == PSK_INVALID ? PSK_TOO_LARGE : st, "url", e.msg);
   for (i = path; i < n; i++) {
     unsigned char c = (unsigned char)url[i];
@@ -621,8 +579,10 @@ static void req_url(lua_State *L, psk_request *r, psk_buf *origin) {
   r->target = path; /* sent as the request target, as build_pin's is */
 }
 
-/* The transport kept for key in this state's module state, or a new one
-   for cfg (whose strings it takes). [-0, +1, v] */
+/* The transport kept under key in this state's module state, or a new
+   one for cfg (whose strings it takes). key: the hex SHA-256 the caller
+   made of what a transport serves (its origin, options and header lines
+   but x-phone). [-0, +1, v] */
 static transport *get_transport(lua_State *L, const char *key,
                                 psk_config *cfg) {
   transport *tr;
@@ -699,13 +659,13 @@ int lpsk_mod_perform(lua_State *L) {
   size_t blen = 0, calen = 0;
   double max_body;
   char key[65];
-  int st;
+  int st, at[R_N];
   if (!lua_istable(L, 1))
-    arg_error(L, 1, "perform",
-              lua_pushfstring(L, "a request table expected, got %s",
-                              luaL_typename(L, 1)));
+    lpsk_arg_error(L, 1, "perform",
+                   lua_pushfstring(L, "a request table expected, got %s",
+                                   luaL_typename(L, 1)));
   lua_settop(L, 1);
-  req_fields(L);
+  lpsk_check_keys(L, &request_tab, 1, request_fields, at);
   /* Created empty, metatable set, then filled: __gc always finds it
      consistent. */
   p = psk_newuserdata(L, sizeof *p);
@@ -715,27 +675,27 @@ int lpsk_mod_perform(lua_State *L) {
   psk_buf_init(&p->key, 64 * 1024);
   psk_setmetatable(L, PERFORM_MT);
 
-  lua_getfield(L, 1, "method");
-  if (!lua_isnil(L, -1) && !(lua_type(L, -1) == LUA_TSTRING &&
-                             strcmp(lua_tostring(L, -1), "POST") == 0))
+  if (at[R_METHOD] && !(lua_type(L, at[R_METHOD]) == LUA_TSTRING &&
+                        strcmp(lua_tostring(L, at[R_METHOD]), "POST") == 0))
     req_bad(L, "method", "must be \"POST\"", 0);
-  lua_pop(L, 1);
-  req_url(L, &p->req, &p->origin);
-  body = req_string(L, "body", &blen, 1);
+  req_url(L, at[R_URL], &p->req, &p->origin);
+  body = lpsk_opt_string(L, &request_tab, at[R_BODY], "body", &blen, 0);
   if (body && (st = psk_buf_append(&p->req.body, body, blen)) != PSK_OK)
     too_long(L, st, "body", "is longer than a pin's body");
-  p->cfg.timeout =
-      req_number(L, "timeout", 30, 0, 0, 86400, 0,
-                 "must be a number of seconds > 0 and <= 86400");
+  p->cfg.timeout = lpsk_opt_number(L, &request_tab, at[R_TIMEOUT], "timeout",
+                                   30, 0, 0, 86400,
+                                   "must be a number of seconds > 0 and <= "
+                                   "86400");
   p->cfg.connect_timeout =
-      req_number(L, "connect_timeout", 10, 0, 0, 86400, 0,
-                 "must be a number of seconds > 0 and <= 86400");
-  max_body = req_number(L, "max_body", 1048576, 0, 1, 1073741824.0, 1,
-                        "must be an integer number of bytes from 0 to "
-                        "1073741824");
+      lpsk_opt_number(L, &request_tab, at[R_CONNECT_TIMEOUT],
+                      "connect_timeout", 10, 0, 0, 86400,
+                      "must be a number of seconds > 0 and <= 86400");
+  max_body = (double)lpsk_opt_integer(
+      L, &request_tab, at[R_MAX_BODY], "max_body", 1048576, 0, 1073741824,
+      "must be an integer number of bytes from 0 to 1073741824");
   p->cfg.max_body = (size_t)max_body;
-  ca = req_string(L, "ca_file", &calen, 1);
-  req_headers(L, &p->req, &p->key); /* pushes the headers' block */
+  ca = lpsk_opt_string(L, &request_tab, at[R_CA_FILE], "ca_file", &calen, 0);
+  req_headers(L, at[R_HEADERS], &p->req, &p->key); /* pushes the block */
   if (!(p->cfg.base_url = malloc(p->origin.len + 1)) ||
       (ca && !(p->cfg.ca_file = malloc(calen + 1))))
     return luaL_error(L, "periskope: out of memory");

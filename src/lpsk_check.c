@@ -1,14 +1,32 @@
 /*
- * lpsk_check.c: options and pin arguments, checked before anything is
- * sent. Misuse raises, naming the option or field and what it accepts and
- * echoing numbers and types, never strings (one may be the API key). Read
- * values land in C structs (psk_config, pin_args); nothing here does I/O.
+ * lpsk_check.c: every check of what a caller hands the module, before
+ * anything is sent or acquired, and the one wording of its errors.
+ *
+ * A table is walked once (lpsk_check_keys: a key that is not a string or
+ * not listed raises, naming the accepted ones), then each field is read
+ * by one typed reader that knows its name, default and range. They serve
+ * periskope.new and configure (lpsk_read_options, with the circuit
+ * option), pin's arguments, pin_many's and pin_job's options, perform's
+ * request (lpsk_async.c) and the limiters (lpace.c). Whatever raises
+ * says it the same way, naming the function (or the item) and the option
+ * or field and what it accepts:
+ *
+ *   bad argument #1 to 'new' (option 'timeout' must be ..., got 0)
+ *   bad argument #1 to 'pin_many' (item 3: unknown field 'x' (message_id, ...))
+ *
+ * Numbers and types are echoed (lpsk_got), never a string value: one may
+ * be the API key. Read values land in C structs (psk_config, pin_args).
+ * The one I/O here: ca_file is opened once, to refuse at once a file
+ * that cannot be read.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "lpsk.h"
+
+/* ---------------------------------------------------------------- */
+/* the wording of every error                                        */
 
 /* The index of s in the NULL-terminated names, or -1. */
 static int list_index(const char *s, const char *const names[]) {
@@ -18,9 +36,8 @@ static int list_index(const char *s, const char *const names[]) {
   return -1;
 }
 
-/* Describes the value at i for an error message: numbers as themselves,
-   everything else by type, so no string value (it may be the key) is ever
-   echoed. [-0, +1, m] */
+/* Numbers as themselves, everything else by type, so no string value
+   (it may be the key) is ever echoed. */
 const char *lpsk_got(lua_State *L, int i) {
   if (lua_type(L, i) == LUA_TNUMBER) {
     char num[64];
@@ -33,54 +50,89 @@ const char *lpsk_got(lua_State *L, int i) {
   return lua_pushfstring(L, "got %s", luaL_typename(L, i));
 }
 
-/* Raises for a bad option or field. arg > 0: "bad argument #arg to 'fn'
-   (WHAT 'NAME' RULE, got X)"; arg == 0 (the default client, built inside
-   another call): "periskope: WHAT 'NAME' RULE". vi: the offending value's
-   index, or 0 to leave "got" out. [-0, +0, v] */
-static int lpsk_bad(lua_State *L, int arg, const char *pfx,
-                    const char *what, const char *name, const char *rule,
-                    int vi) {
-  const char *msg;
-  if (vi) {
-    vi = psk_absindex(L, vi);
-    msg = lua_pushfstring(L, "%s%s '%s' %s, %s", pfx, what, name, rule,
-                          lpsk_got(L, vi));
-  } else {
-    msg = lua_pushfstring(L, "%s%s '%s' %s", pfx, what, name, rule);
+int lpsk_arg_error(lua_State *L, int arg, const char *fn, const char *msg) {
+  if (arg <= 0) return luaL_error(L, "periskope: %s", msg);
+  if (fn) return luaL_error(L, "bad argument #%d to '%s' (%s)", arg, fn, msg);
+  return luaL_argerror(L, arg, msg);
+}
+
+/* lpsk_bad, saying only the value's type when secret. */
+static int bad_(lua_State *L, const lpsk_tab *tb, const char *name,
+                const char *rule, int vi, int secret) {
+  const char *subject = "", *got = "";
+  if (vi) vi = psk_absindex(L, vi);
+  if (name)
+    subject = tb->in ? lua_pushfstring(L, "%s '%s.%s' ", tb->what, tb->in, name)
+                     : lua_pushfstring(L, "%s '%s' ", tb->what, name);
+  if (vi)
+    got = secret ? lua_pushfstring(L, ", got %s", luaL_typename(L, vi))
+                 : lua_pushfstring(L, ", %s", lpsk_got(L, vi));
+  return lpsk_arg_error(
+      L, tb->arg, tb->fn,
+      lua_pushfstring(L, "%s%s%s%s", tb->pfx, subject, rule, got));
+}
+
+int lpsk_bad(lua_State *L, const lpsk_tab *tb, const char *name,
+             const char *rule, int vi) {
+  return bad_(L, tb, name, rule, vi, 0);
+}
+
+/* Pushes the names joined with ", ". [-0, +1, m] */
+static const char *push_names(lua_State *L, const char *const names[]) {
+  luaL_Buffer b;
+  int i;
+  luaL_buffinit(L, &b);
+  for (i = 0; names[i]; i++) {
+    if (i) luaL_addlstring(&b, ", ", 2);
+    luaL_addstring(&b, names[i]);
   }
-  if (arg > 0) return luaL_argerror(L, arg, msg);
-  return luaL_error(L, "periskope: %s", msg);
+  luaL_pushresult(&b);
+  return lua_tostring(L, -1);
 }
 
-#define bad(L, arg, what, name, rule, vi) \
-  lpsk_bad(L, arg, "", what, name, rule, vi)
-
-/* Raises for key k (a string, or not) of a table at arg: a name that is
-   not a string, or one not in the list of fields. [-0, +0, v] */
-static void bad_key(lua_State *L, int k, int arg, const char *pfx,
-                    const char *what) {
-  const char *m =
-      lua_type(L, k) != LUA_TSTRING
-          ? lua_pushfstring(L, "%s%s names must be strings, %s", pfx, what,
-                            lpsk_got(L, k))
-          : lua_pushfstring(L, "%sunknown %s '%s'", pfx, what,
-                            lua_tostring(L, k));
-  if (arg > 0) luaL_argerror(L, arg, m);
-  luaL_error(L, "periskope: %s", m);
+/* Raises for key k of a table read with tb: not a string, or not one of
+   names. */
+static int bad_key(lua_State *L, const lpsk_tab *tb, int k,
+                   const char *const names[]) {
+  const char *in = tb->in ? tb->in : "", *dot = tb->in ? "." : "";
+  k = psk_absindex(L, k);
+  if (lua_type(L, k) != LUA_TSTRING)
+    return lpsk_arg_error(
+        L, tb->arg, tb->fn,
+        lua_pushfstring(L, "%s%s names%s%s must be strings, %s", tb->pfx,
+                        tb->what, tb->in ? " of " : "", in, lpsk_got(L, k)));
+  return lpsk_arg_error(
+      L, tb->arg, tb->fn,
+      lua_pushfstring(L, "%sunknown %s '%s%s%s' (%s)", tb->pfx, tb->what, in,
+                      dot, lua_tostring(L, k), push_names(L, names)));
 }
 
-/* Raises on a key of table t that is not a string or not in names; pfx
-   ("" or "item 3: ") starts the message. */
-static void check_keys(lua_State *L, int t, int arg, const char *pfx,
-                       const char *what, const char *const names[]) {
+/* ---------------------------------------------------------------- */
+/* the getters                                                       */
+
+void lpsk_check_keys(lua_State *L, const lpsk_tab *tb, int t,
+                     const char *const names[], int *at) {
+  int i, n = 0;
+  t = psk_absindex(L, t);
+  while (names[n]) n++;
+  if (at) {
+    for (i = 0; i < n; i++) at[i] = 0;
+    luaL_checkstack(L, n + 3, "periskope: too many fields");
+  }
   lua_pushnil(L);
   while (lua_next(L, t)) {
-    lua_pop(L, 1); /* keep the key only */
     /* Type first: lua_tostring would convert a number key in place, and
        lua_next would then lose its way. */
-    if (lua_type(L, -1) != LUA_TSTRING ||
-        list_index(lua_tostring(L, -1), names) < 0)
-      bad_key(L, -1, arg, pfx, what);
+    i = lua_type(L, -2) == LUA_TSTRING ? list_index(lua_tostring(L, -2), names)
+                                       : -1;
+    if (i < 0) bad_key(L, tb, -2, names);
+    if (at) {
+      lua_pushvalue(L, -2);
+      lua_remove(L, -3); /* the value stays, the key goes on */
+      at[i] = lua_gettop(L) - 1;
+    } else {
+      lua_pop(L, 1);
+    }
   }
 }
 
@@ -94,6 +146,70 @@ int lpsk_get_field(lua_State *L, int t, const char *name) {
   lua_rawget(L, t);
   return lua_type(L, -1);
 }
+
+double lpsk_opt_number(lua_State *L, const lpsk_tab *tb, int vi,
+                       const char *name, double def, double lo, int lo_ok,
+                       double hi, const char *rule) {
+  double v;
+  if (!vi) return def;
+  if (lua_type(L, vi) != LUA_TNUMBER) lpsk_bad(L, tb, name, rule, vi);
+  v = (double)lua_tonumber(L, vi);
+  if (!(lo_ok ? v >= lo : v > lo) || !(v <= hi))
+    lpsk_bad(L, tb, name, rule, vi);
+  return v;
+}
+
+long long lpsk_opt_integer(lua_State *L, const lpsk_tab *tb, int vi,
+                           const char *name, long long def, long long lo,
+                           long long hi, const char *rule) {
+  long long v = 0;
+  if (!vi) return def;
+  if (!psk_tointegral(L, vi, &v) || v < lo || v > hi)
+    lpsk_bad(L, tb, name, rule, vi);
+  return v;
+}
+
+int lpsk_opt_boolean(lua_State *L, const lpsk_tab *tb, int vi,
+                     const char *name, int def) {
+  if (!vi) return def;
+  if (lua_type(L, vi) != LUA_TBOOLEAN)
+    lpsk_bad(L, tb, name, "must be a boolean", vi);
+  return lua_toboolean(L, vi);
+}
+
+const char *lpsk_opt_string(lua_State *L, const lpsk_tab *tb, int vi,
+                            const char *name, size_t *len, int flags) {
+  if (!vi) return NULL;
+  if (lua_type(L, vi) != LUA_TSTRING)
+    bad_(L, tb, name, "must be a string", vi, flags & LPSK_SECRET);
+  return lua_tolstring(L, vi, len);
+}
+
+const char *lpsk_opt_text(lua_State *L, const lpsk_tab *tb, int vi,
+                          const char *name, const char *def, size_t max,
+                          int flags, const char *rule) {
+  size_t n = 0;
+  const char *s;
+  if (!vi) return def;
+  s = lua_type(L, vi) == LUA_TSTRING ? lua_tolstring(L, vi, &n) : NULL;
+  if (!s || n == 0 || n > max || psk_has_ctl(s, n))
+    bad_(L, tb, name, rule, vi, flags & LPSK_SECRET);
+  return s;
+}
+
+int lpsk_opt_choice(lua_State *L, const lpsk_tab *tb, int vi,
+                    const char *name, const char *const names[], int def,
+                    const char *rule) {
+  int i;
+  if (!vi) return def;
+  i = lua_type(L, vi) == LUA_TSTRING ? list_index(lua_tostring(L, vi), names)
+                                     : -1;
+  if (i < 0) lpsk_bad(L, tb, name, rule, vi);
+  return i;
+}
+
+/* ---------------------------------------------------------------- */
+/* new and configure                                                 */
 
 static char *dup_n(const char *s, size_t n) {
   char *d = malloc(n + 1);
@@ -112,103 +228,68 @@ static void set_owned(lua_State *L, char **slot, const char *s, size_t n) {
   if (!*slot) luaL_error(L, "periskope: out of memory");
 }
 
-static const char *const option_names[] = {
+enum {
+  O_API_KEY, O_PHONE, O_BASE_URL, O_TIMEOUT, O_CONNECT_TIMEOUT, O_RETRIES,
+  O_MAX_BODY, O_CA_FILE, O_USER_AGENT, O_MAX_RETRY_WAIT, O_ON_EVENT,
+  O_LIMITER, O_CIRCUIT, O_N
+};
+
+static const char *const option_names[O_N + 1] = {
     "api_key",        "phone",    "base_url", "timeout",    "connect_timeout",
     "retries",        "max_body", "ca_file",  "user_agent", "max_retry_wait",
     "on_event",       "limiter",  "circuit",  NULL};
 
-/* A string option from t, else from the environment variable env (empty
-   counts as unset). Leaves the value on the stack while the caller uses
-   it. *from_env tells where it came from. [-0, +1, v] */
-static const char *opt_string(lua_State *L, int t, int arg, const char *name,
-                              const char *env, size_t *len, int *from_env) {
-  int ty = lpsk_get_field(L, t, name);
+/* A string option at vi, else the environment variable env (empty counts
+   as unset), else NULL. A value from the environment stays on the stack
+   while the caller uses it; *from_env says where it came from.
+   [-0, +(0|1), v] */
+static const char *opt_env(lua_State *L, const lpsk_tab *tb, int vi,
+                           const char *name, const char *env, size_t *len,
+                           int *from_env, int flags) {
+  const char *v;
   *from_env = 0;
-  if (ty == LUA_TSTRING) return lua_tolstring(L, -1, len);
-  if (ty != LUA_TNIL) /* a number given as the key is not echoed */
-    bad(L, arg, "option", name,
-        strcmp(name, "api_key") == 0
-            ? lua_pushfstring(L, "must be a string, got %s", luaL_typename(L, -1))
-            : "must be a string",
-        strcmp(name, "api_key") == 0 ? 0 : -1);
-  if (env) {
-    const char *v = getenv(env);
-    if (v && *v) {
-      lua_pop(L, 1);
-      lua_pushstring(L, v);
-      *from_env = 1;
-      return lua_tolstring(L, -1, len);
-    }
-  }
-  return NULL;
+  if (vi) return lpsk_opt_string(L, tb, vi, name, len, flags);
+  v = env ? getenv(env) : NULL;
+  if (!v || !*v) return NULL;
+  *from_env = 1;
+  lua_pushstring(L, v);
+  return lua_tolstring(L, -1, len);
 }
 
-/* A number option t[key] in (lo, hi] (or [lo, hi] when lo_ok); integral
-   when integral is set; errors name it `name`. [-0, +0, v] */
-static double opt_number_as(lua_State *L, int t, int arg, const char *key,
-                            const char *name, double def, double lo,
-                            int lo_ok, double hi, int integral,
-                            const char *rule) {
-  double v;
-  int ty = lpsk_get_field(L, t, key);
-  if (ty == LUA_TNIL) {
-    lua_pop(L, 1);
-    return def;
-  }
-  if (integral) {
-    long long iv = 0;
-    if (!psk_tointegral(L, -1, &iv)) bad(L, arg, "option", name, rule, -1);
-    v = (double)iv;
-  } else {
-    if (ty != LUA_TNUMBER) bad(L, arg, "option", name, rule, -1);
-    v = (double)lua_tonumber(L, -1);
-  }
-  if (!(lo_ok ? v >= lo : v > lo) || !(v <= hi))
-    bad(L, arg, "option", name, rule, -1);
-  lua_pop(L, 1);
-  return v;
+/* A rule broken by a value from the environment says so. [-0, +1, m] */
+static const char *env_rule(lua_State *L, const char *rule, int from_env,
+                            const char *env) {
+  return from_env ? lua_pushfstring(L, "%s (from %s)", rule, env) : rule;
 }
-
-#define opt_number(L, t, arg, name, ...) \
-  opt_number_as(L, t, arg, name, name, __VA_ARGS__)
 
 static const char *const circuit_fields[] = {"failures", "cooldown", NULL};
 
+#define SECONDS_RULE "must be a number of seconds > 0 and <= 86400"
 #define CIRCUIT_RULE                                                        \
   "must be false, or a table { failures = 1 to 1000, cooldown = seconds > " \
   "0 and <= 86400 }"
 
-/* The circuit option of table t (0: none) into c: nil or true, the
-   defaults; false, none; a table, its fields over the defaults.
-   [-0, +0, v] */
-static void read_circuit(lua_State *L, Client *c, int t, int arg) {
-  int ty = lpsk_get_field(L, t, "circuit"), v = lua_gettop(L);
+/* The circuit option at vi into c: absent or true, the defaults; false,
+   none; a table, its fields over the defaults. [-0, +0, v] */
+static void read_circuit(lua_State *L, Client *c, const lpsk_tab *tb,
+                         int vi) {
+  lpsk_tab sub = *tb;
+  int at[2], top = lua_gettop(L);
   c->failures = 5;
   c->cooldown = 10;
-  if (ty == LUA_TBOOLEAN && !lua_toboolean(L, v)) c->failures = 0;
-  if (ty == LUA_TTABLE) {
-    lua_pushnil(L);
-    while (lua_next(L, v)) {
-      lua_pop(L, 1);
-      if (lua_type(L, -1) != LUA_TSTRING ||
-          list_index(lua_tostring(L, -1), circuit_fields) < 0)
-        lpsk_bad(L, arg, "", "option", "circuit",
-                 lua_type(L, -1) == LUA_TSTRING
-                     ? lua_pushfstring(L, "has an unknown field '%s' (%s)",
-                                       lua_tostring(L, -1), CIRCUIT_RULE)
-                     : CIRCUIT_RULE,
-                 0);
-    }
-    c->failures =
-        (int)opt_number_as(L, v, arg, "failures", "circuit.failures", 5, 1, 1,
-                           1000, 1, "must be an integer from 1 to 1000");
-    c->cooldown = opt_number_as(
-        L, v, arg, "cooldown", "circuit.cooldown", 10, 0, 0, 86400, 0,
-        "must be a number of seconds > 0 and <= 86400");
-  } else if (ty != LUA_TNIL && ty != LUA_TBOOLEAN) {
-    bad(L, arg, "option", "circuit", CIRCUIT_RULE, v);
+  if (!vi || lua_type(L, vi) == LUA_TBOOLEAN) {
+    if (vi && !lua_toboolean(L, vi)) c->failures = 0;
+    return;
   }
-  lua_pop(L, 1);
+  if (lua_type(L, vi) != LUA_TTABLE)
+    lpsk_bad(L, tb, "circuit", CIRCUIT_RULE, vi);
+  sub.in = "circuit";
+  lpsk_check_keys(L, &sub, vi, circuit_fields, at);
+  c->failures = (int)lpsk_opt_integer(L, &sub, at[0], "failures", 5, 1, 1000,
+                                      "must be an integer from 1 to 1000");
+  c->cooldown = lpsk_opt_number(L, &sub, at[1], "cooldown", 10, 0, 0, 86400,
+                                SECONDS_RULE);
+  lua_settop(L, top);
 }
 
 /* Reads every option of table t (0: none) into c->cfg, with environment
@@ -217,96 +298,88 @@ static void read_circuit(lua_State *L, Client *c, int t, int arg) {
    a raise part-way leaves them to release. [-0, +0, v] */
 void lpsk_read_options(lua_State *L, Client *c, int t, int arg,
                        int need_key) {
+  lpsk_tab tb = {arg, NULL, "", "option", NULL};
+  int at[O_N], env, st, top = lua_gettop(L), i;
   psk_err e;
   size_t n;
-  int env, st;
   const char *s;
   psk_buf url;
 
-  if (t) check_keys(L, t, arg, "", "option", option_names);
+  for (i = 0; i < O_N; i++) at[i] = 0;
+  if (t) lpsk_check_keys(L, &tb, t, option_names, at);
 
-  s = opt_string(L, t, arg, "api_key", "PERISKOPE_API_KEY", &n, &env);
+  s = opt_env(L, &tb, at[O_API_KEY], "api_key", "PERISKOPE_API_KEY", &n, &env,
+              LPSK_SECRET);
   if (s) {
     if (psk_check_api_key(s, n, &e) != PSK_OK)
-      bad(L, arg, "option", "api_key",
-          env ? lua_pushfstring(L, "%s (from PERISKOPE_API_KEY)", e.msg)
-              : e.msg,
-          0);
+      lpsk_bad(L, &tb, "api_key", env_rule(L, e.msg, env, "PERISKOPE_API_KEY"),
+               0);
     free(c->cfg.auth);
-    c->cfg.auth = malloc(n + 8);
+    c->cfg.auth = malloc(LPSK_BEARER_LEN + n + 1);
     if (!c->cfg.auth) luaL_error(L, "periskope: out of memory");
-    memcpy(c->cfg.auth, "Bearer ", 7);
-    memcpy(c->cfg.auth + 7, s, n);
-    c->cfg.auth[n + 7] = '\0';
+    memcpy(c->cfg.auth, LPSK_BEARER, LPSK_BEARER_LEN);
+    memcpy(c->cfg.auth + LPSK_BEARER_LEN, s, n);
+    c->cfg.auth[LPSK_BEARER_LEN + n] = '\0';
   } else if (need_key) {
-    bad(L, arg, "option", "api_key",
-        "is required: pass it, or set PERISKOPE_API_KEY", 0);
+    lpsk_bad(L, &tb, "api_key",
+             "is required: pass it, or set PERISKOPE_API_KEY", 0);
   }
-  lua_pop(L, 1);
 
-  s = opt_string(L, t, arg, "phone", "PERISKOPE_PHONE", &n, &env);
+  s = opt_env(L, &tb, at[O_PHONE], "phone", "PERISKOPE_PHONE", &n, &env, 0);
   if (s) {
     char phone[PSK_PHONE_MAX + 1];
     if (psk_normalize_phone(s, n, phone, &e) != PSK_OK)
-      bad(L, arg, "option", "phone",
-          env ? lua_pushfstring(L, "%s (from PERISKOPE_PHONE)", e.msg) : e.msg,
-          0);
+      lpsk_bad(L, &tb, "phone", env_rule(L, e.msg, env, "PERISKOPE_PHONE"), 0);
     set_owned(L, &c->cfg.phone, phone, strlen(phone));
   }
-  lua_pop(L, 1);
 
-  s = opt_string(L, t, arg, "base_url", "PERISKOPE_BASE_URL", &n, &env);
+  s = opt_env(L, &tb, at[O_BASE_URL], "base_url", "PERISKOPE_BASE_URL", &n,
+              &env, 0);
   if (!s) {
     s = PSK_DEFAULT_BASE_URL;
     n = strlen(s);
   }
   psk_buf_init(&url, PSK_BASE_URL_MAX);
-  if ((st = psk_normalize_base_url(s, n, &url, &e)) != PSK_OK) {
+  if ((st = psk_http_base_url(s, n, &url, &e)) != PSK_OK) {
     psk_buf_free(&url);
     if (st == PSK_NOMEM) luaL_error(L, "periskope: out of memory");
-    bad(L, arg, "option", "base_url",
-        env ? lua_pushfstring(L, "%s (from PERISKOPE_BASE_URL)", e.msg)
-            : e.msg,
-        0);
+    lpsk_bad(L, &tb, "base_url", env_rule(L, e.msg, env, "PERISKOPE_BASE_URL"),
+             0);
   }
   free(c->cfg.base_url);
   c->cfg.base_url = dup_n(psk_buf_cstr(&url), url.len);
   psk_buf_free(&url);
   if (!c->cfg.base_url) luaL_error(L, "periskope: out of memory");
-  lua_pop(L, 1);
 
-  c->cfg.timeout = opt_number(L, t, arg, "timeout", 30, 0, 0, 86400, 0,
-                              "must be a number of seconds > 0 and <= 86400");
+  c->cfg.timeout = lpsk_opt_number(L, &tb, at[O_TIMEOUT], "timeout", 30, 0, 0,
+                                   86400, SECONDS_RULE);
   c->cfg.connect_timeout =
-      opt_number(L, t, arg, "connect_timeout", 10, 0, 0, 86400, 0,
-                 "must be a number of seconds > 0 and <= 86400");
-  c->cfg.retries = (int)opt_number(L, t, arg, "retries", 2, 0, 1, 10, 1,
-                                   "must be an integer from 0 to 10");
+      lpsk_opt_number(L, &tb, at[O_CONNECT_TIMEOUT], "connect_timeout", 10, 0,
+                      0, 86400, SECONDS_RULE);
+  c->cfg.retries = (int)lpsk_opt_integer(L, &tb, at[O_RETRIES], "retries", 2,
+                                         0, 10,
+                                         "must be an integer from 0 to 10");
   c->cfg.max_retry_wait =
-      opt_number(L, t, arg, "max_retry_wait", 60, 0, 1, 86400, 0,
-                 "must be a number of seconds >= 0 and <= 86400");
-  c->cfg.max_body = (size_t)opt_number(
-      L, t, arg, "max_body", 1048576, 0, 1, 1073741824.0, 1,
+      lpsk_opt_number(L, &tb, at[O_MAX_RETRY_WAIT], "max_retry_wait", 60, 0, 1,
+                      86400, "must be a number of seconds >= 0 and <= 86400");
+  c->cfg.max_body = (size_t)lpsk_opt_integer(
+      L, &tb, at[O_MAX_BODY], "max_body", 1048576, 0, 1073741824,
       "must be an integer number of bytes from 0 to 1073741824");
 
-  s = opt_string(L, t, arg, "ca_file", NULL, &n, &env);
+  s = lpsk_opt_string(L, &tb, at[O_CA_FILE], "ca_file", &n, 0);
   if (s) {
-    FILE *f;
-    if (n == 0 || strlen(s) != n) bad(L, arg, "option", "ca_file",
-                                      "must name a readable PEM file", 0);
-    f = fopen(s, "r");
+    FILE *f = n && strlen(s) == n ? fopen(s, "r") : NULL;
     if (f)
       fclose(f);
     else
-      bad(L, arg, "option", "ca_file", "must name a readable PEM file", 0);
+      lpsk_bad(L, &tb, "ca_file", "must name a readable PEM file", 0);
     set_owned(L, &c->cfg.ca_file, s, n);
   }
-  lua_pop(L, 1);
 
-  s = opt_string(L, t, arg, "user_agent", NULL, &n, &env);
+  s = lpsk_opt_string(L, &tb, at[O_USER_AGENT], "user_agent", &n, 0);
   if (s) {
     if (psk_check_user_agent(s, n, &e) != PSK_OK)
-      bad(L, arg, "option", "user_agent", e.msg, 0);
+      lpsk_bad(L, &tb, "user_agent", e.msg, 0);
     set_owned(L, &c->cfg.user_agent, s, n);
   } else {
     char ua[256], *sp;
@@ -316,115 +389,96 @@ void lpsk_read_options(lua_State *L, Client *c, int t, int arg,
     if (sp) *sp = '/';
     set_owned(L, &c->cfg.user_agent, ua, strlen(ua));
   }
-  lua_pop(L, 1);
 
-  if (lpsk_get_field(L, t, "on_event") != LUA_TNIL &&
-      lua_type(L, -1) != LUA_TFUNCTION)
-    bad(L, arg, "option", "on_event", "must be a function", -1);
-  lua_pop(L, 1);
+  if (at[O_ON_EVENT] && lua_type(L, at[O_ON_EVENT]) != LUA_TFUNCTION)
+    lpsk_bad(L, &tb, "on_event", "must be a function", at[O_ON_EVENT]);
 
-  read_circuit(L, c, t, arg);
+  read_circuit(L, c, &tb, at[O_CIRCUIT]);
 
-  if (lpsk_get_field(L, t, "limiter") != LUA_TNIL && !lpace_test(L, -1))
-    bad(L, arg, "option", "limiter",
-        "must be a limiter from periskope.limiter.shared_dict or "
-        "periskope.limiter.redis",
-        -1);
-  lua_pop(L, 1);
+  if (at[O_LIMITER] && !lpace_test(L, at[O_LIMITER]))
+    lpsk_bad(L, &tb, "limiter",
+             "must be a limiter from periskope.limiter.shared_dict or "
+             "periskope.limiter.redis",
+             at[O_LIMITER]);
+  lua_settop(L, top);
 }
+
+/* ---------------------------------------------------------------- */
+/* pin's arguments and the drivers' options                          */
 
 static const char *const pin_fields[] = {"message_id", "pin", "time", "phone",
                                          NULL};
+
+#define TIME_RULE "must be 1, 7 or 30 (days)"
 
 /* Checks the pin argument table at t (argument arg of the call; pfx is ""
    or "item N: " for pin_many) into a. Raises, naming the field, before
    anything is sent. Leaves message_id on the stack. [-0, +1, v] */
 void lpsk_check_pin_args(lua_State *L, int t, int arg, const char *pfx,
                          pin_args *a) {
+  lpsk_tab tb = {arg, NULL, pfx, "field", NULL};
   /* The fields' values by the index of their name in pin_fields, 0 when
      absent; found in one walk of the table, which keeps each value on
-     the stack (below the key lua_next needs). */
-  int at[4] = {0, 0, 0, 0}, base;
+     the stack. */
+  int at[4], base;
   psk_err e;
+  size_t n;
+  const char *s;
   t = psk_absindex(L, t);
   base = lua_gettop(L);
-  a->pin = 1;
-  a->time = 0;
-  a->has_phone = 0;
   if (!lua_istable(L, t)) {
-    if (*pfx)
-      luaL_argerror(L, arg,
-                    lua_pushfstring(L, "%smust be a table of pin fields, %s",
-                                    pfx, lpsk_got(L, t)));
+    if (*pfx) lpsk_bad(L, &tb, NULL, "must be a table of pin fields", t);
     luaL_checktype(L, arg, LUA_TTABLE);
   }
-  lua_pushnil(L);
-  while (lua_next(L, t)) {
-    /* Type first, as check_keys does. */
-    int i = lua_type(L, -2) == LUA_TSTRING
-                ? list_index(lua_tostring(L, -2), pin_fields)
-                : -1;
-    if (i < 0) {
-      bad_key(L, -2, arg, pfx, "field"); /* raises */
-    } else {
-      lua_pushvalue(L, -2);
-      lua_remove(L, -3); /* the value stays, the key goes on */
-      at[i] = lua_gettop(L) - 1;
-    }
-  }
+  lpsk_check_keys(L, &tb, t, pin_fields, at);
   /* The rules in a fixed order, whatever the walk's order was. */
-  if (at[1]) {
-    if (lua_type(L, at[1]) != LUA_TBOOLEAN)
-      lpsk_bad(L, arg, pfx, "field", "pin", "must be a boolean", at[1]);
-    a->pin = lua_toboolean(L, at[1]);
-  }
-  if (at[2]) {
-    long long days = 0;
-    if (!psk_tointegral(L, at[2], &days) || psk_check_time(days, &e) != PSK_OK)
-      lpsk_bad(L, arg, pfx, "field", "time", "must be 1, 7 or 30 (days)",
-               at[2]);
-    a->time = (int)days;
-  }
-  if (at[3]) {
-    size_t n;
-    const char *s;
-    if (lua_type(L, at[3]) != LUA_TSTRING)
-      lpsk_bad(L, arg, pfx, "field", "phone", "must be a string", at[3]);
-    s = lua_tolstring(L, at[3], &n);
-    if (psk_normalize_phone(s, n, a->phone, &e) != PSK_OK)
-      lpsk_bad(L, arg, pfx, "field", "phone", e.msg, 0);
-    a->has_phone = 1;
-  }
+  a->pin = lpsk_opt_boolean(L, &tb, at[1], "pin", 1);
+  a->time = (int)lpsk_opt_integer(L, &tb, at[2], "time", 0, 1, 30, TIME_RULE);
+  if (at[2] && psk_check_time(a->time, &e) != PSK_OK)
+    lpsk_bad(L, &tb, "time", TIME_RULE, at[2]);
+  s = lpsk_opt_string(L, &tb, at[3], "phone", &n, 0);
+  a->has_phone = s != NULL;
+  if (s && psk_normalize_phone(s, n, a->phone, &e) != PSK_OK)
+    lpsk_bad(L, &tb, "phone", e.msg, 0);
   if (!at[0] || lua_type(L, at[0]) != LUA_TSTRING)
-    lpsk_bad(L, arg, pfx, "field", "message_id",
+    lpsk_bad(L, &tb, "message_id",
              !at[0] ? "is required (a string of 1 to 1024 bytes)"
                     : "must be a string of 1 to 1024 bytes",
              at[0]);
   a->id = lua_tolstring(L, at[0], &a->idlen);
   if (psk_check_message_id(a->id, a->idlen, &e) != PSK_OK)
-    lpsk_bad(L, arg, pfx, "field", "message_id", e.msg, 0);
+    lpsk_bad(L, &tb, "message_id", e.msg, 0);
   /* message_id stays, on top. */
   lua_pushvalue(L, at[0]);
   lua_replace(L, base + 1);
   lua_settop(L, base + 1);
 }
 
-
-static const char *const many_options[] = {"concurrency", NULL};
-
 int lpsk_check_many_options(lua_State *L, int arg) {
-  int conc = 4;
-  if (!lua_isnoneornil(L, arg)) {
-    long long v = 0;
-    luaL_checktype(L, arg, LUA_TTABLE);
-    check_keys(L, arg, arg, "", "option", many_options);
-    if (lpsk_get_field(L, arg, "concurrency") != LUA_TNIL) {
-      if (!psk_tointegral(L, -1, &v) || v < 1 || v > PSK_MAX_CONCURRENCY)
-        lpsk_bad(L, arg, "", "option", "concurrency",
-                 "must be an integer from 1 to 64", -1);
-      conc = (int)v;
-    }
-    lua_pop(L, 1);
-  }
+  static const char *const names[] = {"concurrency", NULL};
+  lpsk_tab tb = {arg, NULL, "", "option", NULL};
+  int at[1], conc, top = lua_gettop(L);
+  if (lua_isnoneornil(L, arg)) return 4;
+  luaL_checktype(L, arg, LUA_TTABLE);
+  lpsk_check_keys(L, &tb, arg, names, at);
+  conc = (int)lpsk_opt_integer(L, &tb, at[0], "concurrency", 4, 1,
+                               PSK_MAX_CONCURRENCY,
+                               "must be an integer from 1 to 64");
+  lua_settop(L, top);
   return conc;
+}
+
+int lpsk_check_job_options(lua_State *L, int arg) {
+  static const char *const names[] = {"io", NULL};
+  /* In the order of JOB_IO_*. */
+  static const char *const io_names[] = {"send", "watch", "bytes", NULL};
+  lpsk_tab tb = {arg, NULL, "", "option", NULL};
+  int at[1], io, top = lua_gettop(L);
+  if (lua_isnoneornil(L, arg)) return JOB_IO_SEND;
+  luaL_checktype(L, arg, LUA_TTABLE);
+  lpsk_check_keys(L, &tb, arg, names, at);
+  io = lpsk_opt_choice(L, &tb, at[0], "io", io_names, JOB_IO_SEND,
+                       "must be \"send\", \"watch\" or \"bytes\"");
+  lua_settop(L, top);
+  return io;
 }

@@ -4,8 +4,10 @@
  * sends the request when a step says JOB_SEND, waits when it says
  * JOB_WAIT, and hands the reply back to the next step. The blocking pin
  * drives it with psk_http_perform and a sleep; pin_many drives many over
- * a multi handle; a driver whose I/O happens elsewhere (another thread)
- * fills a psk_reply itself. Pacing, events, retries and the outcome are
+ * a multi handle; job:step drives it from Lua, its exchange in another
+ * thread (a psk_reply filled from what periskope.perform returned), on
+ * the caller's loop or over the host's sockets. Pacing, events (and the
+ * one formatter of PERISKOPE_DEBUG's lines), retries and the outcome are
  * the same whoever drives.
  *
  * Every step may call the client's on_event hook, which may do anything
@@ -32,25 +34,67 @@ enum {
 /* ---------------------------------------------------------------- */
 /* events                                                            */
 
-/* Writes one redacted line for the event table at ev (PERISKOPE_DEBUG). */
-static void debug_line(lua_State *L, int ev) {
-  static const char *const keys[] = {"attempt", "method",   "url",     "status",
-                                     "elapsed", "trace_id", "kind",    "seconds",
-                                     "reason",  "error",    "message", "index",
-                                     NULL};
-  int i;
-  lua_getfield(L, ev, "type");
-  fprintf(stderr, "periskope: %s", lua_tostring(L, -1));
-  lua_pop(L, 1);
-  for (i = 0; keys[i]; i++) {
-    lua_getfield(L, ev, keys[i]);
-    if (lua_type(L, -1) == LUA_TNUMBER)
-      fprintf(stderr, " %s=%.14g", keys[i], (double)lua_tonumber(L, -1));
-    else if (lua_type(L, -1) == LUA_TSTRING)
-      fprintf(stderr, " %s=%s", keys[i], lua_tostring(L, -1));
-    lua_pop(L, 1);
+/* The fields of an event's PERISKOPE_DEBUG line after its type, in this
+   order, when present: never the request's headers. */
+static const char *const debug_keys[] = {
+    "attempt", "method", "url",   "status",  "elapsed", "trace_id", "kind",
+    "seconds", "reason", "error", "message", "index",   NULL};
+
+/* Adds field k of the event table at ev to b when it is a number (as
+   %.14g) or a string: its value alone, or " k=value" when named. Read
+   raw, popped before the buffer grows: the string stays anchored in the
+   table, and the buffer may be on top of the stack. */
+static void add_field(lua_State *L, luaL_Buffer *b, int ev, const char *k,
+                      int named) {
+  const char *v = NULL;
+  size_t n = 0;
+  char num[64];
+  lua_pushstring(L, k);
+  lua_rawget(L, ev);
+  if (lua_type(L, -1) == LUA_TNUMBER) {
+    snprintf(num, sizeof num, "%.14g", (double)lua_tonumber(L, -1));
+    v = num;
+    n = strlen(num);
+  } else if (lua_type(L, -1) == LUA_TSTRING) {
+    v = lua_tolstring(L, -1, &n);
   }
-  fputc('\n', stderr);
+  lua_pop(L, 1);
+  if (!v) return;
+  if (named) {
+    luaL_addchar(b, ' ');
+    luaL_addstring(b, k);
+    luaL_addchar(b, '=');
+  }
+  luaL_addlstring(b, v, n);
+}
+
+/* Pushes the PERISKOPE_DEBUG line of the event table at ev, without its
+   newline: "periskope: <type>", then key=value for each of debug_keys
+   present. [-0, +1, m] */
+static void push_debug_line(lua_State *L, int ev) {
+  luaL_Buffer b;
+  int i;
+  ev = psk_absindex(L, ev);
+  luaL_buffinit(L, &b);
+  luaL_addstring(&b, "periskope: ");
+  add_field(L, &b, ev, "type", 0);
+  for (i = 0; debug_keys[i]; i++) add_field(L, &b, ev, debug_keys[i], 1);
+  luaL_pushresult(&b);
+}
+
+/* periskope.debug_line(event): the line PERISKOPE_DEBUG writes for an
+   event table, without its newline. */
+int lpsk_mod_debug_line(lua_State *L) {
+  static const lpsk_tab tb = {1, NULL, "", "field", NULL};
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 1);
+  lua_pushliteral(L, "type");
+  lua_rawget(L, 1);
+  if (lua_type(L, 2) != LUA_TSTRING)
+    lpsk_bad(L, &tb, "type", "must be a string (the event's type)", 2);
+  lua_pop(L, 1);
+  push_debug_line(L, 1);
+  return 1;
 }
 
 /* Whether the error value on top is Lua refusing a yield: the hook runs
@@ -74,13 +118,19 @@ void lpsk_emit(lua_State *L, Client *c, int ud) {
     if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
       if (is_yield_error(L))
         luaL_error(L,
-                   "periskope: on_event may not yield: pin and pin_many call "
-                   "it through lua_pcall (%s)",
+                   "periskope: on_event may not yield: pin, pin_many and "
+                   "job:step call it through lua_pcall (%s)",
                    lua_tostring(L, -1));
       lua_error(L);
     }
   } else {
-    debug_line(L, ev);
+    size_t n;
+    const char *line;
+    push_debug_line(L, ev);
+    lua_pushliteral(L, "\n");
+    lua_concat(L, 2);
+    line = lua_tolstring(L, -1, &n);
+    fwrite(line, 1, n, stderr); /* stderr is unbuffered: the line whole */
   }
   lua_settop(L, ev - 1);
 }
@@ -173,14 +223,9 @@ typedef struct next_step {
    unchanged). [-0, +1, m] */
 static void push_answer(lua_State *L, const pin_job *j, int ud,
                         const psk_reply *rep, known *k) {
-  Client *c = j->c;
   int h;
-  /* The head cache, made at the first answer; out of memory, the table
-     is made without it. Kept out of the userdata, whose size the
-     collector would count. */
-  if (!c->head) c->head = calloc(1, sizeof *c->head);
   psk_getuvtable(L, ud); /* the head cache's strings */
-  lpsk_push_head(L, &rep->head, k, c->head, lua_gettop(L));
+  lpsk_push_head(L, &rep->head, k, &j->c->head, lua_gettop(L));
   lua_remove(L, -2);
   h = lua_gettop(L);
   lpsk_push_result(L, rep->status, h, k, psk_buf_cstr(&rep->body),
@@ -447,7 +492,7 @@ int lpsk_job_step(lua_State *L, pin_job *j, int ud, const psk_reply *rep,
   default:
     return luaL_error(L, "periskope: a finished pin job was stepped");
   }
-  if (!j->batch) {
+  if (!j->paced) {
     pace_slot slot;
     psk_reply why;
     switch (lpsk_pace_ask(L, j->c, ud, &j->w, 0, j->nested, j->index, wait,
@@ -510,16 +555,6 @@ void lpsk_job_release(lua_State *L, pin_job *j) {
   }
   j->slot = 0;
   drop_kept(L, j);
-  /* A client is released only when no call runs on it, and a job holds
-     a transfer only while its call runs: the pool is still there. */
-  if (j->t && j->c && j->c->http) psk_http_give(j->c->http, j->t);
-  j->t = NULL;
-  /* The watch stays: its descriptor may still be in its loop's poll set
-     (job:close and the collector close it). */
-  lpsk_wire_free(j->wire);
-  j->wire = NULL;
-  lpace_io_free(j->w.io);
-  j->w.io = NULL;
   /* Buffers go back to an open client with none (a closed one is, or
      will be, released: they are freed here). */
   if (j->c && !j->c->closed && !j->c->spare.url.data && j->req.url.data)
@@ -531,26 +566,19 @@ void lpsk_job_release(lua_State *L, pin_job *j) {
   j->a.id = NULL;
 }
 
-pin_job *lpsk_job_new(lua_State *L, Client *c, int arg) {
+pin_job *lpsk_job_new(lua_State *L, Client *c, int arg, size_t size,
+                      const char *mt) {
   pin_args a;
   pin_job *j;
   lpsk_check_pin_args(L, arg, arg, "", &a); /* message_id on the stack */
   /* Created empty, metatable set, then filled (it cannot fail: the id's
      copy lives in the same block), so __gc always finds a job. */
-  j = psk_newuserdata(L, sizeof *j + a.idlen + 1);
-  memset(j, 0, sizeof *j); /* what __gc may see before lpsk_job_init */
-  psk_setmetatable(L, JOB_MT);
-  lpsk_job_init(j, c, &a, 0, (char *)(j + 1));
+  j = psk_newuserdata(L, size + a.idlen + 1);
+  memset(j, 0, size); /* what __gc may see before lpsk_job_init */
+  psk_setmetatable(L, mt);
+  lpsk_job_init(j, c, &a, 0, (char *)j + size);
   lua_remove(L, -2); /* message_id: the job has its own copy */
   return j;
 }
 
 int lpsk_job_awaits_reply(const pin_job *j) { return j->state == J_SENT; }
-
-int lpsk_job_gc(lua_State *L) {
-  pin_job *j = luaL_checkudata(L, 1, JOB_MT);
-  lpsk_job_release(L, j);
-  psk_watch_free(j->watch);
-  j->watch = NULL;
-  return 0;
-}

@@ -4,14 +4,12 @@
  * handle of its own, with its own scheduling (concurrency, pacing shared
  * by the batch).
  *
- * The busy rule: every call that may run Lua (an on_event hook, a store)
- * runs under lua_pcall with the client marked busy (lpsk_run_busy). Whatever
- * happens in it, a hook's error, a memory error, a close or a configure
- * from a hook, the same exit follows: the job or batch gives back what it
- * holds (transfers out of the multi handle, into the pool), busy goes
- * down, a client closed meanwhile is released by the last call out, and
- * the error, if any, is raised again unchanged. A hook may pin and
- * pin_many on the same client: each call has its own job or batch,
+ * Both run under the busy rule (lpsk_run_busy, lpsk_client.c): whatever
+ * happens in their body, a hook's error, a memory error, a close or a
+ * configure from a hook, the job or batch gives back what it holds
+ * (transfers out of the multi handle, into the pool) on the same way
+ * out, and the error, if any, is raised again unchanged. A hook may pin
+ * and pin_many on the same client: each call has its own job or batch,
  * transfers and multi handle.
  */
 #include <stdio.h>
@@ -20,25 +18,6 @@
 
 #include "lpsk.h"
 #include "psk_time.h"
-
-/* The body kept under name in the module state is a closure with the
-   state as its upvalue 1 (the result builder caches the JSON decoder
-   there). See lpsk.h. */
-int lpsk_run_busy(lua_State *L, Client *c, int ud, int obj, const char *name,
-                  lpsk_release_fn release) {
-  int base = lua_gettop(L), st;
-  lua_getfield(L, lua_upvalueindex(1), name);
-  lua_pushvalue(L, ud);
-  lua_pushvalue(L, obj);
-  c->busy++; /* from here on, every exit passes below */
-  st = lua_pcall(L, 2, LUA_MULTRET, 0);
-  c->busy--;
-  if (!c->busy && c->head) c->head->busy = 0; /* no table is built now */
-  release(L, obj);
-  if (!c->busy && c->closed) lpsk_client_release(c);
-  if (st != LUA_OK) return lua_error(L);
-  return lua_gettop(L) - base;
-}
 
 /* Does nothing: called only for the hooks a call runs. */
 static int checkpoint(lua_State *L) {
@@ -61,58 +40,79 @@ void lpsk_sleep(lua_State *L, double s) {
 /* ---------------------------------------------------------------- */
 /* pin                                                               */
 
-/* Under lpsk_run_busy: 1 the client, 2 its job. Sends, waits and retries as
-   the job's steps say. */
+/* A blocking pin: its job and the transfer it sends on, taken from the
+   client's pool at its first send and given back when it ends. */
+typedef struct pin_call {
+  pin_job j; /* first: lpsk_job_new makes it */
+  psk_transfer *t;
+} pin_call;
+
+/* Under lpsk_run_busy: 1 the client, 2 its call. Sends, waits and
+   retries as the job's steps say. */
 static int pin_body(lua_State *L) {
   Client *c = lua_touserdata(L, 1);
-  pin_job *j = lua_touserdata(L, 2);
+  pin_call *p = lua_touserdata(L, 2);
   const psk_reply *rep = NULL;
   for (;;) {
     double wait;
-    switch (lpsk_job_step(L, j, 1, rep, &wait)) {
+    switch (lpsk_job_step(L, &p->j, 1, rep, &wait)) {
     case JOB_SEND:
-      if (!j->t && !(j->t = psk_http_take(c->http)))
+      if (!p->t && !(p->t = psk_http_take(c->http)))
         return luaL_error(L, "periskope: out of memory");
-      rep = psk_http_perform(c->http, j->t, &j->req);
+      rep = psk_http_perform(c->http, p->t, &p->j.req);
       break;
     case JOB_WAIT:
       lpsk_sleep(L, wait);
       rep = NULL;
       break;
     default:
-      return j->nout;
+      return p->j.nout;
     }
   }
 }
 
+/* Gives p's transfer back and releases its job; idempotent. A client is
+   released only when no call runs on it, and a pin holds a transfer only
+   while its call runs: the pool is still there. */
+static void call_release(lua_State *L, pin_call *p) {
+  if (p->t && p->j.c && p->j.c->http) psk_http_give(p->j.c->http, p->t);
+  p->t = NULL;
+  lpsk_job_release(L, &p->j);
+}
+
 static void pin_release(lua_State *L, int obj) {
-  lpsk_job_release(L, lua_touserdata(L, obj));
+  call_release(L, lua_touserdata(L, obj));
+}
+
+int lpsk_pin_gc(lua_State *L) {
+  call_release(L, luaL_checkudata(L, 1, PIN_MT));
+  return 0;
 }
 
 /* pin on client c (userdata at ud) with the arguments at arg. A pin on
-   a client with no call running uses the client's own job, allocated
+   a client with no call running uses the client's own call, allocated
    once: made after the arguments are checked (the last raise before the
    protected call), it holds nothing until pin_body runs, and run_busy
    releases it whatever way that ends; its message_id stays on the Lua
    stack meanwhile. A pin nested in a hook of a call on the same client
-   has a job of its own, a userdata: the client's is in use, and hooks
+   has a call of its own, a userdata: the client's is in use, and hooks
    that pin again and again nest as deep as Lua lets them, so the C stack
    holds no job. */
 static int do_pin(lua_State *L, Client *c, int ud, int arg) {
   pin_args a;
-  pin_job *j;
+  pin_call *p;
   if (c->busy) {
-    j = lpsk_job_new(L, c, arg);
-    j->nested = 1;
+    p = (pin_call *)lpsk_job_new(L, c, arg, sizeof *p, PIN_MT);
+    p->j.nested = 1;
     return lpsk_run_busy(L, c, ud, lua_gettop(L), "pin_body", pin_release);
   }
   lpsk_check_pin_args(L, arg, arg, "", &a);
-  if (!c->job &&
-      !(c->job = malloc(sizeof *c->job + PSK_MESSAGE_ID_MAX + 1)))
+  if (!c->pin && !(c->pin = malloc(sizeof *c->pin + PSK_MESSAGE_ID_MAX + 1)))
     return luaL_error(L, "periskope: out of memory");
-  j = c->job;
-  lpsk_job_init(j, c, &a, 0, (char *)(j + 1)); /* cannot fail */
-  lua_pushlightuserdata(L, j);
+  p = c->pin;
+  lpsk_job_init(&p->j, c, &a, 0, (char *)(p + 1)); /* cannot fail */
+  p->t = NULL;
+  lua_pushlightuserdata(L, p);
   return lpsk_run_busy(L, c, ud, lua_gettop(L), "pin_body", pin_release);
 }
 
@@ -132,10 +132,17 @@ int lpsk_mod_pin(lua_State *L) {
 /* ---------------------------------------------------------------- */
 /* pin_many                                                          */
 
-/* A running pin_many: its items as jobs, the slots they run in (a
-   transfer each, taken from the client's pool on first use) and a multi
-   handle of its own. A userdata: whatever way the call ends, its release
-   runs (lpsk_run_busy, else __gc). */
+/* An item of a batch: its job and its place in the batch's schedule. */
+typedef struct batch_item {
+  pin_job j;
+  double not_before; /* monotonic time its retry may start */
+  int running;       /* its request is in flight */
+} batch_item;
+
+/* A running pin_many: its items, the slots they run in (a transfer each,
+   taken from the client's pool on first use) and a multi handle of its
+   own. A userdata: whatever way the call ends, its release runs
+   (lpsk_run_busy, else __gc). */
 typedef struct batch {
   Client *c;
   psk_batch *net;     /* the multi handle, made when the batch runs */
@@ -146,8 +153,8 @@ typedef struct batch {
   int nested;         /* started while another call ran on the client */
   pace_waiter w;      /* its wait for a slot for its next request */
   psk_transfer *slot_t[PSK_MAX_CONCURRENCY];
-  pin_job *slot_job[PSK_MAX_CONCURRENCY]; /* running there, or NULL */
-  pin_job jobs[1];    /* n of them (at least one, for the array) */
+  batch_item *slot_item[PSK_MAX_CONCURRENCY]; /* running there, or NULL */
+  batch_item items[1]; /* n of them (at least one, for the array) */
 } batch;
 
 static void batch_release(lua_State *L, batch *b) {
@@ -157,9 +164,9 @@ static void batch_release(lua_State *L, batch *b) {
   for (i = 0; i < PSK_MAX_CONCURRENCY; i++) {
     if (b->slot_t[i] && b->c->http) psk_http_give(b->c->http, b->slot_t[i]);
     b->slot_t[i] = NULL;
-    b->slot_job[i] = NULL;
+    b->slot_item[i] = NULL;
   }
-  for (i = 0; i < b->n; i++) lpsk_job_release(L, &b->jobs[i]);
+  for (i = 0; i < b->n; i++) lpsk_job_release(L, &b->items[i].j);
 }
 
 int lpsk_batch_gc(lua_State *L) {
@@ -176,7 +183,8 @@ static void many_release(lua_State *L, int obj) {
    own copy of its message_id. [-0, +1, v] */
 static batch *new_batch(lua_State *L, Client *c, int arg, int conc) {
   int i, n = (int)psk_rawlen(L, arg);
-  size_t size = sizeof(batch) + sizeof(pin_job) * (size_t)(n > 1 ? n - 1 : 0);
+  size_t size =
+      sizeof(batch) + sizeof(batch_item) * (size_t)(n > 1 ? n - 1 : 0);
   batch *b = psk_newuserdata(L, size);
   memset(b, 0, size);
   b->c = c;
@@ -187,9 +195,9 @@ static batch *new_batch(lua_State *L, Client *c, int arg, int conc) {
     snprintf(pfx, sizeof pfx, "item %d: ", i + 1);
     lua_rawgeti(L, arg, i + 1);
     lpsk_check_pin_args(L, -1, arg, pfx, &a);
-    if (lpsk_job_init(&b->jobs[i], c, &a, i + 1, NULL) != 0)
+    if (lpsk_job_init(&b->items[i].j, c, &a, i + 1, NULL) != 0)
       luaL_error(L, "periskope: out of memory");
-    b->jobs[i].batch = 1;
+    b->items[i].j.paced = 1;
     b->n = i + 1; /* released from here on */
     lua_pop(L, 2);
   }
@@ -207,20 +215,20 @@ static void check_open(lua_State *L, const batch *b) {
 
 /* The first item waiting to start whose retry wait is over, or NULL;
    *timeout shrinks to the time until the next one's wait ends. */
-static pin_job *next_ready(batch *b, double now, double *timeout) {
+static batch_item *next_ready(batch *b, double now, double *timeout) {
   int k;
-  while (b->first < b->n && b->jobs[b->first].nout) b->first++;
+  while (b->first < b->n && b->items[b->first].j.nout) b->first++;
   for (k = b->first; k < b->n; k++) {
-    pin_job *j = &b->jobs[k];
-    if (j->nout || j->running) continue; /* done, or running */
-    if (j->not_before <= now) return j;
-    if (j->not_before - now < *timeout) *timeout = j->not_before - now;
+    batch_item *it = &b->items[k];
+    if (it->j.nout || it->running) continue; /* done, or running */
+    if (it->not_before <= now) return it;
+    if (it->not_before - now < *timeout) *timeout = it->not_before - now;
   }
   return NULL;
 }
 
 /* Stores the outcome on top (a result table; or nil, message, kind,
-   which becomes { ok = false, error, kind, attempts }) as item j's result
+   which becomes { ok = false, error, kind, attempts }) as job j's result
    in the table at res, and pops it. */
 static void store_result(lua_State *L, const pin_job *j, int res) {
   if (j->nout == 3) {
@@ -239,58 +247,60 @@ static void store_result(lua_State *L, const pin_job *j, int res) {
   lua_rawseti(L, res, j->index);
 }
 
-/* Item j is done, its outcome on top: stored as its result. */
-static void item_done(lua_State *L, batch *b, pin_job *j, int res) {
-  store_result(L, j, res);
+/* Item it is done, its outcome on top: stored as its result. */
+static void item_done(lua_State *L, batch *b, batch_item *it, int res) {
+  store_result(L, &it->j, res);
   b->done++;
-  lpsk_job_release(L, j); /* its request and id: the result has what counts */
+  lpsk_job_release(L, &it->j); /* its request and id: the result has
+                                  what counts */
 }
 
-/* Item j was not sent (lpsk_pace_ask's PACE_REFUSED or PACE_SHARE, with
+/* Item it was not sent (lpsk_pace_ask's PACE_REFUSED or PACE_SHARE, with
    why): a retry to start later, or its result. */
-static void item_unsent(lua_State *L, batch *b, int ud, pin_job *j, int how,
-                        const psk_reply *why, int res) {
+static void item_unsent(lua_State *L, batch *b, int ud, batch_item *it,
+                        int how, const psk_reply *why, int res) {
   double wait;
-  if (lpsk_job_unsent(L, j, ud, how, why, &wait) == JOB_WAIT) {
-    j->not_before = psk_time_mono() + wait;
+  if (lpsk_job_unsent(L, &it->j, ud, how, why, &wait) == JOB_WAIT) {
+    it->not_before = psk_time_mono() + wait;
     return;
   }
-  item_done(L, b, j, res);
+  item_done(L, b, it, res);
 }
 
-/* Takes the reply of finished transfer t for the job in its slot: a
+/* Takes the reply of finished transfer t for the item in its slot: a
    retry to start later, or the item's result. */
 static void finish_item(lua_State *L, batch *b, int ud, psk_transfer *t,
                         int res) {
   int slot = psk_transfer_tag(t);
-  pin_job *j = b->slot_job[slot];
+  batch_item *it = b->slot_item[slot];
   double wait;
-  b->slot_job[slot] = NULL;
-  j->running = 0;
-  if (lpsk_job_step(L, j, ud, psk_transfer_reply(t), &wait) == JOB_WAIT) {
-    j->not_before = psk_time_mono() + wait;
+  b->slot_item[slot] = NULL;
+  it->running = 0;
+  if (lpsk_job_step(L, &it->j, ud, psk_transfer_reply(t), &wait) ==
+      JOB_WAIT) {
+    it->not_before = psk_time_mono() + wait;
     return;
   }
-  item_done(L, b, j, res);
+  item_done(L, b, it, res);
 }
 
-/* Starts job j in a free slot: its request event, then the transfer. */
-static void start_item(lua_State *L, batch *b, int ud, pin_job *j,
+/* Starts item it in a free slot: its request event, then the transfer. */
+static void start_item(lua_State *L, batch *b, int ud, batch_item *it,
                        int res) {
   int slot = 0;
   double wait;
   psk_transfer *t;
-  while (b->slot_job[slot]) slot++; /* fewer than conc are running */
+  while (b->slot_item[slot]) slot++; /* fewer than conc are running */
   if (!b->slot_t[slot] && !(b->slot_t[slot] = psk_http_take(b->c->http)))
     luaL_error(L, "periskope: out of memory");
   t = b->slot_t[slot];
-  lpsk_job_step(L, j, ud, NULL, &wait); /* JOB_SEND: the batch paced it */
+  lpsk_job_step(L, &it->j, ud, NULL, &wait); /* JOB_SEND: the batch paced it */
   check_open(L, b);
   psk_transfer_set_tag(t, slot);
-  b->slot_job[slot] = j;
-  j->running = 1;
+  b->slot_item[slot] = it;
+  it->running = 1;
   /* A transfer that cannot start has its failure in its reply. */
-  if (psk_batch_start(b->net, t, &j->req) != 0)
+  if (psk_batch_start(b->net, t, &it->j.req) != 0)
     finish_item(L, b, ud, t, res);
 }
 
@@ -301,9 +311,9 @@ static void share_failure(lua_State *L, batch *b, int ud, const psk_reply *why,
   int n = b->conc - psk_batch_running(b->net);
   while (n-- > 0) {
     double ignored = 1;
-    pin_job *j = next_ready(b, psk_time_mono(), &ignored);
-    if (!j) break;
-    item_unsent(L, b, ud, j, PACE_SHARE, why, res);
+    batch_item *it = next_ready(b, psk_time_mono(), &ignored);
+    if (!it) break;
+    item_unsent(L, b, ud, it, PACE_SHARE, why, res);
     check_open(L, b);
   }
 }
@@ -318,23 +328,23 @@ static double start_ready(lua_State *L, batch *b, int ud, int res) {
     double nap;
     pace_slot slot;
     psk_reply why;
-    pin_job *j = next_ready(b, psk_time_mono(), &timeout);
-    if (!j) break;
+    batch_item *it = next_ready(b, psk_time_mono(), &timeout);
+    if (!it) break;
     switch (lpsk_pace_ask(L, b->c, ud, &b->w, psk_batch_running(b->net) == 0,
                           b->nested, 0, &nap, &slot, &why)) {
     case PACE_WAIT:
       return nap < timeout ? nap : timeout;
     case PACE_REFUSED:
-      item_unsent(L, b, ud, j, PACE_REFUSED, &why, res);
+      item_unsent(L, b, ud, it, PACE_REFUSED, &why, res);
       break;
     case PACE_SHARE:
       share_failure(L, b, ud, &why, res);
       break;
     default:
-      j->slot = 1; /* the job owns the slot from here: released, it ends */
-      j->shared = slot.shared;
-      j->probe = slot.probe;
-      start_item(L, b, ud, j, res);
+      it->j.slot = 1; /* the job owns the slot from here: released, it ends */
+      it->j.shared = slot.shared;
+      it->j.probe = slot.probe;
+      start_item(L, b, ud, it, res);
     }
     check_open(L, b);
   }

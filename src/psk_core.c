@@ -24,7 +24,7 @@ static int fail(psk_err *e, const char *msg) {
 
 static int is_ctl(unsigned char c) { return c < 0x20 || c == 0x7f; }
 
-static int has_ctl(const char *s, size_t n) {
+int psk_has_ctl(const char *s, size_t n) {
   size_t i;
   for (i = 0; i < n; i++)
     if (is_ctl((unsigned char)s[i])) return 1;
@@ -56,21 +56,21 @@ static int ieq(const char *a, size_t n, const char *b) {
 int psk_check_api_key(const char *s, size_t n, psk_err *e) {
   if (n == 0 || n > PSK_API_KEY_MAX)
     return fail(e, "must be a string of 1 to 4096 bytes");
-  if (has_ctl(s, n)) return fail(e, "must not contain control bytes");
+  if (psk_has_ctl(s, n)) return fail(e, "must not contain control bytes");
   return PSK_OK;
 }
 
 int psk_check_user_agent(const char *s, size_t n, psk_err *e) {
   if (n == 0 || n > PSK_USER_AGENT_MAX)
     return fail(e, "must be a string of 1 to 1024 bytes");
-  if (has_ctl(s, n)) return fail(e, "must not contain control bytes");
+  if (psk_has_ctl(s, n)) return fail(e, "must not contain control bytes");
   return PSK_OK;
 }
 
 int psk_check_message_id(const char *s, size_t n, psk_err *e) {
   if (n == 0 || n > PSK_MESSAGE_ID_MAX)
     return fail(e, "must be a string of 1 to 1024 bytes");
-  if (has_ctl(s, n)) return fail(e, "must not contain control bytes");
+  if (psk_has_ctl(s, n)) return fail(e, "must not contain control bytes");
   if ((n == 1 && s[0] == '.') || (n == 2 && s[0] == '.' && s[1] == '.'))
     return fail(e, "must not be '.' or '..'");
   return PSK_OK;
@@ -102,12 +102,16 @@ int psk_normalize_phone(const char *s, size_t n, char *out, psk_err *e) {
   return PSK_OK;
 }
 
-/* A dotted quad whose first octet is 127. */
+/* A dotted quad of decimal octets, as libcurl writes an IPv4 address
+   (no leading zero: "09" is no octal number, and "127.0.0.09" a name),
+   whose first octet is 127. */
 static int is_loopback_v4(const char *h, size_t n) {
   int octets = 0, first = -1;
   size_t i = 0;
   while (i < n) {
     int v = 0, digits = 0;
+    if (h[i] == '0' && i + 1 < n && is_digit((unsigned char)h[i + 1]))
+      return 0;
     while (i < n && is_digit((unsigned char)h[i])) {
       v = v * 10 + (h[i] - '0');
       if (++digits > 3 || v > 255) return 0;
@@ -128,8 +132,7 @@ static int host_char(unsigned char c) {
   return is_alnum(c) || c == '-' || c == '.' || c == '_' || c == '%';
 }
 
-/* A loopback host: 127.0.0.0/8, localhost or [::1]. */
-static int is_loopback_host(const char *h, size_t n) {
+int psk_host_loopback(const char *h, size_t n) {
   return is_loopback_v4(h, n) || ieq(h, n, "localhost") || ieq(h, n, "[::1]");
 }
 
@@ -140,18 +143,14 @@ static int is_loopback_host(const char *h, size_t n) {
 int psk_normalize_base_url(const char *s, size_t n, psk_buf *out,
                            psk_err *e) {
   size_t i, hs, he, ps;
-  int https;
   psk_buf_clear(out);
-  if (n == 0 || n > PSK_BASE_URL_MAX || has_ctl(s, n)) return fail(e, URL_RULE);
-  if (n > 8 && ieq(s, 8, "https://")) {
-    https = 1;
+  if (n == 0 || n > PSK_BASE_URL_MAX || psk_has_ctl(s, n)) return fail(e, URL_RULE);
+  if (n > 8 && ieq(s, 8, "https://"))
     i = 8;
-  } else if (n > 7 && ieq(s, 7, "http://")) {
-    https = 0;
+  else if (n > 7 && ieq(s, 7, "http://"))
     i = 7;
-  } else {
+  else
     return fail(e, URL_RULE);
-  }
   hs = i;
   if (s[i] == '[') { /* IPv6 literal */
     while (i < n && s[i] != ']') {
@@ -185,33 +184,8 @@ int psk_normalize_base_url(const char *s, size_t n, psk_buf *out,
     if (c == '?' || c == '#' || c == ' ' || c >= 0x80 || c == '\\')
       return fail(e, URL_RULE);
   }
-  if (!https) {
-    const char *h = s + hs;
-    size_t hl = he - hs;
-    if (!is_loopback_host(h, hl))
-      return fail(e, "must use https: plain http is allowed only to a "
-                     "loopback host (127.0.0.0/8, ::1 or localhost)");
-  }
   while (n > ps && s[n - 1] == '/') n--; /* a trailing '/' is fine */
   return psk_buf_append(out, s, n);
-}
-
-int psk_url_loopback(const char *url) {
-  size_t n = strlen(url), i, hs;
-  if (n > 8 && ieq(url, 8, "https://"))
-    i = 8;
-  else if (n > 7 && ieq(url, 7, "http://"))
-    i = 7;
-  else
-    return 0;
-  hs = i;
-  if (url[i] == '[') {
-    while (i < n && url[i] != ']') i++;
-    if (i < n) i++; /* past ']' */
-  } else {
-    while (i < n && host_char((unsigned char)url[i])) i++;
-  }
-  return is_loopback_host(url + hs, i - hs);
 }
 
 int psk_check_time(long long days, psk_err *e) {

@@ -65,6 +65,9 @@ extern const char *const psk_wait_reasons[]; /* "retry-after", ... */
 
 /* ---- validation ---- */
 
+/* Whether s holds a control byte (below 0x20, or 0x7f): the one test of
+   them, for every value that goes into a request or a store's command. */
+int psk_has_ctl(const char *s, size_t n);
 /* 1..PSK_API_KEY_MAX bytes, no control bytes. */
 int psk_check_api_key(const char *s, size_t n, psk_err *e);
 /* 1..PSK_USER_AGENT_MAX bytes, no control bytes. */
@@ -75,13 +78,19 @@ int psk_check_message_id(const char *s, size_t n, psk_err *e);
    or accepts "phone-" followed by letters and digits as it is. Writes the
    normalized value, NUL-terminated, into out[PSK_PHONE_MAX + 1]. */
 int psk_normalize_phone(const char *s, size_t n, char *out, psk_err *e);
-/* http or https URL with a host, optional port and path, no userinfo,
-   query or fragment; plain http only to 127.0.0.0/8, ::1 or localhost.
-   Writes it without trailing '/' into out (cleared first). */
+/* The form of a base URL: http or https, a host, optional port and path,
+   no userinfo, query or fragment. Writes it without trailing '/' into out
+   (cleared first). It does not judge plain http: which host a URL names
+   is what libcurl reads in it, so the transport decides that
+   (psk_http_base_url, with psk_host_loopback below). */
 int psk_normalize_base_url(const char *s, size_t n, psk_buf *out, psk_err *e);
-/* Whether a normalized base URL names a loopback host (127.0.0.0/8,
-   localhost or [::1]): such a URL never goes through a proxy. */
-int psk_url_loopback(const char *url);
+/* Whether a host, as libcurl reads it in a URL (CURLUPART_HOST: an IPv4
+   address as four decimal numbers, an IPv6 one in brackets), is loopback:
+   127.0.0.0/8, localhost in any case, or [::1]. Plain http goes only
+   there (the key never crosses a network in clear), and such a host never
+   goes through a proxy. A name that only looks like an address
+   ("127.0.0.09": libcurl reads no number in it) is a name: not loopback. */
+int psk_host_loopback(const char *host, size_t n);
 /* Where the path of an absolute URL ("scheme://authority/path") starts:
    the offset of the first '/' after "://", or the URL's length when it
    has no path. */

@@ -3,10 +3,10 @@
  * through fork(), in plain C (POSIX), with neither Lua nor libcurl.
  *
  * A pthread_atfork child handler counts forks, so an owner that matches
- * the count is ours without asking getpid(), a system call (about 1 us
- * here) that a check on every pin would pay. getpid() is asked only after
- * a fork, or always if the handler could not be set. glibc unregisters
- * the handler when this shared object is unloaded.
+ * the count is ours without asking getpid(), a system call that a check
+ * on every pin would pay (bench/README.md measures both). getpid() is
+ * asked only after a fork, or always if the handler could not be set.
+ * glibc unregisters the handler when this shared object is unloaded.
  */
 #ifndef PSK_FORK_H
 #define PSK_FORK_H

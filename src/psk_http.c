@@ -5,6 +5,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "psk_http.h"
 #include "psk_fork.h"
+#include "psk_h1.h"
 #include "psk_one.h"
 #include "psk_time.h"
 
@@ -263,6 +264,84 @@ static int proxy_env_set(void) {
   return 0;
 }
 
+/* ---------------------------------------------------------------- */
+/* base URLs, as libcurl reads them                                  */
+
+/* The scheme and host libcurl reads in url, NUL-terminated; each to be
+   given back with curl_free. */
+static CURLUcode url_host(const char *url, char **scheme, char **host) {
+  CURLU *u = curl_url();
+  CURLUcode uc = u ? curl_url_set(u, CURLUPART_URL, url, 0)
+                   : CURLUE_OUT_OF_MEMORY;
+  *scheme = *host = NULL;
+  if (uc == CURLUE_OK) uc = curl_url_get(u, CURLUPART_SCHEME, scheme, 0);
+  if (uc == CURLUE_OK) uc = curl_url_get(u, CURLUPART_HOST, host, 0);
+  if (uc != CURLUE_OK) {
+    curl_free(*scheme);
+    curl_free(*host);
+    *scheme = *host = NULL;
+  }
+  curl_url_cleanup(u);
+  return uc;
+}
+
+static int url_fail(psk_err *e, const char *msg) {
+  if (e) snprintf(e->msg, sizeof e->msg, "%s", msg);
+  return PSK_INVALID;
+}
+
+/* out's host (as written, where psk_h1_origin finds it) replaced with
+   host. */
+static int set_host(psk_buf *out, const char *host) {
+  psk_origin o;
+  psk_buf was;
+  int st;
+  size_t n = strlen(host);
+  if (psk_h1_origin(psk_buf_cstr(out), &o) != PSK_OK) return PSK_INVALID;
+  if (o.host_len == n && memcmp(psk_buf_cstr(out) + o.host_off, host, n) == 0)
+    return PSK_OK;
+  was = *out;
+  psk_buf_init(out, was.cap);
+  if ((st = psk_buf_append(out, was.data, o.host_off)) == PSK_OK &&
+      (st = psk_buf_addstr(out, host)) == PSK_OK)
+    st = psk_buf_addstr(out, was.data + o.host_off + o.host_len);
+  psk_buf_free(&was);
+  return st;
+}
+
+int psk_http_base_url(const char *s, size_t n, psk_buf *out, psk_err *e) {
+  char *scheme, *host;
+  CURLUcode uc;
+  int st = psk_normalize_base_url(s, n, out, e);
+  if (st != PSK_OK) return st;
+  uc = url_host(psk_buf_cstr(out), &scheme, &host);
+  if (uc == CURLUE_OUT_OF_MEMORY)
+    st = PSK_NOMEM;
+  else if (uc != CURLUE_OK || (st = set_host(out, host)) == PSK_INVALID)
+    st = url_fail(e, "must be a URL libcurl can read: http or https, a host "
+                     "and no user, query or fragment");
+  else if (st == PSK_TOO_LARGE) /* libcurl's host is longer */
+    st = url_fail(e, "must be at most 2048 bytes");
+  else if (st == PSK_OK && strcmp(scheme, "http") == 0 &&
+           !psk_host_loopback(host, strlen(host)))
+    st = url_fail(e, "must use https: plain http is allowed only to a "
+                     "loopback host (127.0.0.0/8, ::1 or localhost)");
+  curl_free(scheme);
+  curl_free(host);
+  if (st != PSK_OK) psk_buf_clear(out);
+  return st;
+}
+
+/* Whether url names a loopback host, as libcurl reads it. */
+static int url_loopback(const char *url) {
+  char *scheme, *host;
+  int loopback = url_host(url, &scheme, &host) == CURLUE_OK &&
+                 psk_host_loopback(host, strlen(host));
+  curl_free(scheme);
+  curl_free(host);
+  return loopback;
+}
+
 psk_http *psk_http_new(const psk_config *c, char *errmsg, size_t errlen) {
   psk_http *h;
   int st;
@@ -278,7 +357,7 @@ psk_http *psk_http_new(const psk_config *c, char *errmsg, size_t errlen) {
     return NULL;
   }
   h->cfg = c;
-  h->no_proxy = psk_url_loopback(c->base_url) || !proxy_env_set();
+  h->no_proxy = url_loopback(c->base_url) || !proxy_env_set();
   if ((st = open_share(h)) != PSK_OK) {
     snprintf(errmsg, errlen, "periskope: %s",
              st == PSK_NOMEM ? "out of memory" : "could not set up libcurl");

@@ -111,6 +111,17 @@ psk_transfer *psk_batch_wait(psk_batch *b, double timeout);
 /* How many of b's transfers are running. */
 int psk_batch_running(const psk_batch *b);
 
+/* A base URL (base_url, or the origin of perform's URL) as libcurl reads
+   it, into out (cleared first): psk_normalize_base_url's form, then
+   libcurl's reading (CURLU): its host replaces the host as written (so
+   every reader of the URL after this -- libcurl, the HTTP/1.1 framer of
+   the host's sockets, the Host header, messages -- finds the same one:
+   "http://127.1" is "http://127.0.0.1"), and plain http only when that
+   host is loopback (psk_host_loopback): the key never crosses a network
+   in clear. PSK_OK, PSK_NOMEM, or PSK_INVALID with e saying what is
+   accepted (never quoting the URL). */
+int psk_http_base_url(const char *s, size_t n, psk_buf *out, psk_err *e);
+
 /* libcurl's version string, e.g. "7.88.1". */
 const char *psk_http_curl_version(void);
 

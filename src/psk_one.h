@@ -8,8 +8,8 @@
  * is ready (curl_multi_socket_action), so it reads without polling that
  * socket again. curl_easy_perform polls its wake-up pipe before it starts
  * and each socket once more before it reads: two more system calls per
- * transfer (about 1 us each here). libcurl's socket table for the handle
- * is about 30 KB, made at the first transfer.
+ * transfer (bench/README.md says what one costs). libcurl makes the
+ * handle's socket table once, at its first transfer.
  */
 #ifndef PSK_ONE_H
 #define PSK_ONE_H
