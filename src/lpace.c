@@ -294,9 +294,12 @@ struct lpace_io {
   char err[300];
 };
 
+/* The exchange only where a Redis store can be: built without hiredis,
+   a client's store is in-process or a shared dictionary, and the stub's
+   NULL is no failure. */
 lpace_io *lpace_io_new(void) {
   lpace_io *io = calloc(1, sizeof *io);
-  if (io && !(io->x = psk_redis_x_new())) {
+  if (io && psk_redis_available() && !(io->x = psk_redis_x_new())) {
     free(io);
     io = NULL;
   }
