@@ -229,6 +229,58 @@ function M.pin(name)
   return answer(res, err, kind)
 end
 
+-- GET /t/lag?on=1 starts, in the worker that serves it, a timer whose
+-- coroutine sleeps 1 ms (ngx.sleep) again and again and notes how much
+-- longer than 1 ms each sleep took: how long the worker's event loop was
+-- held by other work. GET /t/lag (without on) stops it and answers the
+-- longest, in ms.
+local lag = { on = false, max = 0 }
+
+function M.lag()
+  if ngx.var.arg_all then
+    ngx.shared[STATS]:set("lag_all", ngx.var.arg_all == "1" or nil)
+    ngx.say("ok")
+  elseif ngx.var.arg_on then
+    lag.on, lag.max = true, 0
+    ngx.timer.at(0, function()
+      while lag.on do
+        local t0 = clock.now()
+        ngx.sleep(0.001)
+        local over = clock.now() - t0 - 0.001
+        if over > lag.max then lag.max = over end
+      end
+    end)
+    ngx.say("on")
+  else
+    lag.on = false
+    ngx.say(("%.3f"):format(lag.max * 1e3))
+  end
+end
+
+-- For init_worker_by_lua: the same 1 ms sleeper in every worker, from its
+-- start, each keeping its longest oversleep in the stats dictionary
+-- ("lag:<pid>", ms) while the dictionary's "lag_all" is set (GET
+-- /t/lag?all=1 sets it, /t/lag?all=0 clears it).
+function M.init_worker()
+  ngx.timer.at(0, function()
+    local d, key, max = ngx.shared[STATS], "lag:" .. ngx.worker.pid(), 0
+    while not ngx.worker.exiting() do
+      if d:get("lag_all") then
+        local t0 = clock.now()
+        ngx.sleep(0.001)
+        local over = (clock.now() - t0 - 0.001) * 1e3
+        if over > max then
+          max = over
+          d:set(key, max)
+        end
+      else
+        max = 0
+        ngx.sleep(0.01)
+      end
+    end
+  end)
+end
+
 -- GET /t/stats: the counters and the lock's waits, as JSON; reading them
 -- forgets them.
 function M.stats()
@@ -245,10 +297,11 @@ function M.stats()
   local out = {
     locks = d:get("locks") or 0, busy = d:get("busy") or 0,
     limiter_events = d:get("event:limiter") or 0, failure_events = d:get("event:failure") or 0,
-    waits = list("waits"), given_up = list("given_up"), holds = list("holds"), workers = 0,
+    waits = list("waits"), given_up = list("given_up"), holds = list("holds"), workers = 0, lag_max = 0,
   }
   for _, k in ipairs(d:get_keys(0)) do
     if k:find("^worker:") then out.workers = out.workers + 1 end
+    if k:find("^lag:") then out.lag_max = math.max(out.lag_max, d:get(k)) end
   end
   d:flush_all()
   ngx.say(cjson.encode(out))
