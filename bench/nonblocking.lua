@@ -451,7 +451,9 @@ local function a1_profile(app, fast, w)
   end
   say(("Where the worker's time goes: one more round of %s pins per way under `perf record -F %d -p <worker>`"
     .. " (user and kernel; a sample is 1/%d s of CPU), as µs per pin, and the system calls per pin"
-    .. " (`perf stat -e raw_syscalls:sys_enter`); the profile's own cost is in these rounds only. LuaJIT"
+    .. " (`perf stat -e raw_syscalls:sys_enter`); the profile's own cost is in these rounds only, and one"
+    .. " round each moves with the machine's load: compare the libraries within a column, and take the"
+    .. " ratios from the rounds above. LuaJIT"
     .. " (the interpreter and the `[JIT]` traces) is stripped: its functions have no names."):format(CFG.cpu_pins,
     PERF_HZ, PERF_HZ))
   say("")
