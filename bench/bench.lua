@@ -13,6 +13,7 @@
 --   fair  5. shared pacing under contention: processes on one Redis
 --   host  6. CPU per pin of an nginx worker pinning through periskope
 --   cmd   7. one pin through the periskope command against one curl process
+--   outage 8. pin_many through an outage: the circuit breaker
 --
 -- BENCH_PARTS (e.g. "cg" or "seq,many") runs some of them; every part runs
 -- by default. It prints the results, writes them to BENCH_RESULTS
@@ -35,7 +36,7 @@ package.path = "./?.lua;" .. package.path
 local b = require "bench.common"
 local report = require "bench.report"
 
-local PARTS = { "seq", "cg", "many", "rss", "fair", "host", "cmd" }
+local PARTS = { "seq", "cg", "many", "rss", "fair", "host", "cmd", "outage" }
 
 local CFG, md = b.CFG, b.md
 local T_START = b.clock.now()

@@ -26,6 +26,7 @@ local DEFAULTS = {
   fair = "4x10,16x5,64x2", fair_rate = 10, fair_window = 2,
   server_cpu = "0", client_cpu = "1",
   cmd_rounds = 10, cmd_runs = 10, cmd_warmup = 3,
+  outage_pins = 100, outage_concurrency = 16, outage_timeout = 1,
   -- A directory holding a libcurl.so.4 with symbols, used for the callgrind
   -- runs only (see bench/README.md): names libcurl's internal functions.
   cg_libdir = false,

@@ -8,8 +8,10 @@
 #                     bench/results.md, bench/README.md (between its bench
 #                     markers) and bench/pins_per_second.png; then
 #                     bench/nonblocking.lua (bench/nonblocking.md)
-#   make bench-nonblocking  only the non-blocking part: nginx's worker and
-#                     Neovim's loop while pins wait (about 20 s)
+#   make bench-nonblocking  only the non-blocking part (about 4 minutes):
+#                     periskope.ngx in nginx's worker beside a pin by hand
+#                     over cosockets, periskope.uv in Neovim's loop beside
+#                     the pool-thread way; results in bench/nonblocking.md
 #   make soak         nginx reloaded every 10 s and processes on Redis,
 #                     pinning for SOAK_SECONDS (default 600) against local
 #                     servers made hostile at random: bench/soak.lua, the
@@ -34,6 +36,7 @@
 BENCH_DIR := build/bench
 BENCH_RAW := $(BENCH_DIR)/raw_curl
 BENCH_RAW_MULTI := $(BENCH_DIR)/raw_multi
+BENCH_NB_LOAD := $(BENCH_DIR)/nb_load
 BENCH_CC ?= $(CC)
 
 $(BENCH_DIR)/%: bench/%.c bench/raw_common.h
@@ -41,7 +44,7 @@ $(BENCH_DIR)/%: bench/%.c bench/raw_common.h
 	$(BENCH_CC) -std=c99 -O2 -g $(WARN) $(CURL_CFLAGS) $< -o $@ $(CURL_LIBS)
 
 # Both modules, each with its own build directory, through the Makefile.
-bench-build: $(BENCH_RAW) $(BENCH_RAW_MULTI)
+bench-build: $(BENCH_RAW) $(BENCH_RAW_MULTI) $(BENCH_NB_LOAD)
 	$(MAKE) --no-print-directory LUA=lua5.4 all
 	$(MAKE) --no-print-directory LUA=luajit all
 
@@ -60,14 +63,19 @@ bench-deps:
 
 bench: bench-build bench-node
 	BENCH_RAW=$(BENCH_RAW) BENCH_RAW_MULTI=$(BENCH_RAW_MULTI) BENCH_DIR=$(BENCH_DIR) lua5.4 bench/bench.lua
-	$(if $(BENCH_PARTS),@echo "bench: BENCH_PARTS given: bench/nonblocking.lua not run (make bench-nonblocking runs it)",lua5.4 bench/nonblocking.lua)
+	$(if $(BENCH_PARTS),@echo "bench: BENCH_PARTS given: bench/nonblocking.lua not run (make bench-nonblocking runs it)",$(BENCH_NB_RUN))
 
 # Pinning without blocking the host (OpenResty's worker, Neovim's loop):
-# bench/nonblocking.lua, results in bench/nonblocking.md.
+# bench/nonblocking.lua, results in bench/nonblocking.md. The script, the
+# local servers and the load generator run on BENCH_SERVER_CPU; it moves
+# the measured nginx worker and nvim to BENCH_CLIENT_CPU itself.
+# BENCH_NB_PARTS (e.g. a1,b) runs some of its steps (see the script).
+BENCH_NB_RUN = BENCH_NB_LOAD=$(BENCH_NB_LOAD) $(if $(shell command -v taskset),taskset -c $(or $(BENCH_SERVER_CPU),0)) \
+  lua5.4 bench/nonblocking.lua
 .PHONY: bench-nonblocking
-bench-nonblocking:
+bench-nonblocking: $(BENCH_NB_LOAD)
 	$(MAKE) --no-print-directory LUA=luajit all
-	lua5.4 bench/nonblocking.lua
+	$(BENCH_NB_RUN)
 
 # The soak (issue 21): an nginx of 4 workers on the shared-dictionary
 # limiter, reloaded every 10 s, and a Lua 5.4 and a LuaJIT process on the
