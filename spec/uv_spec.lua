@@ -19,7 +19,9 @@ local SCRIPT = {
   { delay = 2 },                                        -- closed under it
   {},                                                   -- raising
   { delay = 2 },                                        -- cancelled
+  {}, {}, {},                                           -- after a raise, co
 }
+for _ = 1, 16 do SCRIPT[#SCRIPT + 1] = { delay = 0.3 } end -- eight at once, twice
 
 local function read(path)
   local f = io.open(path, "rb")
@@ -102,6 +104,23 @@ for _, host in ipairs { "luv", "nvim" } do
       assert.is_true(r.first_cancel)
       assert.is_false(r.second_cancel)
       assert.truthy(r.after_cancel_ms < util.within(100), r.after_cancel_ms)
+    end)
+
+    it("keeps the connections of 8 pins in flight: the next 8 connect to nothing new", function()
+      for round = 1, 2 do
+        for i = 1, 8 do assert.equal(204, result["eight" .. round][i].status) end
+      end
+      -- Every connection the second eight used was open before them
+      -- (libcurl's default keeps 4 per multi handle, and a job has its own).
+      local before, second = {}, {}
+      for _, r in ipairs(srv:requests()) do
+        if r.uri:find("/eight2-", 1, true) then second[#second + 1] = r.connection
+        else before[r.connection] = true end
+      end
+      assert.equal(8, #second)
+      for _, conn in ipairs(second) do
+        assert.truthy(before[conn], ("connection %d is new: %s"):format(conn, cjson.encode(second)))
+      end
     end)
 
     it("survives a callback that raises, and pins on; yields in a coroutine", function()

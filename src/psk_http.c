@@ -698,7 +698,9 @@ psk_batch *psk_batch_new(psk_http *h) {
   if (!b) return NULL;
   b->h = h;
   psk_owner_set(&b->owner);
-  if (!(b->multi = curl_multi_init())) {
+  if (!(b->multi = curl_multi_init()) ||
+      curl_multi_setopt(b->multi, CURLMOPT_MAXCONNECTS, (long)PSK_KEEP_CONNECTIONS)) {
+    if (b->multi) curl_multi_cleanup(b->multi);
     free(b);
     return NULL;
   }

@@ -40,6 +40,12 @@ int psk_watch_fd(const psk_watch *w);
 double psk_watch_wait(const psk_watch *w);
 
 #define PSK_MAX_CONCURRENCY 64 /* transfers one batch may run at once */
+/* Idle connections the client's shared cache keeps, whichever multi
+   handle gives one back (CURLMOPT_MAXCONNECTS on each). libcurl's default
+   is 4 per easy handle of that multi: a job's own multi has one, so past 4
+   jobs in flight each connection given back closed the oldest, and almost
+   every pin connected again. */
+#define PSK_KEEP_CONNECTIONS PSK_MAX_CONCURRENCY
 
 typedef struct psk_http psk_http;
 typedef struct psk_transfer psk_transfer;

@@ -51,7 +51,8 @@ static CURLcode one_open(psk_one *o) {
   if (curl_multi_setopt(o->multi, CURLMOPT_SOCKETFUNCTION, one_socket) ||
       curl_multi_setopt(o->multi, CURLMOPT_SOCKETDATA, o) ||
       curl_multi_setopt(o->multi, CURLMOPT_TIMERFUNCTION, one_timer) ||
-      curl_multi_setopt(o->multi, CURLMOPT_TIMERDATA, o)) {
+      curl_multi_setopt(o->multi, CURLMOPT_TIMERDATA, o) ||
+      curl_multi_setopt(o->multi, CURLMOPT_MAXCONNECTS, (long)PSK_KEEP_CONNECTIONS)) {
     curl_multi_cleanup(o->multi);
     o->multi = NULL;
     return CURLE_FAILED_INIT;
@@ -180,7 +181,8 @@ static CURLcode watch_open(psk_watch *w) {
   if (curl_multi_setopt(w->multi, CURLMOPT_SOCKETFUNCTION, watch_socket) ||
       curl_multi_setopt(w->multi, CURLMOPT_SOCKETDATA, w) ||
       curl_multi_setopt(w->multi, CURLMOPT_TIMERFUNCTION, watch_timer) ||
-      curl_multi_setopt(w->multi, CURLMOPT_TIMERDATA, w)) {
+      curl_multi_setopt(w->multi, CURLMOPT_TIMERDATA, w) ||
+      curl_multi_setopt(w->multi, CURLMOPT_MAXCONNECTS, (long)PSK_KEEP_CONNECTIONS)) {
     curl_multi_cleanup(w->multi);
     w->multi = NULL;
     return CURLE_FAILED_INIT;
