@@ -21,8 +21,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
+#include "psk_fork.h"
 #include "psk_redis.h"
 #include "psk_time.h"
 
@@ -45,6 +45,7 @@ typedef struct psk_limiter {
   char cache_name[LPACE_NAME_MAX];   /* the last budget seen in Redis */
   char cache_val[PSK_BUDGET_TEXT];
   unsigned long seq;                 /* shared_dict: lock tokens made */
+  psk_owner me;                      /* ... and the process making them */
   double resting_until;              /* after a failure: try again then */
 } psk_limiter;
 
@@ -126,10 +127,11 @@ static int dict_run(lua_State *L, psk_limiter *self, int lim,
   snprintf(lock, sizeof lock, "%s:lock", name);
   /* Ours alone: a holder whose lock expired under it finds it taken. */
   /* The limiter's own counter (no C static: Lua states of several threads
-     may use the module at once), and its address for states that share a
-     process. */
-  snprintf(token, sizeof token, "%ld:%p:%lu", (long)getpid(), (void *)self,
-           ++self->seq);
+     may use the module at once), its address for states that share a
+     process, and the process (asked of the kernel only after a fork). */
+  if (!self->me.pid || psk_owner_other(&self->me)) psk_owner_set(&self->me);
+  snprintf(token, sizeof token, "%ld:%p:%lu", (long)self->me.pid,
+           (void *)self, ++self->seq);
   for (;;) { /* the lock: add fails while another holder has it */
     update_nginx_time(L);
     if (dict_call(L, dict, "add", lock, token, LOCK_TTL, err, err_cap) != 0) {
