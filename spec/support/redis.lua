@@ -137,7 +137,7 @@ end
 local StandIn = {}
 StandIn.__index = StandIn
 
-local STAND_IN_OPTIONS = { "upstream", "trickle", "delay", "blackhole", "stream", "lifetime" }
+local STAND_IN_OPTIONS = { "upstream", "trickle", "delay", "blackhole", "untildrop", "stream", "lifetime" }
 
 -- The checkout's spec/support, where the stand-in's script is.
 local function support_dir()

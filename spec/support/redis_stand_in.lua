@@ -5,7 +5,8 @@
 -- spec/support/redis.lua (redis.stand_in), which runs it with lua5.4.
 --
 --   lua5.4 redis_stand_in.lua MODE [--upstream PORT] [--trickle S]
---     [--delay S] [--blackhole S] [--stream BYTES] [--lifetime S]
+--     [--delay S] [--blackhole S] [--untildrop 1] [--stream BYTES]
+--     [--lifetime S]
 --
 -- MODE:
 --   proxy       every byte both ways to a real Redis on 127.0.0.1:PORT
@@ -22,6 +23,10 @@
 --   cannot even be made: the listen queue is one long and a connection of
 --   its own fills it, so the kernel drops every SYN until the stand-in
 --   accepts that connection (a client's SYN is sent again about 1 s later).
+-- --untildrop 1: with --blackhole S, the queue frees only once the kernel
+--   has also counted a dropped SYN (TcpExt ListenOverflows in
+--   /proc/net/netstat), however long the client takes to try: the fault
+--   then happens on a slow run too (valgrind). Without that file, S alone.
 -- --lifetime S (default 300): exits then, whatever happens, should the
 --   spec that started it never stop it.
 local socket = require "socket"
@@ -44,6 +49,31 @@ assert(mode == "proxy" or mode == "never" or mode == "close" or HUGE[mode],
   "unknown mode " .. tostring(mode))
 assert(mode ~= "proxy" or opt.upstream, "proxy needs --upstream PORT")
 
+-- The kernel's count of SYNs dropped on a full listen queue, or nil.
+local function listen_overflows()
+  local f = io.open("/proc/net/netstat")
+  if not f then return nil end
+  local names, values
+  for line in f:lines() do
+    if line:match("^TcpExt:") then
+      if names then values = line else names = line end
+    end
+  end
+  f:close()
+  if not values then return nil end
+  local i, at = 0, nil
+  for name in names:gmatch("%S+") do
+    i = i + 1
+    if name == "ListenOverflows" then at = i end
+  end
+  i = 0
+  for value in values:gmatch("%S+") do
+    i = i + 1
+    if i == at then return tonumber(value) end
+  end
+  return nil
+end
+
 local started = socket.gettime()
 local listener = assert(socket.tcp4())
 assert(listener:setoption("reuseaddr", true))
@@ -58,6 +88,7 @@ if opt.blackhole then
   filler:settimeout(2)
   assert(filler:connect("127.0.0.1", port))
 end
+local overflows_at_start = opt.untildrop and listen_overflows()
 
 io.stdout:write(port, "\n")
 io.stdout:flush()
@@ -137,6 +168,9 @@ while true do
   local now = socket.gettime()
   if now - started > opt.lifetime then break end
   local accepting = not opt.blackhole or (opt.blackhole >= 0 and now - started >= opt.blackhole)
+  if filler and accepting and overflows_at_start then
+    accepting = (listen_overflows() or math.huge) > overflows_at_start
+  end
   if filler and accepting then
     -- The queue's own connection goes; the clients' SYNs are let in.
     local own = listener:accept()
