@@ -13,8 +13,15 @@
 --   Q <id>                           before a pin is asked for
 --   O <id> <status|kind> <attempts|-> <request events>   its outcome
 --   M <seconds> <VmRSS kB>           every 5 s and at the end
+--   L <epoch seconds>                each limiter event (a store failure:
+--                                    this process paces alone for a while)
 --   E <events> ...                   counts of limiter, circuit and wait events, last
 local periskope = require "periskope"
+local has_socket, socket = pcall(require, "socket")
+
+-- The wall clock the servers' records use (os.time's seconds without
+-- LuaSocket).
+local function wall() return has_socket and socket.gettime() or os.time() end
 
 local name, seconds, mode = arg[1], tonumber(arg[2]), arg[3]
 local timeout = tonumber(arg[4] or "1")
@@ -66,6 +73,7 @@ local client = periskope.new {
       local key = "failure:" .. tostring(ev.kind) .. (ev.attempt == 0 and "(not-sent)" or "")
       events[key] = (events[key] or 0) + 1
     elseif ev.type == "limiter" or ev.type == "circuit" or ev.type == "wait" then
+      if ev.type == "limiter" then print(("L %.3f"):format(wall())) end
       local key = ev.type .. ":" .. tostring(ev.state or ev.reason or "store")
       events[key] = (events[key] or 0) + 1
     end
