@@ -34,19 +34,9 @@
  */
 #include "fuzz.h"
 #include "psk_h1.h"
+#include "../test/h1_res.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-typedef struct run {
-  int st;
-  long status;
-  int kind;
-  char msg[128];
-  char *head, *body;
-  size_t head_len, body_len;
-  int keepalive;
-  uint64_t extra, received;
-} run;
 
 enum { CUT_WHOLE, CUT_BYTES, CUT_RANDOM, CUT_HOST };
 
@@ -99,7 +89,7 @@ static uint32_t next_rand(uint32_t *s) {
    ends: bytes the whole run took to DONE without eof (0: unknown), to
    check that want never asks past them. */
 static void feed_all(psk_h1 *r, const char *resp, size_t n, size_t max_body,
-                     int eof, int cut, uint8_t seed, size_t ends, run *o) {
+                     int eof, int cut, uint8_t seed, size_t ends, h1_res *o) {
   size_t off = 0;
   int st = PSK_H1_MORE, ended = 0;
   uint32_t rnd = 0x9e3779b9u ^ seed;
@@ -143,21 +133,9 @@ static void feed_all(psk_h1 *r, const char *resp, size_t n, size_t max_body,
     FUZZ_CHECK(st != PSK_H1_MORE);
     FUZZ_CHECK(psk_h1_eof(r) == st);
   }
-  memset(o, 0, sizeof *o);
-  o->st = st;
-  o->status = r->status;
-  o->kind = r->kind;
-  memcpy(o->msg, r->msg, sizeof o->msg);
   FUZZ_CHECK(memchr(psk_buf_cstr(&r->head), '\0', r->head.len) == NULL);
-  o->head = fz_dup((const uint8_t *)psk_buf_cstr(&r->head), r->head.len);
-  o->head_len = r->head.len;
-  o->body = fz_dup((const uint8_t *)psk_buf_cstr(&r->body), r->body.len);
-  o->body_len = r->body.len;
-  o->keepalive = psk_h1_keepalive(r);
-  o->extra = r->extra;
-  o->received = r->received;
-
-  FUZZ_CHECK(memchr(o->msg, '\0', sizeof o->msg) != NULL);
+  FUZZ_CHECK(memchr(r->msg, '\0', sizeof r->msg) != NULL);
+  h1_res_take(o, st, r);
   if (st == PSK_H1_FAIL) {
     FUZZ_CHECK(o->kind == PSK_KIND_NETWORK || o->kind == PSK_KIND_TOO_LARGE);
     FUZZ_CHECK(known_message(o->msg));
@@ -183,23 +161,6 @@ static void feed_all(psk_h1 *r, const char *resp, size_t n, size_t max_body,
   }
 }
 
-static void run_free(run *o) {
-  free(o->head);
-  free(o->body);
-}
-
-static int same(const run *a, const run *b) {
-  if (a->st != b->st || a->status != b->status || a->kind != b->kind ||
-      strcmp(a->msg, b->msg) != 0)
-    return 0;
-  if (a->st != PSK_H1_DONE) return 1;
-  return a->head_len == b->head_len && a->body_len == b->body_len &&
-         memcmp(a->head, b->head, a->head_len) == 0 &&
-         memcmp(a->body, b->body, a->body_len) == 0 &&
-         a->keepalive == b->keepalive && a->extra == b->extra &&
-         a->received == b->received;
-}
-
 /* An answer read in part before the one under test, on a reader then
    reset: an interim head, then a final head up to a fold. */
 static const char OTHER[] =
@@ -208,7 +169,7 @@ static const char OTHER[] =
 static void check_reader(const char *resp, size_t n, size_t max_body, int eof,
                          uint8_t seed) {
   psk_h1 r;
-  run whole, o;
+  h1_res whole, o;
   size_t ends;
   int cut;
   psk_h1_init(&r, max_body);
@@ -220,25 +181,25 @@ static void check_reader(const char *resp, size_t n, size_t max_body, int eof,
       continue; /* too slow */
     psk_h1_init(&r, max_body);
     feed_all(&r, resp, n, max_body, eof, cut, seed, ends, &o);
-    FUZZ_CHECK(same(&whole, &o));
-    run_free(&o);
+    FUZZ_CHECK(h1_same(&whole, &o));
+    h1_res_free(&o);
     psk_h1_free(&r);
   }
   /* A reader that read another answer first, then was reset (small
      inputs only: a fuzzer must stay fast). */
   if (n > 4096) {
-    run_free(&whole);
+    h1_res_free(&whole);
     return;
   }
   psk_h1_init(&r, max_body);
   FUZZ_CHECK(psk_h1_feed(&r, OTHER, sizeof OTHER - 1, NULL) == PSK_H1_MORE);
   psk_h1_reset(&r);
   feed_all(&r, resp, n, max_body, eof, CUT_RANDOM, seed, ends, &o);
-  FUZZ_CHECK(same(&whole, &o));
-  run_free(&o);
+  FUZZ_CHECK(h1_same(&whole, &o));
+  h1_res_free(&o);
   psk_h1_free(&r);
   psk_h1_free(&r);
-  run_free(&whole);
+  h1_res_free(&whole);
 }
 
 /* The request framer on a base URL candidate and a message id. */

@@ -27,6 +27,8 @@
 #include "psk_resp.h"
 #include "psk_time.h"
 
+#include "h1_res.h"
+
 /* ---- the checker ---- */
 
 static int g_pass, g_fail;
@@ -2904,24 +2906,6 @@ static void test_h1_request(void) {
 
 /* ---- psk_h1: reading a response ---- */
 
-/* What a reader made of a whole input. */
-typedef struct h1_res {
-  int st; /* DONE, FAIL, or MORE when the bytes ended first */
-  long status;
-  int kind;
-  char msg[128];
-  char *head, *body;
-  size_t head_len, body_len;
-  int keepalive;
-  uint64_t extra, received;
-} h1_res;
-
-static void h1_res_free(h1_res *o) {
-  free(o->head);
-  free(o->body);
-  o->head = o->body = NULL;
-}
-
 /* How h1_run cuts the input into pieces. */
 enum {
   CUT_WHOLE,  /* one piece */
@@ -2982,18 +2966,7 @@ static void h1_run(const char *resp, size_t n, size_t max_body, int eof,
     st = s;
     check_(psk_h1_eof(&r) == st, __FILE__, line, "eof twice", -1);
   }
-  memset(o, 0, sizeof *o);
-  o->st = st;
-  o->status = r.status;
-  o->kind = r.kind;
-  snprintf(o->msg, sizeof o->msg, "%s", r.msg);
-  o->head = xdup(psk_buf_cstr(&r.head), r.head.len);
-  o->head_len = r.head.len;
-  o->body = xdup(psk_buf_cstr(&r.body), r.body.len);
-  o->body_len = r.body.len;
-  o->keepalive = psk_h1_keepalive(&r);
-  o->extra = r.extra;
-  o->received = r.received;
+  h1_res_take(o, st, &r);
   if (st == PSK_H1_FAIL)
     check_(r.kind == PSK_KIND_NETWORK || r.kind == PSK_KIND_TOO_LARGE,
            __FILE__, line, "a failure has a kind", -1);
@@ -3003,20 +2976,6 @@ static void h1_run(const char *resp, size_t n, size_t max_body, int eof,
   psk_h1_free(&r); /* twice is safe */
 }
 
-/* Whether two runs over the same input agree: the outcome, and all of
-   the answer when there is one (a failure may have kept more or less of
-   the bytes before it). */
-static int h1_same(const h1_res *a, const h1_res *b) {
-  if (a->st != b->st || a->status != b->status || a->kind != b->kind ||
-      strcmp(a->msg, b->msg) != 0)
-    return 0;
-  if (a->st != PSK_H1_DONE) return 1;
-  return a->head_len == b->head_len && a->body_len == b->body_len &&
-         memcmp(a->head, b->head, a->head_len) == 0 &&
-         memcmp(a->body, b->body, a->body_len) == 0 &&
-         a->keepalive == b->keepalive && a->extra == b->extra &&
-         a->received == b->received;
-}
 
 /* One case: the input, and what must come of it. */
 typedef struct h1_case {
