@@ -168,6 +168,7 @@ function M.lua_env(lua)
 end
 
 local CLK_TCK = tonumber(M.first_line("getconf CLK_TCK")) or 100
+M.CLK_TCK = CLK_TCK -- clock ticks a second, as /proc counts them
 
 -- The clock ticks one process used so far (utime + stime, /proc).
 local function pid_ticks(pid)

@@ -40,6 +40,7 @@ local server = require "spec.support.server"
 local redis = require "spec.support.redis"
 local socket = require "socket"
 local cjson = require "cjson"
+local common = require "bench.common"
 
 local sh, sq = server.sh, server.quote
 
@@ -81,7 +82,7 @@ local CFG = {
   parts = env("BENCH_NB_PARTS", "a1,a2,a3,a4,a5,b"),
 }
 local KEY, PHONE = "bench-key-0123456789abcdef", "919874532456"
-local CLK_TCK = tonumber((sh("getconf CLK_TCK"):match("%d+"))) or 100
+local CLK_TCK = common.CLK_TCK
 local HAVE_TASKSET = select(2, sh("command -v taskset >/dev/null")) == 0
 
 -- Targets (issues 21 and 22).
@@ -128,14 +129,6 @@ end
 
 ------------------------------------------------------------------------------
 -- Processes
-
--- Clock ticks (utime + stime) of a process: every thread of it.
-local function ticks(pid)
-  local rest = (server.read_file("/proc/" .. pid .. "/stat") or ""):match("%)%s+(.*)$") or ""
-  local f = {}
-  for w in rest:gmatch("%S+") do f[#f + 1] = w end
-  return (tonumber(f[12]) or 0) + (tonumber(f[13]) or 0)
-end
 
 local function threads(pid)
   local n = 0
@@ -493,9 +486,9 @@ local function a1_cpu(fast)
     for k = 0, #WAYS - 1 do
       local i = (round - 1 + k) % #WAYS + 1
       local before, conns = fast:stats().requests, accepts(fast)
-      local t0 = ticks(w)
+      local t0 = common.pid_cpu(w) -- every thread of the worker
       local r = load(app, WAYS[i].path, CFG.cpu_pins, CFG.cpu_flight, "r" .. round .. "-")
-      local used = (ticks(w) - t0) / CLK_TCK
+      local used = common.pid_cpu(w) - t0
       local x = per[i]
       x.opened = x.opened + accepts(fast) - conns - 1
       x.us[round] = used / r.n * 1e6
