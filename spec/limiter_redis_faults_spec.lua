@@ -74,32 +74,26 @@ describe("periskope.limiter.redis against a faulty store #redis", function()
     c:close()
   end)
 
-  it("a reply announcing a huge array fails at its header, at once", function()
-    local s = redis.stand_in { mode = "huge_array" }
-    finally(function() s:stop() end)
-    local c, events = client_of(s, 5)
-    local before = peak_mb()
-    local took = failed_store_pin(c, events, "reply too large (an array too long)")
-    local grew = peak_mb() - before
-    -- At once: well before the timeout of 5 s.
-    assert.is_true(took < util.within(2.5), ("the pin took %.2f s"):format(took))
-    assert.is_true(grew < 16, ("peak memory grew %.1f MB"):format(grew))
-    c:close()
-  end)
-
-  it("a reply announcing a huge string fails at its header, before the string is read", function()
+  for _, case in ipairs {
+    { "a reply announcing a huge array fails at its header, at once",
+      { mode = "huge_array" }, "reply too large (an array too long)" },
     -- 64 MB follow the header, as fast as the client reads them.
-    local s = redis.stand_in { mode = "huge_bulk", stream = 64 * 1024 * 1024 }
-    finally(function() s:stop() end)
-    local c, events = client_of(s, 5)
-    local before = peak_mb()
-    local took = failed_store_pin(c, events, "reply too large (a bulk string too long)")
-    local grew = peak_mb() - before
-    -- At once: well before the timeout of 5 s.
-    assert.is_true(took < util.within(2.5), ("the pin took %.2f s"):format(took))
-    assert.is_true(grew < 16, ("peak memory grew %.1f MB"):format(grew))
-    c:close()
-  end)
+    { "a reply announcing a huge string fails at its header, before the string is read",
+      { mode = "huge_bulk", stream = 64 * 1024 * 1024 }, "reply too large (a bulk string too long)" },
+  } do
+    it(case[1], function()
+      local s = redis.stand_in(case[2])
+      finally(function() s:stop() end)
+      local c, events = client_of(s, 5)
+      local before = peak_mb()
+      local took = failed_store_pin(c, events, case[3])
+      local grew = peak_mb() - before
+      -- At once: well before the timeout of 5 s.
+      assert.is_true(took < util.within(2.5), ("the pin took %.2f s"):format(took))
+      assert.is_true(grew < 16, ("peak memory grew %.1f MB"):format(grew))
+      c:close()
+    end)
+  end
 
   it("a Redis that never answers costs one timeout, then rests: the next pins do not pay it", function()
     local s = redis.stand_in { mode = "never" }

@@ -15,27 +15,7 @@ local sha256_hex = util.sha256_hex
 
 local now = server.now
 
--- A plain-Lua stand-in for ngx.shared.DICT: get, set, add, delete.
--- fail: "set" (answers false, "no memory"), "add" (raises), "locked" (the
--- lock is held by someone who never lets go).
-local function fake_dict(fail)
-  local data = {}
-  local d = { data = data }
-  function d.get(_, k) return data[k] end
-  function d.set(_, k, v)
-    if fail == "set" then return false, "no memory" end
-    data[k] = v
-    return true
-  end
-  function d.add(_, k, v)
-    if fail == "add" then error("dictionary broke") end
-    if data[k] ~= nil or (fail == "locked" and k:find(":lock$")) then return false, "exists" end
-    data[k] = v
-    return true
-  end
-  function d.delete(_, k) data[k] = nil end
-  return d
-end
+local fake_dict = util.fake_dict
 
 local recorder = util.recorder
 

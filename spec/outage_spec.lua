@@ -14,20 +14,7 @@ local of_type = util.of_type
 local list = util.list
 local within = util.within
 
--- A plain-Lua stand-in for ngx.shared.DICT (get, set, add, delete).
-local function fake_dict()
-  local data = {}
-  local d = { data = data }
-  function d.get(_, k) return data[k] end
-  function d.set(_, k, v) data[k] = v return true end
-  function d.add(_, k, v)
-    if data[k] ~= nil then return false, "exists" end
-    data[k] = v
-    return true
-  end
-  function d.delete(_, k) data[k] = nil end
-  return d
-end
+local fake_dict = util.fake_dict
 
 -- n scripted answers that never come in time (the server sleeps first).
 local function hangs(n, seconds)

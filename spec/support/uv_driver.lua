@@ -35,6 +35,23 @@ local function run_until(seconds, cond)
   return cond()
 end
 
+-- A 10 ms timer on the loop; stop() ends it and returns the longest
+-- time between two of its ticks, in ms (how long the loop was held).
+local function ticker()
+  local gap, last = 0, uv.hrtime()
+  local timer = uv.new_timer()
+  timer:start(10, 10, function()
+    local now = uv.hrtime()
+    gap = math.max(gap, (now - last) / 1e6)
+    last = now
+  end)
+  return { stop = function()
+    timer:stop()
+    timer:close()
+    return gap
+  end }
+end
+
 local function client(opts)
   local o = { api_key = os.getenv("PERISKOPE_UV_KEY"), base_url = os.getenv("PERISKOPE_UV_BASE_URL"),
     phone = "919874532456", timeout = 10 }
@@ -68,22 +85,13 @@ local function scenarios()
   local pins = {}
   t0 = uv.hrtime()
   for i = 1, 4 do pins[i] = counted(c, "slow" .. i, t0) end
-  local ticks, gap, last = 0, 0, uv.hrtime()
-  local timer = uv.new_timer()
-  timer:start(10, 10, function()
-    local now = uv.hrtime()
-    gap = math.max(gap, (now - last) / 1e6)
-    last = now
-    ticks = ticks + 1
-  end)
+  local ticks = ticker()
   run_until(0.2, function() return false end)   -- the pins are under way
   local stat_ms
   local s0 = uv.hrtime()
   uv.fs_stat("/", function() stat_ms = ms_since(s0) end)
   run_until(10, function() return pins[4].n > 0 and stat_ms ~= nil end)
-  timer:stop()
-  timer:close()
-  result.slow = { stat_ms = stat_ms, gap = gap, pins = pins }
+  result.slow = { stat_ms = stat_ms, gap = ticks.stop(), pins = pins }
 
   -- 2. The client closed while a pin waits for its answer.
   local closing = client()
@@ -154,14 +162,7 @@ local function store()
   -- that answers each command late) while a 10 ms timer ticks.
   local c = client { limiter = periskope.limiter.redis { port = tonumber(os.getenv("PERISKOPE_UV_REDIS")),
     timeout = 2 } }
-  local ticks, gap, last = 0, 0, uv.hrtime()
-  local timer = uv.new_timer()
-  timer:start(10, 10, function()
-    local now = uv.hrtime()
-    gap = math.max(gap, (now - last) / 1e6)
-    last = now
-    ticks = ticks + 1
-  end)
+  local ticks = ticker()
   local t0 = uv.hrtime()
   local pins = {}
   for i = 1, 4 do pins[i] = counted(c, "r" .. i, t0) end
@@ -169,9 +170,7 @@ local function store()
     for _, p in ipairs(pins) do if p.n == 0 then return false end end
     return true
   end)
-  timer:stop()
-  timer:close()
-  result.store = { pins = pins, gap = gap, ms = ms_since(t0) }
+  result.store = { pins = pins, gap = ticks.stop(), ms = ms_since(t0) }
   c:close()
 end
 
